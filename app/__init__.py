@@ -1,0 +1,86 @@
+"""Tributary's Flask application factory."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import select
+
+from app.auth import KeyCache
+from app.config import Settings
+from app.errors import register_error_handlers
+from app.ratelimit import RateLimiter
+from models import Project
+from workers.runtime import Runtime
+
+__version__ = "0.1.0"
+
+
+@dataclass
+class ProjectCache:
+    """(account, slug) -> project id for the ingest path; projects are never renamed."""
+
+    ttl: float
+    _entries: dict[tuple[str, str], tuple[float, str | None]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, runtime: Runtime, account_id: str, slug: str) -> str | None:
+        now = time.monotonic()
+        entry = self._entries.get((account_id, slug))
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        with runtime.db.session() as session:
+            project_id = session.scalar(
+                select(Project.id).where(Project.account_id == account_id, Project.slug == slug)
+            )
+        with self._lock:
+            # Misses are cached briefly too, so a flood naming a bogus project stays cheap.
+            self._entries[(account_id, slug)] = (now + (self.ttl if project_id else 1.0), project_id)
+        return project_id
+
+
+@dataclass
+class Extensions:
+    runtime: Runtime
+    key_cache: KeyCache
+    rate_limiter: RateLimiter
+    projects: ProjectCache
+
+
+def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | None = None) -> Flask:
+    app = Flask(__name__)
+    settings = runtime.settings if runtime else Settings.load(config)
+    runtime = runtime or Runtime(settings)
+    app.config.update(
+        TRIBUTARY_VERSION=__version__,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        SECRET_KEY=settings.secret_key,
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update({k: v for k, v in (config or {}).items() if k.isupper()})
+    app.extensions["tributary"] = Extensions(
+        runtime=runtime,
+        key_cache=KeyCache(settings.key_cache_seconds),
+        rate_limiter=RateLimiter(lambda: runtime.redis, settings.rate_limit),
+        projects=ProjectCache(settings.key_cache_seconds),
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    logging.getLogger("tributary").setLevel(logging.INFO)
+    register_error_handlers(app)
+
+    from app.api import admin, customers, health, ingest
+
+    for module in (ingest, customers, admin, health):
+        app.register_blueprint(module.bp)
+    return app
+
+
+def extensions(app: Flask) -> Extensions:
+    ext: Extensions = app.extensions["tributary"]
+    return ext

@@ -1,0 +1,122 @@
+"""`POST /v1/identify` and `POST /v1/ping`: validate, store the event, commit, ring the worker.
+
+The hot path is one INSERT in its own transaction (deduplicated by the database's unique index,
+so concurrent retries of one message id store one event) and one Redis SET; nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from app.auth import Principal, authenticate
+from app.errors import APIError, validation_error
+from app.openapi import describe
+from app.schemas import EventAccepted, IdentifyRequest, PingRequest
+from models import Event
+from models.base import sortable_id, utcnow
+from workers.jobs import ring
+
+bp = Blueprint("ingest", __name__)
+
+FUTURE_TOLERANCE_SECONDS = 300
+
+
+def _resolve_project(principal: Principal, slug: str | None) -> str:
+    ext = current_app.extensions["tributary"]
+    if principal.project_id is not None:
+        if slug is not None and ext.projects.get(ext.runtime, principal.account_id, slug) != principal.project_id:
+            raise APIError(403, "project_forbidden", "this key is bound to another project")
+        return principal.project_id
+    slug = slug or "default"
+    project_id: str | None = ext.projects.get(ext.runtime, principal.account_id, slug)
+    if project_id is None:
+        raise APIError(404, "project_not_found", f"no project with slug {slug!r}")
+    return project_id
+
+
+def _ingest(channel: str, model: type[PingRequest]) -> Response:
+    principal = authenticate("ingest")
+    body = request.get_data(cache=False)
+    try:
+        payload = model.model_validate_json(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    project_id = _resolve_project(principal, payload.project)
+    received_at = utcnow()
+    occurred_at = payload.occurred_at or received_at
+    if (occurred_at - received_at).total_seconds() > FUTURE_TOLERANCE_SECONDS:
+        # A future event time would pin every field it writes against all real updates.
+        raise APIError(400, "timestamp_in_future", "timestamp is more than 5 minutes in the future")
+    message_id = payload.message_id or request.headers.get("Idempotency-Key") or None
+    if message_id is not None and len(message_id) > 255:
+        raise APIError(400, "validation_error", "Idempotency-Key is longer than 255 characters")
+    dedup_key = f"api:{project_id}:{message_id}" if message_id else None
+    row: dict[str, Any] = {
+        "id": sortable_id("evt"),
+        "account_id": principal.account_id,
+        "project_id": project_id,
+        "channel": channel,
+        "type": channel,
+        "provider_event_id": message_id,
+        "dedup_key": dedup_key,
+        "email": payload.email,
+        "occurred_at": occurred_at,
+        "received_at": received_at,
+        "body": body,
+        "headers": {},
+        "status": "pending",
+        "attempts": 0,
+    }
+    runtime = current_app.extensions["tributary"].runtime
+    with runtime.db.autocommit() as conn:
+        stmt = dialect_insert_for(conn.dialect.name).values(row).on_conflict_do_nothing().returning(Event.id)
+        event_id = conn.scalar(stmt)
+        if event_id is None:
+            existing = conn.scalar(
+                select(Event.id).where(Event.account_id == principal.account_id, Event.dedup_key == dedup_key)
+            )
+            return _accepted(str(existing), duplicate=True)
+    ring(runtime)
+    return _accepted(event_id)
+
+
+def dialect_insert_for(dialect: str) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Event)
+
+
+def _accepted(event_id: str, *, duplicate: bool = False) -> Response:
+    response = jsonify(EventAccepted(event_id=event_id, duplicate=duplicate).model_dump())
+    response.status_code = 202
+    return response
+
+
+@bp.post("/v1/identify")
+@describe(
+    summary="Create or update a customer",
+    tag="ingest",
+    scope="ingest",
+    body=IdentifyRequest,
+    responses={202: EventAccepted},
+    errors=(400, 401, 403, 404, 413, 429, 503),
+)
+def identify() -> Response:
+    return _ingest("identify", IdentifyRequest)
+
+
+@bp.post("/v1/ping")
+@describe(
+    summary="Record activity for a customer",
+    tag="ingest",
+    scope="ingest",
+    body=PingRequest,
+    responses={202: EventAccepted},
+    errors=(400, 401, 403, 404, 413, 429, 503),
+)
+def ping() -> Response:
+    return _ingest("ping", PingRequest)

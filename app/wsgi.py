@@ -1,0 +1,7 @@
+"""WSGI entry point for gunicorn: `gunicorn app.wsgi:app`."""
+
+from __future__ import annotations
+
+from app import create_app
+
+app = create_app()

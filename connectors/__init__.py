@@ -1,0 +1,7 @@
+"""Connectors: one module per provider, the connector contract, the registry and the test kit."""
+
+from __future__ import annotations
+
+from connectors.changes import CustomerChange, IdentityRef
+
+__all__ = ["CustomerChange", "IdentityRef"]

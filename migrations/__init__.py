@@ -1,0 +1,1 @@
+"""Alembic migrations, shipped as a package so `tributary db upgrade` works from any install."""

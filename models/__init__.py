@@ -1,0 +1,26 @@
+"""Typed SQLAlchemy 2 models and database session handling."""
+
+from __future__ import annotations
+
+from models.account import SCOPES, Account, ApiKey, Project
+from models.base import Base
+from models.customer import Customer, CustomerChange, CustomerProject, Identity
+from models.event import EVENT_STATUSES, Event
+from models.session import Database
+from models.source import Source
+
+__all__ = [
+    "EVENT_STATUSES",
+    "SCOPES",
+    "Account",
+    "ApiKey",
+    "Base",
+    "Customer",
+    "CustomerChange",
+    "CustomerProject",
+    "Database",
+    "Event",
+    "Identity",
+    "Project",
+    "Source",
+]

@@ -1,0 +1,79 @@
+"""The unified person record, its per-project state, its external identities and its change log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, BigIntPK, sortable_id, utcnow
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    __table_args__ = (
+        # The merge key: one row per normalized email per account, enforced by the database so
+        # concurrent workers upsert instead of racing a check-then-insert.
+        UniqueConstraint("account_id", "email"),
+        Index("ix_customers_account_activity", "account_id", "last_activity_at", "id"),
+        Index("ix_customers_account_created", "account_id", "created_at", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: sortable_id("cus"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(400))
+    past_emails: Mapped[list[Any]] = mapped_column(default=list)
+    # Event time (microseconds) of the write that set each customer-level field; see workers/merge.py.
+    clock: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_activity_at: Mapped[datetime | None] = mapped_column()
+
+
+class CustomerProject(Base):
+    __tablename__ = "customer_projects"
+    __table_args__ = (UniqueConstraint("customer_id", "project_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str | None] = mapped_column(String(64), index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    clock: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    first_seen_at: Mapped[datetime] = mapped_column()
+    last_activity_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Identity(Base):
+    """(connector name, external id) -> customer, for events that carry no email."""
+
+    __tablename__ = "identities"
+    __table_args__ = (UniqueConstraint("account_id", "source", "external_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"), index=True)
+    source: Mapped[str] = mapped_column(String(64))
+    external_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CustomerChange(Base):
+    """One row per (event, customer, project) the worker touched: what changed, and what was ignored
+    as stale. It is the timeline, the status history and the audit trail."""
+
+    __tablename__ = "customer_changes"
+    __table_args__ = (Index("ix_customer_changes_customer", "customer_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    event_id: Mapped[str | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    occurred_at: Mapped[datetime] = mapped_column()
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)

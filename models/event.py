@@ -1,0 +1,53 @@
+"""Every inbound delivery, stored raw before it is acknowledged."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, sortable_id, utcnow
+
+EVENT_STATUSES = ("pending", "processed", "ignored", "failed")
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        # Exactly-once intake: (source, provider event id) for webhooks, (project, message id) for the
+        # API, folded into one key so a single unique index covers both and NULL means "no key".
+        UniqueConstraint("account_id", "dedup_key"),
+        # The worker's claim query reads only pending rows in arrival order.
+        Index(
+            "ix_events_pending",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        Index("ix_events_status_id", "status", "id"),
+        Index("ix_events_email", "email"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: sortable_id("evt"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    source_id: Mapped[str | None] = mapped_column(ForeignKey("sources.id", ondelete="SET NULL"), index=True)
+    # "identify" / "ping" for the API, the connector's name for webhooks.
+    channel: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(200))
+    provider_event_id: Mapped[str | None] = mapped_column(String(255))
+    dedup_key: Mapped[str | None] = mapped_column(String(320))
+    email: Mapped[str | None] = mapped_column(String(320))
+    occurred_at: Mapped[datetime] = mapped_column()
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The connector's split of the delivery (one webhook may carry several events).
+    payload: Mapped[dict[str, Any] | None] = mapped_column()
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    changes: Mapped[list[Any] | None] = mapped_column()
+    processed_at: Mapped[datetime | None] = mapped_column()

@@ -1,0 +1,110 @@
+"""RQ jobs and the doorbell that schedules them.
+
+Ingest does not enqueue a job per event. After committing an event it rings a doorbell: a Redis
+key set with NX. Only the request that sets it enqueues a `drain` job; the job clears the key when
+it starts, then claims batches until none are left. An event committed after the clear rings
+successfully and schedules the next job, so no wake-up is lost, and a burst of a thousand requests
+costs one job. A full batch rings again so idle workers join in (PostgreSQL's SKIP LOCKED keeps
+them on different events). Whatever a lost job leaves pending, the sweeper finds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+
+from redis.exceptions import RedisError
+from rq import Retry
+
+from workers.apply import apply_events, claim_events, claim_pending
+from workers.failpoints import failpoint
+from workers.runtime import Runtime, current
+
+log = logging.getLogger(__name__)
+
+DOORBELL_KEY = "tributary:drain:queued"
+# A queued drain job that never ran (Redis lost it) must not silence the doorbell forever.
+DOORBELL_TTL_SECONDS = 60
+# A drain job yields after this long so RQ heartbeats, timeouts and other jobs get their turn.
+DRAIN_SLICE_SECONDS = 30.0
+# Backoff for an event that failed: its own job, retried by RQ, then kept in the failed registry.
+RETRY_INTERVALS = [10, 60, 300, 1800]
+
+
+def ring(runtime: Runtime) -> bool:
+    """Make sure a drain job is queued. Never raises: the sweeper covers a Redis outage."""
+    try:
+        if runtime.redis.set(DOORBELL_KEY, 1, nx=True, ex=DOORBELL_TTL_SECONDS):
+            runtime.queue.enqueue(drain, result_ttl=0, failure_ttl=7 * 86400, job_timeout=600)
+            return True
+    except RedisError as exc:
+        log.warning("could not schedule a drain job (%s); the sweeper will pick the events up", exc)
+    return False
+
+
+def schedule_retry(runtime: Runtime, event_id: str) -> None:
+    try:
+        runtime.queue.enqueue_in(
+            timedelta(seconds=RETRY_INTERVALS[0]),
+            process_event,
+            event_id,
+            retry=Retry(max=len(RETRY_INTERVALS) - 1, interval=RETRY_INTERVALS[1:]),
+            job_id=f"event-{event_id}",
+            result_ttl=0,
+            failure_ttl=30 * 86400,
+            description=f"retry event {event_id}",
+        )
+    except RedisError as exc:
+        log.warning("could not schedule a retry for %s: %s", event_id, exc)
+
+
+def drain_batch(runtime: Runtime, limit: int | None = None) -> int:
+    """Claim and apply one batch in one transaction; returns how many events it claimed."""
+    limit = limit or runtime.settings.batch_size
+    with runtime.db.write_session() as session, session.begin():
+        events = claim_pending(session, limit)
+        if not events:
+            return 0
+        report = apply_events(session, events)
+        failpoint("batch.before_commit")
+    for event_id in report.failed:
+        schedule_retry(runtime, event_id)
+    return report.claimed
+
+
+def drain() -> int:
+    """The doorbell's job: apply pending events until none are left (or the time slice ends)."""
+    runtime = current()
+    runtime.redis.delete(DOORBELL_KEY)
+    started = time.monotonic()
+    total = 0
+    while True:
+        claimed = drain_batch(runtime)
+        total += claimed
+        if claimed < runtime.settings.batch_size:
+            return total
+        ring(runtime)
+        if time.monotonic() - started > DRAIN_SLICE_SECONDS:
+            return total
+
+
+class EventFailed(Exception):
+    """Raised by `process_event` so RQ records the failure and applies the retry policy."""
+
+
+def process_event(event_id: str) -> str:
+    """Apply one event (a retry or a replay). Idempotent: a processed event is left alone."""
+    runtime = current()
+    with runtime.db.write_session() as session, session.begin():
+        events = claim_events(session, [event_id])
+        if not events:
+            return "missing"
+        event = events[0]
+        if event.status in ("processed", "ignored"):
+            return event.status
+        report = apply_events(session, events)
+        status, error = event.status, event.last_error
+    if report.failed:
+        raise EventFailed(f"event {event_id}: {error}")
+    return status

@@ -1,0 +1,69 @@
+"""The per-process handles a job needs: settings, database, Redis and the queue.
+
+RQ jobs are plain module-level functions, so the worker (or the web app, or a test) installs one
+`Runtime` per process and jobs reach it through `current()`.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from redis import Redis
+from rq import Queue
+
+from models import Database
+from workers.embedded_redis import EmbeddedRedis
+
+if TYPE_CHECKING:
+    from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+_embedded: dict[Path, EmbeddedRedis] = {}
+
+
+def redis_url_for(settings: Settings) -> str:
+    """`REDIS_URL`, or the embedded server of the data directory (started if nobody runs it)."""
+    if settings.redis_url:
+        return settings.redis_url
+    home = settings.home.resolve()
+    server = _embedded.setdefault(home, EmbeddedRedis(home))
+    return server.ensure_running()
+
+
+class Runtime:
+    """Redis is connected on first use, so commands that only touch the database never start the
+    embedded server."""
+
+    def __init__(self, settings: Settings, *, db: Database | None = None, redis: Redis | None = None) -> None:
+        self.settings = settings
+        self.db = db or Database(settings.database_url)
+        self._redis = redis
+
+    @property
+    def redis(self) -> Redis:
+        if self._redis is None:
+            self._redis = Redis.from_url(redis_url_for(self.settings), health_check_interval=30)
+        return self._redis
+
+    @cached_property
+    def queue(self) -> Queue:
+        return Queue(self.settings.queue_name, connection=self.redis)
+
+
+_current: Runtime | None = None
+
+
+def install(runtime: Runtime) -> Runtime:
+    global _current  # noqa: PLW0603 - one runtime per process is the design
+    _current = runtime
+    return runtime
+
+
+def current() -> Runtime:
+    if _current is None:
+        raise RuntimeError("no Tributary runtime installed in this process")
+    return _current
