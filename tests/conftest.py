@@ -1,0 +1,170 @@
+"""Test fixtures on real parts.
+
+Embedded mode (default): a SQLite file and the embedded redis-server, both in a temporary folder.
+Server mode (`DATABASE_URL` and `REDIS_URL` set): a fresh PostgreSQL database and a free Redis db
+index for this run only, dropped and flushed at the end, so concurrent runs never meet.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from app import create_app
+from app.accounts import ensure_account
+from app.config import Settings
+from models import Base
+from models.migrate import upgrade
+from models.session import normalize_url
+from workers.embedded_redis import EmbeddedRedis
+from workers.runtime import Runtime, install
+from workers.worker import TributaryWorker
+
+from tests.helpers import auth, make_key
+
+REDIS_DB_LOCK = "tributary:test-db-lock:{}"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("DATABASE_URL")
+    if not configured:
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'tributary.db'}"
+        return
+    base = make_url(normalize_url(configured))
+    name = f"tributary_test_{os.getpid()}_{secrets.token_hex(4)}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get("REDIS_URL")
+    if not configured:
+        server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+        try:
+            yield server.ensure_running()
+        finally:
+            server.stop()
+        return
+    # Claim a db index no other test run holds (the lock lives in db 0 and expires if we die).
+    control = Redis.from_url(configured, db=0)
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    for index in range(1, 16):
+        if control.set(REDIS_DB_LOCK.format(index), token, nx=True, ex=6 * 3600):
+            break
+    else:
+        pytest.fail("no free Redis db index for this test run")
+    url = configured.rsplit("/", 1)[0] + f"/{index}" if configured.count("/") >= 3 else f"{configured}/{index}"
+    Redis.from_url(url).flushdb()
+    try:
+        yield url
+    finally:
+        Redis.from_url(url).flushdb()
+        if control.get(REDIS_DB_LOCK.format(index)) == token.encode():
+            control.delete(REDIS_DB_LOCK.format(index))
+
+
+@pytest.fixture(scope="session")
+def base_config(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str) -> dict[str, Any]:
+    return {
+        "TRIBUTARY_HOME": str(tmp_path_factory.mktemp("home")),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "TRIBUTARY_SECRET_KEY": "test-secret",
+        "TRIBUTARY_RATE_LIMIT": "off",
+        "TRIBUTARY_KEY_CACHE_SECONDS": 0,
+        "TRIBUTARY_BATCH_SIZE": 50,
+    }
+
+
+@pytest.fixture(scope="session")
+def _migrated(base_config: dict[str, Any]) -> None:
+    upgrade(base_config["DATABASE_URL"])
+
+
+@pytest.fixture(scope="session")
+def session_runtime(base_config: dict[str, Any], _migrated: None) -> Iterator[Runtime]:
+    runtime = Runtime(Settings.load(base_config))
+    yield runtime
+    runtime.db.dispose()
+
+
+def _reset(runtime: Runtime) -> None:
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    with runtime.db.engine.begin() as conn:
+        if runtime.db.is_postgres:
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for table in tables:
+                conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - our own table names
+    runtime.redis.flushdb()
+
+
+@pytest.fixture
+def runtime(session_runtime: Runtime) -> Runtime:
+    _reset(session_runtime)
+    return install(session_runtime)
+
+
+@pytest.fixture
+def app(runtime: Runtime) -> Flask:
+    return create_app({"TESTING": True}, runtime=runtime)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def account_id(runtime: Runtime) -> str:
+    with runtime.db.session() as session, session.begin():
+        account, _ = ensure_account(session)
+        return account.id
+
+
+@pytest.fixture
+def admin_key(runtime: Runtime, account_id: str) -> str:
+    return make_key(runtime, ["admin"])
+
+
+@pytest.fixture
+def admin(admin_key: str) -> dict[str, str]:
+    return auth(admin_key)
+
+
+@pytest.fixture
+def drain(runtime: Runtime) -> Any:
+    """Run a real RQ worker over the real queue until it is empty (scheduled retries excluded)."""
+
+    def run() -> None:
+        TributaryWorker(runtime).work(burst=True, logging_level="WARNING")
+
+    return run
+
+
+@pytest.fixture
+def subprocess_env(base_config: dict[str, Any]) -> dict[str, str]:
+    """Environment for `tributary` child processes that share this test's database and Redis."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIBUTARY_")}
+    env.update({k: str(v) for k, v in base_config.items()})
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    return env
