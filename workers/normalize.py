@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from connectors.base import EventIgnored
 from connectors.changes import CustomerChange
 
 if TYPE_CHECKING:
@@ -16,9 +17,7 @@ if TYPE_CHECKING:
 
 API_CHANNELS = ("identify", "ping")
 
-
-class EventIgnored(Exception):
-    """A valid event that says nothing Tributary tracks (an unknown type): stored, never a failure."""
+__all__ = ["API_CHANNELS", "EventIgnored", "NormalizeError", "changes_for_event", "register_channel"]
 
 
 class NormalizeError(Exception):
