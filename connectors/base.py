@@ -11,6 +11,7 @@ Nothing here imports Flask: a connector sees an `InboundRequest`, so it can be e
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,6 +20,7 @@ from typing import Any, ClassVar, Protocol
 from connectors.changes import CustomerChange, IdentityRef
 
 __all__ = [
+    "TIMESTAMP_TOLERANCE_SECONDS",
     "Challenge",
     "Connector",
     "Envelope",
@@ -28,13 +30,35 @@ __all__ = [
     "InvalidOptions",
     "MalformedPayload",
     "NormalizeContext",
+    "OfflineContext",
     "SourceConfig",
     "VerificationFailed",
+    "check_timestamp",
 ]
+
+# SPEC §7: a signed timestamp is accepted within this many seconds of now, past or future.
+TIMESTAMP_TOLERANCE_SECONDS = 300
 
 
 class VerificationFailed(Exception):
     """Missing or wrong signature/secret, or a timestamp outside the tolerance: HTTP 400."""
+
+
+def check_timestamp(
+    timestamp: float, *, now: float | None = None, tolerance: float = TIMESTAMP_TOLERANCE_SECONDS
+) -> None:
+    """Reject a signed timestamp (Unix seconds) more than `tolerance` seconds from now, either way.
+
+    Old timestamps are replays; future ones would let a captured request be replayed later, and
+    several provider libraries (stripe's among them) only check the past.
+    """
+    skew = timestamp - (time.time() if now is None else now)
+    if skew < -tolerance:
+        raise VerificationFailed(f"the signed timestamp is {int(-skew)} s old (tolerance {int(tolerance)} s)")
+    if skew > tolerance:
+        raise VerificationFailed(
+            f"the signed timestamp is {int(skew)} s in the future (tolerance {int(tolerance)} s)"
+        )
 
 
 class MalformedPayload(Exception):
@@ -122,6 +146,18 @@ class NormalizeContext(Protocol):
         """The email of the customer this identity is linked to, if any."""
 
 
+@dataclass(frozen=True, slots=True)
+class OfflineContext:
+    """A `NormalizeContext` without a database: identities resolve only through `emails`
+    (empty: every lookup answers "unknown"). Used by `tributary connectors test` and tests."""
+
+    source: SourceConfig
+    emails: Mapping[IdentityRef, str] = field(default_factory=dict)
+
+    def email_for(self, identity: IdentityRef) -> str | None:
+        return self.emails.get(identity)
+
+
 class Connector:
     """Base class for connectors. Subclasses set `name` and implement `verify`, `envelopes` and
     `normalize`; `validate_options` and `challenge` have safe defaults."""
@@ -133,6 +169,8 @@ class Connector:
     event_types: ClassVar[Mapping[str, str]] = {}
     # Request headers worth keeping on the stored event (signatures are not among them).
     stored_headers: ClassVar[tuple[str, ...]] = ("content-type", "user-agent")
+    # Option names whose values are credentials (an API key): masked whenever a source is shown.
+    secret_options: ClassVar[frozenset[str]] = frozenset()
 
     def validate_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Check and normalize a source's options; raise `InvalidOptions` with the reason."""
