@@ -67,7 +67,10 @@ def test_register_records_origin_and_instance() -> None:
         (_named(""), "must be 1-64 characters"),
         (_named("x" * 65), "must be 1-64 characters"),
         (_named(None), "must be 1-64 characters"),
-        (type("NoNormalize", (Connector,), {"name": "partial", "verify": Valid.verify}), "envelopes, normalize"),
+        (
+            type("NoNormalize", (Connector,), {"name": "partial", "verify": Valid.verify}),
+            "envelopes, normalize",
+        ),
         (type("BadHeaders", (Valid,), {"name": "bad-headers", "stored_headers": "content-type"}), "tuple"),
     ],
 )
@@ -109,11 +112,15 @@ def test_builtins_are_importable_and_named_as_listed() -> None:
     for registration in reg:
         assert registration.origin == "builtin" and registration.distribution == "tributary"
     with pytest.raises(ConnectorRegistrationError, match="is registered as 'misnamed'"):
-        build_registry(modules=[], disabled=[], builtins={"misnamed": f"{__name__}:Valid"}, entry_points=False)
+        build_registry(
+            modules=[], disabled=[], builtins={"misnamed": f"{__name__}:Valid"}, entry_points=False
+        )
 
 
 def test_builtins_can_be_disabled_without_importing_them() -> None:
-    reg = build_registry(modules=[], disabled=["ghost"], builtins={"ghost": "no_such_module:Nope"}, entry_points=False)
+    reg = build_registry(
+        modules=[], disabled=["ghost"], builtins={"ghost": "no_such_module:Nope"}, entry_points=False
+    )
     assert "ghost" not in reg
 
 
@@ -183,7 +190,9 @@ def test_decorator_validates_at_import() -> None:
         register_connector(_named("Bad Name"))
 
 
-def test_disabled_environment_blocks_local_connectors(module_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disabled_environment_blocks_local_connectors(
+    module_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _write_module(module_dir, "trb_local_three", LOCAL_MODULE.format(name="local-three"))
     monkeypatch.setenv("TRIBUTARY_DISABLED_CONNECTORS", "local-three")
     reg = build_registry(modules=["trb_local_three"], entry_points=False)
@@ -230,9 +239,13 @@ def test_entry_points_record_their_distribution(tmp_path: Path) -> None:
 def test_a_broken_entry_point_fails_loudly_unless_disabled(tmp_path: Path) -> None:
     broken = {"trb_broken_plugin": "raise RuntimeError('boom at import')\n"}
     with fake_distribution(
-        tmp_path / "site", "tributary-broken", "0.1", entry_points={"broken": "trb_broken_plugin:X"}, modules=broken
+        tmp_path / "site",
+        "tributary-broken",
+        "0.1",
+        entry_points={"broken": "trb_broken_plugin:X"},
+        modules=broken,
     ):
-        with pytest.raises(ConnectorRegistrationError, match="'broken' .*failed to load: boom at import"):
+        with pytest.raises(ConnectorRegistrationError, match=r"'broken' .*failed to load: boom at import"):
             build_registry(modules=[], disabled=[])
         assert "broken" not in build_registry(modules=[], disabled=["broken"])
 
