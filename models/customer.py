@@ -35,7 +35,18 @@ class Customer(Base):
 
 class CustomerProject(Base):
     __tablename__ = "customer_projects"
-    __table_args__ = (UniqueConstraint("customer_id", "project_id"),)
+    __table_args__ = (
+        UniqueConstraint("customer_id", "project_id"),
+        # Keyset pages of one project's customers by that project's activity (GET /v1/customers).
+        Index("ix_customer_projects_project_activity", "project_id", "last_activity_at", "customer_id"),
+        # `params.<key>=` filters are JSONB containment; SQLite has no such index and scans.
+        Index(
+            "ix_customer_projects_params",
+            "params",
+            postgresql_using="gin",
+            postgresql_ops={"params": "jsonb_path_ops"},
+        ).ddl_if(dialect="postgresql"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
