@@ -182,6 +182,13 @@ class Connector:
         """Answer a provider handshake, or return None for an ordinary delivery."""
         return None
 
+    def stored_body(self, request: InboundRequest, envelope: Envelope) -> bytes:
+        """The bytes kept as the stored event's body for `envelope`. By default the delivery
+        exactly as received, so audits and replays see what the provider sent. A connector whose
+        deliveries can carry credentials (Supabase's `auth.users` rows hold password hashes and
+        tokens) returns a redacted form instead; it is never re-verified, only re-normalized."""
+        return request.body
+
     def verify(self, request: InboundRequest, source: SourceConfig) -> None:
         raise NotImplementedError
 

@@ -49,7 +49,15 @@ __all__ = [
 ]
 
 # Built-in connectors, one per line: name -> "module:Class" (imported when the registry is built).
-BUILTIN_CONNECTORS: dict[str, str] = {}
+BUILTIN_CONNECTORS: dict[str, str] = {
+    "clerk": "connectors.clerk:ClerkConnector",
+    "supabase": "connectors.supabase:SupabaseConnector",
+    "auth0": "connectors.auth0:Auth0Connector",
+    "workos": "connectors.workos:WorkOSConnector",
+    "okta": "connectors.okta:OktaConnector",
+    "standard": "connectors.standard:StandardConnector",
+    "mapping": "connectors.mapping:MappingConnector",
+}
 
 ENTRY_POINT_GROUP = "tributary.connectors"
 MODULES_ENV = "TRIBUTARY_CONNECTOR_MODULES"

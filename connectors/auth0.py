@@ -1,0 +1,189 @@
+"""Auth0 Log Streams ("Custom Webhook"): tenant log events in batches.
+
+Docs: https://auth0.com/docs/customize/log-streams/custom-log-streams (delivery, formats, the
+optional Authorization token) and https://auth0.com/docs/deploy-monitor/logs/log-event-type-codes
+(type codes; per-type schemas in github.com/auth0/auth0-log-schemas). Nothing is signed: the
+stream sends the configured "Authorization Token" verbatim as the `Authorization` header, which
+must match a source secret.
+
+A delivery is a JSON array, JSON lines or a single JSON object, depending on the stream's content
+format, so it is parsed defensively. Each record (`{"log_id", "data": {…}}`, or the bare log event)
+becomes its own stored event, deduplicated by `log_id`. Log events carry no names; emails come
+from `user_name` (which may also be a phone number or a username, then ignored).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote
+
+from connectors.base import (
+    Connector,
+    Envelope,
+    EventIgnored,
+    InboundRequest,
+    MalformedPayload,
+    NormalizeContext,
+    SourceConfig,
+)
+from connectors.changes import CustomerChange, IdentityRef
+from connectors.fields import (
+    check_event_time,
+    clean_email,
+    full_name,
+    load_json,
+    mapping_at,
+    parse_time,
+    person_change,
+    text_at,
+)
+from connectors.verification import verify_shared_secret
+
+__all__ = ["Auth0Connector", "split_records"]
+
+DOCS = "https://auth0.com/docs/deploy-monitor/logs/log-event-type-codes"
+
+# Auth0 log type code -> what Tributary does. Codes: https://auth0.com/docs/deploy-monitor/logs/log-event-type-codes
+EVENT_TYPES: Mapping[str, str] = {
+    "ss": "successful signup: email; status `free` unless the customer has one in the project",
+    "s": "successful login: activity",
+    "ssa": "successful silent authentication: activity",
+    "sce": "successful change email: the new address is an email change (rename or merge)",
+    "sapi": "Management API PATCH/PUT /api/v2/users/{id}: name and email; DELETE: like sdu",
+    "sdu": "successful user deletion: the Auth0 user id is removed from the customer, who is kept",
+    "du": "deleted user: as sdu",
+}
+
+SIGNUP_STATUS = "free"
+MAX_RECORDS = 1000
+_USER_PATH = re.compile(r"^/api/v2/users/([^/?#]+)$")
+
+
+def split_records(body: bytes) -> list[Any]:
+    """A JSON array, one JSON object, or JSON lines (one object per non-empty line)."""
+    try:
+        text = body.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise MalformedPayload("the body is not UTF-8 text") from None
+    if not text:
+        raise MalformedPayload("the body is empty")
+    if text.startswith("["):
+        records = load_json(body)
+        if not isinstance(records, list):
+            raise MalformedPayload("expected a JSON array of log records")
+        return records
+    try:
+        return [json.loads(text)]
+    except (ValueError, RecursionError):
+        pass  # more than one line: JSON lines
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except (ValueError, RecursionError) as exc:
+            raise MalformedPayload(f"line {number} is not JSON: {exc}") from None
+    return records
+
+
+def _log_of(record: Any, index: int) -> tuple[str, dict[str, Any]]:
+    """(log_id, log event) from a stream record, wrapped (`{"log_id", "data"}`) or bare."""
+    if not isinstance(record, dict):
+        raise MalformedPayload(f"record {index} is not a JSON object")
+    data = record.get("data")
+    log = data if isinstance(data, dict) and "type" in data else record
+    log_id = text_at(record, "log_id") or text_at(log, "log_id") or text_at(log, "_id")
+    if log_id is None or text_at(log, "type") is None:
+        raise MalformedPayload(f"record {index} has no log_id or no type")
+    return log_id, log
+
+
+def _user_id(log: Mapping[str, Any], *candidates: str | None) -> str | None:
+    """The Auth0 user id, with its connection prefix (`auth0|…`). Some signup logs carry the bare
+    database id; the strategy (`auth0`) is the prefix the other logs for that user use."""
+    for candidate in candidates:
+        if candidate:
+            if "|" not in candidate and (strategy := text_at(log, "strategy")):
+                return f"{strategy}|{candidate}"
+            return candidate
+    return None
+
+
+class Auth0Connector(Connector):
+    name = "auth0"
+    title = "Auth0 Log Streams (signups, logins, email changes, deletions)"
+    event_types = EVENT_TYPES
+
+    def verify(self, request: InboundRequest, source: SourceConfig) -> None:
+        verify_shared_secret(request.headers, "authorization", source.secrets)
+
+    def envelopes(self, request: InboundRequest, source: SourceConfig) -> list[Envelope]:
+        records = split_records(request.body)
+        if len(records) > MAX_RECORDS:
+            raise MalformedPayload(f"more than {MAX_RECORDS} log records in one delivery")
+        envelopes = []
+        for index, record in enumerate(records):
+            log_id, log = _log_of(record, index)
+            occurred_at = check_event_time(parse_time(log.get("date"), f"record {index} date"))
+            # A Management API log's user_name is the admin who called it, not the person.
+            email = None if log["type"] == "sapi" else clean_email(log.get("user_name"))
+            envelopes.append(Envelope(log_id, str(log["type"]), occurred_at, log, email=email))
+        return envelopes
+
+    def normalize(self, envelope: Envelope, context: NormalizeContext) -> list[CustomerChange]:
+        log = envelope.payload
+        kind = envelope.type
+        at = envelope.occurred_at
+        body = mapping_at(log, "details", "body")
+        if kind == "ss":
+            email = clean_email(body.get("email")) or clean_email(log.get("user_name"))
+            if email is None:
+                raise EventIgnored("the signup carries no email address")
+            identity = self._identity(log, text_at(log, "user_id"))
+            return [person_change(at, email=email, identity=identity, status_if_absent=SIGNUP_STATUS)]
+        if kind in ("s", "ssa"):
+            identity = self._identity(log, text_at(log, "user_id"))
+            email = clean_email(log.get("user_name"))
+            if identity is None and email is None:
+                raise EventIgnored("the login names no user")
+            return [person_change(at, email=email, identity=identity, activity=True)]
+        if kind == "sce":
+            identity = self._identity(log, text_at(body, "user_id"), text_at(log, "user_id"))
+            email = clean_email(body.get("newEmail"))
+            if identity is None or email is None:
+                raise EventIgnored("the email change names no user id or no new address")
+            return [person_change(at, email=email, identity=identity)]
+        if kind in ("sdu", "du"):
+            identity = self._identity(log, text_at(log, "user_id"), text_at(body, "user_id"))
+            if identity is None:
+                raise EventIgnored("the deletion names no user id")
+            return [CustomerChange(occurred_at=at, identity=identity, forget_identity=True)]
+        if kind == "sapi":
+            return self._management_api(log, at)
+        raise EventIgnored(f"Auth0 log type {kind!r} is not tracked (see {DOCS})")
+
+    def _identity(self, log: Mapping[str, Any], *candidates: str | None) -> IdentityRef | None:
+        user_id = _user_id(log, *candidates)
+        return IdentityRef(self.name, user_id) if user_id else None
+
+    def _management_api(self, log: Mapping[str, Any], at: Any) -> list[CustomerChange]:
+        """A Management API write: only user updates and deletions say something about a person."""
+        request = mapping_at(log, "details", "request")
+        method = str(request.get("method") or "").lower()
+        match = _USER_PATH.match(str(request.get("path") or ""))
+        if match is None or method not in ("patch", "put", "delete"):
+            raise EventIgnored("a Management API call that does not update or delete a user")
+        identity = IdentityRef(self.name, unquote(match.group(1)))
+        if method == "delete":
+            return [CustomerChange(occurred_at=at, identity=identity, forget_identity=True)]
+        # The response is the updated user; the request body is what was asked (may be partial).
+        user = mapping_at(log, "details", "response", "body") or mapping_at(request, "body")
+        email = clean_email(user.get("email"))
+        name = text_at(user, "name") or full_name(user.get("given_name"), user.get("family_name"))
+        if email is None and name is None:
+            raise EventIgnored("the user update changes neither the email nor the name")
+        return [person_change(at, email=email, identity=identity, name=name)]

@@ -1,0 +1,136 @@
+"""Defensive readers for provider payloads: JSON bodies, times, emails and names.
+
+Provider payloads are signed but not trusted to be well-formed: every reader here either returns
+a clean value (or None) or raises `MalformedPayload` with a message an operator can act on. None
+of them raise anything else on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from connectors.base import TIMESTAMP_TOLERANCE_SECONDS, MalformedPayload
+from connectors.changes import CustomerChange, IdentityRef
+
+__all__ = [
+    "check_event_time",
+    "clean_email",
+    "full_name",
+    "load_json",
+    "load_object",
+    "mapping_at",
+    "parse_time",
+    "person_change",
+    "text_at",
+]
+
+# Unix times above this are milliseconds (in seconds it would be the year 5138).
+_MILLIS_THRESHOLD = 1e11
+
+
+def load_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise MalformedPayload(f"the body is not valid JSON: {exc}") from None
+
+
+def load_object(body: bytes) -> dict[str, Any]:
+    data = load_json(body)
+    if not isinstance(data, dict):
+        raise MalformedPayload(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def parse_time(value: Any, what: str = "timestamp") -> datetime:
+    """ISO 8601 text (no offset means UTC), or Unix seconds / milliseconds as a number or digits."""
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 16:
+        value = int(value.strip())
+    if isinstance(value, bool):
+        raise MalformedPayload(f"{what} must be a time, got a boolean")
+    if isinstance(value, int | float):
+        if not math.isfinite(value) or value < 0:
+            raise MalformedPayload(f"{what} is not a valid Unix time: {value!r}")
+        seconds = value / 1000 if value > _MILLIS_THRESHOLD else value
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise MalformedPayload(f"{what} is out of range: {value!r}") from None
+    if isinstance(value, str) and 0 < len(value) <= 64:
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            pass
+        else:
+            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    raise MalformedPayload(f"{what} is not an ISO 8601 time or a Unix time: {str(value)[:80]!r}")
+
+
+def check_event_time(moment: datetime, now: float | None = None) -> datetime:
+    """An event time more than the tolerance ahead of now is refused, as the identify API does:
+    it would pin every field it writes against all real updates (workers/merge.py clocks)."""
+    ahead = moment.timestamp() - (time.time() if now is None else now)
+    if ahead > TIMESTAMP_TOLERANCE_SECONDS:
+        raise MalformedPayload(f"the event time {moment.isoformat()} is {int(ahead)} s in the future")
+    return moment
+
+
+def clean_email(value: Any) -> str | None:
+    """A trimmed, lower-cased address (the customer merge key), or None when the value is not an
+    address (Auth0's `user_name` may be a phone number, Okta's `alternateId` a login name)."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 320:
+        return None
+    candidate = value.strip()
+    try:
+        validate_email(candidate, check_deliverability=False)
+    except EmailNotValidError:
+        return None
+    return candidate.lower()
+
+
+def full_name(*parts: Any) -> str | None:
+    """Join the non-empty string parts ("Ada", None, "Lovelace" -> "Ada Lovelace")."""
+    words = [p.strip() for p in parts if isinstance(p, str) and p.strip()]
+    return " ".join(words)[:400] or None
+
+
+def mapping_at(data: Any, *path: str) -> Mapping[str, Any]:
+    """The object at `path` inside `data`, or an empty mapping when any step is missing."""
+    for key in path:
+        data = data.get(key) if isinstance(data, Mapping) else None
+    return data if isinstance(data, Mapping) else {}
+
+
+def text_at(data: Any, *path: str) -> str | None:
+    """The non-empty string at `path` inside `data`, or None."""
+    for key in path:
+        data = data.get(key) if isinstance(data, Mapping) else None
+    return data.strip() if isinstance(data, str) and data.strip() else None
+
+
+def person_change(
+    occurred_at: datetime,
+    *,
+    email: str | None,
+    identity: IdentityRef | None,
+    **fields: Any,
+) -> CustomerChange:
+    """A change about a provider user. When it carries both an email and the provider's user id,
+    the email is what the provider says that user's primary address was at `occurred_at`, so it is
+    flagged `email_change`: the worker resolves the person through the identity first and renames
+    (or merges) instead of creating a second customer when the address differs. See
+    workers/apply.py and docs/connectors.md ("Email changes")."""
+    return CustomerChange(
+        occurred_at=occurred_at,
+        email=email,
+        identity=identity,
+        email_change=bool(email and identity),
+        **fields,
+    )

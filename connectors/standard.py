@@ -1,0 +1,121 @@
+"""`standard`: identify and ping from your own app, signed with Standard Webhooks.
+
+Spec: https://www.standardwebhooks.com/ (signature scheme); the body is Tributary's own canonical
+payload, documented in docs/standard-webhooks.md:
+
+    {"type": "identify" | "ping", "timestamp": "<ISO 8601>", "data": {…identify or ping fields…}}
+
+`data` takes exactly the fields of `POST /v1/identify` (`email`, `name`, `status`, `params`,
+`params_once`, `params_unset`) or `POST /v1/ping` (`email`), validated by the same schemas, so a
+custom app can move between the API and webhooks without changing what it sends. The project is
+the source's; the delivery id (`webhook-id`) deduplicates, as `message_id` does on the API.
+Signatures are checked by the `standardwebhooks` library (connectors/verification.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from connectors.base import (
+    Connector,
+    Envelope,
+    EventIgnored,
+    InboundRequest,
+    MalformedPayload,
+    NormalizeContext,
+    SourceConfig,
+)
+from connectors.changes import CustomerChange
+from connectors.fields import check_event_time, load_object, parse_time
+from connectors.verification import verify_standard_webhook
+
+__all__ = ["StandardConnector"]
+
+DOCS = "docs/standard-webhooks.md"
+
+# Body `type` -> what Tributary does (the same as the API endpoint of that name).
+EVENT_TYPES: Mapping[str, str] = {
+    "identify": "as POST /v1/identify: email, name, status, params, params_once, params_unset; activity",
+    "ping": "as POST /v1/ping: activity",
+}
+
+# Fields of the API requests that the envelope or the source supplies instead.
+_NOT_IN_DATA = ("project", "timestamp", "message_id")
+
+
+def _validate(kind: str, data: Mapping[str, Any]) -> Any:
+    """The API's own request models, so both paths accept exactly the same fields."""
+    # Imported here: app.schemas has no Flask dependency, but importing the `app` package from
+    # a connector module at import time would tie the connector registry to the web app's import.
+    from app.schemas import IdentifyRequest, PingRequest
+
+    model = IdentifyRequest if kind == "identify" else PingRequest
+    misplaced = [key for key in _NOT_IN_DATA if key in data]
+    if misplaced:
+        raise MalformedPayload(
+            f"data.{misplaced[0]} is not accepted: the project is the source's, the time is the "
+            "top-level `timestamp` and webhook-id deduplicates"
+        )
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"data.{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()[:5]
+        )
+        raise MalformedPayload(f"invalid {kind} data: {problems}") from None
+
+
+class StandardConnector(Connector):
+    name = "standard"
+    title = "Custom app: identify/ping over Standard Webhooks"
+    event_types = EVENT_TYPES
+    stored_headers = ("content-type", "user-agent", "webhook-id", "webhook-timestamp")
+
+    def verify(self, request: InboundRequest, source: SourceConfig) -> None:
+        verify_standard_webhook(request.body, request.headers, source.secrets)
+
+    def envelopes(self, request: InboundRequest, source: SourceConfig) -> list[Envelope]:
+        body = load_object(request.body)
+        kind = body.get("type")
+        data = body.get("data")
+        message_id = request.headers.get("webhook-id")
+        if not isinstance(kind, str) or not kind or not isinstance(data, dict):
+            raise MalformedPayload(
+                'the body must be {"type": "identify"|"ping", "timestamp": …, "data": {…}}'
+            )
+        if not message_id:
+            raise MalformedPayload("missing webhook-id header")
+        stamp = body.get("timestamp")
+        if stamp is None:
+            stamp = request.headers.get("webhook-timestamp")
+        occurred_at = check_event_time(parse_time(stamp, "timestamp"))
+        email = None
+        if kind in EVENT_TYPES:
+            # Rejected at the door (400), as the API would, rather than failed later in the worker.
+            email = _validate(kind, data).email
+        return [Envelope(message_id, kind, occurred_at, body, email=email)]
+
+    def normalize(self, envelope: Envelope, context: NormalizeContext) -> list[CustomerChange]:
+        kind = envelope.type
+        if kind not in EVENT_TYPES:
+            raise EventIgnored(f"type {kind!r} is neither identify nor ping (see {DOCS})")
+        data = envelope.payload.get("data")
+        request = _validate(kind, data if isinstance(data, Mapping) else {})
+        if kind == "ping":
+            return [CustomerChange(occurred_at=envelope.occurred_at, email=request.email, activity=True)]
+        return [
+            CustomerChange(
+                occurred_at=envelope.occurred_at,
+                email=request.email,
+                name=request.name,
+                status=request.status,
+                params=request.params,
+                params_once=request.params_once,
+                params_unset=tuple(request.params_unset),
+                # As with the identify API: a call from the app means the person is using it now.
+                activity=True,
+            )
+        ]

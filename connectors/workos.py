@@ -1,0 +1,176 @@
+"""WorkOS: AuthKit users and sessions, and Directory Sync users.
+
+Docs: https://workos.com/docs/events/data-syncing/webhooks (delivery and manual verification),
+https://workos.com/docs/events (event catalogue). The signature header is
+`WorkOS-Signature: t=<milliseconds>, v1=<hex>` where the hex is HMAC-SHA256, keyed with the
+endpoint secret as UTF-8 text (not base64-decoded), over `"{t}.{raw body}"`. The WorkOS SDK allows
+180 s; Tributary applies SPEC §7's ±300 s to every scheme.
+
+AuthKit user ids (`user_…`) and directory user ids (`directory_user_…`) are both identities of
+source `workos`: the prefixes keep them apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from connectors.base import (
+    Connector,
+    Envelope,
+    EventIgnored,
+    InboundRequest,
+    MalformedPayload,
+    NormalizeContext,
+    SourceConfig,
+    VerificationFailed,
+    check_timestamp,
+)
+from connectors.changes import CustomerChange, IdentityRef
+from connectors.fields import (
+    check_event_time,
+    clean_email,
+    full_name,
+    load_object,
+    parse_time,
+    person_change,
+    text_at,
+)
+from connectors.verification import any_matches, hmac_digest
+
+__all__ = ["WorkOSConnector", "parse_signature_header", "verify_workos_signature"]
+
+DOCS = "https://workos.com/docs/events"
+
+# WorkOS event -> what Tributary does. Payload shapes: https://workos.com/docs/reference/user-management/user
+EVENT_TYPES: Mapping[str, str] = {
+    "user.created": "signup: email, name; status `free` unless the customer has one in the project",
+    "user.updated": "name; a new email address is an email change (rename or merge)",
+    "user.deleted": "the WorkOS user id is removed from the customer, who is kept",
+    "session.created": "activity, at the session's creation time",
+    # https://workos.com/docs/directory-sync/understanding-events
+    "dsync.user.created": "a directory user appears: like a signup (primary email, name, status `free`)",
+    "dsync.user.updated": "name; a new primary email is an email change",
+    "dsync.user.deleted": "the directory user id is removed from the customer, who is kept",
+}
+
+SIGNUP_STATUS = "free"
+SIGNATURE_HEADER = "workos-signature"
+
+
+def parse_signature_header(value: str) -> tuple[str, list[str]]:
+    """`t=<ms>, v1=<hex>[, v1=<hex>…]` -> (t, [hex…]). Spaces around commas are optional."""
+    timestamp = ""
+    signatures: list[str] = []
+    for part in value.split(",")[:16]:
+        key, _, item = part.strip().partition("=")
+        if key == "t":
+            timestamp = item.strip()
+        elif key == "v1" and item.strip():
+            signatures.append(item.strip())
+    return timestamp, signatures
+
+
+def verify_workos_signature(
+    body: bytes, header: str | None, secrets: tuple[str, ...] | list[str], *, now: float | None = None
+) -> None:
+    if not header:
+        raise VerificationFailed("missing WorkOS-Signature header")
+    timestamp, signatures = parse_signature_header(header)
+    if not timestamp.isdigit() or len(timestamp) > 16 or not signatures:
+        raise VerificationFailed("WorkOS-Signature must look like `t=<milliseconds>, v1=<hex>`")
+    check_timestamp(int(timestamp) / 1000, now=now)
+    keys = [s for s in secrets if s]
+    if not keys:
+        raise VerificationFailed("the source has no signing secret configured")
+    offered: list[bytes] = []
+    for signature in signatures:
+        try:
+            offered.append(bytes.fromhex(signature))
+        except ValueError:
+            continue
+    message = timestamp.encode() + b"." + body
+    for key in keys:
+        if any_matches(hmac_digest("sha256", key.encode(), message), offered):
+            return
+    raise VerificationFailed("WorkOS-Signature does not match the source's secret")
+
+
+def _directory_email(user: Mapping[str, Any]) -> str | None:
+    """Directory users carry `emails: [{primary, type, value}]`; newer payloads also `email`."""
+    emails = user.get("emails")
+    if isinstance(emails, list):
+        for entry in emails:
+            if isinstance(entry, Mapping) and entry.get("primary") is True:
+                return clean_email(entry.get("value"))
+    return clean_email(user.get("email"))
+
+
+class WorkOSConnector(Connector):
+    name = "workos"
+    title = "WorkOS (AuthKit users and sessions, Directory Sync users)"
+    event_types = EVENT_TYPES
+
+    def verify(self, request: InboundRequest, source: SourceConfig) -> None:
+        verify_workos_signature(request.body, request.headers.get(SIGNATURE_HEADER), source.secrets)
+
+    def envelopes(self, request: InboundRequest, source: SourceConfig) -> list[Envelope]:
+        body = load_object(request.body)
+        event_id = text_at(body, "id")
+        event_type = text_at(body, "event")
+        data = body.get("data")
+        if event_id is None or event_type is None or not isinstance(data, dict):
+            raise MalformedPayload(
+                "a WorkOS event needs a string `id`, a string `event` and an object `data`"
+            )
+        occurred_at = check_event_time(parse_time(body.get("created_at"), "created_at"))
+        if event_type in EVENT_TYPES:
+            field = "user_id" if event_type == "session.created" else "id"
+            if text_at(data, field) is None:
+                raise MalformedPayload(f"{event_type} without data.{field}")
+        email = None
+        if event_type.startswith("user."):
+            email = clean_email(data.get("email"))
+        elif event_type.startswith("dsync.user."):
+            email = _directory_email(data)
+        return [Envelope(event_id, event_type, occurred_at, body, email=email)]
+
+    def normalize(self, envelope: Envelope, context: NormalizeContext) -> list[CustomerChange]:
+        data = envelope.payload.get("data")
+        if not isinstance(data, Mapping):
+            raise MalformedPayload("the stored WorkOS event has no data object")
+        kind = envelope.type
+        at = envelope.occurred_at
+        if kind in ("user.created", "user.updated", "dsync.user.created", "dsync.user.updated"):
+            directory = kind.startswith("dsync.")
+            email = _directory_email(data) if directory else clean_email(data.get("email"))
+            if email is None and kind.endswith(".created"):
+                raise EventIgnored("the WorkOS user has no email address")
+            return [
+                person_change(
+                    at,
+                    email=email,
+                    identity=IdentityRef(self.name, str(data["id"])),
+                    name=full_name(data.get("first_name"), data.get("last_name")),
+                    status_if_absent=SIGNUP_STATUS if kind.endswith(".created") else None,
+                )
+            ]
+        if kind in ("user.deleted", "dsync.user.deleted"):
+            # Carries the whole user, but the deletion is about the WorkOS id, not the address.
+            return [
+                CustomerChange(
+                    occurred_at=at, identity=IdentityRef(self.name, str(data["id"])), forget_identity=True
+                )
+            ]
+        if kind == "session.created":
+            started = data.get("created_at")
+            when = parse_time(started, "data.created_at") if started is not None else at
+            # Never later than the event itself, whose time was checked against the clock.
+            return [
+                CustomerChange(
+                    occurred_at=min(when, at),
+                    identity=IdentityRef(self.name, str(data["user_id"])),
+                    activity=True,
+                )
+            ]
+        raise EventIgnored(f"WorkOS event {kind!r} is not tracked (see {DOCS})")
