@@ -32,13 +32,21 @@ DRAIN_SLICE_SECONDS = 30.0
 RETRY_INTERVALS = [10, 60, 300, 1800]
 
 
+# After a Redis failure, skip the doorbell for a moment: requests stay fast during an outage and
+# the sweeper schedules what they stored.
+BREAKER_SECONDS = 5.0
+
+
 def ring(runtime: Runtime) -> bool:
     """Make sure a drain job is queued. Never raises: the sweeper covers a Redis outage."""
+    if time.monotonic() < runtime.doorbell_paused_until:
+        return False
     try:
         if runtime.redis.set(DOORBELL_KEY, 1, nx=True, ex=DOORBELL_TTL_SECONDS):
             runtime.queue.enqueue(drain, result_ttl=0, failure_ttl=7 * 86400, job_timeout=600)
             return True
     except RedisError as exc:
+        runtime.doorbell_paused_until = time.monotonic() + BREAKER_SECONDS
         log.warning("could not schedule a drain job (%s); the sweeper will pick the events up", exc)
     return False
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 from rq import Queue
 
 from models import Database
@@ -42,11 +44,20 @@ class Runtime:
         self.settings = settings
         self.db = db or Database(settings.database_url)
         self._redis = redis
+        # Monotonic time until which ingest skips the doorbell after a Redis failure (workers/jobs.py).
+        self.doorbell_paused_until = 0.0
 
     @property
     def redis(self) -> Redis:
         if self._redis is None:
-            self._redis = Redis.from_url(redis_url_for(self.settings), health_check_interval=30)
+            self._redis = Redis.from_url(
+                redis_url_for(self.settings),
+                health_check_interval=30,
+                socket_connect_timeout=2,
+                # redis-py's default (10 retries, ~3.5 s) would stall every request during an
+                # outage; the database is the source of truth and the sweeper re-queues.
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+            )
         return self._redis
 
     @cached_property
