@@ -74,9 +74,13 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
     logging.getLogger("tributary").setLevel(logging.INFO)
     register_error_handlers(app)
 
-    from app.api import admin, customers, health, ingest
+    from app.api import admin, customers, health, ingest, sources, webhooks
+    from connectors.registry import registry
 
-    for module in (ingest, customers, admin, health):
+    # Load every connector now: a broken plugin or a bad TRIBUTARY_CONNECTOR_MODULES fails at
+    # startup, not on the first delivery.
+    registry()
+    for module in (ingest, webhooks, customers, admin, sources, health):
         app.register_blueprint(module.bp)
     return app
 

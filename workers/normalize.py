@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from connectors.base import EventIgnored
-from connectors.changes import CustomerChange
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import select
+
+from connectors.base import Envelope, EventIgnored, SourceConfig
+from connectors.changes import CustomerChange, IdentityRef
+from connectors.registry import UnknownConnector, registry
+from models import Customer, Identity, Project, Source
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -17,20 +23,29 @@ if TYPE_CHECKING:
 
 API_CHANNELS = ("identify", "ping")
 
-__all__ = ["API_CHANNELS", "EventIgnored", "NormalizeError", "changes_for_event", "register_channel"]
+__all__ = [
+    "API_CHANNELS",
+    "EventIgnored",
+    "NormalizeError",
+    "WorkerContext",
+    "changes_for_event",
+    "register_channel",
+]
 
 
 class NormalizeError(Exception):
     """The event cannot be turned into changes; the message is shown to operators."""
 
 
-# Webhook connectors plug in here (see connectors/registry.py); keyed by Event.channel.
-ConnectorNormalizer = Callable[["Session", "Event"], list[CustomerChange]]
-_connector_normalizers: dict[str, ConnectorNormalizer] = {}
+# Internal channels that are not webhook connectors (test data loaders). Webhook events always go
+# through the connector registry; a name registered here shadows a connector of the same name.
+ChannelNormalizer = Callable[["Session", "Event"], list[CustomerChange]]
+_internal_channels: dict[str, ChannelNormalizer] = {}
 
 
-def register_channel(channel: str, normalizer: ConnectorNormalizer) -> None:
-    _connector_normalizers[channel] = normalizer
+def register_channel(channel: str, normalizer: ChannelNormalizer) -> None:
+    """Handle events of `channel` with a plain function instead of a connector."""
+    _internal_channels[channel] = normalizer
 
 
 def _api_change(event: Event) -> CustomerChange:
@@ -50,10 +65,77 @@ def _api_change(event: Event) -> CustomerChange:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerContext:
+    """`NormalizeContext` in the worker: identity lookups read the batch's own session."""
+
+    session: Session
+    account_id: str
+    source: SourceConfig
+
+    def email_for(self, identity: IdentityRef) -> str | None:
+        email: str | None = self.session.scalar(
+            select(Customer.email)
+            .join(Identity, Identity.customer_id == Customer.id)
+            .where(
+                Identity.account_id == self.account_id,
+                Identity.source == identity.source,
+                Identity.external_id == identity.external_id,
+            )
+        )
+        return email
+
+
+def _source_config(session: Session, event: Event) -> SourceConfig:
+    # Secrets stay out of the worker: verification happened in the web process.
+    source = session.get(Source, event.source_id) if event.source_id else None
+    project = session.get(Project, event.project_id)
+    return SourceConfig(
+        id=source.id if source else "",
+        connector=event.channel,
+        project=project.slug if project else "",
+        options=dict(source.options) if source else {},
+    )
+
+
+def _clean_email(change: CustomerChange, connector: str) -> CustomerChange:
+    """Emails are the merge key: one spelling per address, whatever the provider sent."""
+    if change.email is None:
+        return change
+    candidate = change.email.strip()
+    try:
+        validate_email(candidate, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise NormalizeError(
+            f"the {connector} event names an invalid email {change.email!r}: {exc}"
+        ) from None
+    return replace(change, email=candidate.lower())
+
+
+def _connector_changes(session: Session, event: Event) -> list[CustomerChange]:
+    try:
+        connector = registry().get(event.channel)
+    except UnknownConnector as exc:
+        raise NormalizeError(f"{exc}; install or enable it, then replay the event") from None
+    envelope = Envelope(
+        event_id=event.provider_event_id or event.id,
+        type=event.type,
+        occurred_at=event.occurred_at,
+        payload=event.payload or {},
+        email=event.email,
+    )
+    context = WorkerContext(session, event.account_id, _source_config(session, event))
+    changes = connector.normalize(envelope, context)
+    if not isinstance(changes, list) or not all(isinstance(c, CustomerChange) for c in changes):
+        raise NormalizeError(
+            f"the {event.channel} connector returned {type(changes).__name__}, not a list of changes"
+        )
+    return [_clean_email(change, event.channel) for change in changes]
+
+
 def changes_for_event(session: Session, event: Event) -> list[CustomerChange]:
     if event.channel in API_CHANNELS:
         return [_api_change(event)]
-    normalizer = _connector_normalizers.get(event.channel)
-    if normalizer is None:
-        raise NormalizeError(f"no connector named {event.channel!r} is installed")
-    return normalizer(session, event)
+    if (internal := _internal_channels.get(event.channel)) is not None:
+        return internal(session, event)
+    return _connector_changes(session, event)

@@ -1,0 +1,212 @@
+"""`POST /webhooks/<source id>`: verify a provider's delivery, store it, commit, then acknowledge.
+
+The durable path mirrors identify's: nothing is written until the connector has verified the raw
+body, then every envelope of the delivery goes into the events table in ONE multi-row INSERT
+(one statement, so one transaction: all of the delivery or none of it), deduplicated by the
+database's unique index on (account, `<source id>:<provider event id>`), concurrent redeliveries
+included. Only after that commit does the provider get its 200 and the worker its doorbell.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import BaseModel, Field
+
+from app.api.ingest import dialect_insert_for
+from app.errors import APIError
+from app.openapi import describe
+from app.sources import ResolvedSource, SourceCache
+from connectors.base import (
+    TIMESTAMP_TOLERANCE_SECONDS,
+    Connector,
+    Envelope,
+    Headers,
+    InboundRequest,
+    MalformedPayload,
+    VerificationFailed,
+)
+from connectors.registry import UnknownConnector, registry
+from models import Event
+from models.base import sortable_id, utcnow
+from workers.jobs import ring
+from workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("webhooks", __name__)
+
+MAX_EVENT_ID_CHARS = 255
+MAX_TYPE_CHARS = 200
+MAX_EMAIL_CHARS = 320
+
+
+class WebhookReceived(BaseModel):
+    """The delivery is stored"""
+
+    received: int = Field(description="Events stored by this delivery.")
+    duplicates: int = Field(description="Events of this delivery already stored earlier (not applied again).")
+
+
+def source_cache() -> SourceCache:
+    ext = current_app.extensions
+    cache = ext.get("tributary.sources")
+    if cache is None:
+        cache = ext.setdefault("tributary.sources", SourceCache(_runtime().settings.key_cache_seconds))
+    return cache  # type: ignore[no-any-return]
+
+
+def _runtime() -> Runtime:
+    runtime: Runtime = current_app.extensions["tributary"].runtime
+    return runtime
+
+
+def _resolve(source_id: str) -> tuple[ResolvedSource, Connector, InboundRequest]:
+    # Reading the body first: an oversize delivery is refused (413) before any database access.
+    body = request.get_data(cache=False)
+    source = source_cache().get(_runtime(), source_id)
+    if source is None:
+        raise APIError(404, "source_not_found", "no such webhook source")
+    try:
+        connector = registry().get(source.config.connector)
+    except UnknownConnector:
+        # The source exists but its connector is disabled or uninstalled: ask the provider to
+        # retry, so re-enabling the connector loses nothing.
+        log.error("source %s uses connector %r, which is not installed", source.id, source.config.connector)
+        raise APIError(
+            503,
+            "connector_unavailable",
+            f"the {source.config.connector!r} connector is not available on this server",
+            headers={"Retry-After": "60"},
+        ) from None
+    inbound = InboundRequest(
+        body=body,
+        headers=Headers(dict(request.headers.items())),
+        method=request.method,
+        query=request.args.to_dict(),
+    )
+    return source, connector, inbound
+
+
+def _challenge(connector: Connector, source: ResolvedSource, inbound: InboundRequest) -> Response | None:
+    challenge = connector.challenge(inbound, source.config)
+    if challenge is None:
+        return None
+    response = jsonify(dict(challenge.body))
+    response.status_code = challenge.status
+    return response
+
+
+def _normalize_email(value: str | None) -> str | None:
+    if not value:
+        return None
+    email = value.strip().lower()
+    return email if 0 < len(email) <= MAX_EMAIL_CHARS else None
+
+
+def _occurred_at(envelope: Envelope, limit: datetime) -> datetime:
+    """The envelope's event time, after checking the envelope fits the events table."""
+    if not isinstance(envelope.event_id, str) or not envelope.event_id:
+        raise APIError(400, "malformed_body", "an event in the delivery has no id")
+    if len(envelope.event_id) > MAX_EVENT_ID_CHARS:
+        raise APIError(400, "malformed_body", f"event ids are limited to {MAX_EVENT_ID_CHARS} characters")
+    if not envelope.type or len(envelope.type) > MAX_TYPE_CHARS:
+        raise APIError(400, "malformed_body", f"event types are 1-{MAX_TYPE_CHARS} characters")
+    occurred_at = envelope.occurred_at
+    if occurred_at.tzinfo is None:
+        occurred_at = occurred_at.replace(tzinfo=UTC)
+    if occurred_at > limit:
+        # A future event time would pin every field it writes against all real updates.
+        raise APIError(400, "timestamp_in_future", "an event's time is more than 5 minutes in the future")
+    return occurred_at
+
+
+def _rows(
+    source: ResolvedSource, connector: Connector, inbound: InboundRequest
+) -> tuple[list[dict[str, Any]], int]:
+    """Event rows for the delivery's envelopes, and how many repeat an id within the delivery."""
+    try:
+        envelopes = connector.envelopes(inbound, source.config)
+    except MalformedPayload as exc:
+        raise APIError(400, "malformed_body", str(exc) or "the body cannot be parsed") from None
+    received_at = utcnow()
+    limit = received_at + timedelta(seconds=TIMESTAMP_TOLERANCE_SECONDS)
+    stored_headers = {
+        name: inbound.headers[name] for name in connector.stored_headers if name in inbound.headers
+    }
+    rows: dict[str, dict[str, Any]] = {}
+    repeats = 0
+    for envelope in envelopes:
+        occurred_at = _occurred_at(envelope, limit)
+        if envelope.event_id in rows:
+            repeats += 1
+            continue
+        rows[envelope.event_id] = {
+            "id": sortable_id("evt"),
+            "account_id": source.account_id,
+            "project_id": source.project_id,
+            "source_id": source.id,
+            "channel": connector.name,
+            "type": envelope.type,
+            "provider_event_id": envelope.event_id,
+            "dedup_key": f"{source.id}:{envelope.event_id}",
+            "email": _normalize_email(envelope.email),
+            "occurred_at": occurred_at,
+            "received_at": received_at,
+            "body": inbound.body,
+            "headers": stored_headers,
+            "payload": dict(envelope.payload),
+            "status": "pending",
+            "attempts": 0,
+        }
+    return list(rows.values()), repeats
+
+
+def _store(runtime: Runtime, rows: list[dict[str, Any]]) -> int:
+    """Insert the rows in one statement (atomic on its own); returns how many were new."""
+    with runtime.db.autocommit() as conn:
+        stmt = dialect_insert_for(conn.dialect.name).values(rows).on_conflict_do_nothing().returning(Event.id)
+        return len(conn.execute(stmt).all())
+
+
+@bp.post("/webhooks/<source_id>")
+@describe(
+    summary="Receive a provider's webhook delivery",
+    tag="webhooks",
+    raw_body="The provider's delivery, exactly as sent: the source's connector verifies the raw bytes.",
+    responses={200: WebhookReceived},
+    errors=(400, 404, 413, 503),
+)
+def receive(source_id: str) -> Response:
+    source, connector, inbound = _resolve(source_id)
+    if (answer := _challenge(connector, source, inbound)) is not None:
+        return answer
+    try:
+        connector.verify(inbound, source.config)
+    except VerificationFailed as exc:
+        raise APIError(400, "invalid_signature", str(exc) or "the signature does not verify") from None
+    rows, repeats = _rows(source, connector, inbound)
+    runtime = _runtime()
+    stored = _store(runtime, rows) if rows else 0
+    if stored:
+        ring(runtime)
+    return jsonify(received=stored, duplicates=len(rows) - stored + repeats)
+
+
+@bp.get("/webhooks/<source_id>")
+@describe(
+    summary="Answer a provider's verification handshake (Okta's one-time GET)",
+    tag="webhooks",
+    responses={200: "The connector's handshake answer"},
+    errors=(404, 405),
+)
+def handshake(source_id: str) -> Response:
+    source, connector, inbound = _resolve(source_id)
+    if (answer := _challenge(connector, source, inbound)) is not None:
+        return answer
+    raise APIError(
+        405, "method_not_allowed", "this source accepts POST deliveries", headers={"Allow": "POST"}
+    )
