@@ -60,7 +60,7 @@ def describe(**kwargs: Any) -> Callable[[F], F]:
     return decorate
 
 
-def _path(rule: str) -> tuple[str, list[str]]:
+def openapi_path(rule: str) -> tuple[str, list[str]]:
     names = re.findall(r"<(?:[^:<>]+:)?([^<>]+)>", rule)
     return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule), names
 
@@ -73,7 +73,7 @@ def build_document(app: Flask) -> dict[str, Any]:
         operation: Operation | None = getattr(view, "openapi", None)
         if operation is None:
             continue
-        path, params = _path(rule.rule)
+        path, params = openapi_path(rule.rule)
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             described.append((path, method.lower(), params, operation))
         if operation.body:

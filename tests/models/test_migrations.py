@@ -1,0 +1,53 @@
+"""Alembic migrations and the models describe the same schema, on this run's backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+import pytest
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
+
+from models import Base
+from models.migrate import downgrade, upgrade
+from models.session import normalize_url
+from workers.runtime import Runtime
+
+
+def test_migrated_schema_matches_the_models(runtime: Runtime) -> None:
+    with runtime.db.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+@pytest.fixture
+def scratch_url(tmp_path: Path, database_url: str) -> Iterator[str]:
+    """An empty database of this run's backend, so the session's own schema stays intact."""
+    if not database_url.startswith("postgresql"):
+        yield f"sqlite:///{tmp_path}/scratch.db"
+        return
+    base = make_url(database_url)
+    name = f"{base.database}_scratch"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_downgrade_to_base_and_back(scratch_url: str) -> None:
+    url = scratch_url
+    upgrade(url)
+    downgrade(url, "base")
+    engine = create_engine(normalize_url(url))
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+    upgrade(url)
+    assert {"customers", "events", "identities", "customer_changes"} <= set(inspect(engine).get_table_names())
+    engine.dispose()
