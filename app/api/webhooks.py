@@ -156,7 +156,8 @@ def _rows(
             "email": _normalize_email(envelope.email),
             "occurred_at": occurred_at,
             "received_at": received_at,
-            "body": inbound.body,
+            # The raw delivery, unless the connector redacts credentials out of it (supabase).
+            "body": connector.stored_body(inbound, envelope),
             "headers": stored_headers,
             "payload": dict(envelope.payload),
             "status": "pending",
