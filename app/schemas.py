@@ -189,21 +189,37 @@ class CustomerOut(BaseModel):
 
 
 class CustomerList(BaseModel):
+    """A page of customers"""
+
     data: list[CustomerOut]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class TimelineEvent(BaseModel):
+    id: str
+    type: str
+    channel: str = Field(description="`identify`/`ping` for the API, the connector's name for webhooks.")
+    source: str | None = Field(description="The webhook source id (`src_…`); null for API events.")
+    occurred_at: str
+    received_at: str
 
 
 class TimelineEntry(BaseModel):
     id: int
-    kind: str
+    kind: str = Field(description="The event type that caused the change.")
     project: str | None
-    event_id: str | None
     occurred_at: str
     recorded_at: str
-    data: dict[str, Any]
+    data: dict[str, Any] = Field(
+        description="What happened: `changed` (field -> [old, new]), `stale` (ignored older writes), "
+        "`created`, `joined_project`, `identity_linked`, `identity_removed`."
+    )
+    event: TimelineEvent | None = Field(description="The event behind the change; null if it was deleted.")
 
 
 class Timeline(BaseModel):
+    """A page of a customer's timeline, newest first"""
+
     data: list[TimelineEntry]
     next_cursor: str | None
 

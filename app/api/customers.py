@@ -1,89 +1,102 @@
-"""Customer read API: show one customer in the SPEC §5 shape."""
+"""Customer read API (list, show, timeline) and erasure. The queries live in app/customer_query.py
+and app/timeline.py, shared with the CLI; this module owns HTTP: auth, arguments, envelopes."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
-from sqlalchemy import select
+from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.orm import Session
 
 from app.auth import Principal, authenticate
-from app.errors import APIError
-from app.openapi import describe
-from app.schemas import CustomerOut, normalize_email
-from models import Customer, CustomerProject, Identity, Project
-from models.base import isoformat
+from app.customer_query import (
+    DEFAULT_LIMIT,
+    DEFAULT_SORT,
+    MAX_LIMIT,
+    SORTS,
+    Reader,
+    customer_json,
+    list_customers,
+    parse_list_args,
+    parse_page_args,
+)
+from app.customer_query import find_customer as find_visible_customer
+from app.erasure import erase_customer
+from app.openapi import QueryParam, describe
+from app.schemas import CustomerList, CustomerOut, Timeline
+from app.timeline import customer_timeline
+from models import Customer, Database
+
+__all__ = ["bp", "customer_json", "find_customer"]
 
 bp = Blueprint("customers", __name__)
 
+_LIMIT = QueryParam(
+    "limit",
+    f"Page size, 1 to {MAX_LIMIT}.",
+    {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+)
+_CURSOR = QueryParam("cursor", "`next_cursor` of the previous page, with the same filters and sort.")
+_TIME = {"type": "string", "format": "date-time"}
+LIST_QUERY = [
+    QueryParam("project", "Project slug: only its customers, with that project's status, params, activity."),
+    QueryParam("status", "Status in `project`, or in any project without it."),
+    QueryParam("email", "Exact email (trimmed, case-insensitive)."),
+    QueryParam("q", "Case-insensitive substring of the email or the name."),
+    QueryParam(
+        "params.<key>",
+        "Repeatable, one per key: params equality. `5` and `true` compare as JSON numbers and booleans, "
+        '`"5"` (quoted) or any other text as a string. Without `project`, any one project may match.',
+    ),
+    QueryParam("active_since", "Last activity at or after this time (ISO 8601).", _TIME),
+    QueryParam("created_since", "Created at or after this time (ISO 8601).", _TIME),
+    QueryParam(
+        "sort",
+        "Order; never-active customers count as the oldest activity.",
+        {"type": "string", "enum": list(SORTS), "default": DEFAULT_SORT},
+    ),
+    _LIMIT,
+    _CURSOR,
+]
 
-def customer_json(session: Session, customers: list[Customer], project_id: str | None = None) -> list[dict[str, Any]]:
-    """Serialize customers with their projects and identities in two queries, whatever the count.
-    `project_id` (a project-bound key) limits `projects` to that project."""
-    ids = [c.id for c in customers]
-    projects: dict[str, dict[str, Any]] = {cid: {} for cid in ids}
-    identities: dict[str, list[dict[str, str]]] = {cid: [] for cid in ids}
-    if ids:
-        stmt = (
-            select(CustomerProject, Project.slug)
-            .join(Project, Project.id == CustomerProject.project_id)
-            .where(CustomerProject.customer_id.in_(ids))
-            .order_by(Project.slug)
-        )
-        if project_id is not None:
-            stmt = stmt.where(CustomerProject.project_id == project_id)
-        for row, slug in session.execute(stmt):
-            projects[row.customer_id][slug] = {
-                "status": row.status,
-                "params": row.params,
-                "first_seen_at": isoformat(row.first_seen_at),
-                "last_activity_at": isoformat(row.last_activity_at),
-            }
-        identity_rows = session.execute(
-            select(Identity.customer_id, Identity.source, Identity.external_id)
-            .where(Identity.customer_id.in_(ids))
-            .order_by(Identity.source, Identity.external_id)
-        )
-        for customer_id, source, external_id in identity_rows:
-            identities[customer_id].append({"source": source, "external_id": external_id})
-    return [
-        {
-            "id": c.id,
-            "email": c.email,
-            "name": c.name,
-            "created_at": isoformat(c.created_at),
-            "updated_at": isoformat(c.updated_at),
-            "last_activity_at": isoformat(c.last_activity_at),
-            "past_emails": list(c.past_emails),
-            "projects": projects[c.id],
-            "identities": identities[c.id],
-        }
-        for c in customers
-    ]
+
+def _db() -> Database:
+    db: Database = current_app.extensions["tributary"].runtime.db
+    return db
+
+
+def _reader(principal: Principal) -> Reader:
+    return Reader(principal.account_id, principal.project_id)
+
+
+def _secret() -> str:
+    return str(current_app.config["SECRET_KEY"])
+
+
+def _args() -> dict[str, list[str]]:
+    return {name: request.args.getlist(name) for name in request.args}
 
 
 def find_customer(session: Session, principal: Principal, ref: str) -> Customer:
-    """By id (`cus_…`) or email, within the key's account and, for a bound key, its project.
-    Anything out of reach is a 404, so a key learns nothing about customers it cannot see."""
-    stmt = select(Customer).where(Customer.account_id == principal.account_id)
-    if "@" in ref:
-        try:
-            stmt = stmt.where(Customer.email == normalize_email(ref))
-        except ValueError:
-            raise APIError(404, "customer_not_found", "no such customer") from None
-    else:
-        stmt = stmt.where(Customer.id == ref)
-    if principal.project_id is not None:
-        stmt = stmt.where(
-            select(CustomerProject.id)
-            .where(CustomerProject.customer_id == Customer.id, CustomerProject.project_id == principal.project_id)
-            .exists()
-        )
-    customer = session.scalar(stmt)
-    if customer is None:
-        raise APIError(404, "customer_not_found", "no such customer")
-    return customer
+    return find_visible_customer(session, _reader(principal), ref)
+
+
+@bp.get("/v1/customers")
+@describe(
+    summary="List and search customers",
+    tag="customers",
+    scope="read",
+    query=LIST_QUERY,
+    responses={200: CustomerList},
+    errors=(400, 401, 403, 404, 429),
+)
+def list_customers_view() -> Response:
+    principal = authenticate("read")
+    parsed = parse_list_args(_args())
+    with _db().session() as session:
+        page = list_customers(session, _reader(principal), parsed, _secret())
+        data: list[dict[str, Any]] = customer_json(session, page.customers, principal.project_id)
+    return jsonify(data=data, next_cursor=page.next_cursor)
 
 
 @bp.get("/v1/customers/<ref>")
@@ -96,6 +109,41 @@ def find_customer(session: Session, principal: Principal, ref: str) -> Customer:
 )
 def show_customer(ref: str) -> Response:
     principal = authenticate("read")
-    with current_app.extensions["tributary"].runtime.db.session() as session:
+    with _db().session() as session:
         customer = find_customer(session, principal, ref)
         return jsonify(customer_json(session, [customer], principal.project_id)[0])
+
+
+@bp.get("/v1/customers/<ref>/timeline")
+@describe(
+    summary="A customer's changes and the events behind them, newest first",
+    tag="customers",
+    scope="read",
+    query=[_LIMIT, _CURSOR],
+    responses={200: Timeline},
+    errors=(400, 401, 403, 404, 429),
+)
+def timeline(ref: str) -> Response:
+    principal = authenticate("read")
+    limit, cursor = parse_page_args(_args())
+    with _db().session() as session:
+        customer = find_customer(session, principal, ref)
+        page = customer_timeline(
+            session, _reader(principal), customer.id, limit=limit, cursor=cursor, secret_key=_secret()
+        )
+    return jsonify(data=page.entries, next_cursor=page.next_cursor)
+
+
+@bp.delete("/v1/customers/<ref>")
+@describe(
+    summary="Erase a customer: remove the record and redact its stored events",
+    tag="customers",
+    scope="admin",
+    responses={204: "Erased"},
+    errors=(401, 403, 404, 429, 503),
+)
+def erase(ref: str) -> Response:
+    principal = authenticate("admin")
+    with _db().write_session() as session, session.begin():
+        erase_customer(session, find_customer(session, principal, ref))
+    return Response(status=204)

@@ -1,0 +1,86 @@
+"""Erasure (SPEC §4 "Deletion", `DELETE /v1/customers/<id>`): remove a person and redact what we
+stored about them, in one transaction.
+
+Removed: the customer, its project rows, identities and timeline rows. Redacted: every stored event
+that touched the customer (linked through its timeline rows) or names one of its emails, current or
+past. A redacted event keeps its id, type, times and dedup key, so a provider redelivering it is
+still acknowledged as a duplicate instead of re-creating the person; its body becomes a marker and
+its headers, email, payload and changes are cleared. Events not yet applied are marked `ignored`,
+so a worker never resurrects the person from them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import case, delete, null, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.errors import APIError
+from models import Customer, CustomerChange, CustomerProject, Event, Identity
+
+REDACTED_BODY = b'{"redacted": true}'
+ERASED_NOTE = "redacted: the customer was erased"
+
+
+def _event_ids(session: Session, customer: Customer, *, skip_locked: bool) -> list[str]:
+    emails = [customer.email, *customer.past_emails]
+    linked = select(CustomerChange.event_id).where(
+        CustomerChange.customer_id == customer.id, CustomerChange.event_id.is_not(None)
+    )
+    stmt = (
+        select(Event.id)
+        .where(
+            Event.account_id == customer.account_id,
+            or_(Event.id.in_(linked), Event.email.in_(emails)),
+        )
+        .order_by(Event.id)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        # Same lock order as the worker's claims (event ids ascending), so neither side deadlocks.
+        stmt = stmt.with_for_update(of=Event, skip_locked=skip_locked)
+    return list(session.scalars(stmt))
+
+
+def _redact(session: Session, event_ids: Sequence[str]) -> None:
+    if not event_ids:
+        return
+    session.execute(
+        update(Event)
+        .where(Event.id.in_(event_ids))
+        .values(
+            body=REDACTED_BODY,
+            headers={},
+            email=null(),
+            payload=null(),
+            changes=null(),
+            # Errors quote payloads (an address, a name): keep that there was one, not what it said.
+            last_error=case((Event.last_error.is_(None), None), else_=ERASED_NOTE),
+            status=case((Event.status.in_(("pending", "failed")), "ignored"), else_=Event.status),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def erase_customer(session: Session, customer: Customer) -> int:
+    """Erase `customer` inside the caller's write transaction; returns how many events were redacted.
+
+    On PostgreSQL the events are locked before the customer row, the order a worker batch takes
+    them, so an in-flight batch applying this person's events finishes first and is erased too.
+    Events a worker claimed after that (arrivals during the erasure) are skipped: they apply after
+    this commit, as if they had arrived after it.
+    """
+    waited = _event_ids(session, customer, skip_locked=False)
+    lock = select(Customer).where(Customer.id == customer.id).execution_options(populate_existing=True)
+    if session.get_bind().dialect.name == "postgresql":
+        lock = lock.with_for_update()
+    current = session.scalar(lock)
+    if current is None:
+        raise APIError(404, "customer_not_found", "no such customer")
+    event_ids = sorted(set(waited) | set(_event_ids(session, current, skip_locked=True)))
+    _redact(session, event_ids)
+    for table in (CustomerChange, Identity, CustomerProject):
+        session.execute(delete(table).where(table.customer_id == current.id))
+    # Any other table keyed by the customer goes with this row through its ON DELETE CASCADE.
+    session.execute(delete(Customer).where(Customer.id == current.id))
+    return len(event_ids)
