@@ -49,7 +49,12 @@ def create_project(session: Session, account_id: str, slug: str, name: str | Non
 
 
 def project_json(project: Project) -> dict[str, object]:
-    return {"id": project.id, "slug": project.slug, "name": project.name, "created_at": isoformat(project.created_at)}
+    return {
+        "id": project.id,
+        "slug": project.slug,
+        "name": project.name,
+        "created_at": isoformat(project.created_at),
+    }
 
 
 @dataclass(frozen=True)

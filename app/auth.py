@@ -7,6 +7,7 @@ import hmac
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import current_app, g, request
 from sqlalchemy import select
@@ -15,6 +16,9 @@ from app.errors import APIError
 from models import ApiKey
 from models.base import random_token
 from workers.runtime import Runtime
+
+if TYPE_CHECKING:
+    from app import Extensions
 
 KEY_PREFIX = "trb_"
 # Which scopes satisfy a requirement: admin keys can do everything.
@@ -89,7 +93,7 @@ def authenticate(scope: str) -> Principal:
             "send an API key as `Authorization: Bearer <key>`",
             headers={"WWW-Authenticate": 'Bearer realm="tributary"'},
         )
-    extensions = current_app.extensions["tributary"]
+    extensions: Extensions = current_app.extensions["tributary"]
     principal = extensions.key_cache.get(extensions.runtime, hash_key(token.strip()))
     if principal is None:
         raise APIError(401, "unauthorized", "the API key is invalid or revoked")

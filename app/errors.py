@@ -41,7 +41,11 @@ def error_response(status: int, code: str, message: str, details: Any = None) ->
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
     return [
-        {"field": ".".join(str(part) for part in err["loc"]) or None, "message": err["msg"], "type": err["type"]}
+        {
+            "field": ".".join(str(part) for part in err["loc"]) or None,
+            "message": err["msg"],
+            "type": err["type"],
+        }
         for err in exc.errors(include_url=False, include_input=False)
     ]
 

@@ -118,7 +118,13 @@ def _operation(op: Operation, params: list[str]) -> dict[str, Any]:
         out["description"] = f"Requires an API key with the `{op.scope}` scope."
     parameters = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in params]
     parameters += [
-        {"name": q.name, "in": "query", "required": q.required, "description": q.description, "schema": q.schema}
+        {
+            "name": q.name,
+            "in": "query",
+            "required": q.required,
+            "description": q.description,
+            "schema": q.schema,
+        }
         for q in op.query
     ]
     if parameters:

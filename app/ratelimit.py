@@ -32,13 +32,15 @@ class RateLimiter:
     def strategy(self) -> FixedWindowRateLimiter:
         # Share the app's connection pool (TCP or unix socket alike) instead of parsing a URL again.
         pool = self._redis().connection_pool
-        return FixedWindowRateLimiter(RedisStorage("redis://", connection_pool=pool, key_prefix="tributary:rl"))
+        return FixedWindowRateLimiter(
+            RedisStorage("redis://", connection_pool=pool, key_prefix="tributary:rl")
+        )
 
     def hit(self, key_id: str) -> None:
         for item in self.items:
             try:
                 allowed = self.strategy.hit(item, key_id)
-            except Exception as exc:  # noqa: BLE001 - any storage failure fails open
+            except Exception as exc:
                 log.warning("rate limiter unavailable, allowing request: %s", exc)
                 return
             if not allowed:

@@ -97,7 +97,9 @@ class IdentifyRequest(PingRequest):
     def _no_conflicting_keys(self) -> IdentifyRequest:
         sets, once, unset = set(self.params), set(self.params_once), set(self.params_unset)
         if clash := (sets & once) | (sets & unset) | (once & unset):
-            raise ValueError(f"a key may appear in only one of params, params_once, params_unset: {sorted(clash)}")
+            raise ValueError(
+                f"a key may appear in only one of params, params_once, params_unset: {sorted(clash)}"
+            )
         return self
 
 

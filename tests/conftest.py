@@ -26,11 +26,10 @@ from app.config import Settings
 from models import Base
 from models.migrate import upgrade
 from models.session import normalize_url
+from tests.helpers import auth, make_key
 from workers.embedded_redis import EmbeddedRedis
 from workers.runtime import Runtime, install
 from workers.worker import TributaryWorker
-
-from tests.helpers import auth, make_key
 
 REDIS_DB_LOCK = "tributary:test-db-lock:{}"
 
@@ -72,7 +71,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             break
     else:
         pytest.fail("no free Redis db index for this test run")
-    url = configured.rsplit("/", 1)[0] + f"/{index}" if configured.count("/") >= 3 else f"{configured}/{index}"
+    url = (
+        configured.rsplit("/", 1)[0] + f"/{index}" if configured.count("/") >= 3 else f"{configured}/{index}"
+    )
     Redis.from_url(url).flushdb()
     try:
         yield url
@@ -83,7 +84,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def base_config(tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str) -> dict[str, Any]:
+def base_config(
+    tmp_path_factory: pytest.TempPathFactory, database_url: str, redis_url: str
+) -> dict[str, Any]:
     return {
         "TRIBUTARY_HOME": str(tmp_path_factory.mktemp("home")),
         "DATABASE_URL": database_url,
@@ -114,7 +117,7 @@ def _reset(runtime: Runtime) -> None:
             conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         else:
             for table in tables:
-                conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - our own table names
+                conn.execute(text(f"DELETE FROM {table}"))
     runtime.redis.flushdb()
 
 

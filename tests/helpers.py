@@ -21,7 +21,6 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-
 def identify(client: FlaskClient, token: str, **payload: Any) -> Any:
     response = client.post("/v1/identify", json=payload, headers=auth(token))
     assert response.status_code == 202, response.get_json()

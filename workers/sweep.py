@@ -22,7 +22,9 @@ def stale_pending(runtime: Runtime, older_than: timedelta) -> int:
     cutoff = utcnow() - older_than
     with runtime.db.session() as session:
         count = session.scalar(
-            select(func.count()).select_from(Event).where(Event.status == "pending", Event.received_at <= cutoff)
+            select(func.count())
+            .select_from(Event)
+            .where(Event.status == "pending", Event.received_at <= cutoff)
         )
     return int(count or 0)
 

@@ -39,8 +39,11 @@ class TributaryWorker(SimpleWorker):
         except Exception:
             log.exception("sweep failed; will try again next interval")
         now = time.monotonic()
-        if self._registries_cleaned_at is None or now - self._registries_cleaned_at >= self._registry_interval:
+        if (
+            self._registries_cleaned_at is None
+            or now - self._registries_cleaned_at >= self._registry_interval
+        ):
             self._registries_cleaned_at = now
-            super().run_maintenance_tasks()  # sets last_cleaned_at
+            super().run_maintenance_tasks()  # type: ignore[no-untyped-call]  # sets last_cleaned_at
         else:
-            self.last_cleaned_at = rq_now()
+            self.last_cleaned_at = rq_now()  # type: ignore[assignment]  # RQ annotates it as None

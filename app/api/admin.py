@@ -10,13 +10,14 @@ from app.auth import authenticate
 from app.errors import APIError
 from app.openapi import describe
 from app.schemas import KeyCreate, KeyCreated, KeyList, KeyOut, ProjectCreate, ProjectList, ProjectOut
-from models import ApiKey, Project
+from models import ApiKey, Database, Project
 
 bp = Blueprint("admin", __name__)
 
 
-def _db():  # type: ignore[no-untyped-def]
-    return current_app.extensions["tributary"].runtime.db
+def _db() -> Database:
+    db: Database = current_app.extensions["tributary"].runtime.db
+    return db
 
 
 def _body() -> bytes:
@@ -81,7 +82,9 @@ def post_key() -> Response:
     with _db().session() as session, session.begin():
         project = get_project(session, principal.account_id, payload.project) if payload.project else None
         if principal.project_id is not None and (project is None or project.id != principal.project_id):
-            raise APIError(403, "project_forbidden", "a project-bound key can only create keys for its project")
+            raise APIError(
+                403, "project_forbidden", "a project-bound key can only create keys for its project"
+            )
         new = create_key(session, principal.account_id, payload.scopes, project, payload.name)
         response = jsonify({**key_json(session, new.key), "key": new.token})
     response.status_code = 201
@@ -89,7 +92,9 @@ def post_key() -> Response:
 
 
 @bp.delete("/v1/keys/<key_id>")
-@describe(summary="Revoke an API key", tag="admin", scope="admin", responses={200: KeyOut}, errors=(401, 403, 404))
+@describe(
+    summary="Revoke an API key", tag="admin", scope="admin", responses={200: KeyOut}, errors=(401, 403, 404)
+)
 def delete_key(key_id: str) -> Response:
     principal = authenticate("admin")
     with _db().session() as session, session.begin():

@@ -17,19 +17,24 @@ def healthz() -> Response:
 
 
 @bp.get("/readyz")
-@describe(summary="The database and Redis are reachable", tag="health", responses={200: Health, 503: Health}, errors=())
+@describe(
+    summary="The database and Redis are reachable",
+    tag="health",
+    responses={200: Health, 503: Health},
+    errors=(),
+)
 def readyz() -> Response:
     runtime = current_app.extensions["tributary"].runtime
     checks: dict[str, str] = {}
     try:
         runtime.db.ping()
         checks["database"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - report, do not raise
+    except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
     try:
         runtime.redis.ping()
         checks["redis"] = "ok"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         checks["redis"] = f"error: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
     response = jsonify(status="ok" if ok else "unavailable", checks=checks)

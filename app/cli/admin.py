@@ -7,7 +7,15 @@ import re
 import click
 from sqlalchemy import select
 
-from app.accounts import create_key, create_project, ensure_account, get_project, key_json, project_json, revoke_key
+from app.accounts import (
+    create_key,
+    create_project,
+    ensure_account,
+    get_project,
+    key_json,
+    project_json,
+    revoke_key,
+)
 from app.cli import cli, emit, runtime
 from app.errors import APIError
 from app.schemas import PROJECT_SLUG
@@ -45,7 +53,9 @@ def projects_create(slug: str, name: str | None, as_json: bool) -> None:
 def projects_list(as_json: bool) -> None:
     with runtime().db.session() as session, session.begin():
         account, _ = ensure_account(session)
-        rows = [project_json(p) for p in session.scalars(select(Project).where(Project.account_id == account.id))]
+        rows = [
+            project_json(p) for p in session.scalars(select(Project).where(Project.account_id == account.id))
+        ]
     emit(rows, as_json, "\n".join(f"{r['slug']}\t{r['name']}\t{r['id']}" for r in rows) or "no projects")
 
 
@@ -56,7 +66,7 @@ def keys() -> None:
 
 def _scopes(values: tuple[str, ...]) -> list[str]:
     scopes = sorted({s.strip() for value in values for s in value.split(",") if s.strip()})
-    if not scopes or (unknown := set(scopes) - set(SCOPES)):
+    if not scopes or set(scopes) - set(SCOPES):
         raise click.BadParameter(f"choose among {', '.join(SCOPES)}", param_hint="--scope")
     return scopes
 
@@ -86,7 +96,9 @@ def keys_list(as_json: bool) -> None:
         account, _ = ensure_account(session)
         rows = [
             key_json(session, k)
-            for k in session.scalars(select(ApiKey).where(ApiKey.account_id == account.id).order_by(ApiKey.created_at))
+            for k in session.scalars(
+                select(ApiKey).where(ApiKey.account_id == account.id).order_by(ApiKey.created_at)
+            )
         ]
     lines = [
         f"{r['id']}\t{r['prefix']}…\t{','.join(r['scopes'])}\t{r['project'] or '*'}\t"  # type: ignore[arg-type]

@@ -68,8 +68,21 @@ def serve(host: str, port: int, web_workers: int) -> None:
     children = [
         subprocess.Popen([*python, "app.cli", "worker"], env=env, cwd=settings.home),  # noqa: S603
         subprocess.Popen(  # noqa: S603
-            [*python, "gunicorn", "app.wsgi:app", "--bind", f"{host}:{port}", "--chdir", str(settings.home)]
-            + ["--workers", str(web_workers), "--threads", "4", "--access-logfile", "-"],
+            [
+                *python,
+                "gunicorn",
+                "app.wsgi:app",
+                "--bind",
+                f"{host}:{port}",
+                "--chdir",
+                str(settings.home),
+                "--workers",
+                str(web_workers),
+                "--threads",
+                "4",
+                "--access-logfile",
+                "-",
+            ],
             env=env,
             cwd=settings.home,
         ),

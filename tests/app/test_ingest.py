@@ -8,7 +8,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from models import Event
-from tests.helpers import auth, customer, identify, make_key
+from tests.helpers import auth, customer, identify
 from workers.runtime import Runtime
 
 
@@ -20,7 +20,9 @@ def _events(runtime: Runtime) -> list[Event]:
 def test_identify_is_stored_before_202_and_applied_by_the_worker(
     client: FlaskClient, admin_key: str, runtime: Runtime, drain: object
 ) -> None:
-    body = identify(client, admin_key, email=" Ada@Example.COM ", name="Ada", status="trial", params={"plan": "pro"})
+    body = identify(
+        client, admin_key, email=" Ada@Example.COM ", name="Ada", status="trial", params={"plan": "pro"}
+    )
     [event] = _events(runtime)
     assert event.id == body["event_id"] and event.status == "pending" and event.email == "ada@example.com"
     assert json.loads(event.body)["email"] == " Ada@Example.COM "  # stored raw
@@ -36,7 +38,9 @@ def test_identify_is_stored_before_202_and_applied_by_the_worker(
 def test_ping_moves_activity_only(client: FlaskClient, admin_key: str, drain: object) -> None:
     identify(client, admin_key, email="a@example.com", status="paid", timestamp="2026-01-01T00:00:00Z")
     response = client.post(
-        "/v1/ping", json={"email": "a@example.com", "timestamp": "2026-02-01T00:00:00Z"}, headers=auth(admin_key)
+        "/v1/ping",
+        json={"email": "a@example.com", "timestamp": "2026-02-01T00:00:00Z"},
+        headers=auth(admin_key),
     )
     assert response.status_code == 202
     drain()  # type: ignore[operator]
@@ -45,7 +49,9 @@ def test_ping_moves_activity_only(client: FlaskClient, admin_key: str, drain: ob
     assert record["projects"]["default"]["status"] == "paid"
 
 
-def test_message_id_and_idempotency_key_deduplicate(client: FlaskClient, admin_key: str, runtime: Runtime) -> None:
+def test_message_id_and_idempotency_key_deduplicate(
+    client: FlaskClient, admin_key: str, runtime: Runtime
+) -> None:
     first = identify(client, admin_key, email="a@example.com", message_id="m-1")
     again = identify(client, admin_key, email="a@example.com", message_id="m-1", name="changed")
     assert again == {"event_id": first["event_id"], "duplicate": True}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -51,15 +52,13 @@ def workers(subprocess_env: dict[str, str]) -> Iterator[list[subprocess.Popen[by
     started: list[subprocess.Popen[bytes]] = []
     yield started
     for process in started:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait(timeout=10)
 
 
 def _start(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([*WORKER, *args], env=env, start_new_session=True)  # noqa: S603
+    return subprocess.Popen([*WORKER, *args], env=env, start_new_session=True)
 
 
 def _exactly_once(runtime: Runtime, events: int) -> None:
@@ -73,7 +72,11 @@ def _exactly_once(runtime: Runtime, events: int) -> None:
 
 
 def test_threads_identifying_one_email_with_two_workers_running_make_one_customer(
-    app: Flask, admin_key: str, runtime: Runtime, subprocess_env: dict[str, str], workers: list[subprocess.Popen[bytes]]
+    app: Flask,
+    admin_key: str,
+    runtime: Runtime,
+    subprocess_env: dict[str, str],
+    workers: list[subprocess.Popen[bytes]],
 ) -> None:
     for _ in range(2):
         workers.append(_start(subprocess_env))
@@ -118,7 +121,11 @@ def test_worker_killed_mid_batch_loses_nothing_and_applies_once(
         identify(client, admin_key, email=f"k{i % 30}@example.com", params={"i": i})
     marker = tmp_path / "failpoint"
     doomed = _start(
-        {**subprocess_env, "TRIBUTARY_FAILPOINT": "batch.before_commit", "TRIBUTARY_FAILPOINT_FILE": str(marker)}
+        {
+            **subprocess_env,
+            "TRIBUTARY_FAILPOINT": "batch.before_commit",
+            "TRIBUTARY_FAILPOINT_FILE": str(marker),
+        }
     )
     workers.append(doomed)
     _wait_for(marker.exists, timeout=60)
@@ -131,7 +138,9 @@ def test_worker_killed_mid_batch_loses_nothing_and_applies_once(
     # The killed worker's drain job died with it. A new worker's periodic sweep finds the stranded
     # events (the doomed worker may hold this interval's sweep lock: the next interval runs it).
     workers.append(
-        _start({**subprocess_env, "TRIBUTARY_SWEEP_AFTER_SECONDS": "0", "TRIBUTARY_SWEEP_INTERVAL_SECONDS": "2"})
+        _start(
+            {**subprocess_env, "TRIBUTARY_SWEEP_AFTER_SECONDS": "0", "TRIBUTARY_SWEEP_INTERVAL_SECONDS": "2"}
+        )
     )
     _wait_for(lambda: _count(runtime, Event, Event.status == "processed") == total)
     assert _count(runtime, Customer) == 30
@@ -175,7 +184,9 @@ def test_redis_down_at_ingest_still_accepts_and_the_sweeper_catches_up(
 def test_database_down_is_a_503_so_the_sender_retries(runtime: Runtime, admin_key: str) -> None:
     from models import Database
 
-    dead = Runtime(runtime.settings, db=Database("postgresql+psycopg://nobody@127.0.0.1:1/none"), redis=runtime.redis)
+    dead = Runtime(
+        runtime.settings, db=Database("postgresql+psycopg://nobody@127.0.0.1:1/none"), redis=runtime.redis
+    )
     client = create_app({"TESTING": True}, runtime=dead).test_client()
     response = client.post("/v1/identify", json={"email": "a@example.com"}, headers=auth(admin_key))
     assert response.status_code == 503

@@ -149,7 +149,9 @@ def observable(result: tuple[CustomerRecord, ProjectRecord]) -> tuple[Any, ...]:
 
 @settings(max_examples=400, deadline=None)
 @given(changes=change_lists(), seed=st.integers(0, 2**32))
-def test_any_arrival_order_gives_the_event_time_order_result(changes: list[CustomerChange], seed: int) -> None:
+def test_any_arrival_order_gives_the_event_time_order_result(
+    changes: list[CustomerChange], seed: int
+) -> None:
     in_order = sorted(changes, key=lambda c: c.occurred_at)
     shuffled = list(changes)
     random.Random(seed).shuffle(shuffled)
