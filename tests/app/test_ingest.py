@@ -7,6 +7,7 @@ import json
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from models import CustomerChange as ChangeRow
 from models import Event
 from tests.helpers import auth, customer, identify
 from workers.runtime import Runtime
@@ -50,7 +51,7 @@ def test_ping_moves_activity_only(client: FlaskClient, admin_key: str, drain: ob
 
 
 def test_message_id_and_idempotency_key_deduplicate(
-    client: FlaskClient, admin_key: str, runtime: Runtime
+    client: FlaskClient, admin_key: str, runtime: Runtime, drain: object
 ) -> None:
     first = identify(client, admin_key, email="a@example.com", message_id="m-1")
     again = identify(client, admin_key, email="a@example.com", message_id="m-1", name="changed")
@@ -61,3 +62,8 @@ def test_message_id_and_idempotency_key_deduplicate(
     assert one["event_id"] == two["event_id"] and two["duplicate"] is True
     with runtime.db.session() as session:
         assert session.scalar(select(func.count()).select_from(Event)) == 2
+    drain()  # type: ignore[operator]
+    # One effect: the duplicate's name never landed, and each stored event was applied once.
+    assert customer(client, admin_key, "a@example.com")["name"] is None
+    with runtime.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(ChangeRow)) == 2
