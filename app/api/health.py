@@ -44,5 +44,8 @@ def readyz() -> Response:
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    document = current_app.extensions.setdefault("tributary.openapi", build_document(current_app))
+    # Built once per process: the routes and schemas cannot change while it runs.
+    document = current_app.extensions.get("tributary.openapi")
+    if document is None:
+        document = current_app.extensions["tributary.openapi"] = build_document(current_app)
     return jsonify(document)
