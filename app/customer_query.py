@@ -46,6 +46,9 @@ LIST_ARGS = ("project", "status", "email", "q", "active_since", "created_since",
 INT64 = 2**63
 
 ParamValue = str | int | float | bool
+# No database stores these in text (PostgreSQL refuses NUL, UTF-8 has no lone surrogates).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+MAX_REF_CHARS = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,9 @@ def _single(args: Mapping[str, list[str]], name: str, problems: _Problems) -> st
     if not values[0].strip():
         problems.add(name, "must not be empty")
         return None
+    if _UNSTORABLE.search(values[0]):
+        problems.add(name, "contains NUL or unpaired surrogate characters")
+        return None
     return values[0]
 
 
@@ -222,7 +228,7 @@ def _parse_params(args: Mapping[str, list[str]], problems: _Problems) -> tuple[t
         if not name.startswith(PARAM_PREFIX):
             continue
         key = name.removeprefix(PARAM_PREFIX)
-        if not PARAM_KEY.match(key):
+        if not PARAM_KEY.match(key) or _UNSTORABLE.search(key):
             problems.add(name, "a params key is 1-128 printable characters without quotes")
             continue
         if len(values) != 1:
@@ -232,9 +238,14 @@ def _parse_params(args: Mapping[str, list[str]], problems: _Problems) -> tuple[t
             problems.add(name, f"at most {MAX_VALUE_CHARS} characters")
             continue
         try:
-            params.append((key, parse_param_value(values[0])))
+            value = parse_param_value(values[0])
         except ValueError as exc:
             problems.add(name, str(exc))
+            continue
+        if isinstance(value, str) and _UNSTORABLE.search(value):
+            problems.add(name, "contains NUL or unpaired surrogate characters")
+            continue
+        params.append((key, value))
     if len(params) > MAX_PARAM_FILTERS:
         problems.add("params", f"at most {MAX_PARAM_FILTERS} params filters")
     return tuple(sorted(params, key=lambda item: item[0]))
@@ -381,6 +392,8 @@ def list_customers(session: Session, reader: Reader, request: ListRequest, secre
 def find_customer(session: Session, reader: Reader, ref: str) -> Customer:
     """By id (`cus_…`) or email, within the reader's account and, for a bound key, its project.
     Anything out of reach is a 404, so a key learns nothing about customers it cannot see."""
+    if len(ref) > MAX_REF_CHARS or _UNSTORABLE.search(ref):
+        raise APIError(404, "customer_not_found", "no such customer")
     stmt = select(Customer).where(Customer.account_id == reader.account_id)
     if "@" in ref:
         try:

@@ -89,6 +89,13 @@ BAD_QUERIES = [
     ("params.n=-1e999", "params.n"),
     ("params.n=99999999999999999999", "params.n"),
     ("params.n=" + "x" * 1001, "params.n"),
+    # Text no database can store: a clear 400, never a driver error.
+    ("q=%00", "q"),
+    ("email=a%00b@example.com", "email"),
+    ("params.x=%00", "params.x"),
+    ("params.x=" + quote('"\\u0000"'), "params.x"),
+    ("params.x=" + quote('"\\ud800"'), "params.x"),
+    ("cursor=%00", "cursor"),
 ]
 
 

@@ -184,7 +184,7 @@ def test_unknown_customer_is_404(
     client: FlaskClient, admin_key: str, runtime: Runtime, world: dict[str, Any]
 ) -> None:
     before = _snapshot(runtime)
-    for ref in ("cus_nope", "nobody@example.com", "not an email@"):
+    for ref in ("cus_nope", "nobody@example.com", "not an email@", "%00", "x" * 5000):
         response = client.delete(f"/v1/customers/{ref}", headers=auth(admin_key))
         assert response.status_code == 404 and response.is_json
     assert _snapshot(runtime) == before

@@ -163,5 +163,7 @@ def test_bad_requests(client: FlaskClient, admin_key: str, runtime: Runtime, his
     assert error["code"] == "invalid_cursor"
     assert _timeline(client, admin_key, "cus_nope", status=404)["error"]["code"] == "customer_not_found"
     assert _timeline(client, admin_key, "not an email@", status=404)["error"]["code"] == "customer_not_found"
+    for ref in ("%00", "x" * 5000, "%00@example.com"):
+        assert _timeline(client, admin_key, ref, status=404)["error"]["code"] == "customer_not_found"
     assert _timeline(client, make_key(runtime, ["ingest"]), "ada@example.com", status=403)["error"]
     assert client.get("/v1/customers/ada@example.com/timeline").status_code == 401
