@@ -22,9 +22,19 @@ from app.customer_query import (
 from app.errors import APIError
 
 
+def _option(field: object) -> str:
+    """The CLI spelling of a query-string parameter named in an API error."""
+    name = str(field)
+    if name.startswith(PARAM_PREFIX):
+        return f"--param {name.removeprefix(PARAM_PREFIX)}"
+    return "--" + name.replace("_", "-")
+
+
 def _fail(exc: APIError) -> click.ClickException:
+    if exc.code != "validation_error":
+        return click.ClickException(exc.message)
     problems = [p for p in exc.details if isinstance(p, dict)] if isinstance(exc.details, list) else []
-    lines = [exc.message, *(f"  {p.get('field')}: {p.get('message')}" for p in problems)]
+    lines = ["invalid options:", *(f"  {_option(p.get('field'))}: {p.get('message')}" for p in problems)]
     return click.ClickException("\n".join(lines))
 
 

@@ -118,12 +118,12 @@ def test_list_human_output(app: Flask, crowd: None) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--limit", "0"], "limit"),
-        (["--limit", "500"], "limit"),
-        (["--status", "Not A Slug"], "status"),
-        (["--active-since", "someday"], "active_since"),
-        (["--email", "nope"], "email"),
-        (["--param", "seats=1e999"], "params.seats"),
+        (["--limit", "0"], "--limit: an integer from 1 to 200"),
+        (["--limit", "500"], "--limit"),
+        (["--status", "Not A Slug"], "--status"),
+        (["--active-since", "someday"], "--active-since: expected an ISO 8601 timestamp"),
+        (["--email", "nope"], "--email"),
+        (["--param", "seats=1e999"], "--param seats: the number is out of range"),
         (["--project", "nope"], "no project"),
         (["--cursor", "forged"], "cursor"),
     ],
