@@ -50,6 +50,7 @@ __all__ = [
 
 # Built-in connectors, one per line: name -> "module:Class" (imported when the registry is built).
 BUILTIN_CONNECTORS: dict[str, str] = {
+    "stripe": "connectors.stripe:StripeConnector",
     "clerk": "connectors.clerk:ClerkConnector",
     "supabase": "connectors.supabase:SupabaseConnector",
     "auth0": "connectors.auth0:Auth0Connector",

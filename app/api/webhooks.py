@@ -9,6 +9,7 @@ included. Only after that commit does the provider get its 200 and the worker it
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -124,6 +125,11 @@ def _occurred_at(envelope: Envelope, limit: datetime) -> datetime:
     return occurred_at
 
 
+def _has_nul(payload: dict[str, Any], envelope: Envelope) -> bool:
+    texts = (envelope.event_id, envelope.type, envelope.email or "")
+    return any("\x00" in text for text in texts) or "\\u0000" in json.dumps(payload)
+
+
 def _rows(
     source: ResolvedSource, connector: Connector, inbound: InboundRequest
 ) -> tuple[list[dict[str, Any]], int]:
@@ -141,6 +147,10 @@ def _rows(
     repeats = 0
     for envelope in envelopes:
         occurred_at = _occurred_at(envelope, limit)
+        payload = dict(envelope.payload)
+        if _has_nul(payload, envelope):
+            # PostgreSQL text and JSONB cannot hold NUL characters; no provider sends them.
+            raise APIError(400, "malformed_body", "the event contains a NUL character")
         if envelope.event_id in rows:
             repeats += 1
             continue
@@ -159,7 +169,7 @@ def _rows(
             # The raw delivery, unless the connector redacts credentials out of it (supabase).
             "body": connector.stored_body(inbound, envelope),
             "headers": stored_headers,
-            "payload": dict(envelope.payload),
+            "payload": payload,
             "status": "pending",
             "attempts": 0,
         }

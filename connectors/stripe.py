@@ -1,0 +1,406 @@
+"""Stripe: customers, checkout, subscriptions and invoices.
+
+Signatures are checked by the `stripe` library (`Stripe-Signature: t=…,v1=…`, 300 s tolerance) on
+the raw body; the library accepts future timestamps, so those are checked here too. A delivery is
+one event; its `created` (Unix seconds) is the event time that orders writes, so a late, older
+`customer.subscription.updated` never undoes a newer `customer.subscription.deleted`.
+
+Subscription events carry no email. The worker finds the person through the Stripe customer id
+(an identity linked by any earlier event that had an email), else asks Stripe's API with the
+source's `api_key` option (`Customer.retrieve`). If neither knows, the event fails with the reason
+and its retry succeeds once an event with the email has arrived.
+
+Source options: `api_key` (sk_… or rk_…, for email lookups), `livemode` (true/false: events from
+the other mode are ignored), `status.<subscription status>=<project status>` (override the
+default status mapping of SPEC §7, e.g. `status.past_due=paid`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import stripe
+
+from connectors.base import (
+    TIMESTAMP_TOLERANCE_SECONDS,
+    Connector,
+    Envelope,
+    EventIgnored,
+    InboundRequest,
+    InvalidOptions,
+    MalformedPayload,
+    NormalizeContext,
+    SourceConfig,
+    VerificationFailed,
+    check_timestamp,
+)
+from connectors.changes import CustomerChange, IdentityRef
+from connectors.stripe_mapping import (
+    DEFAULT_STATUS_MAP,
+    SUBSCRIPTION_STATUSES,
+    customer_id,
+    subscription_params,
+    timestamp_iso,
+)
+
+__all__ = ["CustomerLookupFailed", "StripeConnector", "client_for", "set_client_factory"]
+
+ClientFactory = Callable[[str], stripe.StripeClient]
+
+_STATUS_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_API_KEY = re.compile(r"^(sk|rk)_(test|live)_[0-9A-Za-z_]{8,247}$")
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+class CustomerLookupFailed(Exception):
+    """Stripe's API could not tell a customer's email (network, key or permission problem)."""
+
+
+# -- the Stripe API client: one factory, so tests can inject theirs ------------------------------------
+
+
+@functools.lru_cache(maxsize=16)
+def _default_client(api_key: str) -> stripe.StripeClient:
+    # A short timeout: the lookup runs inside the worker's batch. One retry for a blip; a longer
+    # outage fails the event, and its RQ retry comes back later.
+    return stripe.StripeClient(api_key, http_client=stripe.RequestsClient(timeout=10), max_network_retries=1)
+
+
+_client_factory: ClientFactory = _default_client
+
+
+def set_client_factory(factory: ClientFactory | None) -> None:
+    """Build Stripe clients with `factory` (None: the default)."""
+    global _client_factory  # noqa: PLW0603 - one factory per process, swapped by tests
+    _client_factory = factory or _default_client
+
+
+def client_for(api_key: str) -> stripe.StripeClient:
+    return _client_factory(api_key)
+
+
+# -- reading the payload ----------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _load_event(body: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise MalformedPayload("the body is not a JSON document") from None
+    if not isinstance(event, dict):
+        raise MalformedPayload("a Stripe event is a JSON object")
+    return event
+
+
+def _created(value: Any) -> datetime:
+    """`created`: Unix seconds (v1 events) or ISO 8601 (v2 thin events)."""
+    try:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value, UTC)
+        if isinstance(value, str):
+            moment = datetime.fromisoformat(value)
+            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (OverflowError, OSError, ValueError):
+        pass
+    raise MalformedPayload("the event's `created` is not a timestamp")
+
+
+def _object(payload: Mapping[str, Any]) -> Mapping[str, Any]:
+    data = payload.get("data")
+    obj = data.get("object") if isinstance(data, Mapping) else None
+    return obj if isinstance(obj, Mapping) else {}
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _email_in(event_type: str, obj: Mapping[str, Any]) -> str | None:
+    """The email the object itself states, if any (`customer.*`, checkout, invoices)."""
+    if event_type.startswith("customer.") and not event_type.startswith("customer.subscription."):
+        return _text(obj.get("email"))
+    if event_type.startswith("checkout.session."):
+        details = obj.get("customer_details")
+        found = _text(details.get("email")) if isinstance(details, Mapping) else None
+        return found or _text(obj.get("customer_email"))
+    if event_type.startswith("invoice."):
+        return _text(obj.get("customer_email"))
+    customer = obj.get("customer")
+    return _text(customer.get("email")) if isinstance(customer, Mapping) else None
+
+
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise InvalidOptions(f"{name} must be true or false, got {value!r}")
+
+
+class StripeConnector(Connector):
+    name = "stripe"
+    title = "Stripe customers, checkout, subscriptions and invoices"
+    # https://docs.stripe.com/billing/subscriptions/webhooks and https://docs.stripe.com/api/events/types
+    event_types: ClassVar[Mapping[str, str]] = {
+        "customer.created": "upsert: email, name; Stripe customer id linked as identity",
+        "customer.updated": "upsert: email, name; a changed email is an email change of the identity",
+        "customer.deleted": "identity removal (the person is kept)",
+        "checkout.session.completed": "upsert: customer_details.email, name, identity; activity",
+        "customer.subscription.created": "status (mapped) and subscription params",
+        "customer.subscription.updated": "status (mapped) and subscription params",
+        "customer.subscription.deleted": "status churned (canceled) and subscription params, mrr 0",
+        "customer.subscription.paused": "status (paused: free) and subscription params",
+        "customer.subscription.resumed": "status (mapped) and subscription params",
+        "customer.subscription.trial_will_end": "status (trialing: trial) and subscription params",
+        "invoice.paid": "upsert: customer_email, identity; params.last_payment_at when money moved",
+        "invoice.payment_failed": "upsert: customer_email, identity; params.last_payment_failed_at",
+    }
+    stored_headers: ClassVar[tuple[str, ...]] = ("content-type", "user-agent")
+    secret_options: ClassVar[frozenset[str]] = frozenset({"api_key"})
+
+    # -- sources ----------------------------------------------------------------------------------
+
+    def validate_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        cleaned: dict[str, Any] = {}
+        for key, value in options.items():
+            if key == "api_key":
+                if not isinstance(value, str) or not _API_KEY.match(value.strip()):
+                    raise InvalidOptions("api_key must be a Stripe secret or restricted key (sk_… or rk_…)")
+                cleaned[key] = value.strip()
+            elif key == "livemode":
+                cleaned[key] = _flag(value, "livemode")
+            elif key.startswith("status."):
+                stripe_status = key.removeprefix("status.")
+                if stripe_status not in SUBSCRIPTION_STATUSES:
+                    raise InvalidOptions(
+                        f"{key}: {stripe_status!r} is not a subscription status "
+                        f"({', '.join(sorted(SUBSCRIPTION_STATUSES))})"
+                    )
+                if not isinstance(value, str) or not _STATUS_SLUG.match(value):
+                    raise InvalidOptions(f"{key} must be a status slug such as paid, got {value!r}")
+                cleaned[key] = value
+            else:
+                raise InvalidOptions(
+                    f"unknown option {key!r}; the stripe connector takes api_key, livemode and "
+                    "status.<subscription status>"
+                )
+        api_key, livemode = cleaned.get("api_key"), cleaned.get("livemode")
+        if api_key is not None and livemode is not None and ("_live_" in api_key) != livemode:
+            raise InvalidOptions(
+                f"api_key is a {'live' if '_live_' in api_key else 'test'} key but livemode is {livemode}"
+            )
+        return cleaned
+
+    # -- web process ------------------------------------------------------------------------------
+
+    def verify(self, request: InboundRequest, source: SourceConfig) -> None:
+        header = request.headers.get("stripe-signature")
+        if not header:
+            raise VerificationFailed("missing Stripe-Signature header")
+        if not source.secrets:
+            raise VerificationFailed(
+                "the source has no signing secret yet: add the endpoint's whsec_… secret"
+            )
+        try:
+            payload = request.body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise VerificationFailed("the body is not UTF-8, so it cannot be what Stripe signed") from None
+        timestamp = re.search(r"(?:^|,)\s*t=(\d{1,12})(?:,|$)", header)
+        if timestamp is None:
+            raise VerificationFailed("Stripe-Signature has no timestamp")
+        reason = "no signature matches"
+        for secret in source.secrets:
+            try:
+                stripe.WebhookSignature.verify_header(
+                    payload, header, secret, tolerance=TIMESTAMP_TOLERANCE_SECONDS
+                )
+            except stripe.SignatureVerificationError as exc:
+                reason = str(exc.user_message or exc)
+                continue
+            # The library rejects only old timestamps; a future one is as much a replay risk.
+            check_timestamp(int(timestamp.group(1)))
+            return
+        raise VerificationFailed(f"Stripe signature rejected: {reason}")
+
+    def envelopes(self, request: InboundRequest, source: SourceConfig) -> list[Envelope]:
+        event = _load_event(request.body)
+        event_id, event_type = event.get("id"), event.get("type")
+        if not isinstance(event_id, str) or not event_id:
+            raise MalformedPayload("the event has no id")
+        if not isinstance(event_type, str) or not event_type:
+            raise MalformedPayload("the event has no type")
+        occurred_at = _created(event.get("created"))
+        if event.get("object") == "event" and not _object(event):
+            raise MalformedPayload("the event has no data.object")
+        email = _email_in(event_type, _object(event))
+        return [Envelope(event_id, event_type, occurred_at, event, email=email)]
+
+    # -- worker -----------------------------------------------------------------------------------
+
+    def normalize(self, envelope: Envelope, context: NormalizeContext) -> list[CustomerChange]:
+        handler = _HANDLERS.get(envelope.type)
+        if handler is None:
+            raise EventIgnored(f"stripe event type {envelope.type!r} is not tracked")
+        livemode = context.source.options.get("livemode")
+        event_livemode = envelope.payload.get("livemode")
+        if isinstance(livemode, bool) and isinstance(event_livemode, bool) and livemode != event_livemode:
+            raise EventIgnored(
+                f"a {'live' if event_livemode else 'test'}-mode event on a source configured with "
+                f"livemode={'true' if livemode else 'false'}"
+            )
+        return handler(self, envelope, _object(envelope.payload), context)
+
+    def _identity(self, obj: Mapping[str, Any], field: str = "customer") -> IdentityRef | None:
+        found = customer_id(obj.get(field))
+        return IdentityRef(self.name, found) if found else None
+
+    def _email_for(self, identity: IdentityRef, context: NormalizeContext) -> str | None:
+        """The person's email through our identity table, else Stripe's API (when the source has
+        an api_key), else None: the worker then resolves through the identity or fails."""
+        known = context.email_for(identity)
+        if known:
+            return known
+        api_key = context.source.options.get("api_key")
+        if not isinstance(api_key, str):
+            return None
+        try:
+            customer = client_for(api_key).v1.customers.retrieve(identity.external_id)
+        except stripe.StripeError as exc:
+            raise CustomerLookupFailed(
+                f"looking up stripe customer {identity.external_id} for its email failed: "
+                f"{type(exc).__name__}: {exc.user_message or exc}"
+            ) from None
+        # A deleted customer comes back as {"id", "deleted": true}, without an email.
+        if getattr(customer, "deleted", False):
+            return None
+        return _text(getattr(customer, "email", None))
+
+    def _customer(
+        self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
+    ) -> list[CustomerChange]:
+        identity = self._identity(obj, "id")
+        email = _text(obj.get("email"))
+        if identity is None:
+            raise EventIgnored("the customer object has no cus_ id")
+        if email is None:
+            raise EventIgnored(f"stripe customer {identity.external_id} has no email")
+        data = envelope.payload.get("data")
+        previous = data.get("previous_attributes") if isinstance(data, Mapping) else None
+        old_email = _text(previous.get("email")) if isinstance(previous, Mapping) else None
+        return [
+            CustomerChange(
+                occurred_at=envelope.occurred_at,
+                email=email,
+                identity=identity,
+                name=_text(obj.get("name")),
+                email_change=old_email is not None and old_email.lower() != email.lower(),
+            )
+        ]
+
+    def _customer_deleted(
+        self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
+    ) -> list[CustomerChange]:
+        identity = self._identity(obj, "id")
+        if identity is None:
+            raise EventIgnored("the deleted customer object has no cus_ id")
+        if context.email_for(identity) is None:
+            # Never seen: nothing to unlink, and a deletion must not create a person.
+            raise EventIgnored(f"stripe customer {identity.external_id} is not linked to any customer")
+        return [CustomerChange(occurred_at=envelope.occurred_at, identity=identity, forget_identity=True)]
+
+    def _checkout(
+        self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
+    ) -> list[CustomerChange]:
+        identity = self._identity(obj)
+        email = envelope.email or _email_in(envelope.type, obj)
+        if email is None and identity is not None:
+            email = self._email_for(identity, context)
+        if email is None and identity is None:
+            raise EventIgnored("the checkout session names neither an email nor a customer")
+        details = obj.get("customer_details")
+        name = _text(details.get("name")) if isinstance(details, Mapping) else None
+        return [
+            CustomerChange(
+                occurred_at=envelope.occurred_at, email=email, identity=identity, name=name, activity=True
+            )
+        ]
+
+    def _subscription(
+        self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
+    ) -> list[CustomerChange]:
+        identity = self._identity(obj)
+        if identity is None:
+            raise EventIgnored("the subscription names no customer")
+        email = _email_in(envelope.type, obj) or self._email_for(identity, context)
+        status_map = {**DEFAULT_STATUS_MAP, **_status_overrides(context.source.options)}
+        stripe_status = obj.get("status")
+        return [
+            CustomerChange(
+                occurred_at=envelope.occurred_at,
+                email=email,
+                identity=identity,
+                # A status Stripe adds later maps to nothing: params still record it.
+                status=status_map.get(stripe_status) if isinstance(stripe_status, str) else None,
+                params=subscription_params(obj),
+            )
+        ]
+
+    def _invoice(
+        self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
+    ) -> list[CustomerChange]:
+        identity = self._identity(obj)
+        email = _email_in(envelope.type, obj)
+        if email is None and identity is not None:
+            email = self._email_for(identity, context)
+        if email is None and identity is None:
+            raise EventIgnored("the invoice names neither an email nor a customer")
+        params: dict[str, Any] = {}
+        if envelope.type == "invoice.paid":
+            amount = obj.get("amount_paid")
+            # A trial's $0 invoice is "paid" too, but no payment happened.
+            if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0:
+                transitions = obj.get("status_transitions")
+                paid_at = transitions.get("paid_at") if isinstance(transitions, Mapping) else None
+                params["last_payment_at"] = timestamp_iso(paid_at) or timestamp_iso(
+                    envelope.payload.get("created")
+                )
+        else:
+            params["last_payment_failed_at"] = timestamp_iso(envelope.payload.get("created"))
+        return [
+            CustomerChange(
+                occurred_at=envelope.occurred_at,
+                email=email,
+                identity=identity,
+                params={k: v for k, v in params.items() if v is not None},
+            )
+        ]
+
+
+def _status_overrides(options: Mapping[str, Any]) -> dict[str, str]:
+    return {k.removeprefix("status."): v for k, v in options.items() if k.startswith("status.")}
+
+
+Handler = Callable[[StripeConnector, Envelope, Mapping[str, Any], NormalizeContext], list[CustomerChange]]
+
+_SUBSCRIPTION_EVENTS = ("created", "updated", "deleted", "paused", "resumed", "trial_will_end")
+_HANDLERS: dict[str, Handler] = {
+    "customer.created": StripeConnector._customer,
+    "customer.updated": StripeConnector._customer,
+    "customer.deleted": StripeConnector._customer_deleted,
+    "checkout.session.completed": StripeConnector._checkout,
+    **{f"customer.subscription.{kind}": StripeConnector._subscription for kind in _SUBSCRIPTION_EVENTS},
+    "invoice.paid": StripeConnector._invoice,
+    "invoice.payment_failed": StripeConnector._invoice,
+}
