@@ -6,6 +6,7 @@ from models.account import SCOPES, Account, ApiKey, Project
 from models.base import Base
 from models.customer import Customer, CustomerChange, CustomerProject, Identity
 from models.event import EVENT_STATUSES, Event
+from models.merges import CustomerMerge, IdentityTombstone
 from models.session import Database
 from models.source import Source
 
@@ -17,10 +18,12 @@ __all__ = [
     "Base",
     "Customer",
     "CustomerChange",
+    "CustomerMerge",
     "CustomerProject",
     "Database",
     "Event",
     "Identity",
+    "IdentityTombstone",
     "Project",
     "Source",
 ]
