@@ -1,0 +1,142 @@
+"""A subscription's whole life, delivered by Stripe in any order with redeliveries, ends in the record
+that in-order delivery gives: through the real endpoint, the real worker and its retries."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import json
+from collections.abc import Callable
+from typing import Any
+
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from models import Event
+from tests.connectors.stripe_helpers import CUSTOMER_ID, create_source, load, post
+from workers.jobs import EventFailed, process_event
+from workers.runtime import Runtime
+
+T0 = 1767225600
+DAY = 86400
+ACTIVE_START = T0 + 14 * DAY + 300
+
+
+def _lifecycle() -> list[dict[str, Any]]:
+    """customer → trial → active → past_due → canceled, in event-time order."""
+    past_due = copy.deepcopy(load("customer.subscription.updated"))
+    past_due["id"] = "evt_lifecycle_past_due"
+    past_due["created"] = ACTIVE_START + 31 * DAY + 61
+    past_due["data"]["object"]["status"] = "past_due"
+    past_due["data"]["previous_attributes"] = {"status": "active"}
+    return [
+        load("customer.created"),
+        load("customer.subscription.created"),
+        load("checkout.session.completed"),
+        load("invoice.paid"),
+        load("customer.subscription.updated"),
+        load("invoice.payment_failed"),
+        past_due,
+        load("customer.subscription.deleted"),
+    ]
+
+
+LIFECYCLE = _lifecycle()
+assert [e["created"] for e in LIFECYCLE] == sorted(e["created"] for e in LIFECYCLE)
+
+
+def _for_person(n: int) -> list[bytes]:
+    """The lifecycle of person `n`: its own email, Stripe customer id and event ids."""
+    bodies = []
+    for index, payload in enumerate(LIFECYCLE):
+        text = json.dumps(payload).replace(CUSTOMER_ID, f"cus_Person{n:04d}")
+        text = text.replace("ada@example.com", f"p{n}@example.com").replace(
+            "Ada@Example.com", f"P{n}@example.com"
+        )
+        data = json.loads(text)
+        data["id"] = f"evt_p{n}_{index}"
+        bodies.append(json.dumps(data).encode())
+    return bodies
+
+
+def _record(client: FlaskClient, admin: dict[str, str], n: int) -> dict[str, Any]:
+    response = client.get(f"/v1/customers/p{n}@example.com", headers=admin)
+    assert response.status_code == 200, response.get_json()
+    record: dict[str, Any] = response.get_json()
+    # Everything that depends on the event payloads, nothing that depends on who or when we ran.
+    for key in ("id", "email", "created_at", "updated_at"):
+        record.pop(key)
+    record["identities"] = [i["source"] for i in record["identities"]]
+    return record
+
+
+def _settle(runtime: Runtime, drain: Callable[[], None]) -> None:
+    """Drain, then run the retries RQ would run later until no failed event is left (a retry
+    succeeds once an event that links the Stripe customer id has been applied)."""
+    drain()
+    for _ in range(len(LIFECYCLE) + 1):
+        with runtime.db.session() as session:
+            failed = list(
+                session.scalars(select(Event.id).where(Event.status == "failed").order_by(Event.id))
+            )
+        if not failed:
+            return
+        for event_id in failed:
+            with contextlib.suppress(EventFailed):
+                process_event(event_id)
+    raise AssertionError("failed events left after every retry")
+
+
+deliveries = st.permutations(range(len(LIFECYCLE))).flatmap(
+    lambda order: st.tuples(
+        st.just(order),
+        # Redeliveries of some events, each put somewhere in the stream.
+        st.lists(
+            st.tuples(st.sampled_from(range(len(LIFECYCLE))), st.integers(0, len(LIFECYCLE))), max_size=4
+        ),
+        # Where the worker runs between deliveries (batches of different sizes).
+        st.lists(st.booleans(), min_size=len(LIFECYCLE) + 4, max_size=len(LIFECYCLE) + 4),
+    )
+)
+
+
+def test_any_delivery_order_with_duplicates_converges_to_the_in_order_record(
+    client: FlaskClient, admin: dict[str, str], runtime: Runtime, drain: Callable[[], None]
+) -> None:
+    source_id = create_source(client, admin)
+    people = itertools.count(1)
+    baseline_person = next(people)
+    for body in _for_person(baseline_person):
+        assert post(client, source_id, body).status_code == 200
+        drain()
+    baseline = _record(client, admin, baseline_person)
+    assert baseline["projects"]["default"]["status"] == "churned"
+    assert baseline["projects"]["default"]["params"]["last_payment_failed_at"]
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(plan=deliveries)
+    def check(plan: tuple[tuple[int, ...], list[tuple[int, int]], list[bool]]) -> None:
+        order, duplicates, drains = plan
+        n = next(people)
+        bodies = _for_person(n)
+        stream = list(order)
+        for index, position in duplicates:
+            stream.insert(position, index)
+        seen: set[int] = set()
+        for step, index in enumerate(stream):
+            response = post(client, source_id, bodies[index])
+            expected = {"received": 0, "duplicates": 1} if index in seen else {"received": 1, "duplicates": 0}
+            assert (response.status_code, response.get_json()) == (200, expected)
+            seen.add(index)
+            if drains[step]:
+                drain()
+        _settle(runtime, drain)
+        assert _record(client, admin, n) == baseline
+        with runtime.db.session() as session:
+            stored = session.scalars(select(Event.status).where(Event.provider_event_id.like(f"evt_p{n}_%")))
+            assert sorted(stored) == ["processed"] * len(LIFECYCLE)
+
+    check()
