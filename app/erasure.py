@@ -1,23 +1,32 @@
 """Erasure (SPEC §4 "Deletion", `DELETE /v1/customers/<id>`): remove a person and redact what we
 stored about them, in one transaction.
 
-Removed: the customer, its project rows, identities and timeline rows. Redacted: every stored event
-that touched the customer (linked through its timeline rows) or names one of its emails, current or
-past. A redacted event keeps its id, type, times and dedup key, so a provider redelivering it is
-still acknowledged as a duplicate instead of re-creating the person; its body becomes a marker and
-its headers, email, payload and changes are cleared. Events not yet applied are marked `ignored`,
-so a worker never resurrects the person from them.
+Removed: the customer, its project rows, identities, identity tombstones, timeline rows and the
+records of customers merged into it. Redacted: every stored event that touched the customer
+(linked through those rows) or names one of its emails, current or past. A redacted event keeps its
+id, type, times and dedup key, so a provider redelivering it is still acknowledged as a duplicate
+instead of re-creating the person; its body becomes a marker and its headers, email, payload and
+changes are cleared. Events not yet applied are marked `ignored`, so a worker never resurrects the
+person from them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import case, delete, null, or_, select, update
+from sqlalchemy import case, delete, null, or_, select, union, update
 from sqlalchemy.orm import Session
 
 from app.errors import APIError
-from models import Customer, CustomerChange, CustomerProject, Event, Identity
+from models import (
+    Customer,
+    CustomerChange,
+    CustomerMerge,
+    CustomerProject,
+    Event,
+    Identity,
+    IdentityTombstone,
+)
 
 REDACTED_BODY = b'{"redacted": true}'
 ERASED_NOTE = "redacted: the customer was erased"
@@ -25,8 +34,10 @@ ERASED_NOTE = "redacted: the customer was erased"
 
 def _event_ids(session: Session, customer: Customer, *, skip_locked: bool) -> list[str]:
     emails = [customer.email, *customer.past_emails]
-    linked = select(CustomerChange.event_id).where(
-        CustomerChange.customer_id == customer.id, CustomerChange.event_id.is_not(None)
+    linked = union(
+        select(CustomerChange.event_id).where(CustomerChange.customer_id == customer.id),
+        select(IdentityTombstone.event_id).where(IdentityTombstone.customer_id == customer.id),
+        select(CustomerMerge.event_id).where(CustomerMerge.survivor_id == customer.id),
     )
     stmt = (
         select(Event.id)
@@ -79,8 +90,9 @@ def erase_customer(session: Session, customer: Customer) -> int:
         raise APIError(404, "customer_not_found", "no such customer")
     event_ids = sorted(set(waited) | set(_event_ids(session, current, skip_locked=True)))
     _redact(session, event_ids)
-    for table in (CustomerChange, Identity, CustomerProject):
+    for table in (CustomerChange, Identity, IdentityTombstone, CustomerProject):
         session.execute(delete(table).where(table.customer_id == current.id))
-    # Any other table keyed by the customer goes with this row through its ON DELETE CASCADE.
+    # Merges into this customer name the absorbed customers' addresses.
+    session.execute(delete(CustomerMerge).where(CustomerMerge.survivor_id == current.id))
     session.execute(delete(Customer).where(Customer.id == current.id))
     return len(event_ids)

@@ -29,7 +29,8 @@ from workers.runtime import Runtime
 
 
 class ImportConnector(Connector):
-    """Turns `{"email", "name"?, "status"?, "params"?, "identity"?}` into a change that is not activity."""
+    """Turns `{"email", "name"?, "status"?, "params"?, "identity"?, "email_change"?, "forget"?}` into a
+    change that is not activity: an import, an auth provider's email change or user deletion."""
 
     name = "test-import"
     title = "Test import (no activity)"
@@ -45,12 +46,14 @@ class ImportConnector(Connector):
         return [
             CustomerChange(
                 occurred_at=envelope.occurred_at,
-                email=data["email"],
+                email=data.get("email"),
                 identity=IdentityRef(*data["identity"]) if data.get("identity") else None,
                 name=data.get("name"),
                 status=data.get("status"),
                 params=data.get("params") or {},
                 activity=False,
+                email_change=bool(data.get("email_change")),
+                forget_identity=bool(data.get("forget")),
             )
         ]
 
@@ -66,7 +69,7 @@ def import_connector() -> Iterator[ConnectorRegistry]:
 
 def import_customer(
     runtime: Runtime,
-    email: str,
+    email: str | None,
     *,
     project: str = "default",
     occurred_at: datetime | None = None,
@@ -90,7 +93,7 @@ def import_customer(
             email=email,
             occurred_at=occurred_at or utcnow(),
             body=json.dumps(payload).encode(),
-            headers=headers or {"x-test-signature": "sig-for-" + email},
+            headers=headers or {"x-test-signature": f"sig-for-{email}"},
             payload=payload,
         )
         session.add(event)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Customer, CustomerChange, CustomerProject, Event, Identity
+from models import (
+    Customer,
+    CustomerChange,
+    CustomerMerge,
+    CustomerProject,
+    Event,
+    Identity,
+    IdentityTombstone,
+)
 from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse fixture
     at,
     create_project,
@@ -32,17 +41,33 @@ def _rows(session: Session, model: Any, **where: Any) -> list[dict[str, Any]]:
     )
 
 
+TABLES = (Customer, CustomerProject, Identity, IdentityTombstone, CustomerMerge, CustomerChange, Event)
+
+
 def _snapshot(runtime: Runtime) -> dict[str, list[dict[str, Any]]]:
     with runtime.db.session() as session:
-        return {
-            model.__tablename__: _rows(session, model)
-            for model in (Customer, CustomerProject, Identity, CustomerChange, Event)
-        }
+        return {model.__tablename__: _rows(session, model) for model in TABLES}
+
+
+def _owner(table: str, row: dict[str, Any]) -> Any:
+    return {"customers": row["id"], "customer_merges": row.get("survivor_id")}.get(
+        table, row.get("customer_id")
+    )
+
+
+def _day(day: int) -> datetime:
+    return datetime(2026, 1, day, tzinfo=UTC)
 
 
 @pytest.fixture
 def world(client: FlaskClient, admin_key: str, runtime: Runtime, drain: Callable[[], None]) -> dict[str, Any]:
-    """ada (two projects, an identity, a past email) and bob (untouched bystander)."""
+    """ada, whose life left rows in every table, and bob, a bystander with the same kinds of rows.
+
+    ada signed up as ada.old@ (provider user cus_ada); her work address ada@ was a customer of its
+    own until the provider reported cus_ada's address is now ada@, which merged the two (ada.old@
+    becomes a past email, customer_merges records it). She is in two projects and had a second
+    provider user, deleted since (an identity tombstone).
+    """
     create_project(client, admin_key, "app")
     people(
         client,
@@ -50,7 +75,7 @@ def world(client: FlaskClient, admin_key: str, runtime: Runtime, drain: Callable
         drain,
         [
             {
-                "email": "ada@example.com",
+                "email": "ada.old@example.com",
                 "name": "Ada",
                 "status": "paid",
                 "timestamp": at(1),
@@ -61,15 +86,37 @@ def world(client: FlaskClient, admin_key: str, runtime: Runtime, drain: Callable
             {"email": "bob@example.com", "project": "app", "timestamp": at(4)},
         ],
     )
-    import_customer(runtime, "ada@example.com", identity=["stripe-test", "cus_ada"], headers={"x-sig": "ada"})
-    import_customer(runtime, "bob@example.com", identity=["stripe-test", "cus_bob"], headers={"x-sig": "bob"})
-    drain()
-    ada = customer(client, admin_key, "ada@example.com")
-    with runtime.db.session() as session, session.begin():
-        # The worker does not apply email changes yet; record one as it will, to cover past emails.
-        session.execute(
-            update(Customer).where(Customer.id == ada["id"]).values(past_emails=["ada.old@example.com"])
+    for email, user in [
+        ("ada.old", "cus_ada"),
+        ("ada.old", "cus_ada_gone"),
+        ("bob", "cus_bob"),
+        ("bob", "cus_bob_gone"),
+    ]:
+        import_customer(
+            runtime,
+            f"{email}@example.com",
+            identity=["stripe-test", user],
+            headers={"x-sig": user},
+            occurred_at=_day(1),
         )
+    drain()
+    import_customer(
+        runtime,
+        "ada@example.com",
+        identity=["stripe-test", "cus_ada"],
+        email_change=True,
+        occurred_at=_day(5),
+    )
+    for user in ("cus_ada_gone", "cus_bob_gone"):
+        import_customer(runtime, None, identity=["stripe-test", user], forget=True, occurred_at=_day(6))
+    drain()
+
+    ada = customer(client, admin_key, "ada@example.com")
+    assert ada["past_emails"] == ["ada.old@example.com"] and set(ada["projects"]) == {"default", "app"}
+    assert ada["identities"] == [{"source": "stripe-test", "external_id": "cus_ada"}]
+    with runtime.db.session() as session:
+        assert len(_rows(session, CustomerMerge, survivor_id=ada["id"])) == 1
+        assert len(_rows(session, IdentityTombstone, customer_id=ada["id"])) == 1
         applied = set(
             session.scalars(select(CustomerChange.event_id).where(CustomerChange.customer_id == ada["id"]))
         )
@@ -91,7 +138,8 @@ def test_erasure_removes_the_person_and_redacts_their_events_only(
 ) -> None:
     ada_id = world["ada"]["id"]
     ada_events = world["applied"] | set(world["pending"])
-    assert len(world["applied"]) == 3
+    # Two identifies, two links, the email change and the deletion, one of them via the merge.
+    assert len(world["applied"]) == 6
     before = _snapshot(runtime)
 
     response = client.delete(f"/v1/customers/{ada_id}", headers=auth(admin_key))
@@ -99,10 +147,11 @@ def test_erasure_removes_the_person_and_redacts_their_events_only(
 
     after = _snapshot(runtime)
     # The person and everything keyed by them is gone; everyone else's rows are byte-for-byte the same.
-    for table in ("customers", "customer_projects", "identities", "customer_changes"):
-        kept = [r for r in before[table] if r.get("customer_id", r["id"]) != ada_id]
+    for table in ("customers", "customer_projects", "identities", "identity_tombstones", "customer_changes"):
+        kept = [r for r in before[table] if _owner(table, r) != ada_id]
         assert after[table] == kept, table
-        assert len(kept) < len(before[table])
+        assert len(kept) < len(before[table]) and kept, table
+    assert after["customer_merges"] == []
     # Events are kept (for counts and deduplication), redacted when they are about ada.
     assert [e["id"] for e in after["events"]] == [e["id"] for e in before["events"]]
     old = {e["id"]: e for e in before["events"]}
@@ -119,7 +168,7 @@ def test_erasure_removes_the_person_and_redacts_their_events_only(
         expected_status = "ignored" if was["status"] == "pending" else was["status"]
         assert event["status"] == expected_status
     redacted = [e for e in after["events"] if e["id"] in ada_events]
-    assert len(redacted) == 5
+    assert len(redacted) == 8
     assert all(b"ada" not in e["body"] for e in redacted)
 
     assert client.get(f"/v1/customers/{ada_id}", headers=auth(admin_key)).status_code == 404
