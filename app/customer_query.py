@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from app.errors import APIError
 from app.pagination import CursorCodec, SortSpec, fetch_page, fingerprint
 from app.schemas import PARAM_KEY, PROJECT_SLUG, SLUG, normalize_email
-from models import Customer, CustomerProject, Identity, Project
+from models import Customer, CustomerMerge, CustomerProject, Identity, Project
 from models.base import isoformat
 
 SORTS = ("-last_activity_at", "last_activity_at", "-created_at", "created_at")
@@ -391,6 +391,7 @@ def list_customers(session: Session, reader: Reader, request: ListRequest, secre
 
 def find_customer(session: Session, reader: Reader, ref: str) -> Customer:
     """By id (`cus_…`) or email, within the reader's account and, for a bound key, its project.
+    The id of a customer merged into another (an email change) finds the one it was merged into.
     Anything out of reach is a 404, so a key learns nothing about customers it cannot see."""
     if len(ref) > MAX_REF_CHARS or _UNSTORABLE.search(ref):
         raise APIError(404, "customer_not_found", "no such customer")
@@ -401,7 +402,10 @@ def find_customer(session: Session, reader: Reader, ref: str) -> Customer:
         except ValueError:
             raise APIError(404, "customer_not_found", "no such customer") from None
     else:
-        stmt = stmt.where(Customer.id == ref)
+        survivor = select(CustomerMerge.survivor_id).where(
+            CustomerMerge.account_id == reader.account_id, CustomerMerge.absorbed_id == ref
+        )
+        stmt = stmt.where(or_(Customer.id == ref, Customer.id.in_(survivor)))
     if reader.project_id is not None:
         membership = select(CustomerProject.id).where(
             CustomerProject.customer_id == Customer.id, CustomerProject.project_id == reader.project_id

@@ -1,0 +1,128 @@
+"""GET /v1/customers/<id or email>: lookups, merged ids, and what each key may see."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse fixture
+    at,
+    create_project,
+    import_connector,
+    import_customer,
+    people,
+)
+from tests.helpers import auth, customer, make_key
+from workers.runtime import Runtime
+
+
+def _get(client: FlaskClient, token: str, ref: str, status: int = 200) -> Any:
+    response = client.get(f"/v1/customers/{ref}", headers=auth(token))
+    assert response.status_code == status, response.get_json()
+    return response.get_json()
+
+
+@pytest.fixture
+def merged(
+    client: FlaskClient, admin_key: str, runtime: Runtime, drain: Callable[[], None]
+) -> dict[str, str]:
+    """ada (provider user cus_ada, signed up as ada@) and a separate customer for work@, merged into
+    ada when the provider reports cus_ada's address is now work@. Returns the two original ids."""
+    create_project(client, admin_key, "app")
+    people(
+        client,
+        admin_key,
+        drain,
+        [
+            {"email": "ada@example.com", "name": "Ada", "status": "paid", "timestamp": at(1)},
+            {"email": "work@example.com", "project": "app", "status": "trial", "timestamp": at(2)},
+        ],
+    )
+    import_customer(
+        runtime,
+        "ada@example.com",
+        identity=["stripe-test", "cus_ada"],
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    drain()
+    ids = {
+        "ada": customer(client, admin_key, "ada@example.com")["id"],
+        "work": customer(client, admin_key, "work@example.com")["id"],
+    }
+    import_customer(
+        runtime,
+        "work@example.com",
+        identity=["stripe-test", "cus_ada"],
+        email_change=True,
+        occurred_at=datetime(2026, 1, 5, tzinfo=UTC),
+    )
+    drain()
+    return ids
+
+
+def test_by_id_and_by_email(client: FlaskClient, admin_key: str, merged: dict[str, str]) -> None:
+    ada = _get(client, admin_key, merged["ada"])
+    assert ada["email"] == "work@example.com" and ada["past_emails"] == ["ada@example.com"]
+    assert set(ada["projects"]) == {"default", "app"}
+    assert _get(client, admin_key, " WORK@example.com ") == ada
+
+
+def test_a_merged_id_finds_the_customer_it_was_merged_into(
+    client: FlaskClient, admin_key: str, runtime: Runtime, merged: dict[str, str]
+) -> None:
+    assert _get(client, admin_key, merged["work"]) == _get(client, admin_key, merged["ada"])
+    timeline = client.get(f"/v1/customers/{merged['work']}/timeline", headers=auth(admin_key))
+    assert timeline.status_code == 200 and timeline.get_json()["data"]
+    # A key bound to a project the survivor is in follows the merge too; others learn nothing.
+    create_project(client, admin_key, "web")
+    assert _get(client, make_key(runtime, ["read"], project="app"), merged["work"])["id"] == merged["ada"]
+    web = make_key(runtime, ["read"], project="web")
+    assert _get(client, web, merged["work"], 404) == _get(client, web, "cus_never_existed", 404)
+
+
+def test_past_emails_do_not_find_the_customer(
+    client: FlaskClient, admin_key: str, merged: dict[str, str]
+) -> None:
+    # An old address may since belong to someone else: only the current one identifies a person.
+    assert _get(client, admin_key, "ada@example.com", 404)["error"]["code"] == "customer_not_found"
+
+
+def test_project_bound_keys_see_their_project_only(
+    client: FlaskClient, admin_key: str, runtime: Runtime, drain: Callable[[], None]
+) -> None:
+    create_project(client, admin_key, "app")
+    people(
+        client,
+        admin_key,
+        drain,
+        [
+            {"email": "ada@example.com", "project": "app", "status": "paid", "timestamp": at(1)},
+            {"email": "ada@example.com", "status": "trial", "params": {"secret": 1}, "timestamp": at(2)},
+            {"email": "bob@example.com", "status": "trial", "timestamp": at(3)},
+        ],
+    )
+    app_key = make_key(runtime, ["read"], project="app")
+    ada = _get(client, app_key, "ada@example.com")
+    assert list(ada["projects"]) == ["app"] and "secret" not in str(ada)
+    bob = customer(client, admin_key, "bob@example.com")
+    assert _get(client, app_key, bob["id"], 404) == _get(client, app_key, "cus_nope", 404)
+    assert _get(client, app_key, "bob@example.com", 404) == _get(client, app_key, "nobody@example.com", 404)
+
+
+@pytest.mark.parametrize("ref", ["cus_nope", "nobody@example.com", "bad@", "@", "%00", "x" * 1000])
+def test_unknown_refs_are_404(client: FlaskClient, admin_key: str, ref: str) -> None:
+    assert _get(client, admin_key, ref, 404)["error"] == {
+        "code": "customer_not_found",
+        "message": "no such customer",
+    }
+
+
+def test_scopes(client: FlaskClient, runtime: Runtime, admin_key: str, drain: Callable[[], None]) -> None:
+    people(client, admin_key, drain, [{"email": "ada@example.com", "timestamp": at(1)}])
+    assert client.get("/v1/customers/ada@example.com").status_code == 401
+    assert _get(client, make_key(runtime, ["ingest"]), "ada@example.com", 403)["error"]["code"] == "forbidden"
+    assert _get(client, make_key(runtime, ["read"]), "ada@example.com")["email"] == "ada@example.com"
