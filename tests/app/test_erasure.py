@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,7 @@ from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse 
     people,
 )
 from tests.helpers import auth, customer, identify, make_key
+from workers.apply import apply_events, claim_pending
 from workers.runtime import Runtime
 
 REDACTED = b'{"redacted": true}'
@@ -237,3 +239,44 @@ def test_unknown_customer_is_404(
         response = client.delete(f"/v1/customers/{ref}", headers=auth(admin_key))
         assert response.status_code == 404 and response.is_json
     assert _snapshot(runtime) == before
+
+
+def test_erasure_waits_for_a_batch_in_flight(
+    client: FlaskClient, admin_key: str, runtime: Runtime, drain: Callable[[], None]
+) -> None:
+    """A worker batch holding ada's event when the erasure arrives finishes first, then is erased too."""
+    people(client, admin_key, drain, [{"email": "ada@example.com", "name": "Ada", "timestamp": at(1)}])
+    ada = customer(client, admin_key, "ada@example.com")["id"]
+    in_flight = identify(client, admin_key, email="ada@example.com", name="In flight")["event_id"]
+    claimed, release = threading.Event(), threading.Event()
+
+    def batch() -> None:
+        # drain_batch's transaction, held open after applying.
+        with runtime.db.write_session() as session, session.begin():
+            apply_events(session, claim_pending(session, 10))
+            claimed.set()
+            release.wait(30)
+
+    statuses: list[int] = []
+    worker = threading.Thread(target=batch)
+    worker.start()
+    assert claimed.wait(30)
+    eraser = threading.Thread(
+        target=lambda: statuses.append(
+            client.delete(f"/v1/customers/{ada}", headers=auth(admin_key)).status_code
+        )
+    )
+    eraser.start()
+    eraser.join(0.5)
+    assert eraser.is_alive()  # waiting for the batch's locks
+    release.set()
+    worker.join(30)
+    eraser.join(30)
+    assert statuses == [204]
+    with runtime.db.session() as session:
+        event = session.get(Event, in_flight)
+        assert event is not None and event.status == "processed" and event.body == REDACTED
+        assert session.scalar(select(Customer).where(Customer.email == "ada@example.com")) is None
+        assert not session.scalars(select(CustomerChange).where(CustomerChange.customer_id == ada)).all()
+    drain()
+    assert client.get("/v1/customers/ada@example.com", headers=auth(admin_key)).status_code == 404
