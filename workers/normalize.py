@@ -29,6 +29,7 @@ __all__ = [
     "NormalizeError",
     "WorkerContext",
     "changes_for_event",
+    "clean_email",
     "register_channel",
 ]
 
@@ -98,7 +99,7 @@ def _source_config(session: Session, event: Event) -> SourceConfig:
     )
 
 
-def _clean_email(change: CustomerChange, connector: str) -> CustomerChange:
+def clean_email(change: CustomerChange, connector: str) -> CustomerChange:
     """Emails are the merge key: one spelling per address, whatever the provider sent."""
     if change.email is None:
         return change
@@ -130,7 +131,7 @@ def _connector_changes(session: Session, event: Event) -> list[CustomerChange]:
         raise NormalizeError(
             f"the {event.channel} connector returned {type(changes).__name__}, not a list of changes"
         )
-    return [_clean_email(change, event.channel) for change in changes]
+    return [clean_email(change, event.channel) for change in changes]
 
 
 def changes_for_event(session: Session, event: Event) -> list[CustomerChange]:
