@@ -315,9 +315,9 @@ class StripeConnector(Connector):
         identity = self._identity(obj, "id")
         if identity is None:
             raise EventIgnored("the deleted customer object has no cus_ id")
-        if context.email_for(identity) is None:
-            # Never seen: nothing to unlink, and a deletion must not create a person.
-            raise EventIgnored(f"stripe customer {identity.external_id} is not linked to any customer")
+        # Identity only, even when the object still shows an email: a deletion must never create
+        # a person. If the link is not known yet (the deletion overtook the customer's creation),
+        # the worker deals with it in event-time order rather than this event being dropped.
         return [CustomerChange(occurred_at=envelope.occurred_at, identity=identity, forget_identity=True)]
 
     def _checkout(
