@@ -389,31 +389,50 @@ def list_customers(session: Session, reader: Reader, request: ListRequest, secre
     return CustomerPage([row[0] for row in rows], next_cursor)
 
 
+def _visible(reader: Reader, stmt: Select[Customer]) -> Select[Customer]:
+    """Limit a customer query to the account and, for a project-bound key, its project."""
+    stmt = stmt.where(Customer.account_id == reader.account_id)
+    if reader.project_id is None:
+        return stmt
+    membership = select(CustomerProject.id).where(
+        CustomerProject.customer_id == Customer.id, CustomerProject.project_id == reader.project_id
+    )
+    return stmt.where(membership.exists())
+
+
 def find_customer(session: Session, reader: Reader, ref: str) -> Customer:
     """By id (`cus_…`) or email, within the reader's account and, for a bound key, its project.
-    The id of a customer merged into another (an email change) finds the one it was merged into.
-    Anything out of reach is a 404, so a key learns nothing about customers it cannot see."""
+    Anything out of reach is a 404, so a key learns nothing about customers it cannot see.
+
+    The id of a customer merged into another (an email change) is a 404 too, `customer_merged`,
+    naming the survivor when the reader may see it: clients holding old ids learn where the person
+    went, and nothing (least of all an erasure) silently lands on a record with another id."""
+    not_found = APIError(404, "customer_not_found", "no such customer")
     if len(ref) > MAX_REF_CHARS or _UNSTORABLE.search(ref):
-        raise APIError(404, "customer_not_found", "no such customer")
-    stmt = select(Customer).where(Customer.account_id == reader.account_id)
+        raise not_found
     if "@" in ref:
         try:
-            stmt = stmt.where(Customer.email == normalize_email(ref))
+            customer = session.scalar(
+                _visible(reader, select(Customer)).where(Customer.email == normalize_email(ref))
+            )
         except ValueError:
-            raise APIError(404, "customer_not_found", "no such customer") from None
+            raise not_found from None
     else:
-        survivor = select(CustomerMerge.survivor_id).where(
-            CustomerMerge.account_id == reader.account_id, CustomerMerge.absorbed_id == ref
-        )
-        stmt = stmt.where(or_(Customer.id == ref, Customer.id.in_(survivor)))
-    if reader.project_id is not None:
-        membership = select(CustomerProject.id).where(
-            CustomerProject.customer_id == Customer.id, CustomerProject.project_id == reader.project_id
-        )
-        stmt = stmt.where(membership.exists())
-    customer = session.scalar(stmt)
+        customer = session.scalar(_visible(reader, select(Customer)).where(Customer.id == ref))
+        if customer is None:
+            survivor = select(CustomerMerge.survivor_id).where(
+                CustomerMerge.account_id == reader.account_id, CustomerMerge.absorbed_id == ref
+            )
+            merged_into = session.scalar(_visible(reader, select(Customer)).where(Customer.id.in_(survivor)))
+            if merged_into is not None:
+                raise APIError(
+                    404,
+                    "customer_merged",
+                    f"this customer was merged into {merged_into.id}",
+                    {"merged_into": merged_into.id},
+                )
     if customer is None:
-        raise APIError(404, "customer_not_found", "no such customer")
+        raise not_found
     return customer
 
 

@@ -71,15 +71,24 @@ def test_by_id_and_by_email(client: FlaskClient, admin_key: str, merged: dict[st
     assert _get(client, admin_key, " WORK@example.com ") == ada
 
 
-def test_a_merged_id_finds_the_customer_it_was_merged_into(
+def test_a_merged_id_is_a_404_naming_the_survivor(
     client: FlaskClient, admin_key: str, runtime: Runtime, merged: dict[str, str]
 ) -> None:
-    assert _get(client, admin_key, merged["work"]) == _get(client, admin_key, merged["ada"])
+    expected = {
+        "code": "customer_merged",
+        "message": f"this customer was merged into {merged['ada']}",
+        "details": {"merged_into": merged["ada"]},
+    }
+    assert _get(client, admin_key, merged["work"], 404)["error"] == expected
     timeline = client.get(f"/v1/customers/{merged['work']}/timeline", headers=auth(admin_key))
-    assert timeline.status_code == 200 and timeline.get_json()["data"]
-    # A key bound to a project the survivor is in follows the merge too; others learn nothing.
+    assert timeline.status_code == 404 and timeline.get_json()["error"] == expected
+    # An old id never erases the survivor.
+    erase = client.delete(f"/v1/customers/{merged['work']}", headers=auth(admin_key))
+    assert erase.status_code == 404 and erase.get_json()["error"] == expected
+    assert _get(client, admin_key, merged["ada"])["email"] == "work@example.com"
+    # A key bound to a project the survivor is in is told too; others learn nothing.
     create_project(client, admin_key, "web")
-    assert _get(client, make_key(runtime, ["read"], project="app"), merged["work"])["id"] == merged["ada"]
+    assert _get(client, make_key(runtime, ["read"], project="app"), merged["work"], 404)["error"] == expected
     web = make_key(runtime, ["read"], project="web")
     assert _get(client, web, merged["work"], 404) == _get(client, web, "cus_never_existed", 404)
 
