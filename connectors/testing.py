@@ -4,7 +4,7 @@ suite every connector passes.
 A connector author writes a small `WebhookCase` (how to build a valid delivery, an unknown-type
 delivery, how to sign a body) and inherits the suite::
 
-    from connectors.testing import ConnectorContract, WebhookCase, standard_webhook_headers
+    from connectors.testing import ConnectorContract, WebhookCase, new_standard_secret
 
     class AcmeCase(WebhookCase):
         connector = "acme"

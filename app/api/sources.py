@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from sqlalchemy.orm import Session
 
 from app.accounts import get_project
 from app.api.webhooks import source_cache
@@ -92,13 +93,13 @@ def _public_url() -> str:
     return _runtime().settings.public_url
 
 
-def _project_scope(session: Any, principal: Principal, slug: str | None) -> Project:
+def _project_scope(session: Session, principal: Principal, slug: str | None) -> Project:
     """The project a request may act on: the key's own, or the named one for account-wide keys."""
     if principal.project_id is not None:
         project = session.get(Project, principal.project_id)
         if project is None or (slug is not None and slug != project.slug):
             raise APIError(403, "project_forbidden", "this key is bound to another project")
-        return project  # type: ignore[no-any-return]
+        return project
     return get_project(session, principal.account_id, slug or "default")
 
 
