@@ -5,8 +5,12 @@ docs/connectors.md, so the documented code is the tested code) and catches broke
 from __future__ import annotations
 
 import base64
+import inspect
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,3 +223,38 @@ def test_the_embedded_harness_runs_without_the_suite_fixtures(tmp_path: Path) ->
         harness.drain()
         [event] = harness.events(source_id)
         assert (event.status, event.effects) == ("processed", 1)
+
+
+@pytest.mark.slow
+def test_a_third_party_package_runs_the_kit_with_the_plugin_alone(tmp_path: Path) -> None:
+    """What a connector author outside this repository does: an app-local connector module named in
+    TRIBUTARY_CONNECTOR_MODULES, `pytest_plugins = ["connectors.testing"]`, a case, the suite."""
+    (tmp_path / "acme_local.py").write_text(
+        example_connector_source() + "\nfrom connectors.registry import register_connector\n"
+        "register_connector(AcmeConnector)\n"
+    )
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["connectors.testing"]\n')
+    case_source = inspect.getsource(AcmeCase)
+    (tmp_path / "test_acme.py").write_text(
+        "import json\n"
+        "from connectors.testing import ConnectorContract, WebhookCase, stripe_signature\n\n\n"
+        f"{case_source}\n\n"
+        "class TestAcme(ConnectorContract):\n"
+        "    case = AcmeCase()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIBUTARY_")}
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    env["TRIBUTARY_CONNECTOR_MODULES"] = "acme_local"
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(Path(__file__).resolve().parents[2])])
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_acme.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"\b1[0-9] passed\b", result.stdout), result.stdout
