@@ -62,40 +62,26 @@ def serve(host: str, port: int, web_workers: int) -> None:
         has_admin = session.scalar(select(ApiKey.id).where(ApiKey.account_id == account.id).limit(1))
         if first_start or has_admin is None:
             admin_token = create_key(session, account.id, ["admin"], name="created by first start").token
-    # Children run from the data directory, with -P, so a folder named `app` or `workers` in the
-    # caller's working directory cannot shadow Tributary's packages.
-    python = [sys.executable, "-P", "-m"]
-    children = [
-        subprocess.Popen([*python, "app.cli", "worker"], env=env, cwd=settings.home),  # noqa: S603
-        subprocess.Popen(  # noqa: S603
-            [
-                *python,
-                "gunicorn",
-                "app.wsgi:app",
-                "--bind",
-                f"{host}:{port}",
-                "--chdir",
-                str(settings.home),
-                "--workers",
-                str(web_workers),
-                "--threads",
-                "4",
-                "--access-logfile",
-                "-",
-            ],
-            env=env,
-            cwd=settings.home,
-        ),
-    ]
-    click.echo(f"Tributary is running at http://{host}:{port}  (data: {settings.home})")
-    if admin_token:
-        click.echo(f"Admin API key (shown once, keep it safe): {admin_token}")
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(0)
 
+    # Installed before any child starts, so a SIGTERM at any point still stops every child.
     signal.signal(signal.SIGTERM, _stop)
+    # Children run from the data directory, with -P, so a folder named `app` or `workers` in the
+    # caller's working directory cannot shadow Tributary's packages.
+    python = [sys.executable, "-P", "-m"]
+    gunicorn = [
+        *python, "gunicorn", "app.wsgi:app", "--bind", f"{host}:{port}", "--chdir", str(settings.home),
+        "--workers", str(web_workers), "--threads", "4", "--access-logfile", "-",
+    ]  # fmt: skip
+    children: list[subprocess.Popen[bytes]] = []
     try:
+        children.append(subprocess.Popen([*python, "app.cli", "worker"], env=env, cwd=settings.home))  # noqa: S603
+        children.append(subprocess.Popen(gunicorn, env=env, cwd=settings.home))  # noqa: S603
+        click.echo(f"Tributary is running at http://{host}:{port}  (data: {settings.home})")
+        if admin_token:
+            click.echo(f"Admin API key (shown once, keep it safe): {admin_token}")
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         click.echo("a child process exited; shutting down", err=True)
