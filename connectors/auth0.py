@@ -123,6 +123,8 @@ class Auth0Connector(Connector):
 
     def envelopes(self, request: InboundRequest, source: SourceConfig) -> list[Envelope]:
         records = split_records(request.body)
+        if not records:
+            raise MalformedPayload("the delivery holds no log records")
         if len(records) > MAX_RECORDS:
             raise MalformedPayload(f"more than {MAX_RECORDS} log records in one delivery")
         envelopes = []

@@ -6,6 +6,7 @@ exactly; tests/connectors/ drive the same paths through real provider deliveries
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -19,13 +20,13 @@ from app.accounts import ensure_account, get_project
 from connectors.changes import CustomerChange, IdentityRef
 from models import Customer, CustomerMerge, Event, Identity, IdentityTombstone
 from models import CustomerChange as ChangeRow
-from models.base import sortable_id
 from tests.helpers import auth
 from workers.jobs import drain_batch
 from workers.normalize import _internal_channels, register_channel
 from workers.runtime import Runtime
 
 CHANNEL = "test-changes"
+_event_numbers = itertools.count(1)
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 CLERK = "clerk"
 
@@ -52,7 +53,8 @@ def post(runtime: Runtime, *changes: CustomerChange, project: str = "default", k
     with runtime.db.session() as session, session.begin():
         account, _ = ensure_account(session)
         event = Event(
-            id=sortable_id("evt"),
+            # Ids in posting order: the worker claims by id, and these tests choose the order.
+            id=f"evt_test{next(_event_numbers):022d}",
             account_id=account.id,
             project_id=get_project(session, account.id, project).id,
             channel=CHANNEL,
@@ -194,7 +196,7 @@ def test_renames_that_reuse_a_freed_address_in_one_batch(
     assert customer_count(runtime) == 2
 
 
-# -- merges -----------------------------------------------------------------------------------------
+# -- merges ----------------------------------------------------------------------------------------
 
 
 def test_an_email_change_onto_another_customers_address_merges_them(
@@ -228,6 +230,8 @@ def test_an_email_change_onto_another_customers_address_merges_them(
 
     gone = show(client, admin_key, paying["id"])
     assert gone.status_code == 404
+    assert gone.get_json()["error"]["code"] == "customer_merged"
+    assert gone.get_json()["error"]["details"] == {"merged_into": merged["id"]}
     with runtime.db.session() as session:
         [pointer] = session.scalars(select(CustomerMerge))
         assert (pointer.absorbed_id, pointer.survivor_id, pointer.event_id) == (
@@ -299,7 +303,7 @@ def test_merges_chain_within_one_batch(runtime: Runtime, client: FlaskClient, ad
         assert {m.survivor_id for m in session.scalars(select(CustomerMerge))} == {merged["id"]}
 
 
-# -- provider deletions ---------------------------------------------------------------------------------
+# -- provider deletions ----------------------------------------------------------------------------
 
 
 def test_a_deletion_removes_the_identity_keeps_the_customer_and_is_recorded(
@@ -354,7 +358,8 @@ def test_an_event_without_email_for_an_unknown_identity_fails_and_succeeds_on_re
 def test_an_identity_linked_again_after_its_deletion(
     runtime: Runtime, client: FlaskClient, admin_key: str
 ) -> None:
-    """Deleted and re-created with the same id (an import, say): newer events link it again."""
+    """Deleted and re-created with the same id (an import, say): newer events link it again.
+    Links carry no event time, so the deletion must be applied before the newer event."""
     apply(
         runtime,
         signup("user_1", "ada@example.com", 0),

@@ -1,0 +1,139 @@
+"""A Clerk user's life (created -> new primary email -> session -> deleted), delivered in any order
+with redeliveries, ends in the record that in-order delivery gives: through the real endpoint,
+the real worker and the retries RQ would run later."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+from collections.abc import Callable
+from typing import Any
+
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from connectors.testing import svix_headers
+from models import Customer, Event
+from models import CustomerChange as ChangeRow
+from tests.connectors.provider_fixtures import fixture, make_source
+from workers.jobs import EventFailed, process_event
+from workers.runtime import Runtime
+
+SECRET = "whsec_" + "QkVJTkcgQUxJVkUgSVMgQSBMT05HIFNUT1JZ"
+FIXTURE_USER = "user_2pX9dLrV7kQm3TzW8bN4cHfYs1A"
+LIFECYCLE = ["user.created", "user.updated", "session.created", "user.deleted"]
+PAYLOADS = [fixture(f"clerk/{name}.json") for name in LIFECYCLE]
+assert [p["timestamp"] for p in PAYLOADS] == sorted(p["timestamp"] for p in PAYLOADS)
+
+
+def _for_person(n: int) -> list[bytes]:
+    """Person `n`'s deliveries: its own Clerk user id and addresses."""
+    bodies = []
+    for payload in PAYLOADS:
+        text = json.dumps(payload).replace(FIXTURE_USER, f"user_person{n:04d}")
+        text = text.replace("ada@example.com", f"p{n}@example.com")
+        text = text.replace("Ada.Lovelace@Example.org", f"P{n}.Lovelace@Example.org")
+        bodies.append(text.encode())
+    return bodies
+
+
+def _post(client: FlaskClient, source_id: str, n: int, index: int, body: bytes) -> Any:
+    # Signed when sent, as Svix does for every attempt; the message id is stable across attempts.
+    headers = svix_headers(body, SECRET, msg_id=f"msg_p{n}_{index}")
+    return client.post(
+        f"/webhooks/{source_id}", data=body, headers={**headers, "Content-Type": "application/json"}
+    )
+
+
+def _record(client: FlaskClient, admin: dict[str, str], n: int) -> dict[str, Any]:
+    response = client.get(f"/v1/customers/p{n}.lovelace@example.org", headers=admin)
+    assert response.status_code == 200, response.get_json()
+    record: dict[str, Any] = response.get_json()
+    # What the events decide; not who ran them or when.
+    for key in ("id", "email", "created_at", "updated_at"):
+        record.pop(key)
+    record["past_emails"] = [e.replace(f"p{n}@", "pN@") for e in record["past_emails"]]
+    return record
+
+
+def _settle(runtime: Runtime, drain: Callable[[], None]) -> None:
+    """Drain, then run the retries RQ would run later until no event is left failed (a session
+    that arrives before its user can only apply once the user is known)."""
+    drain()
+    for _ in range(len(LIFECYCLE) + 1):
+        with runtime.db.session() as session:
+            failed = list(
+                session.scalars(select(Event.id).where(Event.status == "failed").order_by(Event.id))
+            )
+        if not failed:
+            return
+        for event_id in failed:
+            with contextlib.suppress(EventFailed):
+                process_event(event_id)
+    raise AssertionError("failed events left after every retry")
+
+
+deliveries = st.permutations(range(len(LIFECYCLE))).flatmap(
+    lambda order: st.tuples(
+        st.just(order),
+        # Redeliveries of some events, each put somewhere in the stream.
+        st.lists(
+            st.tuples(st.sampled_from(range(len(LIFECYCLE))), st.integers(0, len(LIFECYCLE))), max_size=3
+        ),
+        # Where the worker runs between deliveries (batches of different sizes).
+        st.lists(st.booleans(), min_size=len(LIFECYCLE) + 3, max_size=len(LIFECYCLE) + 3),
+    )
+)
+
+
+def test_any_delivery_order_with_duplicates_converges_to_the_in_order_record(
+    client: FlaskClient, admin: dict[str, str], runtime: Runtime, drain: Callable[[], None]
+) -> None:
+    source_id = make_source(runtime, "clerk", [SECRET])
+    people = itertools.count(1)
+    baseline_person = next(people)
+    for index, body in enumerate(_for_person(baseline_person)):
+        assert _post(client, source_id, baseline_person, index, body).status_code == 200
+        drain()
+    baseline = _record(client, admin, baseline_person)
+    assert baseline["name"] == "Augusta Ada King"
+    assert baseline["past_emails"] == ["pN@example.com"]
+    assert baseline["identities"] == []
+    assert baseline["projects"]["default"]["status"] == "free"
+    assert baseline["last_activity_at"] == "2024-06-03T10:00:00.530000Z"
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(plan=deliveries)
+    def check(plan: tuple[tuple[int, ...], list[tuple[int, int]], list[bool]]) -> None:
+        order, duplicates, drains = plan
+        n = next(people)
+        bodies = _for_person(n)
+        stream = list(order)
+        for index, position in duplicates:
+            stream.insert(position, index)
+        seen: set[int] = set()
+        for step, index in enumerate(stream):
+            response = _post(client, source_id, n, index, bodies[index])
+            expected = {"received": 0, "duplicates": 1} if index in seen else {"received": 1, "duplicates": 0}
+            assert (response.status_code, response.get_json()) == (200, expected)
+            seen.add(index)
+            if drains[step]:
+                drain()
+        _settle(runtime, drain)
+        assert _record(client, admin, n) == baseline
+        with runtime.db.session() as session:
+            # One person, one customer: no leftover row for the first address.
+            people_rows = session.scalar(
+                select(func.count()).select_from(Customer).where(Customer.email.like(f"%p{n}%"))
+            )
+            assert people_rows == 1
+            stored = session.scalars(select(Event.status).where(Event.provider_event_id.like(f"msg_p{n}_%")))
+            assert sorted(stored) == ["processed"] * len(LIFECYCLE)
+            deletion = session.scalar(select(Event.id).where(Event.provider_event_id == f"msg_p{n}_3"))
+            removed = session.scalars(select(ChangeRow.data).where(ChangeRow.event_id == deletion))
+            assert {"identity_removed": ["clerk", f"user_person{n:04d}"]} in list(removed)
+
+    check()

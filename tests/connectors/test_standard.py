@@ -1,0 +1,131 @@
+"""`standard`: identify/ping from a custom app over Standard Webhooks. The contract suite, the
+same validation as the API, and the same effect as the API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from connectors.base import Headers, InboundRequest, MalformedPayload
+from connectors.changes import CustomerChange
+from connectors.testing import ConnectorContract, WebhookCase, new_standard_secret, standard_webhook_headers
+from tests.connectors.provider_fixtures import (
+    dumps,
+    envelopes,
+    fixture,
+    ignored_reason,
+    make_source,
+    normalize,
+)
+from tests.helpers import customer, identify
+from workers.runtime import Runtime
+
+SECRET = new_standard_secret()
+
+
+class StandardCase(WebhookCase):
+    connector = "standard"
+    secret = SECRET
+    other_secret = new_standard_secret()
+
+    def body(self, *, event_id: str, timestamp: int) -> bytes:
+        payload = fixture("standard/identify.json")
+        payload["data"]["email"] = f"{event_id}@example.com"
+        return dumps(payload)
+
+    def unknown_type_body(self, *, event_id: str, timestamp: int) -> bytes:
+        return dumps(fixture("standard/unknown.json"))
+
+    def sign(self, body: bytes, *, secret: str, event_id: str, timestamp: int) -> dict[str, str]:
+        return standard_webhook_headers(body, secret, msg_id=event_id, timestamp=timestamp)
+
+
+class TestStandardContract(ConnectorContract):
+    case = StandardCase()
+
+
+def signed(payload: Any, msg_id: str = "msg_1") -> InboundRequest:
+    body = dumps(payload)
+    return InboundRequest(body, Headers(standard_webhook_headers(body, SECRET, msg_id=msg_id)))
+
+
+def test_identify_carries_every_identify_field() -> None:
+    [envelope] = envelopes("standard", signed(fixture("standard/identify.json")))
+    assert (envelope.event_id, envelope.type, envelope.email) == ("msg_1", "identify", "hedy@example.com")
+    [change] = normalize("standard", envelope)
+    assert change == CustomerChange(
+        occurred_at=envelope.occurred_at,
+        email="hedy@example.com",
+        name="Hedy Lamarr",
+        status="trial",
+        params={"plan": "team", "seats": 5},
+        params_once={"signup_source": "webinar"},
+        params_unset=("coupon",),
+        activity=True,
+    )
+
+
+def test_ping_is_activity_only() -> None:
+    [envelope] = envelopes("standard", signed(fixture("standard/ping.json")))
+    [change] = normalize("standard", envelope)
+    assert change == CustomerChange(occurred_at=envelope.occurred_at, email="hedy@example.com", activity=True)
+
+
+def test_other_types_are_stored_and_ignored() -> None:
+    [envelope] = envelopes("standard", signed(fixture("standard/unknown.json")))
+    assert "invoice.paid" in ignored_reason("standard", envelope)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda p: p["data"].update(email="not-an-address"), "data.email"),
+        (lambda p: p["data"].update(params={"plan": None}), "null"),
+        (lambda p: p["data"].update(status="Not A Slug"), "data.status"),
+        (lambda p: p["data"].update(paramz={}), "paramz"),
+        (lambda p: p["data"].update(project="other"), "project"),
+        (lambda p: p["data"].update(timestamp="2024-01-01T00:00:00Z"), "timestamp"),
+        (lambda p: p.update(timestamp="last tuesday"), "timestamp"),
+        (lambda p: p.update(timestamp="2999-01-01T00:00:00Z"), "future"),
+        (lambda p: p.pop("data"), "data"),
+    ],
+)
+def test_invalid_payloads_are_refused_like_the_api_would(edit: Any, message: str) -> None:
+    payload = fixture("standard/identify.json")
+    edit(payload)
+    with pytest.raises(MalformedPayload, match=message):
+        envelopes("standard", signed(payload))
+
+
+def test_a_webhook_identify_has_the_same_effect_as_the_api(
+    client: FlaskClient, admin_key: str, runtime: Runtime, drain: Any
+) -> None:
+    source_id = make_source(runtime, "standard", [SECRET])
+    payload = fixture("standard/identify.json")
+    request = signed(payload, msg_id="msg_identify")
+    assert (
+        client.post(f"/webhooks/{source_id}", data=request.body, headers=dict(request.headers)).status_code
+        == 200
+    )
+    api = {**payload["data"], "email": "hedy.api@example.com", "timestamp": payload["timestamp"]}
+    identify(client, admin_key, **api)
+    ping = signed(fixture("standard/ping.json"), msg_id="msg_ping")
+    assert (
+        client.post(f"/webhooks/{source_id}", data=ping.body, headers=dict(ping.headers)).status_code == 200
+    )
+    drain()
+    by_webhook = customer(client, admin_key, "hedy@example.com")
+    by_api = customer(client, admin_key, "hedy.api@example.com")
+    webhook_project, api_project = by_webhook["projects"]["default"], by_api["projects"]["default"]
+    for key in ("status", "params", "first_seen_at"):
+        assert webhook_project[key] == api_project[key]
+    assert api_project["last_activity_at"] == "2024-06-01T09:00:00.000000Z"  # identify is activity too
+    assert by_webhook["name"] == by_api["name"] == "Hedy Lamarr"
+    assert by_webhook["last_activity_at"] == "2024-06-02T09:00:00.000000Z"  # the ping
+    # Redelivered by the sender's retry: acknowledged, not applied again.
+    again = client.post(f"/webhooks/{source_id}", data=request.body, headers=dict(request.headers))
+    assert again.get_json() == {"received": 0, "duplicates": 1}
+    assert json.loads(request.body)["type"] == "identify"
