@@ -779,7 +779,8 @@ def apply_events(session: Session, events: Sequence[Event]) -> BatchReport:
     report = BatchReport(claimed=len(events))
     planned: list[tuple[Event, list[CustomerChange]]] = []
     for event in events:
-        event.attempts += 1
+        # `attempts` is counted in _finish, which every event reaches exactly once: set here, it made
+        # the first autoflush (in load) UPDATE every event once more before its real write-back.
         try:
             planned.append((event, changes_for_event(session, event)))
         except EventIgnored as exc:
@@ -810,6 +811,7 @@ def apply_events(session: Session, events: Sequence[Event]) -> BatchReport:
 def _finish(
     event: Event, status: str, now: datetime, *, error: str | None = None, changes: list[Any] | None = None
 ) -> None:
+    event.attempts += 1
     event.status = status
     event.last_error = error
     event.processed_at = now
