@@ -79,9 +79,11 @@ def serve(host: str, port: int, web_workers: int) -> None:
     try:
         children.append(subprocess.Popen([*python, "app.cli", "worker"], env=env, cwd=settings.home))  # noqa: S603
         children.append(subprocess.Popen(gunicorn, env=env, cwd=settings.home))  # noqa: S603
-        click.echo(f"Tributary is running at http://{host}:{port}  (data: {settings.home})")
+        banner = f"Tributary is running at http://{host}:{port}  (data: {settings.home})"
         if admin_token:
-            click.echo(f"Admin API key (shown once, keep it safe): {admin_token}")
+            banner += f"\nAdmin API key (shown once, keep it safe): {admin_token}"
+        # One write, so a signal cannot land between the URL and the key it was meant to show.
+        click.echo(banner)
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
         click.echo("a child process exited; shutting down", err=True)
