@@ -17,16 +17,14 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from app import create_app
 from app.accounts import ensure_account
 from app.config import Settings
 from models import Base
 from models.migrate import upgrade
-from models.session import normalize_url
-from tests.helpers import auth, make_key
+from tests.helpers import auth, make_key, temporary_database
 from workers.embedded_redis import EmbeddedRedis
 from workers.runtime import Runtime, install
 from workers.worker import TributaryWorker
@@ -40,17 +38,8 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if not configured:
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'tributary.db'}"
         return
-    base = make_url(normalize_url(configured))
-    name = f"tributary_test_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_database(configured, f"tributary_test_{os.getpid()}_{secrets.token_hex(4)}") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ the real worker and the retries RQ would run later."""
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 from collections.abc import Callable
@@ -12,14 +11,13 @@ from typing import Any
 
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from connectors.testing import svix_headers
 from models import Customer, Event
 from models import CustomerChange as ChangeRow
+from tests.connectors.lifecycle import delivery_plans, settle
 from tests.connectors.provider_fixtures import fixture, make_source
-from workers.jobs import EventFailed, process_event
 from workers.runtime import Runtime
 
 SECRET = "whsec_" + "QkVJTkcgQUxJVkUgSVMgQSBMT05HIFNUT1JZ"
@@ -59,34 +57,7 @@ def _record(client: FlaskClient, admin: dict[str, str], n: int) -> dict[str, Any
     return record
 
 
-def _settle(runtime: Runtime, drain: Callable[[], None]) -> None:
-    """Drain, then run the retries RQ would run later until no event is left failed (a session
-    that arrives before its user can only apply once the user is known)."""
-    drain()
-    for _ in range(len(LIFECYCLE) + 1):
-        with runtime.db.session() as session:
-            failed = list(
-                session.scalars(select(Event.id).where(Event.status == "failed").order_by(Event.id))
-            )
-        if not failed:
-            return
-        for event_id in failed:
-            with contextlib.suppress(EventFailed):
-                process_event(event_id)
-    raise AssertionError("failed events left after every retry")
-
-
-deliveries = st.permutations(range(len(LIFECYCLE))).flatmap(
-    lambda order: st.tuples(
-        st.just(order),
-        # Redeliveries of some events, each put somewhere in the stream.
-        st.lists(
-            st.tuples(st.sampled_from(range(len(LIFECYCLE))), st.integers(0, len(LIFECYCLE))), max_size=3
-        ),
-        # Where the worker runs between deliveries (batches of different sizes).
-        st.lists(st.booleans(), min_size=len(LIFECYCLE) + 3, max_size=len(LIFECYCLE) + 3),
-    )
-)
+deliveries = delivery_plans(len(LIFECYCLE), max_redeliveries=3)
 
 
 def test_any_delivery_order_with_duplicates_converges_to_the_in_order_record(
@@ -122,7 +93,7 @@ def test_any_delivery_order_with_duplicates_converges_to_the_in_order_record(
             seen.add(index)
             if drains[step]:
                 drain()
-        _settle(runtime, drain)
+        settle(runtime, drain, rounds=len(LIFECYCLE) + 1)
         assert _record(client, admin, n) == baseline
         with runtime.db.session() as session:
             # One person, one customer: no leftover row for the first address.

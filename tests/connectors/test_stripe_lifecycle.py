@@ -3,7 +3,6 @@ that in-order delivery gives: through the real endpoint, the real worker and its
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import json
@@ -12,12 +11,11 @@ from typing import Any
 
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from sqlalchemy import select
 
 from models import Event
+from tests.connectors.lifecycle import delivery_plans, settle
 from tests.connectors.stripe_helpers import CUSTOMER_ID, create_source, load, post
-from workers.jobs import EventFailed, process_event
 from workers.runtime import Runtime
 
 T0 = 1767225600
@@ -73,34 +71,7 @@ def _record(client: FlaskClient, admin: dict[str, str], n: int) -> dict[str, Any
     return record
 
 
-def _settle(runtime: Runtime, drain: Callable[[], None]) -> None:
-    """Drain, then run the retries RQ would run later until no failed event is left (a retry
-    succeeds once an event that links the Stripe customer id has been applied)."""
-    drain()
-    for _ in range(len(LIFECYCLE) + 1):
-        with runtime.db.session() as session:
-            failed = list(
-                session.scalars(select(Event.id).where(Event.status == "failed").order_by(Event.id))
-            )
-        if not failed:
-            return
-        for event_id in failed:
-            with contextlib.suppress(EventFailed):
-                process_event(event_id)
-    raise AssertionError("failed events left after every retry")
-
-
-deliveries = st.permutations(range(len(LIFECYCLE))).flatmap(
-    lambda order: st.tuples(
-        st.just(order),
-        # Redeliveries of some events, each put somewhere in the stream.
-        st.lists(
-            st.tuples(st.sampled_from(range(len(LIFECYCLE))), st.integers(0, len(LIFECYCLE))), max_size=4
-        ),
-        # Where the worker runs between deliveries (batches of different sizes).
-        st.lists(st.booleans(), min_size=len(LIFECYCLE) + 4, max_size=len(LIFECYCLE) + 4),
-    )
-)
+deliveries = delivery_plans(len(LIFECYCLE), max_redeliveries=4)
 
 
 def test_any_delivery_order_with_duplicates_converges_to_the_in_order_record(
@@ -133,7 +104,7 @@ def test_any_delivery_order_with_duplicates_converges_to_the_in_order_record(
             seen.add(index)
             if drains[step]:
                 drain()
-        _settle(runtime, drain)
+        settle(runtime, drain, rounds=len(LIFECYCLE) + 1)
         assert _record(client, admin, n) == baseline
         with runtime.db.session() as session:
             stored = session.scalars(select(Event.status).where(Event.provider_event_id.like(f"evt_p{n}_%")))

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
 
 from models import Base
 from models.migrate import downgrade, upgrade
 from models.session import normalize_url
+from tests.helpers import temporary_database
 from workers.runtime import Runtime
 
 
@@ -29,17 +30,8 @@ def scratch_url(tmp_path: Path, database_url: str) -> Iterator[str]:
     if not database_url.startswith("postgresql"):
         yield f"sqlite:///{tmp_path}/scratch.db"
         return
-    base = make_url(database_url)
-    name = f"{base.database}_scratch"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with temporary_database(database_url, f"{make_url(database_url).database}_scratch") as url:
+        yield url
 
 
 def test_downgrade_to_base_and_back(scratch_url: str) -> None:

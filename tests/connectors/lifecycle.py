@@ -1,0 +1,46 @@
+"""Shared pieces of the lifecycle property tests: how deliveries are shuffled and redelivered, and
+how a test lets the retries RQ would run later happen now."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from models import Event
+from workers.jobs import EventFailed, process_event
+from workers.runtime import Runtime
+
+
+def delivery_plans(events: int, max_redeliveries: int) -> st.SearchStrategy[Any]:
+    """(order, redeliveries, drain_after): a permutation of the events; some redelivered, each put
+    somewhere in the stream; and where the worker runs between deliveries (batches of any size)."""
+    return st.permutations(range(events)).flatmap(
+        lambda order: st.tuples(
+            st.just(order),
+            st.lists(
+                st.tuples(st.sampled_from(range(events)), st.integers(0, events)), max_size=max_redeliveries
+            ),
+            st.lists(st.booleans(), min_size=events + max_redeliveries, max_size=events + max_redeliveries),
+        )
+    )
+
+
+def settle(runtime: Runtime, drain: Callable[[], None], rounds: int) -> None:
+    """Drain, then run failed events' retries until none is left failed (an event that arrives
+    before the one that makes its customer known applies on a retry)."""
+    drain()
+    for _ in range(rounds):
+        with runtime.db.session() as session:
+            failed = list(
+                session.scalars(select(Event.id).where(Event.status == "failed").order_by(Event.id))
+            )
+        if not failed:
+            return
+        for event_id in failed:
+            with contextlib.suppress(EventFailed):
+                process_event(event_id)
+    raise AssertionError("failed events left after every retry")
