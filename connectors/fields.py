@@ -126,7 +126,7 @@ def person_change(
     the email is what the provider says that user's primary address was at `occurred_at`, so it is
     flagged `email_change`: the worker resolves the person through the identity first and renames
     (or merges) instead of creating a second customer when the address differs. See
-    workers/apply.py and docs/connectors.md ("Email changes")."""
+    workers/identities.py and docs/connectors.md ("Email changes")."""
     return CustomerChange(
         occurred_at=occurred_at,
         email=email,

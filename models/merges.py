@@ -9,7 +9,7 @@
 - `CustomerMerge`: an email change made two customers one (SPEC §4). The absorbed customer's row
   is deleted; this row says where it went, so `GET /v1/customers/<old id>` can point there.
 
-Both are written only by workers/apply.py.
+Both are written only by the worker (workers/identities.py).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from app.openapi import describe
 from app.schemas import EventAccepted, IdentifyRequest, PingRequest
 from models import Event
 from models.base import sortable_id, utcnow
+from models.sql import insert_for
 from workers.jobs import ring
 
 bp = Blueprint("ingest", __name__)
@@ -86,12 +87,6 @@ def _ingest(channel: str, model: type[PingRequest]) -> Response:
     return _accepted(event_id)
 
 
-def dialect_insert_for(dialect: str) -> Any:
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Event)
-
-
 _insert_statements: dict[str, Any] = {}
 
 
@@ -102,7 +97,7 @@ def _insert_event(dialect: str) -> Any:
     stmt = _insert_statements.get(dialect)
     if stmt is None:
         stmt = _insert_statements[dialect] = (
-            dialect_insert_for(dialect).on_conflict_do_nothing().returning(Event.id)
+            insert_for(dialect, Event).on_conflict_do_nothing().returning(Event.id)
         )
     return stmt
 

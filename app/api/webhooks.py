@@ -17,7 +17,6 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, Field
 
-from app.api.ingest import dialect_insert_for
 from app.errors import APIError
 from app.openapi import describe
 from app.sources import ResolvedSource, SourceCache
@@ -33,6 +32,7 @@ from connectors.base import (
 from connectors.registry import UnknownConnector, registry
 from models import Event
 from models.base import sortable_id, utcnow
+from models.sql import insert_for
 from workers.jobs import ring
 from workers.runtime import Runtime
 
@@ -179,7 +179,7 @@ def _rows(
 def _store(runtime: Runtime, rows: list[dict[str, Any]]) -> int:
     """Insert the rows in one statement (atomic on its own); returns how many were new."""
     with runtime.db.autocommit() as conn:
-        stmt = dialect_insert_for(conn.dialect.name).values(rows).on_conflict_do_nothing().returning(Event.id)
+        stmt = insert_for(conn.dialect.name, Event).values(rows).on_conflict_do_nothing().returning(Event.id)
         return len(conn.execute(stmt).all())
 
 
