@@ -29,6 +29,14 @@ def delivery_plans(events: int, max_redeliveries: int) -> st.SearchStrategy[Any]
     )
 
 
+def delivery_stream(order: tuple[int, ...], redeliveries: list[tuple[int, int]]) -> list[int]:
+    """The plan's event indexes in delivery order, redeliveries inserted where the plan puts them."""
+    stream = list(order)
+    for index, position in redeliveries:
+        stream.insert(position, index)
+    return stream
+
+
 def settle(runtime: Runtime, drain: Callable[[], None], rounds: int) -> None:
     """Drain, then run failed events' retries until none is left failed (an event that arrives
     before the one that makes its customer known applies on a retry)."""

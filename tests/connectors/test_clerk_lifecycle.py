@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from connectors.testing import svix_headers
 from models import Customer, Event
 from models import CustomerChange as ChangeRow
-from tests.connectors.lifecycle import delivery_plans, settle
+from tests.connectors.lifecycle import delivery_plans, delivery_stream, settle
 from tests.connectors.provider_fixtures import fixture, make_source
 from workers.runtime import Runtime
 
@@ -82,9 +82,7 @@ def test_any_delivery_order_with_duplicates_converges_to_the_in_order_record(
         order, duplicates, drains = plan
         n = next(people)
         bodies = _for_person(n)
-        stream = list(order)
-        for index, position in duplicates:
-            stream.insert(position, index)
+        stream = delivery_stream(order, duplicates)
         seen: set[int] = set()
         for step, index in enumerate(stream):
             response = _post(client, source_id, n, index, bodies[index])

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from sqlalchemy import select
 
 from models import Event
-from tests.connectors.lifecycle import delivery_plans, settle
+from tests.connectors.lifecycle import delivery_plans, delivery_stream, settle
 from tests.connectors.stripe_helpers import CUSTOMER_ID, create_source, load, post
 from workers.runtime import Runtime
 
@@ -93,9 +93,7 @@ def test_any_delivery_order_with_duplicates_converges_to_the_in_order_record(
         order, duplicates, drains = plan
         n = next(people)
         bodies = _for_person(n)
-        stream = list(order)
-        for index, position in duplicates:
-            stream.insert(position, index)
+        stream = delivery_stream(order, duplicates)
         seen: set[int] = set()
         for step, index in enumerate(stream):
             response = post(client, source_id, bodies[index])
