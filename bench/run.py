@@ -643,10 +643,27 @@ class IngestPoint:
     cpu_ms_per_request: dict[str, float]
 
 
+@dataclass(frozen=True)
+class Target:
+    """What wrk sends: a Lua script, a path on the server, and the script's environment."""
+
+    script: Path = LUA
+    path: str = "/v1/identify"
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
 def run_wrk(
-    wrk: str, cfg: Config, port: int, token: str, connections: int, seconds: int, run_id: str
+    wrk: str,
+    cfg: Config,
+    port: int,
+    token: str,
+    connections: int,
+    seconds: int,
+    run_id: str,
+    target: Target | None = None,
 ) -> tuple[dict[str, Any], float]:
-    """One wrk run; returns wrk's summary (from identify.lua's done()) and wrk's own CPU seconds."""
+    """One wrk run; returns wrk's summary (from the script's done()) and wrk's own CPU seconds."""
+    target = target or Target()
     args = [
         wrk,
         f"-t{min(cfg.wrk_threads, connections)}",
@@ -655,10 +672,12 @@ def run_wrk(
         "--timeout",
         "10s",
         "-s",
-        str(LUA),
-        f"http://127.0.0.1:{port}/v1/identify",
+        str(target.script),
+        f"http://127.0.0.1:{port}{target.path}",
     ]
-    env = {**os.environ, "BENCH_API_KEY": token, "BENCH_RUN_ID": run_id}
+    threads = str(min(cfg.wrk_threads, connections))
+    env = {**os.environ, "BENCH_API_KEY": token, "BENCH_RUN_ID": run_id, "BENCH_WRK_THREADS": threads}
+    env.update(target.env)
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(
             args,
@@ -692,14 +711,25 @@ def run_wrk(
 
 
 def measure_ingest(
-    wrk: str, cfg: Config, env: Environment, server: Server, token: str, connections: int, run: Iterator[int]
+    wrk: str,
+    cfg: Config,
+    env: Environment,
+    server: Server,
+    token: str,
+    connections: int,
+    run: Iterator[int],
+    target: Target | None = None,
+    app: tuple[str, str] | None = None,
 ) -> IngestPoint:
+    """One load point. `target` and `app` (name, label) measure another route of the same server."""
     if cfg.warmup > 0:
-        run_wrk(wrk, cfg, server.port, token, connections, cfg.warmup, f"w{next(run)}")
+        run_wrk(wrk, cfg, server.port, token, connections, cfg.warmup, f"w{next(run)}", target)
     counts_events = server.name != "bare"
     stored_before = int(env.scalar("SELECT count(*) FROM events")) if counts_events else 0
     before = cpu_snapshot()
-    summary, wrk_cpu = run_wrk(wrk, cfg, server.port, token, connections, cfg.duration, f"m{next(run)}")
+    summary, wrk_cpu = run_wrk(
+        wrk, cfg, server.port, token, connections, cfg.duration, f"m{next(run)}", target
+    )
     after = cpu_snapshot()
     stored = None
     if counts_events:
@@ -717,8 +747,8 @@ def measure_ingest(
         if role not in ("machine busy", "machine capacity")
     }
     return IngestPoint(
-        app=server.name,
-        label=server.label,
+        app=app[0] if app else server.name,
+        label=app[1] if app else server.label,
         connections=connections,
         duration_s=round(duration, 3),
         requests=requests,
@@ -1055,6 +1085,7 @@ def report(results: dict[str, Any]) -> str:
                 f"  Tributary / bare at {c} connections: {ratio['limiter_off']:.2f} with rate limiting off, "
                 f"{ratio['default_limiter']:.2f} with the default limiter (202s); by CPU per request "
                 f"{ratio['limiter_off_by_cpu']:.2f}"
+                + (f"; Stripe webhook {ratio['stripe_webhook']:.2f}" if "stripe_webhook" in ratio else "")
             )
         if "ingest_target_met" in summary:
             lines.append(
@@ -1184,6 +1215,8 @@ def summarize(ingest: list[IngestPoint], drain: list[DrainRun], noop: NoopRun | 
             # all our processes together, a ratio that other load on the machine barely moves.
             "limiter_off_by_cpu": round(_cpu_per_request(point) / _cpu_per_request(off), 3),
         }
+        if (stripe := by.get(("tributary-stripe", c))) is not None:
+            entry["stripe_webhook"] = round(stripe.accepted_per_s / point.accepted_per_s, 3)
         summary["ingest_ratio"][str(c)] = entry
         ratios.append(entry["limiter_off"])
     summary["ingest_target_met"] = bool(ratios) and min(ratios) >= 0.5
@@ -1266,6 +1299,8 @@ def ingest_phase(
                 f"  {point.requests_per_s:.0f} req/s ({point.accepted_per_s:.0f} accepted), "
                 f"p50 {point.p50_ms} ms, p99 {point.p99_ms} ms"
             )
+    tributary = next(s for s in servers if s.name == "tributary")
+    points += measure_stripe(wrk, cfg, env, tributary, token, run_ids, results)
     for server in servers:
         if server.name != "tributary":
             server.record_peak_rss()
@@ -1274,6 +1309,76 @@ def ingest_phase(
             )
             procs.stop(server.proc)
     return next(s for s in servers if s.name == "tributary"), points
+
+
+STRIPE_SECRET = "whsec_bench_stripe_signing_secret"
+
+
+def write_stripe_deliveries(path: Path, count: int, run_id: str) -> None:
+    """`count` distinct `customer.created` events, signed now, one "<signature>\t<body>" per line."""
+    from connectors.testing import stripe_signature
+
+    now = int(time.time())
+    with path.open("w") as out:
+        for i in range(count):
+            customer = {
+                "id": f"cus_bench{run_id}x{i}",
+                "object": "customer",
+                "created": now,
+                "email": f"stripe-{run_id}-{i}@example.com",
+                "name": "Bench Customer",
+                "livemode": False,
+                "metadata": {},
+            }
+            event = {
+                "id": f"evt_bench{run_id}x{i}",
+                "object": "event",
+                "api_version": "2025-03-31.basil",
+                "created": now,
+                "livemode": False,
+                "pending_webhooks": 1,
+                "request": {"id": None, "idempotency_key": None},
+                "type": "customer.created",
+                "data": {"object": customer},
+            }
+            body = json.dumps(event, separators=(",", ":")).encode()
+            out.write(f"{stripe_signature(body, STRIPE_SECRET, now)}\t{body.decode()}\n")
+
+
+def measure_stripe(
+    wrk: str,
+    cfg: Config,
+    env: Environment,
+    server: Server,
+    token: str,
+    run_ids: Iterator[int],
+    results: dict[str, Any],
+) -> list[IngestPoint]:
+    """Stripe webhook ingest on the Tributary server: signature verified with the `stripe` library,
+    one event per delivery, each stored before the 200."""
+    created = json.loads(
+        run_cli(env.env(), "sources", "create", "--connector", "stripe", "--secret", STRIPE_SECRET, "--json")
+    )
+    label = "Tributary, Stripe webhook"
+    points = []
+    for connections in cfg.connections:
+        log(f"ingest: {label}, {connections} connections")
+        with tempfile.TemporaryDirectory() as tmp:
+            deliveries = Path(tmp) / "stripe.tsv"
+            # Two halves (warmup, measured; see stripe.lua), each several times what a point sends.
+            write_stripe_deliveries(deliveries, 8000 * max(cfg.warmup, cfg.duration), str(next(run_ids)))
+            target = Target(
+                script=BENCH / "stripe.lua",
+                path=f"/webhooks/{created['id']}",
+                env={"BENCH_STRIPE_FILE": str(deliveries)},
+            )
+            point = measure_ingest(
+                wrk, cfg, env, server, token, connections, run_ids, target, ("tributary-stripe", label)
+            )
+        points.append(point)
+        results["ingest"].append(asdict(point))
+        log(f"  {point.requests_per_s:.0f} req/s, p50 {point.p50_ms} ms, p99 {point.p99_ms} ms")
+    return points
 
 
 def drain_phase(
