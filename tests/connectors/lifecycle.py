@@ -37,6 +37,20 @@ def delivery_stream(order: tuple[int, ...], redeliveries: list[tuple[int, int]])
     return stream
 
 
+def deliver(plan: Any, post: Callable[[int], Any], drain: Callable[[], None]) -> None:
+    """Send a plan's deliveries (`post(index)` returns the response); a first delivery of an event
+    must be received and a redelivery acknowledged as a duplicate; drain where the plan says."""
+    order, redeliveries, drains = plan
+    seen: set[int] = set()
+    for step, index in enumerate(delivery_stream(order, redeliveries)):
+        response = post(index)
+        expected = {"received": 0, "duplicates": 1} if index in seen else {"received": 1, "duplicates": 0}
+        assert (response.status_code, response.get_json()) == (200, expected)
+        seen.add(index)
+        if drains[step]:
+            drain()
+
+
 def settle(runtime: Runtime, drain: Callable[[], None], rounds: int) -> None:
     """Drain, then run failed events' retries until none is left failed (an event that arrives
     before the one that makes its customer known applies on a retry)."""

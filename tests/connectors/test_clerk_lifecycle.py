@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from connectors.testing import svix_headers
 from models import Customer, Event
 from models import CustomerChange as ChangeRow
-from tests.connectors.lifecycle import delivery_plans, delivery_stream, settle
+from tests.connectors.lifecycle import deliver, delivery_plans, settle
 from tests.connectors.provider_fixtures import fixture, make_source
 from workers.runtime import Runtime
 
@@ -79,18 +79,9 @@ def test_any_delivery_order_with_duplicates_converges_to_the_in_order_record(
     @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(plan=deliveries)
     def check(plan: tuple[tuple[int, ...], list[tuple[int, int]], list[bool]]) -> None:
-        order, duplicates, drains = plan
         n = next(people)
         bodies = _for_person(n)
-        stream = delivery_stream(order, duplicates)
-        seen: set[int] = set()
-        for step, index in enumerate(stream):
-            response = _post(client, source_id, n, index, bodies[index])
-            expected = {"received": 0, "duplicates": 1} if index in seen else {"received": 1, "duplicates": 0}
-            assert (response.status_code, response.get_json()) == (200, expected)
-            seen.add(index)
-            if drains[step]:
-                drain()
+        deliver(plan, lambda index: _post(client, source_id, n, index, bodies[index]), drain)
         settle(runtime, drain, rounds=len(LIFECYCLE) + 1)
         assert _record(client, admin, n) == baseline
         with runtime.db.session() as session:

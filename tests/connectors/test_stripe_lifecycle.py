@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from sqlalchemy import select
 
 from models import Event
-from tests.connectors.lifecycle import delivery_plans, delivery_stream, settle
+from tests.connectors.lifecycle import deliver, delivery_plans, settle
 from tests.connectors.stripe_helpers import CUSTOMER_ID, create_source, load, post
 from workers.runtime import Runtime
 
@@ -90,18 +90,9 @@ def test_any_delivery_order_with_duplicates_converges_to_the_in_order_record(
     @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(plan=deliveries)
     def check(plan: tuple[tuple[int, ...], list[tuple[int, int]], list[bool]]) -> None:
-        order, duplicates, drains = plan
         n = next(people)
         bodies = _for_person(n)
-        stream = delivery_stream(order, duplicates)
-        seen: set[int] = set()
-        for step, index in enumerate(stream):
-            response = post(client, source_id, bodies[index])
-            expected = {"received": 0, "duplicates": 1} if index in seen else {"received": 1, "duplicates": 0}
-            assert (response.status_code, response.get_json()) == (200, expected)
-            seen.add(index)
-            if drains[step]:
-                drain()
+        deliver(plan, lambda index: post(client, source_id, bodies[index]), drain)
         settle(runtime, drain, rounds=len(LIFECYCLE) + 1)
         assert _record(client, admin, n) == baseline
         with runtime.db.session() as session:
