@@ -95,7 +95,11 @@ def drain_batch(runtime: Runtime, limit: int | None = None) -> int:
 def drain() -> int:
     """The doorbell's job: apply pending events until none are left (or the time slice ends)."""
     runtime = current()
-    runtime.redis.delete(DOORBELL_KEY)
+    try:
+        runtime.redis.delete(DOORBELL_KEY)
+    except RedisError as exc:
+        # Redis went away: drain anyway (the database holds the work); the key expires by itself.
+        log.warning("could not clear the doorbell (%s); draining anyway", exc)
     started = time.monotonic()
     total = 0
     while True:
