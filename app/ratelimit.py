@@ -19,30 +19,16 @@ from functools import cached_property
 from limits import parse_many
 from limits.storage import RedisStorage
 from limits.strategies import FixedWindowRateLimiter
-from redis import ConnectionPool, Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+from redis import Redis
 
 from app.errors import APIError
+from workers.runtime import fast_pool
 
 log = logging.getLogger(__name__)
 
 
 # Skip Redis this long after a failure.
 BREAKER_SECONDS = 5.0
-# A healthy Redis answers a rate-limit hit in well under a millisecond.
-TIMEOUT_SECONDS = 0.25
-
-
-def fast_pool(pool: ConnectionPool) -> ConnectionPool:
-    """A pool to the same server (TCP or unix socket alike) with short timeouts and no retries."""
-    kwargs = {
-        **pool.connection_kwargs,
-        "socket_timeout": TIMEOUT_SECONDS,
-        "socket_connect_timeout": TIMEOUT_SECONDS,
-        "retry": Retry(NoBackoff(), 0),
-    }
-    return ConnectionPool(connection_class=pool.connection_class, **kwargs)
 
 
 class RateLimiter:

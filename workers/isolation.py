@@ -40,6 +40,15 @@ def isolable(exc: BaseException) -> bool:
     return not (isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
+def _database_answers(runtime: Runtime) -> bool:
+    # A database that went down between statements must not get every event marked failed.
+    try:
+        runtime.db.ping()
+    except Exception:
+        return False
+    return True
+
+
 def failure_text(exc: BaseException) -> str:
     """The error kept on the event: the driver's own words, never the batch's SQL or parameters,
     and storable by every backend (the value that broke the write may be quoted in it)."""
@@ -84,7 +93,7 @@ def apply_isolated(runtime: Runtime, ids: Sequence[str]) -> BatchReport:
                 events = _claim_pending_ids(session, part)
                 applied = apply_events(session, events) if events else BatchReport()
         except Exception as exc:
-            if not isolable(exc):
+            if not isolable(exc) or not _database_answers(runtime):
                 raise
             if len(part) > 1:
                 middle = len(part) // 2

@@ -43,8 +43,8 @@ def ring(runtime: Runtime) -> bool:
     if time.monotonic() < runtime.doorbell_paused_until:
         return False
     try:
-        if runtime.redis.set(DOORBELL_KEY, 1, nx=True, ex=DOORBELL_TTL_SECONDS):
-            runtime.queue.enqueue(drain, result_ttl=0, failure_ttl=7 * 86400, job_timeout=600)
+        if runtime.fast_redis.set(DOORBELL_KEY, 1, nx=True, ex=DOORBELL_TTL_SECONDS):
+            runtime.fast_queue.enqueue(drain, result_ttl=0, failure_ttl=7 * 86400, job_timeout=600)
             return True
     except RedisError as exc:
         runtime.doorbell_paused_until = time.monotonic() + BREAKER_SECONDS

@@ -22,11 +22,13 @@ from hypothesis import strategies as st
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.accounts import get_project
-from models import Customer, Event, Project
+from models import Customer, Database, Event, Project
 from tests.helpers import customer, identify
+from workers.isolation import apply_isolated
 from workers.jobs import EventFailed, drain_batch, process_event
 from workers.runtime import Runtime
 
@@ -264,3 +266,16 @@ def test_property_every_good_event_applies_and_every_refused_one_fails_alone(
         assert (event.status, event.attempts) == (expected, 1), (body, event.last_error)
         if expected == "failed":
             assert event.last_error and "\x00" not in event.last_error
+
+
+def test_a_lost_database_is_not_blamed_on_the_events(runtime: Runtime, project_id: str) -> None:
+    """Isolation splits only while the database answers: losing it marks nothing failed."""
+    ids = [insert_event(runtime, project_id, f"d{i}@example.com", b'{"name": "D"}') for i in range(4)]
+    dead = Runtime(runtime.settings, db=Database("postgresql+psycopg://nobody@127.0.0.1:1/none"))
+    attempts: list[object] = []
+    sa_event.listen(dead.db.engine, "do_connect", lambda *args: attempts.append(args))
+    with pytest.raises(OperationalError):
+        apply_isolated(dead, ids)
+    assert len(attempts) == 2  # the first part, then the check that gave up: no bisecting
+    events = events_by_id(runtime)
+    assert {(events[i].status, events[i].attempts) for i in ids} == {("pending", 0)}
