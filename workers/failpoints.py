@@ -1,7 +1,8 @@
 """Named pause points for fault-injection tests (the worker-killed-mid-batch test).
 
 Inert unless `TRIBUTARY_FAILPOINT` names the point: then the process writes the point's name to
-`TRIBUTARY_FAILPOINT_FILE` (so the test knows where it is) and sleeps until it is killed.
+`TRIBUTARY_FAILPOINT_FILE` (so the test knows where it is) and sleeps until it is killed, or, when
+`TRIBUTARY_FAILPOINT_RELEASE` names a file, until that file exists (the point then stays open).
 """
 
 from __future__ import annotations
@@ -17,5 +18,6 @@ def failpoint(name: str) -> None:
     marker = os.environ.get("TRIBUTARY_FAILPOINT_FILE")
     if marker:
         Path(marker).write_text(name)
-    while True:
-        time.sleep(3600)
+    release = os.environ.get("TRIBUTARY_FAILPOINT_RELEASE")
+    while not (release and Path(release).exists()):
+        time.sleep(0.05 if release else 3600)

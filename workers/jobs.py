@@ -19,6 +19,7 @@ from rq import Retry
 
 from workers.apply import apply_events, claim_events, claim_pending
 from workers.failpoints import failpoint
+from workers.isolation import apply_isolated, isolable, record_failure
 from workers.runtime import Runtime, current
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,8 @@ def ring(runtime: Runtime) -> bool:
     if time.monotonic() < runtime.doorbell_paused_until:
         return False
     try:
-        if runtime.redis.set(DOORBELL_KEY, 1, nx=True, ex=DOORBELL_TTL_SECONDS):
-            runtime.queue.enqueue(drain, result_ttl=0, failure_ttl=7 * 86400, job_timeout=600)
+        if runtime.fast_redis.set(DOORBELL_KEY, 1, nx=True, ex=DOORBELL_TTL_SECONDS):
+            runtime.fast_queue.enqueue(drain, result_ttl=0, failure_ttl=7 * 86400, job_timeout=600)
             return True
     except RedisError as exc:
         runtime.doorbell_paused_until = time.monotonic() + BREAKER_SECONDS
@@ -70,12 +71,22 @@ def schedule_retry(runtime: Runtime, event_id: str) -> None:
 def drain_batch(runtime: Runtime, limit: int | None = None) -> int:
     """Claim and apply one batch in one transaction; returns how many events it claimed."""
     limit = limit or runtime.settings.batch_size
-    with runtime.db.write_session() as session, session.begin():
-        events = claim_pending(session, limit)
-        if not events:
-            return 0
-        report = apply_events(session, events)
-        failpoint("batch.before_commit")
+    claimed: list[str] = []
+    try:
+        with runtime.db.write_session() as session, session.begin():
+            events = claim_pending(session, limit)
+            if not events:
+                return 0
+            claimed = [event.id for event in events]
+            report = apply_events(session, events)
+            failpoint("batch.before_commit")
+    except Exception as exc:
+        # The database refused the batch's writes (workers/isolation.py): find the event it refused.
+        if not claimed or not isolable(exc):
+            raise
+        log.warning("a batch of %d events failed (%s); applying it in parts", len(claimed), exc)
+        report = apply_isolated(runtime, claimed)
+        report.claimed = len(claimed)
     for event_id in report.failed:
         schedule_retry(runtime, event_id)
     return report.claimed
@@ -84,7 +95,11 @@ def drain_batch(runtime: Runtime, limit: int | None = None) -> int:
 def drain() -> int:
     """The doorbell's job: apply pending events until none are left (or the time slice ends)."""
     runtime = current()
-    runtime.redis.delete(DOORBELL_KEY)
+    try:
+        runtime.redis.delete(DOORBELL_KEY)
+    except RedisError as exc:
+        # Redis went away: drain anyway (the database holds the work); the key expires by itself.
+        log.warning("could not clear the doorbell (%s); draining anyway", exc)
     started = time.monotonic()
     total = 0
     while True:
@@ -104,15 +119,21 @@ class EventFailed(Exception):
 def process_event(event_id: str) -> str:
     """Apply one event (a retry or a replay). Idempotent: a processed event is left alone."""
     runtime = current()
-    with runtime.db.write_session() as session, session.begin():
-        events = claim_events(session, [event_id])
-        if not events:
-            return "missing"
-        event = events[0]
-        if event.status in ("processed", "ignored"):
-            return event.status
-        report = apply_events(session, events)
-        status, error = event.status, event.last_error
+    try:
+        with runtime.db.write_session() as session, session.begin():
+            events = claim_events(session, [event_id])
+            if not events:
+                return "missing"
+            event = events[0]
+            if event.status in ("processed", "ignored"):
+                return event.status
+            report = apply_events(session, events)
+            status, error = event.status, event.last_error
+    except Exception as exc:
+        # Refused by the database: count the attempt and keep the error, as for any failure.
+        if not isolable(exc) or (error := record_failure(runtime, event_id, exc, retry=True)) is None:
+            raise
+        raise EventFailed(f"event {event_id}: {error}") from exc
     if report.failed:
         raise EventFailed(f"event {event_id}: {error}")
     return status

@@ -1,18 +1,30 @@
-"""The `tributary worker` process: an RQ worker that also sweeps for stranded events."""
+"""The `tributary worker` process: an RQ worker that also sweeps for stranded events, and rides out
+a Redis outage instead of quitting."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import SimpleWorker
+from rq.exceptions import StopRequested
 from rq.utils import now as rq_now
 
 from workers.runtime import Runtime
-from workers.sweep import sweep_if_due
+from workers.sweep import sweep, sweep_if_due
 
 log = logging.getLogger(__name__)
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+# Reconnection backoff: quick for a blip, capped so a worker notices a recovered Redis soon.
+RECONNECT_FIRST_SECONDS = 0.5
+RECONNECT_MAX_SECONDS = 10.0
 
 
 class TributaryWorker(SimpleWorker):
@@ -22,6 +34,12 @@ class TributaryWorker(SimpleWorker):
     RQ calls `run_maintenance_tasks` between dequeues; a short worker TTL keeps dequeue waits
     short so the sweeper runs every `sweep_interval_seconds` even when the queue is idle, while
     RQ's own registry cleaning keeps its usual pace.
+
+    RQ handles a Redis error only while it waits for a job; anywhere else (a heartbeat, a job's
+    bookkeeping, registry cleaning) it logs "found an unhandled exception" and quits, and with it
+    the sweeper. Here every Redis call of the work loop waits for Redis with backoff instead, then
+    the worker resumes: it re-registers, restarts its scheduler and sweeps at once, since events
+    stored during the outage could not ring the doorbell.
     """
 
     def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
@@ -32,18 +50,130 @@ class TributaryWorker(SimpleWorker):
         self._registry_interval = self.maintenance_interval
         self.maintenance_interval = interval
         self._registries_cleaned_at: float | None = None
+        self._running_job = False
+        self._burst = False
+        self.outages = 0  # Redis outages ridden out (for logs and tests)
+
+    # --- riding out Redis ---------------------------------------------------------------------
+
+    def _wait_for_redis(self, doing: str, exc: BaseException) -> None:
+        """Block until Redis answers again (a stop signal interrupts with StopRequested)."""
+        self.outages += 1
+        started = time.monotonic()
+        delay = RECONNECT_FIRST_SECONDS
+        log.warning("lost Redis while %s (%s); reconnecting", doing, exc)
+        while True:
+            time.sleep(delay)
+            try:
+                self.connection.ping()
+                break
+            except REDIS_DOWN as again:
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+                log.warning("Redis still unreachable (%s); next try in %.1f s", again, delay)
+        log.warning("Redis is back after %.1f s; resuming", time.monotonic() - started)
+        self._resume()
+
+    def _resume(self) -> None:
+        try:
+            # Redis may have restarted empty: register again so monitoring (and RQ) see us.
+            if not self.connection.exists(self.key):
+                self.register_birth()  # type: ignore[no-untyped-call]
+            self._keep_scheduler()
+            # Events stored while Redis was away rang no doorbell: schedule them now.
+            sweep(self.runtime, older_than=timedelta(0))
+        except REDIS_DOWN as exc:
+            log.warning("Redis dropped again while resuming (%s); the next call retries", exc)
+        except Exception:
+            log.exception("sweep after the outage failed; the periodic sweep will retry")
+
+    def _keep_scheduler(self) -> None:
+        """Restart the scheduler process (retry jobs) if a Redis error killed it."""
+        scheduler = self.scheduler
+        if scheduler is None or self._burst:
+            return
+        if not (scheduler._process and scheduler._process.is_alive()):
+            scheduler.acquire_locks(auto_start=True)  # type: ignore[no-untyped-call]
+
+    @contextmanager
+    def _riding_out_redis(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except REDIS_DOWN as exc:
+            self._running_job = False
+            self._wait_for_redis(doing, exc)
+
+    def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
+        self._burst = burst
+        return super().work(burst, *args, **kwargs)
+
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        # A worker started during an outage waits for Redis rather than exiting.
+        while True:
+            try:
+                self.connection.ping()
+                break
+            except REDIS_DOWN as exc:
+                log.warning("Redis unreachable at start (%s); retrying in %.0f s", exc, RECONNECT_MAX_SECONDS)
+                time.sleep(RECONNECT_MAX_SECONDS)
+        super().bootstrap(*args, **kwargs)
+
+    def _start_scheduler(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            super()._start_scheduler(*args, **kwargs)
+        except REDIS_DOWN as exc:
+            log.warning("could not start the scheduler (%s); maintenance will", exc)
+
+    def check_for_suspension(self, burst: bool) -> None:
+        with self._riding_out_redis("checking for suspension"):
+            super().check_for_suspension(burst)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        if pipeline is not None:  # part of a caller's transaction: the caller handles errors
+            super().heartbeat(timeout, pipeline)
+            return
+        with self._riding_out_redis("sending a heartbeat"):
+            super().heartbeat(timeout)
+
+    def execute_job(self, job: Any, queue: Any) -> None:
+        # A job interrupted by the outage is left to RQ's registry cleaning; its events are safe
+        # in the database either way (drain and retry jobs are idempotent).
+        self._running_job = True
+        try:
+            with self._riding_out_redis(f"running job {job.id}"):
+                super().execute_job(job, queue)
+        finally:
+            self._running_job = False
+
+    def _shutdown(self) -> None:
+        # RQ asks Redis whether a job is running before it stops; during an outage, we know.
+        try:
+            super()._shutdown()  # type: ignore[no-untyped-call]
+        except REDIS_DOWN:
+            if not self._running_job:
+                raise StopRequested() from None
+            self._stop_requested = True
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()  # type: ignore[no-untyped-call]
+        except REDIS_DOWN as exc:
+            log.warning("stopped without unregistering from Redis (%s); its entry expires", exc)
+
+    # --- maintenance ----------------------------------------------------------------------------
 
     def run_maintenance_tasks(self) -> None:
         try:
             sweep_if_due(self.runtime)
         except Exception:
             log.exception("sweep failed; will try again next interval")
-        now = time.monotonic()
-        if (
-            self._registries_cleaned_at is None
-            or now - self._registries_cleaned_at >= self._registry_interval
-        ):
-            self._registries_cleaned_at = now
-            super().run_maintenance_tasks()  # type: ignore[no-untyped-call]  # sets last_cleaned_at
-        else:
-            self.last_cleaned_at = rq_now()  # type: ignore[assignment]  # RQ annotates it as None
+        with self._riding_out_redis("maintaining registries"):
+            self._keep_scheduler()
+            now = time.monotonic()
+            if (
+                self._registries_cleaned_at is None
+                or now - self._registries_cleaned_at >= self._registry_interval
+            ):
+                self._registries_cleaned_at = now
+                super().run_maintenance_tasks()  # type: ignore[no-untyped-call]  # sets last_cleaned_at
+            else:
+                self.last_cleaned_at = rq_now()  # type: ignore[assignment]  # RQ annotates it as None

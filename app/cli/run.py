@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 from datetime import timedelta
 from types import FrameType
+from typing import Any
 
 import click
 from sqlalchemy import select
@@ -75,26 +77,81 @@ def serve(host: str, port: int, web_workers: int) -> None:
         *python, "gunicorn", "app.wsgi:app", "--bind", f"{host}:{port}", "--chdir", str(settings.home),
         "--workers", str(web_workers), "--threads", "4", "--access-logfile", "-",
     ]  # fmt: skip
-    children: list[subprocess.Popen[bytes]] = []
+    worker = Restarting("worker", [*python, "app.cli", "worker"], env=env, cwd=settings.home)
+    web: subprocess.Popen[bytes] | None = None
     try:
-        children.append(subprocess.Popen([*python, "app.cli", "worker"], env=env, cwd=settings.home))  # noqa: S603
-        children.append(subprocess.Popen(gunicorn, env=env, cwd=settings.home))  # noqa: S603
+        worker.start()
+        web = subprocess.Popen(gunicorn, env=env, cwd=settings.home)  # noqa: S603
         banner = f"Tributary is running at http://{host}:{port}  (data: {settings.home})"
         if admin_token:
             banner += f"\nAdmin API key (shown once, keep it safe): {admin_token}"
         # One write, so a signal cannot land between the URL and the key it was meant to show.
         click.echo(banner)
-        while all(child.poll() is None for child in children):
+        while web.poll() is None:
+            worker.check()
             time.sleep(0.5)
-        click.echo("a child process exited; shutting down", err=True)
+        click.echo("the web server exited; shutting down", err=True)
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
-        for child in children:
-            if child.poll() is None:
-                child.terminate()
-        for child in children:
+        worker.signal(signal.SIGTERM)
+        if web is not None and web.poll() is None:
+            web.terminate()
+        for child in (worker.process, web):
+            if child is None:
+                continue
             try:
                 child.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 child.kill()
+        worker.signal(signal.SIGKILL)  # whatever it left behind
+
+
+class Restarting:
+    """A child process that is started again when it dies, after a pause that doubles with each
+    quick death (a worker that cannot start must not spin) and resets once it has run a while.
+
+    It runs in its own process group, so a worker killed outright does not leave its RQ scheduler
+    process behind: the group goes with it, and the restarted worker starts a fresh one.
+    """
+
+    FIRST_DELAY_S = 1.0
+    MAX_DELAY_S = 30.0
+    HEALTHY_AFTER_S = 60.0
+
+    def __init__(self, name: str, argv: list[str], **popen: Any) -> None:
+        self.name, self.argv, self.popen = name, argv, popen
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._delay = self.FIRST_DELAY_S
+        self._started_at = 0.0
+        self._restart_at: float | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv, start_new_session=True, **self.popen)  # noqa: S603
+        self._started_at = time.monotonic()
+        self._restart_at = None
+
+    def check(self) -> None:
+        """Call periodically: notices a death and restarts when the pause is over."""
+        now = time.monotonic()
+        if self._restart_at is not None:
+            if now >= self._restart_at:
+                self.restarts += 1
+                click.echo(f"restarting the {self.name} (restart {self.restarts})", err=True)
+                self.start()
+            return
+        if self.process is None or (code := self.process.poll()) is None:
+            return
+        self.signal(signal.SIGKILL)
+        if now - self._started_at >= self.HEALTHY_AFTER_S:
+            self._delay = self.FIRST_DELAY_S
+        click.echo(f"the {self.name} exited with status {code}; restarting it in {self._delay:g} s", err=True)
+        self._restart_at = now + self._delay
+        self._delay = min(self._delay * 2, self.MAX_DELAY_S)
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to the child's whole process group (the child itself may be gone)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signum)

@@ -1,0 +1,281 @@
+"""Poison events: an event the database refuses fails alone and never halts the pipeline.
+
+The hostile rows go straight into the `events` table, so these tests hold whatever ingest
+validation accepts or rejects. PostgreSQL refuses NUL in text and NaN/Infinity or lone surrogates
+in JSON; SQLite stores those (JSON as text), but no driver encodes a lone surrogate into a text
+column. What a backend stores is simply applied.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rq.registry import ScheduledJobRegistry
+from sqlalchemy import event as sa_event
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from app.accounts import get_project
+from models import Customer, Database, Event, Project
+from tests.helpers import customer, identify
+from workers.isolation import apply_isolated
+from workers.jobs import EventFailed, drain_batch, process_event
+from workers.runtime import Runtime
+
+# kind -> (identify body, refused by SQLite too)
+HOSTILE_BODIES: dict[str, tuple[bytes, bool]] = {
+    "nul-in-name": (json.dumps({"name": "a\u0000b"}).encode(), False),
+    "nan-param": (b'{"params": {"n": NaN}}', False),
+    "huge-param": (b'{"params": {"n": 1e400}}', False),
+    "minus-huge-param": (b'{"params": {"n": -1e400}}', False),
+    "nul-in-param": (json.dumps({"params": {"k": "a\u0000b"}}).encode(), False),
+    "nul-in-param-key": (json.dumps({"params": {"a\u0000b": 1}}).encode(), False),
+    "nul-in-status": (json.dumps({"status": "a\u0000b"}).encode(), False),
+    "nan-param-once": (b'{"params_once": {"n": NaN}}', False),
+    "lone-surrogate-param": (b'{"params": {"k": "\\udfff"}}', False),
+    "lone-surrogate-name": (b'{"name": "a\\ud800b"}', True),
+    "lone-surrogate-status": (b'{"status": "\\udc80"}', True),
+}
+
+
+def insert_event(runtime: Runtime, project_id: str, email: str, body: bytes) -> str:
+    """A raw identify event, as if ingest had stored it."""
+    with runtime.db.session() as session, session.begin():
+        project = session.get(Project, project_id)
+        assert project is not None
+        event = Event(
+            account_id=project.account_id,
+            project_id=project_id,
+            channel="identify",
+            type="identify",
+            email=email,
+            occurred_at=datetime.now(UTC),
+            body=body,
+        )
+        session.add(event)
+        session.flush()
+        return event.id
+
+
+@pytest.fixture
+def project_id(runtime: Runtime, account_id: str) -> str:
+    with runtime.db.session() as session:
+        return get_project(session, account_id, "default").id
+
+
+def events_by_id(runtime: Runtime) -> dict[str, Event]:
+    with runtime.db.session() as session:
+        return {event.id: event for event in session.scalars(select(Event))}
+
+
+def drain_all(runtime: Runtime, limit: int | None = None) -> None:
+    for _ in range(100):
+        if drain_batch(runtime, limit) == 0:
+            return
+    raise AssertionError("events still pending after 100 batches")
+
+
+def assert_failed_alone(runtime: Runtime, event: Event, attempts: int = 1) -> None:
+    assert event.status == "failed"
+    assert event.attempts == attempts
+    assert event.last_error and "refused" in event.last_error
+    assert "\x00" not in event.last_error
+    assert event.changes is None
+    assert f"event-{event.id}" in ScheduledJobRegistry(queue=runtime.queue).get_job_ids()
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_BODIES))
+def test_a_poison_event_fails_alone_and_the_pipeline_goes_on(
+    client: FlaskClient, admin_key: str, runtime: Runtime, project_id: str, kind: str
+) -> None:
+    body, refused_by_sqlite = HOSTILE_BODIES[kind]
+    good = [
+        identify(client, admin_key, email=f"g{i}@example.com", name=f"G{i}")["event_id"] for i in range(4)
+    ]
+    poison = insert_event(runtime, project_id, "poison@example.com", body)
+    good += [identify(client, admin_key, email=f"h{i}@ex.com", name=f"H{i}")["event_id"] for i in range(4)]
+
+    assert drain_batch(runtime) == 9  # one batch holds all of them
+    events = events_by_id(runtime)
+    assert {i: (events[i].status, events[i].attempts) for i in good} == dict.fromkeys(good, ("processed", 1))
+    if runtime.db.is_postgres or refused_by_sqlite:
+        assert_failed_alone(runtime, events[poison])
+    else:
+        assert (events[poison].status, events[poison].attempts) == ("processed", 1)
+    assert customer(client, admin_key, "h3@ex.com")["name"] == "H3"
+
+    # Later events are applied as usual: nothing is left pending to block them.
+    later = identify(client, admin_key, email="later@example.com", name="Later")["event_id"]
+    assert drain_batch(runtime) == 1
+    assert events_by_id(runtime)[later].status == "processed"
+
+
+def test_many_poison_events_in_one_batch_each_fail_alone(
+    client: FlaskClient, admin_key: str, runtime: Runtime, project_id: str
+) -> None:
+    poison: dict[str, bool] = {}
+    good: list[str] = []
+    for n, (body, refused_by_sqlite) in enumerate(HOSTILE_BODIES.values()):
+        good.append(identify(client, admin_key, email=f"g{n}@example.com", params={"n": n})["event_id"])
+        poison[insert_event(runtime, project_id, f"p{n}@example.com", body)] = refused_by_sqlite
+
+    assert drain_batch(runtime) == len(good) + len(poison)
+    events = events_by_id(runtime)
+    assert all(events[i].status == "processed" for i in good)
+    refused = [i for i, by_sqlite in poison.items() if runtime.db.is_postgres or by_sqlite]
+    assert refused
+    for event_id in refused:
+        assert_failed_alone(runtime, events[event_id])
+    if runtime.db.is_postgres:
+        errors = " ".join(events[i].last_error or "" for i in refused)
+        assert "NUL" in errors and "json" in errors  # the driver's own words
+
+
+def test_the_retry_job_counts_each_attempt_and_raises_so_rq_retries(
+    runtime: Runtime, project_id: str
+) -> None:
+    body, _ = HOSTILE_BODIES["lone-surrogate-name"]  # refused by every backend
+    poison = insert_event(runtime, project_id, "poison@example.com", body)
+    drain_all(runtime)
+    assert_failed_alone(runtime, events_by_id(runtime)[poison])
+    for attempt in (2, 3):
+        with pytest.raises(EventFailed, match="refused"):
+            process_event(poison)
+        event = events_by_id(runtime)[poison]
+        assert (event.status, event.attempts) == ("failed", attempt)
+
+    # The operator repairs the body; the next retry applies it.
+    with runtime.db.session() as session, session.begin():
+        repaired = session.get(Event, poison)
+        assert repaired is not None
+        repaired.body = b'{"name": "Repaired"}'
+    assert process_event(poison) == "processed"
+    assert events_by_id(runtime)[poison].attempts == 4
+
+
+def test_a_batch_whose_commit_fails_is_isolated_too(runtime: Runtime, project_id: str) -> None:
+    """Whatever raises in the batch transaction (here the COMMIT itself) is bisected down to the
+    one event it comes from."""
+    ids = [insert_event(runtime, project_id, f"c{i}@example.com", b'{"name": "C"}') for i in range(9)]
+    doomed = ids[5]
+
+    def refuse(session: Session) -> None:
+        events = [obj for obj in session.identity_map.values() if isinstance(obj, Event)]
+        if any(event.id == doomed and event.status == "processed" for event in events):
+            raise RuntimeError("commit refused")
+
+    sa_event.listen(runtime.db.WriteSession, "before_commit", refuse)
+    try:
+        assert drain_batch(runtime) == 9
+    finally:
+        sa_event.remove(runtime.db.WriteSession, "before_commit", refuse)
+    events = events_by_id(runtime)
+    assert [events[i].status for i in ids] == ["processed"] * 5 + ["failed"] + ["processed"] * 3
+    assert (
+        events[doomed].last_error == "the database refused this event's writes: RuntimeError: commit refused"
+    )
+    assert events[doomed].attempts == 1
+
+
+# --- property: random hostile events among good ones ---------------------------------------------
+
+HOSTILE_STRINGS = st.sampled_from(["\x00", "a\x00", "\ud800", "x\udfffy", "\x00\udc00"])
+NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
+
+
+@st.composite
+def hostile_body(draw: st.DrawFn) -> dict[str, Any]:
+    text = st.text(max_size=5)
+    spiked = st.builds(lambda a, h, b: a + h + b, text, HOSTILE_STRINGS, text)
+    where = draw(st.sampled_from(["name", "status", "param", "param_key", "param_once", "number"]))
+    if where == "name":
+        return {"name": draw(spiked)}
+    if where == "status":
+        return {"status": draw(spiked)}
+    if where == "param_key":
+        return {"params": {draw(spiked): 1}}
+    if where == "number":
+        return {"params": {"n": draw(NON_FINITE)}}
+    field = "params" if where == "param" else "params_once"
+    return {field: {"k": draw(st.one_of(spiked, NON_FINITE))}}
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+
+
+def refused(body: dict[str, Any], postgres: bool) -> bool:
+    """What each backend refuses: PostgreSQL any NUL, lone surrogate or non-finite number;
+    SQLite only a lone surrogate in a text column (its JSON is text with escapes)."""
+
+    def surrogate(text: str) -> bool:
+        return any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+    if not postgres:
+        return any(surrogate(body.get(column) or "") for column in ("name", "status"))
+    numbers = [v for field in ("params", "params_once") for v in (body.get(field) or {}).values()]
+    return any("\x00" in s or surrogate(s) for s in _strings(body)) or any(
+        isinstance(n, float) and not math.isfinite(n) for n in numbers
+    )
+
+
+_serial = itertools.count()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    batch=st.lists(st.one_of(st.none(), hostile_body()), min_size=1, max_size=30), limit=st.integers(4, 40)
+)
+def test_property_every_good_event_applies_and_every_refused_one_fails_alone(
+    runtime: Runtime, project_id: str, batch: list[dict[str, Any] | None], limit: int
+) -> None:
+    run = next(_serial)
+    good: dict[str, str] = {}
+    hostile: dict[str, dict[str, Any]] = {}
+    for n, body in enumerate(batch):
+        email = f"r{run}-{n}@example.com"
+        if body is None:
+            good[insert_event(runtime, project_id, email, json.dumps({"name": f"N{n}"}).encode())] = email
+        else:
+            hostile[insert_event(runtime, project_id, email, json.dumps(body).encode())] = body
+    drain_all(runtime, limit)
+
+    events = events_by_id(runtime)
+    assert {i: events[i].status for i in good} == dict.fromkeys(good, "processed")
+    with runtime.db.session() as session:
+        names = set(session.scalars(select(Customer.name).where(Customer.email.in_(good.values()))))
+    assert names == {f"N{n}" for n, body in enumerate(batch) if body is None}
+    for event_id, body in hostile.items():
+        event = events[event_id]
+        expected = "failed" if refused(body, runtime.db.is_postgres) else "processed"
+        assert (event.status, event.attempts) == (expected, 1), (body, event.last_error)
+        if expected == "failed":
+            assert event.last_error and "\x00" not in event.last_error
+
+
+def test_a_lost_database_is_not_blamed_on_the_events(runtime: Runtime, project_id: str) -> None:
+    """Isolation splits only while the database answers: losing it marks nothing failed."""
+    ids = [insert_event(runtime, project_id, f"d{i}@example.com", b'{"name": "D"}') for i in range(4)]
+    dead = Runtime(runtime.settings, db=Database("postgresql+psycopg://nobody@127.0.0.1:1/none"))
+    attempts: list[object] = []
+    sa_event.listen(dead.db.engine, "do_connect", lambda *args: attempts.append(args))
+    with pytest.raises(OperationalError):
+        apply_isolated(dead, ids)
+    assert len(attempts) == 2  # the first part, then the check that gave up: no bisecting
+    events = events_by_id(runtime)
+    assert {(events[i].status, events[i].attempts) for i in ids} == {("pending", 0)}
