@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from connectors.safe_json import bad_text
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,42 @@ _HTTP_CODES = {
 }
 
 
+def _read_at_most(stream: Any, limit: int) -> bytes:
+    chunks, size = [], 0
+    while size <= limit and (chunk := stream.read(limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _whole_chunked_body(limit: int) -> None:
+    """A chunked body has no Content-Length, so werkzeug's stream stops quietly at the limit and
+    the view parses a truncated body (a 400). Read it whole first: over the limit is a 413."""
+    environ = request.environ
+    if request.content_length is not None or "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", ""):
+        return
+    data = _read_at_most(environ["wsgi.input"], limit)
+    if len(data) > limit:
+        raise RequestEntityTooLarge()
+    environ["wsgi.input"] = io.BytesIO(data)
+    environ["CONTENT_LENGTH"] = str(len(data))
+
+
+def _storable_url() -> None:
+    """Path and query values reach database lookups; PostgreSQL refuses NUL in text, so a NUL
+    (or a lone surrogate) there names nothing that exists (404) or is an invalid filter (400)."""
+    if any(isinstance(v, str) and bad_text(v) for v in (request.view_args or {}).values()):
+        raise APIError(404, "not_found", "nothing exists at this path")
+    if any(bad_text(k) or bad_text(v) for k, v in request.args.items(multi=True)):
+        raise APIError(400, "validation_error", "the query string contains a NUL character")
+
+
 def register_error_handlers(app: Flask) -> None:
+    @app.before_request
+    def _guard_input() -> None:
+        _whole_chunked_body(int(app.config["MAX_CONTENT_LENGTH"]))
+        _storable_url()
+
     @app.errorhandler(APIError)
     def _api_error(exc: APIError) -> Response:
         response = error_response(exc.status, exc.code, exc.message, exc.details)
