@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from connectors.safe_json import bad_text
@@ -95,20 +95,21 @@ def _whole_chunked_body(limit: int) -> None:
     environ["CONTENT_LENGTH"] = str(len(data))
 
 
-def _storable_url() -> None:
-    """Path and query values reach database lookups; PostgreSQL refuses NUL in text, so a NUL
-    (or a lone surrogate) there names nothing that exists (404) or is an invalid filter (400)."""
-    if any(isinstance(v, str) and bad_text(v) for v in (request.view_args or {}).values()):
-        raise APIError(404, "not_found", "nothing exists at this path")
-    if any(bad_text(k) or bad_text(v) for k, v in request.args.items(multi=True)):
-        raise APIError(400, "validation_error", "the query string contains a NUL character")
+def _storable_query() -> None:
+    """Query values reach database filters; PostgreSQL refuses NUL in text: an invalid filter."""
+    if bad := sorted({k for k, v in request.args.items(multi=True) if bad_text(k) or bad_text(v)}):
+        details = [
+            {"field": name, "message": "contains a NUL character or a lone surrogate", "type": "value_error"}
+            for name in bad
+        ]
+        raise APIError(400, "validation_error", "the query string is invalid", details)
 
 
 def register_error_handlers(app: Flask) -> None:
     @app.before_request
     def _guard_input() -> None:
         _whole_chunked_body(int(app.config["MAX_CONTENT_LENGTH"]))
-        _storable_url()
+        _storable_query()
 
     @app.errorhandler(APIError)
     def _api_error(exc: APIError) -> Response:
@@ -138,6 +139,15 @@ def register_error_handlers(app: Flask) -> None:
         response = error_response(503, "database_unavailable", "the database is unavailable; retry later")
         response.headers["Retry-After"] = "5"
         return response
+
+    @app.errorhandler(DataError)
+    def _unstorable(exc: DataError) -> Response:
+        # The last line of defence behind validation: the database refused a value the request
+        # carried (PostgreSQL: NUL in text). A path naming such a value names nothing (404).
+        log.warning("the database refused a request value: %s", exc.orig)
+        if any(isinstance(v, str) and bad_text(v) for v in (request.view_args or {}).values()):
+            return error_response(404, "not_found", "nothing exists at this path")
+        return error_response(400, "unstorable_value", "the request holds a value that cannot be stored")
 
     @app.errorhandler(DBAPIError)
     def _database_error(exc: DBAPIError) -> Response:

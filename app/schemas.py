@@ -107,6 +107,9 @@ class _Strict(BaseModel):
         return data
 
 
+StrictModel = _Strict
+
+
 class PingRequest(_Strict):
     email: Email
     project: ProjectSlug | None = None
