@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from flask import Flask, jsonify
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from connectors.testing import new_standard_secret, standard_webhook_headers
 from models import ApiKey, Customer, Event, Project, Source
@@ -313,3 +313,36 @@ def test_the_json_encoder_never_writes_nan(app: Flask) -> None:
     }
     with pytest.raises(ValueError, match="JSON compliant"):
         app.json.dumps({"n": float("inf")})
+
+
+@pytest.mark.parametrize(
+    ("stored", "reason"),
+    [
+        (b'{"email": "u1@example.com", "params": {"n": NaN}}', "not strict JSON"),
+        (b'{"email": "u1@example.com", "params": {"n": 1e400}}', "not strict JSON"),
+        (b'{"email": "u1@example.com", "name": "a\\u0000b"}', "name: contains a NUL"),
+        (b'{"email": "u1@example.com", "params": {"k": "\\ud800"}}', "params.k: contains a NUL"),
+    ],
+)
+def test_an_unstorable_api_event_stored_before_ingest_refused_it_fails_alone(
+    client: FlaskClient,
+    admin: dict[str, str],
+    runtime: Runtime,
+    drain: Callable[[], None],
+    stored: bytes,
+    reason: str,
+) -> None:
+    ids = []
+    for i in range(3):
+        response = client.post(
+            "/v1/identify", json={"email": f"u{i}@example.com", "name": "U"}, headers=admin
+        )
+        ids.append(response.get_json()["event_id"])
+    with runtime.db.session() as session, session.begin():
+        session.execute(update(Event).where(Event.id == ids[1]).values(body=stored))
+    drain()
+    with runtime.db.session() as session:
+        events = {e.id: e for e in session.scalars(select(Event))}
+        assert [events[i].status for i in ids] == ["processed", "failed", "processed"]
+        assert reason in (events[ids[1]].last_error or "")
+        assert session.scalar(select(func.count()).select_from(Customer)) == 2
