@@ -31,7 +31,7 @@ pytestmark = pytest.mark.fuzz
 EXCLUDED_CHECKS = [positive_data_acceptance]
 SEED = 20261201
 # Examples per operation and mode: about a minute for the whole API on an idle 2-core machine.
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
 
 
 def _bearer(token: str) -> AuthStorage[str]:
