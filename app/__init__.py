@@ -10,11 +10,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask
+from flask.json.provider import JSONProvider
 from sqlalchemy import select
 
 from app.auth import KeyCache
 from app.config import Settings
 from app.errors import register_error_handlers
+from app.json_provider import StrictJSONProvider
 from app.ratelimit import RateLimiter
 from models import Project
 from workers.runtime import Runtime
@@ -70,6 +72,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
         rate_limiter=RateLimiter(lambda: runtime.redis, settings.rate_limit),
         projects=ProjectCache(settings.key_cache_seconds),
     )
+    strict_json: JSONProvider = StrictJSONProvider(app)
+    app.json = strict_json
     app.json.sort_keys = False  # type: ignore[attr-defined]
     logging.getLogger("tributary").setLevel(logging.INFO)
     register_error_handlers(app)

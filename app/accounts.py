@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.auth import generate_key, hash_key
 from app.errors import APIError
+from connectors.safe_json import bad_text
 from models import Account, ApiKey, Project
 from models.base import isoformat, utcnow
 
@@ -81,7 +82,9 @@ def create_key(
 
 
 def revoke_key(session: Session, account_id: str, key_id: str) -> ApiKey:
-    key = session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.account_id == account_id))
+    # An id with NUL names no key, and PostgreSQL would refuse to even compare it.
+    stmt = select(ApiKey).where(ApiKey.id == key_id, ApiKey.account_id == account_id)
+    key = None if bad_text(key_id) else session.scalar(stmt)
     if key is None:
         raise APIError(404, "key_not_found", f"no key with id {key_id!r}")
     if key.revoked_at is None:

@@ -61,6 +61,7 @@ def _redact(session: Session, event_ids: Sequence[str]) -> None:
         .where(Event.id.in_(event_ids))
         .values(
             body=REDACTED_BODY,
+            body_hash=null(),
             headers={},
             email=null(),
             payload=null(),

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError, OperationalError
-from werkzeug.exceptions import HTTPException
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from connectors.safe_json import bad_text
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,43 @@ _HTTP_CODES = {
 }
 
 
+def _read_at_most(stream: Any, limit: int) -> bytes:
+    chunks, size = [], 0
+    while size <= limit and (chunk := stream.read(limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _whole_chunked_body(limit: int) -> None:
+    """A chunked body has no Content-Length, so werkzeug's stream stops quietly at the limit and
+    the view parses a truncated body (a 400). Read it whole first: over the limit is a 413."""
+    environ = request.environ
+    if request.content_length is not None or "chunked" not in environ.get("HTTP_TRANSFER_ENCODING", ""):
+        return
+    data = _read_at_most(environ["wsgi.input"], limit)
+    if len(data) > limit:
+        raise RequestEntityTooLarge()
+    environ["wsgi.input"] = io.BytesIO(data)
+    environ["CONTENT_LENGTH"] = str(len(data))
+
+
+def _storable_query() -> None:
+    """Query values reach database filters; PostgreSQL refuses NUL in text: an invalid filter."""
+    if bad := sorted({k for k, v in request.args.items(multi=True) if bad_text(k) or bad_text(v)}):
+        details = [
+            {"field": name, "message": "contains a NUL character or a lone surrogate", "type": "value_error"}
+            for name in bad
+        ]
+        raise APIError(400, "validation_error", "the query string is invalid", details)
+
+
 def register_error_handlers(app: Flask) -> None:
+    @app.before_request
+    def _guard_input() -> None:
+        _whole_chunked_body(int(app.config["MAX_CONTENT_LENGTH"]))
+        _storable_query()
+
     @app.errorhandler(APIError)
     def _api_error(exc: APIError) -> Response:
         response = error_response(exc.status, exc.code, exc.message, exc.details)
@@ -100,6 +139,15 @@ def register_error_handlers(app: Flask) -> None:
         response = error_response(503, "database_unavailable", "the database is unavailable; retry later")
         response.headers["Retry-After"] = "5"
         return response
+
+    @app.errorhandler(DataError)
+    def _unstorable(exc: DataError) -> Response:
+        # The last line of defence behind validation: the database refused a value the request
+        # carried (PostgreSQL: NUL in text). A path naming such a value names nothing (404).
+        log.warning("the database refused a request value: %s", exc.orig)
+        if any(isinstance(v, str) and bad_text(v) for v in (request.view_args or {}).values()):
+            return error_response(404, "not_found", "nothing exists at this path")
+        return error_response(400, "unstorable_value", "the request holds a value that cannot be stored")
 
     @app.errorhandler(DBAPIError)
     def _database_error(exc: DBAPIError) -> Response:

@@ -24,6 +24,8 @@ ERROR_STATUSES = {
     401: "Missing or invalid API key",
     403: "The key lacks the scope or the project",
     404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict with the current state",
     413: "Body over the size limit",
     429: "Rate limited (see Retry-After and RateLimit-* headers)",
     503: "Database unavailable; retry",
@@ -111,6 +113,20 @@ def _ref(model: type[BaseModel] | str) -> dict[str, Any]:
     }
 
 
+def implied_errors(op: Operation, params: list[str]) -> set[int]:
+    """Statuses every route of a kind can answer, whatever its `errors` list says: the query
+    string guard (400 on NUL), authentication (401/403), the rate limit (429) and the key lookup
+    in the database (503), a path naming nothing (404), a body over the limit (413)."""
+    implied = {400}
+    if op.scope:
+        implied |= {401, 403, 429, 503}
+    if params:
+        implied.add(404)
+    if op.body or op.raw_body:
+        implied.add(413)
+    return implied
+
+
 def _operation(op: Operation, params: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"summary": op.summary, "tags": [op.tag], "responses": {}}
     if op.scope:
@@ -140,7 +156,7 @@ def _operation(op: Operation, params: list[str]) -> dict[str, Any]:
         }
     for status, model in op.responses.items():
         out["responses"][str(status)] = _ref(model)
-    for status in op.errors:
+    for status in sorted(set(op.errors) | implied_errors(op, params)):
         out["responses"].setdefault(
             str(status),
             {

@@ -10,11 +10,16 @@ from typing import Annotated, Any
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
+from connectors.safe_json import problem
+from models.account import SCOPES
+
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 PROJECT_SLUG = r"^[a-z0-9][a-z0-9-]{0,63}$"
 # Param keys appear in query strings (`params.<key>=`) and JSON paths: printable, no quotes.
 PARAM_KEY = re.compile(r"^[^\"\\\x00-\x1f\x7f]{1,128}$")
 MAX_PARAMS = 200
+# Free text may hold anything but NUL (PostgreSQL cannot store it); stated in /openapi.json too.
+NO_NUL = r"^[^\x00]*$"
 
 
 def normalize_email(value: str) -> str:
@@ -28,12 +33,15 @@ def normalize_email(value: str) -> str:
 
 
 def parse_timestamp(value: str) -> datetime:
-    """ISO 8601; a value without an offset is taken as UTC."""
+    """ISO 8601; a value without an offset is taken as UTC. Its UTC instant must exist:
+    `0001-01-01T00:00:00+01:00` is a year-0 time, which Python cannot represent."""
     try:
         moment = datetime.fromisoformat(value)
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except (TypeError, ValueError):
         raise ValueError("expected an ISO 8601 timestamp such as 2026-11-21T09:30:00Z") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the timestamp is outside the years 1 to 9999 in UTC") from None
 
 
 def _check_params(value: dict[str, Any]) -> dict[str, Any]:
@@ -54,19 +62,52 @@ def _check_keys(value: list[str]) -> list[str]:
     return value
 
 
-Email = Annotated[str, Field(max_length=320, examples=["ada@example.com"]), AfterValidator(normalize_email)]
-Timestamp = Annotated[
-    str, Field(description="ISO 8601 event time; orders writes. Default: time of receipt.", max_length=64)
+Email = Annotated[
+    str,
+    Field(max_length=320, examples=["ada@example.com"], json_schema_extra={"format": "email"}),
+    AfterValidator(normalize_email),
 ]
-Params = Annotated[dict[str, JsonValue], AfterValidator(_check_params)]
-ParamKeys = Annotated[list[str], Field(max_length=MAX_PARAMS), AfterValidator(_check_keys)]
-MessageId = Annotated[str, Field(min_length=1, max_length=255, description="Deduplicates retries.")]
+Timestamp = Annotated[
+    str,
+    Field(
+        description="ISO 8601 event time; orders writes. Default: time of receipt. At most 5 minutes "
+        "ahead of the server's clock.",
+        max_length=64,
+        json_schema_extra={"format": "date-time"},
+    ),
+]
+# JSON values of any shape; numbers must be finite and text free of NUL (checked by `_Strict`).
+Params = Annotated[
+    dict[str, JsonValue],
+    Field(max_length=MAX_PARAMS, json_schema_extra={"propertyNames": {"pattern": PARAM_KEY.pattern}}),
+    AfterValidator(_check_params),
+]
+ParamKeys = Annotated[
+    list[Annotated[str, Field(pattern=PARAM_KEY.pattern)]],
+    Field(max_length=MAX_PARAMS),
+    AfterValidator(_check_keys),
+]
+MessageId = Annotated[
+    str, Field(min_length=1, max_length=255, pattern=NO_NUL, description="Deduplicates retries.")
+]
 ProjectSlug = Annotated[str, Field(pattern=PROJECT_SLUG, examples=["acme-app"])]
 
 
 class _Strict(BaseModel):
     # Unknown fields are an error, so a typo (`paramz`) is a 400 rather than silently dropped.
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        # pydantic's JSON parser reads NaN, Infinity and 1e400 (as inf) even into JsonValue, and
+        # NUL inside any text; none of them can be stored (connectors/safe_json.py).
+        if (found := problem(data)) is not None:
+            raise ValueError(found)
+        return data
+
+
+StrictModel = _Strict
 
 
 class PingRequest(_Strict):
@@ -87,7 +128,7 @@ class PingRequest(_Strict):
 
 
 class IdentifyRequest(PingRequest):
-    name: Annotated[str, Field(max_length=400)] | None = None
+    name: Annotated[str, Field(max_length=400, pattern=NO_NUL)] | None = None
     status: Annotated[str, Field(pattern=SLUG, examples=["paid"])] | None = None
     params: Params = Field(default_factory=dict)
     params_once: Params = Field(default_factory=dict)
@@ -120,7 +161,7 @@ class ErrorResponse(BaseModel):
 
 class ProjectCreate(_Strict):
     slug: ProjectSlug
-    name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)] | None = None
 
 
 class ProjectOut(BaseModel):
@@ -135,14 +176,15 @@ class ProjectList(BaseModel):
 
 
 class KeyCreate(_Strict):
-    scopes: Annotated[list[str], Field(min_length=1, examples=[["ingest"]])]
+    scopes: Annotated[
+        list[Annotated[str, Field(json_schema_extra={"enum": list(SCOPES)})]],
+        Field(min_length=1, examples=[["ingest"]]),
+    ]
     project: ProjectSlug | None = None
-    name: Annotated[str, Field(max_length=200)] = ""
+    name: Annotated[str, Field(max_length=200, pattern=NO_NUL)] = ""
 
     @model_validator(mode="after")
     def _known_scopes(self) -> KeyCreate:
-        from models import SCOPES
-
         if unknown := sorted(set(self.scopes) - set(SCOPES)):
             raise ValueError(f"unknown scopes {unknown}; choose among {list(SCOPES)}")
         return self

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from app.errors import APIError
 from connectors.base import Connector, InvalidOptions, SourceConfig
 from connectors.registry import UnknownConnector, registry
+from connectors.safe_json import bad_text
 from models import Project, Source
 from models.base import isoformat, random_token, utcnow
 from workers.runtime import Runtime
@@ -139,7 +140,8 @@ def find_source(session: Session, account_id: str, source_id: str, project_id: s
     )
     if project_id is not None:
         stmt = stmt.where(Source.project_id == project_id)
-    source = session.scalar(stmt)
+    # An id with NUL names no source, and PostgreSQL would refuse to even compare it.
+    source = None if bad_text(source_id) else session.scalar(stmt)
     if source is None:
         raise APIError(404, "source_not_found", f"no source with id {source_id!r}")
     return source

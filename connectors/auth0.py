@@ -14,7 +14,6 @@ from `user_name` (which may also be a phone number or a username, then ignored).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -76,17 +75,17 @@ def split_records(body: bytes) -> list[Any]:
             raise MalformedPayload("expected a JSON array of log records")
         return records
     try:
-        return [json.loads(text)]
-    except (ValueError, RecursionError):
+        return [load_json(text)]
+    except MalformedPayload:
         pass  # more than one line: JSON lines
     records = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except (ValueError, RecursionError) as exc:
-            raise MalformedPayload(f"line {number} is not JSON: {exc}") from None
+            records.append(load_json(line))
+        except MalformedPayload as exc:
+            raise MalformedPayload(f"line {number}: {exc}") from None
     return records
 
 

@@ -7,7 +7,6 @@ of them raise anything else on bad input.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
+from connectors import safe_json
 from connectors.base import TIMESTAMP_TOLERANCE_SECONDS, MalformedPayload
 from connectors.changes import CustomerChange, IdentityRef
 
@@ -35,15 +35,20 @@ __all__ = [
 _MILLIS_THRESHOLD = 1e11
 
 
-def load_json(body: bytes) -> Any:
+def load_json(body: bytes | str, *, scrub: bool = True) -> Any:
+    """Strict JSON (connectors/safe_json.py): `NaN`, `Infinity` and numbers that overflow a double
+    are a `MalformedPayload` (no provider's encoder writes them, and they cannot be stored).
+    NUL and lone surrogates are removed from every string unless `scrub` is false (then the
+    caller refuses them, as the `standard` connector does)."""
     try:
-        return json.loads(body)
+        data = safe_json.loads(body)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise MalformedPayload(f"the body is not valid JSON: {exc}") from None
+    return safe_json.scrub(data) if scrub else data
 
 
-def load_object(body: bytes) -> dict[str, Any]:
-    data = load_json(body)
+def load_object(body: bytes, *, scrub: bool = True) -> dict[str, Any]:
+    data = load_json(body, scrub=scrub)
     if not isinstance(data, dict):
         raise MalformedPayload(f"expected a JSON object, got {type(data).__name__}")
     return data
@@ -66,10 +71,12 @@ def parse_time(value: Any, what: str = "timestamp") -> datetime:
     if isinstance(value, str) and 0 < len(value) <= 64:
         try:
             moment = datetime.fromisoformat(value.strip())
+            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
         except ValueError:
             pass
-        else:
-            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        except OverflowError:
+            # `0001-01-01T00:00:00+01:00` is valid ISO 8601 but before year 1 in UTC.
+            raise MalformedPayload(f"{what} is outside the years 1 to 9999 in UTC: {value[:80]!r}") from None
     raise MalformedPayload(f"{what} is not an ISO 8601 time or a Unix time: {str(value)[:80]!r}")
 
 

@@ -18,7 +18,6 @@ default status mapping of SPEC §7, e.g. `status.past_due=paid`).
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from typing import Any, ClassVar
 
 import stripe
 
+from connectors import safe_json
 from connectors.base import (
     TIMESTAMP_TOLERANCE_SECONDS,
     Connector,
@@ -87,13 +87,10 @@ def client_for(api_key: str) -> stripe.StripeClient:
 # -- reading the payload ----------------------------------------------------------------------------
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _load_event(body: bytes) -> dict[str, Any]:
+    # Strict numbers (NaN, Infinity, 1e400: 400) and text without NUL or lone surrogates.
     try:
-        event = json.loads(body, parse_constant=_reject_constant)
+        event = safe_json.scrub(safe_json.loads(body))
     except (ValueError, RecursionError):
         raise MalformedPayload("the body is not a JSON document") from None
     if not isinstance(event, dict):

@@ -39,6 +39,9 @@ class Event(Base):
     type: Mapped[str] = mapped_column(String(200))
     provider_event_id: Mapped[str | None] = mapped_column(String(255))
     dedup_key: Mapped[str | None] = mapped_column(String(320))
+    # API events with a message id: SHA-256 of the canonical validated message, so a retry with
+    # another body is told apart (409) from a true retry without re-reading the stored body.
+    body_hash: Mapped[str | None] = mapped_column(String(64))
     email: Mapped[str | None] = mapped_column(String(320))
     occurred_at: Mapped[datetime] = mapped_column()
     received_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -3,7 +3,6 @@ connector. Runs in the worker, never in the web process."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 
+from connectors import safe_json
 from connectors.base import Envelope, EventIgnored, SourceConfig
 from connectors.changes import CustomerChange, IdentityRef
 from connectors.registry import UnknownConnector, registry
@@ -31,6 +31,7 @@ __all__ = [
     "changes_for_event",
     "clean_email",
     "register_channel",
+    "storable_change",
 ]
 
 
@@ -50,7 +51,18 @@ def register_channel(channel: str, normalizer: ChannelNormalizer) -> None:
 
 
 def _api_change(event: Event) -> CustomerChange:
-    data: dict[str, Any] = json.loads(event.body)
+    # The API refuses unstorable values at the door; an event stored before it did fails alone,
+    # with the reason, instead of failing every batch that holds it.
+    try:
+        data: dict[str, Any] = safe_json.loads(event.body)
+    except (ValueError, RecursionError) as exc:
+        raise NormalizeError(
+            f"the stored {event.channel} message is not strict JSON: {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(data, dict):
+        raise NormalizeError(f"the stored {event.channel} message is not a JSON object")
+    if (found := safe_json.problem(data)) is not None:
+        raise NormalizeError(f"the stored {event.channel} message cannot be applied: {found}")
     if event.channel == "ping":
         return CustomerChange(occurred_at=event.occurred_at, email=event.email, activity=True)
     return CustomerChange(
@@ -113,6 +125,38 @@ def clean_email(change: CustomerChange, connector: str) -> CustomerChange:
     return replace(change, email=candidate.lower())
 
 
+def _clean(value: str | None) -> str | None:
+    return safe_json.clean_text(value) if value is not None else None
+
+
+def storable_change(change: CustomerChange) -> CustomerChange:
+    """`change` with NUL and lone surrogates removed from its text and non-finite numbers dropped
+    from its params: a connector's output is provider data, scrubbed rather than refused
+    (connectors/safe_json.py), whichever connector produced it."""
+    identity = change.identity
+    texts = [change.email, change.name, change.status, change.status_if_absent]
+    parts: list[Any] = [texts, change.params, change.params_once, list(change.params_unset)]
+    if identity is not None:
+        parts.append([identity.source, identity.external_id])
+    if safe_json.problem(parts) is None:
+        return change
+    if identity is not None:
+        identity = IdentityRef(
+            safe_json.clean_text(identity.source), safe_json.clean_text(identity.external_id)
+        )
+    return replace(
+        change,
+        email=_clean(change.email),
+        name=_clean(change.name),
+        status=_clean(change.status),
+        status_if_absent=_clean(change.status_if_absent),
+        identity=identity,
+        params=safe_json.scrub(dict(change.params)),
+        params_once=safe_json.scrub(dict(change.params_once)),
+        params_unset=tuple(safe_json.clean_text(key) for key in change.params_unset),
+    )
+
+
 def _connector_changes(session: Session, event: Event) -> list[CustomerChange]:
     try:
         connector = registry().get(event.channel)
@@ -131,7 +175,7 @@ def _connector_changes(session: Session, event: Event) -> list[CustomerChange]:
         raise NormalizeError(
             f"the {event.channel} connector returned {type(changes).__name__}, not a list of changes"
         )
-    return [clean_email(change, event.channel) for change in changes]
+    return [clean_email(storable_change(change), event.channel) for change in changes]
 
 
 def changes_for_event(session: Session, event: Event) -> list[CustomerChange]:

@@ -13,6 +13,8 @@ from app.customer_query import (
     DEFAULT_LIMIT,
     DEFAULT_SORT,
     MAX_LIMIT,
+    MAX_Q_CHARS,
+    MAX_VALUE_CHARS,
     SORTS,
     Reader,
     customer_json,
@@ -23,7 +25,8 @@ from app.customer_query import (
 from app.customer_query import find_customer as find_visible_customer
 from app.erasure import erase_customer
 from app.openapi import QueryParam, describe
-from app.schemas import CustomerList, CustomerOut, Timeline
+from app.pagination import MAX_CURSOR_CHARS
+from app.schemas import NO_NUL, PROJECT_SLUG, SLUG, CustomerList, CustomerOut, Timeline
 from app.timeline import customer_timeline
 from models import Customer, Database
 
@@ -36,17 +39,35 @@ _LIMIT = QueryParam(
     f"Page size, 1 to {MAX_LIMIT}.",
     {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
 )
-_CURSOR = QueryParam("cursor", "`next_cursor` of the previous page, with the same filters and sort.")
+_CURSOR = QueryParam(
+    "cursor",
+    "`next_cursor` of the previous page, with the same filters and sort.",
+    {"type": "string", "minLength": 1, "maxLength": MAX_CURSOR_CHARS, "pattern": NO_NUL},
+)
 _TIME = {"type": "string", "format": "date-time"}
+_TEXT = {"type": "string", "minLength": 1, "pattern": NO_NUL}
 LIST_QUERY = [
-    QueryParam("project", "Project slug: only its customers, with that project's status, params, activity."),
-    QueryParam("status", "Status in `project`, or in any project without it."),
-    QueryParam("email", "Exact email (trimmed, case-insensitive)."),
-    QueryParam("q", "Case-insensitive substring of the email or the name."),
+    QueryParam(
+        "project",
+        "Project slug: only its customers, with that project's status, params, activity.",
+        {"type": "string", "pattern": PROJECT_SLUG},
+    ),
+    QueryParam(
+        "status", "Status in `project`, or in any project without it.", {"type": "string", "pattern": SLUG}
+    ),
+    QueryParam(
+        "email",
+        "Exact email (trimmed, case-insensitive).",
+        {"type": "string", "format": "email", "maxLength": MAX_VALUE_CHARS},
+    ),
+    QueryParam(
+        "q", "Case-insensitive substring of the email or the name.", {**_TEXT, "maxLength": MAX_Q_CHARS}
+    ),
     QueryParam(
         "params.<key>",
         "Repeatable, one per key: params equality. `5` and `true` compare as JSON numbers and booleans, "
         '`"5"` (quoted) or any other text as a string. Without `project`, any one project may match.',
+        {**_TEXT, "maxLength": MAX_VALUE_CHARS},
     ),
     QueryParam("active_since", "Last activity at or after this time (ISO 8601).", _TIME),
     QueryParam("created_since", "Created at or after this time (ISO 8601).", _TIME),

@@ -6,6 +6,8 @@ so concurrent retries of one message id store one event) and one Redis SET; noth
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -16,6 +18,7 @@ from app.auth import Principal, authenticate
 from app.errors import APIError, validation_error
 from app.openapi import describe
 from app.schemas import EventAccepted, IdentifyRequest, PingRequest
+from connectors.safe_json import bad_text
 from models import Event
 from models.base import sortable_id, utcnow
 from models.sql import insert_for
@@ -58,7 +61,10 @@ def _ingest(channel: str, model: type[PingRequest]) -> Response:
     message_id = payload.message_id or request.headers.get("Idempotency-Key") or None
     if message_id is not None and len(message_id) > 255:
         raise APIError(400, "validation_error", "Idempotency-Key is longer than 255 characters")
+    if message_id is not None and bad_text(message_id):
+        raise APIError(400, "validation_error", "Idempotency-Key contains a NUL character")
     dedup_key = f"api:{project_id}:{message_id}" if message_id else None
+    body_hash = message_fingerprint(channel, payload) if message_id else None
     row: dict[str, Any] = {
         "id": sortable_id("evt"),
         "account_id": principal.account_id,
@@ -67,6 +73,7 @@ def _ingest(channel: str, model: type[PingRequest]) -> Response:
         "type": channel,
         "provider_event_id": message_id,
         "dedup_key": dedup_key,
+        "body_hash": body_hash,
         "email": payload.email,
         "occurred_at": occurred_at,
         "received_at": received_at,
@@ -79,12 +86,49 @@ def _ingest(channel: str, model: type[PingRequest]) -> Response:
     with runtime.db.autocommit() as conn:
         event_id = conn.scalar(_insert_event(conn.dialect.name), row)
         if event_id is None:
-            existing = conn.scalar(
-                select(Event.id).where(Event.account_id == principal.account_id, Event.dedup_key == dedup_key)
-            )
-            return _accepted(str(existing), duplicate=True)
+            existing = conn.execute(
+                select(Event.id, Event.channel, Event.body, Event.body_hash).where(
+                    Event.account_id == principal.account_id, Event.dedup_key == dedup_key
+                )
+            ).one()
+            if _stored_fingerprint(existing) not in {body_hash, None}:
+                raise APIError(
+                    409,
+                    "idempotency_conflict",
+                    f"message id {message_id!r} was already used with a different body; "
+                    "the first message is kept",
+                    {"event_id": existing.id},
+                )
+            return _accepted(str(existing.id), duplicate=True)
     ring(runtime)
     return _accepted(event_id)
+
+
+def message_fingerprint(channel: str, payload: PingRequest) -> str:
+    """SHA-256 of the canonical message: every validated field (defaults filled in, the email as
+    normalized, the timestamp as its UTC instant) but the id itself, which is the same by
+    construction whether it came as `message_id` or `Idempotency-Key`. So key order, spacing,
+    `"params": {}` versus no params, or `+00:00` versus `Z` are the same message; any value the
+    user sent that differs is not."""
+    fields = payload.model_dump(mode="json", exclude={"message_id", "timestamp"})
+    occurred_at = payload.occurred_at
+    fields["timestamp"] = occurred_at.isoformat() if occurred_at is not None else None
+    canonical = json.dumps(
+        {"channel": channel, "message": fields}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _stored_fingerprint(existing: Any) -> str | None:
+    """The stored event's fingerprint; recomputed for events stored before the hash column.
+    None when it cannot be known (an erased event's body is a marker): answered as a duplicate."""
+    if existing.body_hash is not None:
+        return str(existing.body_hash)
+    model = IdentifyRequest if existing.channel == "identify" else PingRequest
+    try:
+        return message_fingerprint(existing.channel, model.model_validate_json(existing.body))
+    except ValueError:
+        return None
 
 
 _insert_statements: dict[str, Any] = {}
@@ -115,7 +159,7 @@ def _accepted(event_id: str, *, duplicate: bool = False) -> Response:
     scope="ingest",
     body=IdentifyRequest,
     responses={202: EventAccepted},
-    errors=(400, 401, 403, 404, 413, 429, 503),
+    errors=(400, 401, 403, 404, 409, 413, 429, 503),
 )
 def identify() -> Response:
     return _ingest("identify", IdentifyRequest)
@@ -128,7 +172,7 @@ def identify() -> Response:
     scope="ingest",
     body=PingRequest,
     responses={202: EventAccepted},
-    errors=(400, 401, 403, 404, 413, 429, 503),
+    errors=(400, 401, 403, 404, 409, 413, 429, 503),
 )
 def ping() -> Response:
     return _ingest("ping", PingRequest)

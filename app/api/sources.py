@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, Field, JsonValue
 from sqlalchemy.orm import Session
 
 from app.accounts import get_project
@@ -17,7 +17,7 @@ from app.api.webhooks import source_cache
 from app.auth import Principal, authenticate
 from app.errors import APIError
 from app.openapi import QueryParam, describe
-from app.schemas import PROJECT_SLUG
+from app.schemas import NO_NUL, PROJECT_SLUG, StrictModel
 from app.sources import (
     MAX_SECRETS,
     add_secret,
@@ -33,29 +33,30 @@ from workers.runtime import Runtime
 
 bp = Blueprint("sources", __name__)
 
+# What `_clean_secret` accepts: 1-1024 characters once trimmed, no NUL.
+Secret = Annotated[
+    str, Field(min_length=1, max_length=1024, pattern=r"^\s*[^\s\x00]([^\x00]*[^\s\x00])?\s*$")
+]
 
-class SourceCreate(BaseModel):
+
+class SourceCreate(StrictModel):
     """A new source"""
-
-    model_config = ConfigDict(extra="forbid")
 
     connector: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$", examples=["stripe"])]
     project: Annotated[str, Field(pattern=PROJECT_SLUG)] | None = Field(
         default=None, description="Project slug; default `default`, or the key's project."
     )
-    name: Annotated[str, Field(max_length=200)] = ""
-    secrets: Annotated[list[str], Field(max_length=MAX_SECRETS)] = Field(
+    name: Annotated[str, Field(max_length=200, pattern=NO_NUL)] = ""
+    secrets: Annotated[list[Secret], Field(max_length=MAX_SECRETS)] = Field(
         default_factory=list, description="Signing secrets (at most two: rotation). May be added later."
     )
     options: dict[str, JsonValue] = Field(default_factory=dict, description="Validated by the connector.")
 
 
-class SecretCreate(BaseModel):
+class SecretCreate(StrictModel):
     """A secret to add to a source"""
 
-    model_config = ConfigDict(extra="forbid")
-
-    secret: Annotated[str, Field(min_length=1, max_length=1024)]
+    secret: Secret
 
 
 class SecretOut(BaseModel):

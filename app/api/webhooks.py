@@ -9,7 +9,6 @@ included. Only after that commit does the provider get its 200 and the worker it
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +29,7 @@ from connectors.base import (
     VerificationFailed,
 )
 from connectors.registry import UnknownConnector, registry
+from connectors.safe_json import bad_text, clean_text, problem, scrub
 from models import Event
 from models.base import sortable_id, utcnow
 from models.sql import insert_for
@@ -68,7 +68,7 @@ def _runtime() -> Runtime:
 def _resolve(source_id: str) -> tuple[ResolvedSource, Connector, InboundRequest]:
     # Reading the body first: an oversize delivery is refused (413) before any database access.
     body = request.get_data(cache=False)
-    source = source_cache().get(_runtime(), source_id)
+    source = None if bad_text(source_id) else source_cache().get(_runtime(), source_id)
     if source is None:
         raise APIError(404, "source_not_found", "no such webhook source")
     try:
@@ -104,7 +104,7 @@ def _challenge(connector: Connector, source: ResolvedSource, inbound: InboundReq
 def _normalize_email(value: str | None) -> str | None:
     if not value:
         return None
-    email = value.strip().lower()
+    email = clean_text(value).strip().lower()
     return email if 0 < len(email) <= MAX_EMAIL_CHARS else None
 
 
@@ -125,9 +125,15 @@ def _occurred_at(envelope: Envelope, limit: datetime) -> datetime:
     return occurred_at
 
 
-def _has_nul(payload: dict[str, Any], envelope: Envelope) -> bool:
-    texts = (envelope.event_id, envelope.type, envelope.email or "")
-    return any("\x00" in text for text in texts) or "\\u0000" in json.dumps(payload)
+def _storable_payload(envelope: Envelope) -> dict[str, Any]:
+    """The envelope's payload as it can be stored. Built-in connectors already parse strictly and
+    scrub (connectors/fields.py); this holds any connector to the same rule: NUL and lone
+    surrogates are removed from its text and non-finite numbers dropped. Ids and types are keys,
+    not content: one that holds such a character is refused rather than silently changed."""
+    if bad_text(envelope.event_id) or bad_text(envelope.type):
+        raise APIError(400, "malformed_body", "an event id or type contains a NUL character")
+    payload = dict(envelope.payload)
+    return scrub(payload) if problem(payload) is not None else payload
 
 
 def _rows(
@@ -147,10 +153,7 @@ def _rows(
     repeats = 0
     for envelope in envelopes:
         occurred_at = _occurred_at(envelope, limit)
-        payload = dict(envelope.payload)
-        if _has_nul(payload, envelope):
-            # PostgreSQL text and JSONB cannot hold NUL characters; no provider sends them.
-            raise APIError(400, "malformed_body", "the event contains a NUL character")
+        payload = _storable_payload(envelope)
         if envelope.event_id in rows:
             repeats += 1
             continue

@@ -54,8 +54,14 @@ def test_message_id_and_idempotency_key_deduplicate(
     client: FlaskClient, admin_key: str, runtime: Runtime, drain: object
 ) -> None:
     first = identify(client, admin_key, email="a@example.com", message_id="m-1")
-    again = identify(client, admin_key, email="a@example.com", message_id="m-1", name="changed")
+    again = identify(client, admin_key, email="A@example.com", message_id="m-1")
     assert again == {"event_id": first["event_id"], "duplicate": True}
+    conflict = client.post(
+        "/v1/identify",
+        json={"email": "a@example.com", "message_id": "m-1", "name": "x"},
+        headers=auth(admin_key),
+    )
+    assert conflict.status_code == 409 and conflict.get_json()["error"]["code"] == "idempotency_conflict"
     headers = {**auth(admin_key), "Idempotency-Key": "k-1"}
     one = client.post("/v1/ping", json={"email": "a@example.com"}, headers=headers).get_json()
     two = client.post("/v1/ping", json={"email": "a@example.com"}, headers=headers).get_json()
@@ -63,7 +69,7 @@ def test_message_id_and_idempotency_key_deduplicate(
     with runtime.db.session() as session:
         assert session.scalar(select(func.count()).select_from(Event)) == 2
     drain()  # type: ignore[operator]
-    # One effect: the duplicate's name never landed, and each stored event was applied once.
+    # One effect: the conflicting name never landed, and each stored event was applied once.
     assert customer(client, admin_key, "a@example.com")["name"] is None
     with runtime.db.session() as session:
         assert session.scalar(select(func.count()).select_from(ChangeRow)) == 2

@@ -76,7 +76,11 @@ def test_create_returns_id_and_url_and_never_echoes_secrets(
         ({"connector": "Bad Name"}, 400, "validation_error"),
         ({"connector": "stripe", "secrets": ["a", "b", "c"]}, 400, "validation_error"),
         ({"connector": "stripe", "secrets": ["same", "same"]}, 400, "invalid_secret"),
-        ({"connector": "stripe", "secrets": ["  "]}, 400, "invalid_secret"),
+        # The schema states it (/openapi.json): a secret has a non-blank character and no NUL.
+        ({"connector": "stripe", "secrets": ["  "]}, 400, "validation_error"),
+        ({"connector": "stripe", "secrets": ["whsec_a\u0000b"]}, 400, "validation_error"),
+        ({"connector": "stripe", "name": "a\u0000b"}, 400, "validation_error"),
+        ({"connector": "standard", "options": {"x": "\u0000"}}, 400, "validation_error"),
         ({"connector": "stripe", "options": {"colour": "red"}}, 400, "invalid_options"),
         ({"connector": "stripe", "project": "nope"}, 404, "project_not_found"),
         ({"connector": "stripe", "extra": 1}, 400, "validation_error"),

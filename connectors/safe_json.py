@@ -1,0 +1,101 @@
+"""JSON that can be stored: finite numbers, and text without NUL or lone surrogates.
+
+PostgreSQL's `text` and `jsonb` cannot hold U+0000, UTF-8 cannot encode a lone surrogate
+(`"\\ud800"` parses in Python), and neither JSON nor `jsonb` has NaN or Infinity (Python's json
+module reads the bare tokens `NaN`/`Infinity`, and `1e400` overflows to `inf`). One such value in a
+stored event used to fail every batch that held it. Two policies, used where each fits:
+
+- refuse (`loads`, `problem`): what a client sends us directly (the identify/ping API, the
+  `standard` connector, which validates like the API) is rejected whole with the reason;
+- scrub (`scrub`, `clean_text`): what a provider sends is kept with NUL and lone surrogates
+  removed from its text; its numbers are still refused at the door (`loads`), because a
+  non-finite number cannot be stored faithfully and no provider's JSON encoder emits one.
+
+Nothing here imports Flask or the database: connectors, the worker and the web app share it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["UnsafeJSON", "bad_text", "clean_text", "loads", "problem", "scrub"]
+
+# NUL and UTF-16 surrogate code points: a valid pair never reaches Python as two code points,
+# so any surrogate in a `str` is a lone one.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+class UnsafeJSON(ValueError):
+    """The document is not JSON we can store; the message names where and why."""
+
+
+def bad_text(value: str) -> bool:
+    """True when `value` holds a NUL or a lone surrogate."""
+    return _UNSTORABLE.search(value) is not None
+
+
+def clean_text(value: str) -> str:
+    """`value` without NUL and lone surrogates."""
+    return _UNSTORABLE.sub("", value)
+
+
+def _reject_constant(name: str) -> Any:
+    raise UnsafeJSON(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise UnsafeJSON(f"the number {text[:40]} is out of range")
+    return value
+
+
+def loads(body: bytes | str) -> Any:
+    """Strict `json.loads`: no `NaN`/`Infinity` tokens, no number that overflows a double.
+    Text is not checked here: callers choose to refuse (`problem`) or scrub (`scrub`)."""
+    return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def _where(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def problem(value: Any, path: str = "") -> str | None:
+    """The first unstorable thing inside `value` ("params.n: not a finite number"), or None."""
+    if isinstance(value, str):
+        return f"{path or 'value'}: contains a NUL character or a lone surrogate" if bad_text(value) else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path or 'value'}: not a finite number"
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and bad_text(key):
+                return f"{path or 'object'}: a key contains a NUL character or a lone surrogate"
+            if (found := problem(item, _where(path, key))) is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if (found := problem(item, f"{path}[{index}]")) is not None:
+                return found
+    return None
+
+
+def scrub(value: Any) -> Any:
+    """`value` with NUL and lone surrogates removed from every string (keys included) and
+    non-finite numbers dropped (from objects and arrays alike; a bare one becomes None)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {
+            clean_text(k) if isinstance(k, str) else k: scrub(v)
+            for k, v in value.items()
+            if not (isinstance(v, float) and not math.isfinite(v))
+        }
+    if isinstance(value, list | tuple):
+        return [scrub(v) for v in value if not (isinstance(v, float) and not math.isfinite(v))]
+    return value
