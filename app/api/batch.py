@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from app.api.ingest import _insert_event, event_row
 from app.auth import Principal, authenticate
+from app.erasure import REDACTED_BODY
 from app.errors import APIError, validation_error
 from app.openapi import describe
 from app.schemas import ErrorBody, IdentifyRequest, PingRequest
@@ -139,33 +140,70 @@ def batch() -> Response:
             results.append(refused.result)
     if not rows:
         raise APIError(400, "no_valid_messages", "no message in the batch is valid", {"results": results})
-    stored = _store(principal, rows)
+    known = _store(principal, rows)
     for slot, row in zip(slots, rows, strict=True):
-        results[slot] = {"event_id": stored.get(row["id"]) or row["id"], "duplicate": row["id"] in stored}
-    accepted = sum(1 for r in rows if r["id"] not in stored)
-    duplicates = len(rows) - accepted
+        results[slot] = known.get(row["id"]) or {"event_id": row["id"], "duplicate": False}
+    accepted = len(rows) - len(known)
+    duplicates = sum(1 for r in known.values() if r.get("duplicate"))
     response = jsonify(
-        results=results, accepted=accepted, duplicates=duplicates, rejected=len(results) - len(rows)
+        results=results,
+        accepted=accepted,
+        duplicates=duplicates,
+        rejected=len(results) - accepted - duplicates,
     )
     response.status_code = 202
     return response
 
 
-def _store(principal: Principal, rows: list[dict[str, Any]]) -> dict[str, str]:
-    """Insert the rows in one statement; return {row id: existing event id} for the duplicates."""
+def _store(principal: Principal, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Insert the rows in one statement. Returns the result of each row that was not inserted
+    because its message id was stored before (possibly earlier in this batch): a duplicate if it is
+    the same message, a 409 if the id was reused for a different one."""
     runtime = current_app.extensions["tributary"].runtime
     with runtime.db.autocommit() as conn:
         inserted = set(conn.scalars(_insert_event(conn.dialect.name), rows))
         missing = {r["dedup_key"] for r in rows if r["id"] not in inserted}
-        existing: dict[str, str] = {}
+        existing: dict[str, tuple[str, str, bytes]] = {}
         if missing:
             found = conn.execute(
-                select(Event.dedup_key, Event.id).where(
+                select(Event.dedup_key, Event.id, Event.channel, Event.body).where(
                     Event.account_id == principal.account_id, Event.dedup_key.in_(missing)
                 )
             )
-            existing = {str(key): str(event_id) for key, event_id in found}
+            existing = {str(key): (str(i), str(channel), bytes(body)) for key, i, channel, body in found}
     if inserted:
         ring(runtime)
-    # A row is missing only when its dedup key already existed (possibly earlier in this batch).
-    return {r["id"]: existing.get(r["dedup_key"], r["id"]) for r in rows if r["id"] not in inserted}
+    known: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["id"] in inserted:
+            continue
+        event_id, channel, body = existing.get(row["dedup_key"], (row["id"], row["channel"], row["body"]))
+        if _same_message(channel, body, row):
+            known[row["id"]] = {"event_id": event_id, "duplicate": True}
+        else:
+            message = "this message_id was already used for a different message"
+            known[row["id"]] = {
+                "error": {
+                    "code": "message_id_conflict",
+                    "message": message,
+                    "details": {"event_id": event_id},
+                },
+                "status": 409,
+            }
+    return known
+
+
+def _same_message(channel: str, body: bytes, row: dict[str, Any]) -> bool:
+    """Compared as JSON values, so a retry re-encoded by another client still matches. An erased
+    event's body is a marker: a retry after erasure counts as the same message."""
+    if body == REDACTED_BODY:
+        return True
+    try:
+        stored, sent = json.loads(body), json.loads(row["body"])
+    except ValueError:
+        return False
+    # The id itself may have come as an Idempotency-Key header rather than in the stored body.
+    for fields in (stored, sent):
+        if isinstance(fields, dict):
+            fields.pop("message_id", None)
+    return channel == row["channel"] and bool(stored == sent)

@@ -63,19 +63,25 @@ def test_message_ids_deduplicate_across_batches_single_calls_and_within_a_batch(
     client: FlaskClient, admin_key: str, runtime: Runtime
 ) -> None:
     single = identify(client, admin_key, email="a@example.com", message_id="m-1")
-    message = {"type": "identify", "email": "a@example.com", "message_id": "m-1"}
+    # Same fields in another order and spacing: still the same message.
+    message = {"message_id": "m-1", "email": "a@example.com", "type": "identify"}
     fresh = {"type": "ping", "email": "a@example.com", "message_id": "m-2"}
     first = _post(client, admin_key, [message, fresh, dict(fresh)]).get_json()
     assert first["results"][0] == {"event_id": single["event_id"], "duplicate": True}
     assert first["results"][1]["duplicate"] is False
     assert first["results"][2] == {"event_id": first["results"][1]["event_id"], "duplicate": True}
+    keyed = client.post(
+        "/v1/ping", json={"email": "k@example.com"}, headers={**auth(admin_key), "Idempotency-Key": "k-1"}
+    )
+    by_header = _post(client, admin_key, [{"type": "ping", "email": "k@example.com", "message_id": "k-1"}])
+    assert by_header.get_json()["results"] == [{"event_id": keyed.get_json()["event_id"], "duplicate": True}]
     again = _post(client, admin_key, [message, fresh]).get_json()
     assert again["results"] == [
         {"event_id": single["event_id"], "duplicate": True},
         {"event_id": first["results"][1]["event_id"], "duplicate": True},
     ]
     assert (again["accepted"], again["duplicates"]) == (0, 2)
-    assert _count(runtime) == 2
+    assert _count(runtime) == 3
 
 
 def test_each_message_is_stored_as_its_own_body_without_the_type(
@@ -163,3 +169,41 @@ def test_batch_is_in_the_openapi_document(client: FlaskClient) -> None:
     operation = document["paths"]["/v1/batch"]["post"]
     assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("BatchRequest")
     assert "BatchAccepted" in document["components"]["schemas"]
+
+
+def test_a_message_id_reused_for_a_different_message_is_a_409_for_that_message(
+    client: FlaskClient, admin_key: str, runtime: Runtime
+) -> None:
+    first = identify(client, admin_key, email="a@example.com", name="Ada", message_id="m-1")
+    body = _post(
+        client,
+        admin_key,
+        [
+            {"type": "identify", "email": "a@example.com", "name": "Eve", "message_id": "m-1"},
+            {"type": "ping", "email": "a@example.com", "message_id": "m-1"},
+            {"type": "ping", "email": "b@example.com", "message_id": "m-2"},
+            {"type": "ping", "email": "c@example.com", "message_id": "m-2"},
+        ],
+    ).get_json()
+    conflict = body["results"][0]
+    assert conflict["status"] == 409 and conflict["error"]["code"] == "message_id_conflict"
+    assert conflict["error"]["details"] == {"event_id": first["event_id"]}
+    assert body["results"][1]["status"] == 409  # same id, other type
+    assert body["results"][2]["duplicate"] is False
+    assert body["results"][3]["status"] == 409  # reused within the batch
+    assert (body["accepted"], body["duplicates"], body["rejected"]) == (1, 0, 3)
+    assert _count(runtime) == 2
+
+
+def test_a_retry_after_erasure_is_a_duplicate_not_a_conflict(
+    client: FlaskClient, admin_key: str, runtime: Runtime, drain: Any
+) -> None:
+    message = {"type": "identify", "email": "gone@example.com", "name": "Gone", "message_id": "m-9"}
+    first = _post(client, admin_key, [message]).get_json()["results"][0]
+    drain()
+    record = customer(client, admin_key, "gone@example.com")
+    assert client.delete(f"/v1/customers/{record['id']}", headers=auth(admin_key)).status_code == 204
+    with runtime.db.session() as session:
+        assert b"Gone" not in session.scalars(select(Event.body)).one()
+    again = _post(client, admin_key, [message]).get_json()["results"][0]
+    assert again == {"event_id": first["event_id"], "duplicate": True}
