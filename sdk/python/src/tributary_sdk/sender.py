@@ -137,6 +137,8 @@ class BackgroundSender:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Block until everything queued so far is delivered or failed; False on timeout."""
+        if threading.current_thread() is self._thread:
+            return False  # called from `on_error` on the sender thread: waiting would deadlock
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._wake.notify()
