@@ -70,6 +70,17 @@ def _events_per_s(point: IngestPoint) -> float:
     return (point.events_stored or 0) / point.duration_s
 
 
+def _cpu_ms_per_event(point: IngestPoint) -> float:
+    """CPU of everything serving the load (web, PostgreSQL, Redis, wrk) per stored event: unlike
+    events/s, it hardly moves when other work shares the machine (bench/README.md)."""
+    ours = sum(point.cpu_s.get(role, 0.0) for role in ("web", "postgres", "redis", "wrk"))
+    return 1000 * ours / max(1, point.events_stored or 0)
+
+
+def _other_load(point: IngestPoint) -> float:
+    return point.cpu_s["other"] / max(1e-9, point.cpu_s["machine capacity"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--connections", type=int, default=16)
@@ -77,6 +88,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch", type=int, default=100, help="Messages per /v1/batch request.")
     parser.add_argument("--sdk-calls", type=int, default=20_000)
+    parser.add_argument("--wait-quiet", type=float, default=60.0, help="Seconds to wait for a quiet machine.")
     args = parser.parse_args()
     cfg = parse_args(
         [
@@ -118,16 +130,21 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     single_eps, batch_eps = _events_per_s(single), _events_per_s(batch)
     print()
-    print(f"{'':28} {'req/s':>9} {'events/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
-    for name, point, eps in (
-        ("/v1/identify", single, single_eps),
-        (f"/v1/batch ({args.batch}/req)", batch, batch_eps),
-    ):
+    print(
+        f"{'':26} {'req/s':>7} {'events/s':>9} {'CPU ms/event':>13} {'p50 ms':>7} {'p99 ms':>8}"
+        f" {'non-2xx':>7} {'other load':>10}"
+    )
+    for name, point in (("/v1/identify", single), (f"/v1/batch ({args.batch}/request)", batch)):
         print(
-            f"{name:28} {point.requests_per_s:>9.1f} {eps:>10.1f} {point.p50_ms:>8.2f} {point.p99_ms:>8.2f}"
-            f" {point.non_2xx:>8}"
+            f"{name:26} {point.requests_per_s:>7.1f} {_events_per_s(point):>9.1f}"
+            f" {_cpu_ms_per_event(point):>13.3f} {point.p50_ms:>7.1f} {point.p99_ms:>8.1f}"
+            f" {point.non_2xx:>7} {_other_load(point):>10.0%}"
         )
-    print(f"batch / single, events stored per second: {batch_eps / max(single_eps, 1e-9):.1f}x")
+    by_cpu = _cpu_ms_per_event(single) / max(_cpu_ms_per_event(batch), 1e-9)
+    print(
+        f"batch / single, events stored per second: {batch_eps / max(single_eps, 1e-9):.1f}x"
+        f" (by CPU per event: {by_cpu:.1f}x)"
+    )
     print(
         f"SDK identify() on the caller's thread ({sdk['calls']} calls): median {sdk['median_us']:.1f} µs,"
         f" p90 {sdk['p90_us']:.1f} µs, p99 {sdk['p99_us']:.1f} µs;"
