@@ -1,6 +1,7 @@
 /** `Tributary`: batched identify/ping (or awaited, for serverless handlers) and the read API. */
 
 import { encode, Http, identifyMessage, isoTime, pingMessage, VERSION } from "./core.js";
+import { ValidationError } from "./errors.js";
 import { BatchSender, type ErrorCallback, type Logger } from "./sender.js";
 import type {
   Customer,
@@ -130,12 +131,12 @@ export class Tributary {
 
   /** Create or update a customer. Batched: resolves at once with null. Sync: the stored event. */
   identify(email: string, fields: IdentifyFields = {}): Promise<EventAccepted | null> {
-    return this.send(identifyMessage(email, fields));
+    return this.send(() => identifyMessage(email, fields));
   }
 
   /** Record activity for a customer. */
   ping(email: string, fields: PingFields = {}): Promise<EventAccepted | null> {
-    return this.send(pingMessage(email, fields));
+    return this.send(() => pingMessage(email, fields));
   }
 
   /** Messages dropped because the queue was full (or the client was shut down). */
@@ -158,7 +159,17 @@ export class Tributary {
     return (await this.sender?.shutdown(timeout)) ?? true;
   }
 
-  private async send(message: Message): Promise<EventAccepted | null> {
+  private async send(build: () => Message): Promise<EventAccepted | null> {
+    let message: Message;
+    try {
+      message = build();
+    } catch (cause) {
+      // Bad argument types: reported, never thrown, in batched mode.
+      const error = new ValidationError(`invalid arguments: ${String(cause)}`, { code: "invalid_arguments" });
+      if (!this.sender) throw error;
+      this.sender.reportFailure(error, []);
+      return null;
+    }
     if (this.sender) {
       this.sender.put(message);
       return null;

@@ -209,9 +209,13 @@ export class BatchSender {
     });
   }
 
+  reportFailure(error: TributaryError, messages: Message[]): void {
+    this.fail(error, messages);
+  }
+
   private fail(error: TributaryError, messages: Message[]): void {
     this.failed += messages.length;
-    this.options.logger.error(`tributary: ${messages.length} message(s) not stored: ${error.name}: ${error.message}`);
+    this.options.logger.error(`tributary: ${Math.max(1, messages.length)} message(s) not stored: ${error.name}: ${error.message}`);
     this.report(error, messages);
   }
 

@@ -117,6 +117,8 @@ describe("against a real Tributary", () => {
     await client.identify("not an email");
     await client.identify(`${t}@example.com`, { params: { bad: Number.POSITIVE_INFINITY } });
     await client.identify(`${t}@example.com`, { params: { ok: true } });
+    assert.equal(await client.identify(`${t}@example.com`, { paramsUnset: 5 }), null);
+    assert.equal(errors.shift()[0].code, "invalid_arguments");
     await client.flush();
     assert.equal(errors.length, 2);
     assert.ok(errors.every(([e]) => e instanceof ValidationError));

@@ -122,9 +122,14 @@ def test_background_errors_go_to_on_error_never_to_the_caller(server: Server, un
     client.identify("not an email")
     client.identify(f"{unique}@example.com", params={"bad": float("inf")})
     client.identify(f"{unique}@example.com", params={"when": datetime(2026, 1, 1, tzinfo=timezone.utc)})
+    client.identify(f"{unique}@example.com", params=5)  # type: ignore[arg-type]
+    assert errors and errors[0][0].code == "invalid_arguments"  # reported at once, not raised
+    errors.clear()
     assert client.flush(timeout=10)
     assert sorted(type(e).__name__ for e, _ in errors) == ["ValidationError", "ValidationError"]
     assert {m[0]["email"] for _, m in errors} == {"not an email", f"{unique}@example.com"}
+    with pytest.raises(ValidationError):
+        Tributary(server.admin_key, base_url=server.url, sync=True).identify("a@b.co", params=5)  # type: ignore[arg-type]
     stored = eventually(lambda: _customer(client, f"{unique}@example.com"))
     assert stored.projects["default"].params == {"when": "2026-01-01T00:00:00+00:00"}
     locked_out = Tributary("trb_wrong", base_url=server.url, on_error=lambda e, m: errors.append((e, m)))

@@ -8,8 +8,9 @@ is flushed at interpreter exit and is rebuilt after `fork()`. Sync mode and the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from tributary_sdk._core import (
 )
 from tributary_sdk._http import AsyncHttp, Query, SyncHttp
 from tributary_sdk.client import _ref
+from tributary_sdk.errors import ValidationError
 from tributary_sdk.models import Customer, EventAccepted, TimelineEntry
 from tributary_sdk.sender import BackgroundSender, ErrorCallback
 
@@ -133,7 +135,8 @@ class AsyncTributary:
         message_id: str | None = None,
     ) -> EventAccepted | None:
         return await self._send(
-            identify_message(
+            functools.partial(
+                identify_message,
                 email,
                 name=name,
                 status=status,
@@ -155,10 +158,20 @@ class AsyncTributary:
         message_id: str | None = None,
     ) -> EventAccepted | None:
         return await self._send(
-            ping_message(email, project=project, timestamp=timestamp, message_id=message_id)
+            functools.partial(
+                ping_message, email, project=project, timestamp=timestamp, message_id=message_id
+            )
         )
 
-    async def _send(self, message: Message) -> EventAccepted | None:
+    async def _send(self, build: Callable[[], Message]) -> EventAccepted | None:
+        try:
+            message = build()
+        except Exception as exc:  # bad argument types: the app must not crash in background mode
+            error = ValidationError(f"invalid arguments: {exc!r}", code="invalid_arguments")
+            if self._sender is None:
+                raise error from exc
+            self._sender.report_failure(error, [])
+            return None
         if self._sender is not None:
             self._sender.put(message)
             return None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +19,7 @@ from tributary_sdk._core import (
     single_body,
 )
 from tributary_sdk._http import Query, SyncHttp
+from tributary_sdk.errors import ValidationError
 from tributary_sdk.models import Customer, EventAccepted, TimelineEntry
 from tributary_sdk.sender import BackgroundSender, ErrorCallback
 
@@ -136,7 +138,8 @@ class Tributary:
     ) -> EventAccepted | None:
         """Create or update a customer. Background mode: None at once; sync mode: the stored event."""
         return self._send(
-            identify_message(
+            functools.partial(
+                identify_message,
                 email,
                 name=name,
                 status=status,
@@ -158,9 +161,21 @@ class Tributary:
         message_id: str | None = None,
     ) -> EventAccepted | None:
         """Record activity for a customer."""
-        return self._send(ping_message(email, project=project, timestamp=timestamp, message_id=message_id))
+        return self._send(
+            functools.partial(
+                ping_message, email, project=project, timestamp=timestamp, message_id=message_id
+            )
+        )
 
-    def _send(self, message: Message) -> EventAccepted | None:
+    def _send(self, build: Callable[[], Message]) -> EventAccepted | None:
+        try:
+            message = build()
+        except Exception as exc:  # bad argument types: the app must not crash in background mode
+            error = ValidationError(f"invalid arguments: {exc!r}", code="invalid_arguments")
+            if self._sender is None:
+                raise error from exc
+            self._sender.report_failure(error, [])
+            return None
         if self._sender is not None:
             self._sender.put(message)
             return None

@@ -250,9 +250,12 @@ class BackgroundSender:
                 status = result.get("status") if isinstance(result, dict) else None
                 self._fail(error_for(status if isinstance(status, int) else 400, result, {}), [message])
 
+    def report_failure(self, error: TributaryError, messages: list[Message]) -> None:
+        self._fail(error, messages)
+
     def _fail(self, error: TributaryError, messages: list[Message]) -> None:
         self.failed += len(messages)
-        log.error("tributary: %d message(s) not stored: %r", len(messages), error)
+        log.error("tributary: %d message(s) not stored: %r", max(1, len(messages)), error)
         self._report(error, messages)
 
     def _report(self, error: TributaryError, messages: list[Message]) -> None:
