@@ -75,7 +75,7 @@ def _messages(body: bytes) -> list[Any]:
     try:
         # NaN/Infinity parse here and are refused per message below, where the message is re-encoded.
         envelope = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser allows
         raise APIError(400, "malformed_json", "the request body is not valid JSON") from None
     if not isinstance(envelope, dict) or not isinstance(envelope.get("batch"), list):
         raise APIError(400, "malformed_body", 'the request body must be {"batch": [message, …]}')
@@ -101,6 +101,8 @@ def _row(principal: Principal, message: Any, received_at: Any) -> dict[str, Any]
         body = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
     except ValueError:
         raise _Refused(400, "validation_error", "numbers must be finite (no NaN or Infinity)") from None
+    except RecursionError:
+        raise _Refused(400, "validation_error", "the message is nested too deeply") from None
     try:
         payload = model.model_validate_json(body)
         return event_row(principal, kind, payload, body, payload.message_id, received_at)

@@ -130,6 +130,7 @@ def test_envelope_errors_and_limits(client: FlaskClient, admin_key: str, runtime
         (b'{"batch": []}', 400, "validation_error"),
         (b'{"batch": [], "extra": 1}', 400, "validation_error"),
         (b"\xff\xfe", 400, "malformed_json"),
+        (b'{"batch": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", 400, "malformed_json"),
     ]
     too_many = {"batch": [{"type": "ping", "email": "a@example.com"}] * (MAX_MESSAGES + 1)}
     cases.append((json.dumps(too_many).encode(), 400, "batch_too_large"))
