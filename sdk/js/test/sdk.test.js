@@ -67,6 +67,18 @@ describe("against a real Tributary", () => {
     assert.ok(await client.shutdown());
   });
 
+  test("batches go out by size and by time without flush", async () => {
+    const t = tag();
+    const bySize = new Tributary(server.key, { baseUrl: server.url, batchSize: 5, flushInterval: 600_000 });
+    for (let i = 0; i < 5; i++) await bySize.identify(`${t}-size-${i}@example.com`);
+    const byTime = new Tributary(server.key, { baseUrl: server.url, flushInterval: 200 });
+    await byTime.identify(`${t}-time@example.com`);
+    const reader = new Tributary(server.key, { baseUrl: server.url, sync: true });
+    await eventually(() => tryGet(reader, `${t}-size-4@example.com`), 10_000);
+    await eventually(() => tryGet(reader, `${t}-time@example.com`), 10_000);
+    assert.equal(bySize.queued + byTime.queued, 0);
+  });
+
   test("sync mode returns the stored event and throws typed errors", async () => {
     const t = tag();
     const client = new Tributary(server.key, { baseUrl: server.url, sync: true });

@@ -208,3 +208,17 @@ def test_messages_queued_at_interpreter_exit_are_sent(server: Server, unique: st
     for n in range(3):
         assert eventually(functools.partial(_customer, reader, f"{unique}-{n}@example.com"))
     reader.shutdown()
+
+
+def test_batches_go_out_by_size_and_by_time_without_flush(server: Server, unique: str) -> None:
+    by_size = Tributary(server.admin_key, base_url=server.url, batch_size=5, flush_interval=600)
+    for n in range(5):
+        by_size.identify(f"{unique}-size-{n}@example.com")
+    by_time = Tributary(server.admin_key, base_url=server.url, flush_interval=0.2)
+    by_time.identify(f"{unique}-time@example.com")
+    reader = Tributary(server.admin_key, base_url=server.url, sync=True)
+    assert eventually(functools.partial(_customer, reader, f"{unique}-size-4@example.com"), timeout=10)
+    assert eventually(functools.partial(_customer, reader, f"{unique}-time@example.com"), timeout=10)
+    assert by_size.queued == 0 and by_time.queued == 0
+    for client in (by_size, by_time, reader):
+        client.shutdown()
