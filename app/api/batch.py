@@ -9,6 +9,7 @@ and one doorbell ring wakes the worker. The answer has one result per message, i
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -89,7 +90,7 @@ def _messages(body: bytes) -> list[Any]:
     return messages
 
 
-def _row(principal: Principal, message: Any, received_at: Any) -> dict[str, Any]:
+def _row(principal: Principal, message: Any, received_at: datetime) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise _Refused(400, "malformed_body", "each message must be a JSON object")
     fields = dict(message)
@@ -99,6 +100,10 @@ def _row(principal: Principal, message: Any, received_at: Any) -> dict[str, Any]
         raise _Refused(400, "validation_error", 'type must be "identify" or "ping"', [{"field": "type"}])
     try:
         body = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except UnicodeEncodeError:
+        raise _Refused(
+            400, "validation_error", "strings must be valid Unicode (no lone surrogates)"
+        ) from None
     except ValueError:
         raise _Refused(400, "validation_error", "numbers must be finite (no NaN or Infinity)") from None
     except RecursionError:

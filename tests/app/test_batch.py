@@ -119,6 +119,12 @@ def test_non_finite_numbers_are_refused_per_message(
     assert results[0]["status"] == 400 and "finite" in results[0]["error"]["message"]
     assert results[1]["event_id"].startswith("evt_")
     assert _count(runtime) == 1
+    surrogate = b'{"batch": [{"type": "identify", "email": "a@example.com", "name": "\\ud800"}]}'
+    response = client.post(
+        "/v1/batch", data=surrogate, headers={**auth(admin_key), "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert "Unicode" in response.get_json()["error"]["details"]["results"][0]["error"]["message"]
 
 
 def test_envelope_errors_and_limits(client: FlaskClient, admin_key: str, runtime: Runtime) -> None:
