@@ -86,6 +86,9 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
     registry()
     for module in (ingest, webhooks, customers, admin, sources, health):
         app.register_blueprint(module.bp)
+    from app.api import batch
+
+    app.register_blueprint(batch.bp)
     return app
 
 

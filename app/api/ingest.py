@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -52,36 +53,14 @@ def _ingest(channel: str, model: type[PingRequest]) -> Response:
         payload = model.model_validate_json(body)
     except ValidationError as exc:
         raise validation_error(exc) from None
-    project_id = _resolve_project(principal, payload.project)
-    received_at = utcnow()
-    occurred_at = payload.occurred_at or received_at
-    if (occurred_at - received_at).total_seconds() > FUTURE_TOLERANCE_SECONDS:
-        # A future event time would pin every field it writes against all real updates.
-        raise APIError(400, "timestamp_in_future", "timestamp is more than 5 minutes in the future")
     message_id = payload.message_id or request.headers.get("Idempotency-Key") or None
     if message_id is not None and len(message_id) > 255:
         raise APIError(400, "validation_error", "Idempotency-Key is longer than 255 characters")
     if message_id is not None and bad_text(message_id):
         raise APIError(400, "validation_error", "Idempotency-Key contains a NUL character")
-    dedup_key = f"api:{project_id}:{message_id}" if message_id else None
-    body_hash = message_fingerprint(channel, payload) if message_id else None
-    row: dict[str, Any] = {
-        "id": sortable_id("evt"),
-        "account_id": principal.account_id,
-        "project_id": project_id,
-        "channel": channel,
-        "type": channel,
-        "provider_event_id": message_id,
-        "dedup_key": dedup_key,
-        "body_hash": body_hash,
-        "email": payload.email,
-        "occurred_at": occurred_at,
-        "received_at": received_at,
-        "body": body,
-        "headers": {},
-        "status": "pending",
-        "attempts": 0,
-    }
+    row = event_row(principal, channel, payload, body, message_id, utcnow())
+    dedup_key = row["dedup_key"]
+    body_hash = row["body_hash"]
     runtime = current_app.extensions["tributary"].runtime
     with runtime.db.autocommit() as conn:
         event_id = conn.scalar(_insert_event(conn.dialect.name), row)
@@ -91,7 +70,7 @@ def _ingest(channel: str, model: type[PingRequest]) -> Response:
                     Event.account_id == principal.account_id, Event.dedup_key == dedup_key
                 )
             ).one()
-            if _stored_fingerprint(existing) not in {body_hash, None}:
+            if stored_fingerprint(existing) not in {body_hash, None}:
                 raise APIError(
                     409,
                     "idempotency_conflict",
@@ -102,6 +81,40 @@ def _ingest(channel: str, model: type[PingRequest]) -> Response:
             return _accepted(str(existing.id), duplicate=True)
     ring(runtime)
     return _accepted(event_id)
+
+
+def event_row(
+    principal: Principal,
+    channel: str,
+    payload: PingRequest,
+    body: bytes,
+    message_id: str | None,
+    received_at: datetime,
+) -> dict[str, Any]:
+    """The `events` row for one validated identify/ping message (shared with `/v1/batch`).
+    Raises `APIError` for a project the key may not use or a timestamp too far ahead."""
+    project_id = _resolve_project(principal, payload.project)
+    occurred_at = payload.occurred_at or received_at
+    if (occurred_at - received_at).total_seconds() > FUTURE_TOLERANCE_SECONDS:
+        # A future event time would pin every field it writes against all real updates.
+        raise APIError(400, "timestamp_in_future", "timestamp is more than 5 minutes in the future")
+    return {
+        "id": sortable_id("evt"),
+        "account_id": principal.account_id,
+        "project_id": project_id,
+        "channel": channel,
+        "type": channel,
+        "provider_event_id": message_id,
+        "dedup_key": f"api:{project_id}:{message_id}" if message_id else None,
+        "body_hash": message_fingerprint(channel, payload) if message_id else None,
+        "email": payload.email,
+        "occurred_at": occurred_at,
+        "received_at": received_at,
+        "body": body,
+        "headers": {},
+        "status": "pending",
+        "attempts": 0,
+    }
 
 
 def message_fingerprint(channel: str, payload: PingRequest) -> str:
@@ -119,7 +132,7 @@ def message_fingerprint(channel: str, payload: PingRequest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _stored_fingerprint(existing: Any) -> str | None:
+def stored_fingerprint(existing: Any) -> str | None:
     """The stored event's fingerprint; recomputed for events stored before the hash column.
     None when it cannot be known (an erased event's body is a marker): answered as a duplicate."""
     if existing.body_hash is not None:

@@ -1,0 +1,202 @@
+"""`POST /v1/batch`: many identify/ping messages in one request, the SDKs' transport.
+
+Each message goes through the same schema and row building as `/v1/identify` and `/v1/ping`
+(`app.api.ingest`), so a rule added there applies here. The valid ones are stored by one multi-row
+INSERT (deduplicated by `message_id` through the same unique index), committed before the answer,
+and one doorbell ring wakes the worker. The answer has one result per message, in order.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import select
+
+from app.api.ingest import _insert_event, event_row, stored_fingerprint
+from app.auth import Principal, authenticate
+from app.errors import APIError, validation_error
+from app.openapi import describe
+from app.schemas import ErrorBody, IdentifyRequest, PingRequest
+from models import Event
+from models.base import utcnow
+from workers.jobs import ring
+
+bp = Blueprint("batch", __name__)
+
+MAX_MESSAGES = 500
+MAX_BATCH_BYTES = 1024 * 1024
+MODELS: dict[str, type[PingRequest]] = {"identify": IdentifyRequest, "ping": PingRequest}
+
+
+class BatchIdentify(IdentifyRequest):
+    type: Literal["identify"]
+
+
+class BatchPing(PingRequest):
+    type: Literal["ping"]
+
+
+class BatchRequest(BaseModel):
+    """Up to 500 identify/ping messages; each is validated on its own."""
+
+    batch: Annotated[
+        list[Annotated[BatchIdentify | BatchPing, Field(discriminator="type")]],
+        Field(min_length=1, max_length=MAX_MESSAGES),
+    ]
+
+
+class BatchResult(BaseModel):
+    event_id: str | None = Field(default=None, description="Set when the message is stored.")
+    duplicate: bool = Field(default=False, description="The message_id had been stored before.")
+    error: ErrorBody | None = Field(default=None, description="Why this message was refused.")
+    status: int | None = Field(default=None, description="The HTTP status the single call would have had.")
+
+
+class BatchAccepted(BaseModel):
+    """One result per message, in the order sent"""
+
+    results: list[BatchResult]
+    accepted: int = Field(description="Messages stored by this request.")
+    duplicates: int
+    rejected: int
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.result = {"error": {"code": code, "message": message, "details": details}, "status": status}
+
+
+def _messages(body: bytes) -> list[Any]:
+    try:
+        # NaN/Infinity parse here and are refused per message below, where the message is re-encoded.
+        envelope = json.loads(body)
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser allows
+        raise APIError(400, "malformed_json", "the request body is not valid JSON") from None
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("batch"), list):
+        raise APIError(400, "malformed_body", 'the request body must be {"batch": [message, …]}')
+    if extra := sorted(set(envelope) - {"batch"}):
+        raise APIError(400, "validation_error", f"unknown fields {extra}", [{"field": k} for k in extra])
+    messages: list[Any] = envelope["batch"]
+    if not messages:
+        raise APIError(400, "validation_error", "the batch is empty")
+    if len(messages) > MAX_MESSAGES:
+        raise APIError(400, "batch_too_large", f"at most {MAX_MESSAGES} messages per batch")
+    return messages
+
+
+def _row(principal: Principal, message: Any, received_at: datetime) -> dict[str, Any]:
+    if not isinstance(message, dict):
+        raise _Refused(400, "malformed_body", "each message must be a JSON object")
+    fields = dict(message)
+    kind = fields.pop("type", None)
+    model = MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise _Refused(400, "validation_error", 'type must be "identify" or "ping"', [{"field": "type"}])
+    try:
+        body = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except UnicodeEncodeError:
+        raise _Refused(
+            400, "validation_error", "strings must be valid Unicode (no lone surrogates)"
+        ) from None
+    except ValueError:
+        raise _Refused(400, "validation_error", "numbers must be finite (no NaN or Infinity)") from None
+    except RecursionError:
+        raise _Refused(400, "validation_error", "the message is nested too deeply") from None
+    try:
+        payload = model.model_validate_json(body)
+        return event_row(principal, kind, payload, body, payload.message_id, received_at)
+    except ValidationError as exc:
+        refusal = validation_error(exc)
+    except APIError as exc:
+        refusal = exc
+    raise _Refused(refusal.status, refusal.code, refusal.message, refusal.details)
+
+
+@bp.post("/v1/batch")
+@describe(
+    summary="Send many identify/ping messages at once",
+    tag="ingest",
+    scope="ingest",
+    body=BatchRequest,
+    responses={202: BatchAccepted},
+    errors=(400, 401, 403, 413, 429, 503),
+)
+def batch() -> Response:
+    principal = authenticate("ingest")
+    if (request.content_length or 0) > MAX_BATCH_BYTES:
+        raise APIError(413, "payload_too_large", f"a batch is at most {MAX_BATCH_BYTES} bytes")
+    body = request.get_data(cache=False)
+    if len(body) > MAX_BATCH_BYTES:
+        raise APIError(413, "payload_too_large", f"a batch is at most {MAX_BATCH_BYTES} bytes")
+    received_at = utcnow()
+    results: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    slots: list[int] = []
+    for message in _messages(body):
+        try:
+            rows.append(_row(principal, message, received_at))
+            slots.append(len(results))
+            results.append({})
+        except _Refused as refused:
+            results.append(refused.result)
+    if not rows:
+        raise APIError(400, "no_valid_messages", "no message in the batch is valid", {"results": results})
+    known = _store(principal, rows)
+    for slot, row in zip(slots, rows, strict=True):
+        results[slot] = known.get(row["id"]) or {"event_id": row["id"], "duplicate": False}
+    accepted = len(rows) - len(known)
+    duplicates = sum(1 for r in known.values() if r.get("duplicate"))
+    response = jsonify(
+        results=results,
+        accepted=accepted,
+        duplicates=duplicates,
+        rejected=len(results) - accepted - duplicates,
+    )
+    response.status_code = 202
+    return response
+
+
+def _store(principal: Principal, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Insert the rows in one statement. Returns the result of each row that was not inserted
+    because its message id was stored before (possibly earlier in this batch): a duplicate if it is
+    the same message, a 409 if the id was reused for a different one."""
+    runtime = current_app.extensions["tributary"].runtime
+    with runtime.db.autocommit() as conn:
+        inserted = set(conn.scalars(_insert_event(conn.dialect.name), rows))
+        missing = {r["dedup_key"] for r in rows if r["id"] not in inserted}
+        existing: dict[str, Any] = {}
+        if missing:
+            found = conn.execute(
+                select(Event.dedup_key, Event.id, Event.channel, Event.body, Event.body_hash).where(
+                    Event.account_id == principal.account_id, Event.dedup_key.in_(missing)
+                )
+            )
+            existing = {str(row.dedup_key): row for row in found}
+    if inserted:
+        ring(runtime)
+    known: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["id"] in inserted:
+            continue
+        stored = existing.get(row["dedup_key"])
+        event_id = str(stored.id) if stored is not None else row["id"]
+        # The same rule as the single calls: the canonical message's fingerprint, unknown (an
+        # erased event) counting as the same message.
+        if stored is None or stored_fingerprint(stored) in {row["body_hash"], None}:
+            known[row["id"]] = {"event_id": event_id, "duplicate": True}
+        else:
+            known[row["id"]] = {
+                "error": {
+                    "code": "idempotency_conflict",
+                    "message": "this message_id was already used for a different message; "
+                    "the first message is kept",
+                    "details": {"event_id": event_id},
+                },
+                "status": 409,
+            }
+    return known
