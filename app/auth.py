@@ -45,6 +45,16 @@ class Principal:
     def allows(self, scope: str) -> bool:
         return bool(self.scopes & _GRANTS[scope])
 
+    @property
+    def account_wide(self) -> bool:
+        return self.project_id is None
+
+    def require_account_wide(self, action: str) -> None:
+        """Projects, account-wide keys and whole-person operations belong to the account: a key
+        bound to one project is refused them, whatever its scopes."""
+        if not self.account_wide:
+            raise APIError(403, "account_key_required", f"{action} needs an account-wide admin key")
+
 
 class KeyCache:
     """Key hash -> principal for a few seconds, so ingest pays no database round trip for auth.
@@ -83,7 +93,9 @@ class KeyCache:
         return Principal(key.id, key.account_id, frozenset(key.scopes), key.project_id)
 
 
-def authenticate(scope: str) -> Principal:
+def authenticate(scope: str, *, account_wide: str | None = None) -> Principal:
+    """The request's principal, holding `scope`; with `account_wide` (what the route does, for the
+    error message) a project-bound key is refused too."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -99,6 +111,8 @@ def authenticate(scope: str) -> Principal:
         raise APIError(401, "unauthorized", "the API key is invalid or revoked")
     if not principal.allows(scope):
         raise APIError(403, "forbidden", f"this key lacks the `{scope}` scope")
+    if account_wide is not None:
+        principal.require_account_wide(account_wide)
     g.principal = principal
     extensions.rate_limiter.hit(principal.key_id)
     return principal

@@ -1,4 +1,4 @@
-"""Every API key against every route of the app's URL map: scopes × tenancy.
+"""Every API key against every route of the app's URL map: scopes by tenancy.
 
 Keys: each scope (`ingest`, `read`, `admin`) account-wide, bound to project alpha (the owner of the
 targets), and bound to project beta (the other project), plus no key, an unknown key and a revoked
@@ -81,9 +81,10 @@ class World:
         self.private[binding].add(source["id"])
         return source
 
-    def fresh_customer(self, binding: str) -> str:
-        email = f"fresh{next(self.counter)}@{binding}.example.com"
-        identify(self.client, self.keys["admin@*"], email=email, project=SLUG[binding])
+    def fresh_customer(self, *bindings: str) -> str:
+        email = f"fresh{next(self.counter)}@example.com"
+        for binding in bindings:
+            identify(self.client, self.keys["admin@*"], email=email, project=SLUG[binding])
         self.drain()
         return email
 
@@ -195,8 +196,8 @@ ROUTES: dict[tuple[str, str], list[Target]] = {
         Target(
             "alpha",
             lambda w: (
-                (s := w.fresh_source("alpha", secret=True)) and f"/v1/sources/{s['id']}/secrets/"
-                f"{s['secrets'][0]['id']}",
+                (s := w.fresh_source("alpha", secret=True))
+                and f"/v1/sources/{s['id']}/secrets/{s['secrets'][0]['id']}",
                 None,
             ),
         )
@@ -213,9 +214,12 @@ ROUTES: dict[tuple[str, str], list[Target]] = {
         _alpha("/v1/customers/only-alpha@example.com/timeline"),
         _alpha("/v1/customers/both@example.com/timeline", other=200),
     ],
-    # Erasure removes the whole person, every project's data with it: account-wide keys only.
+    # Erasure removes the whole person: a bound key only erases people no other project knows.
     ("DELETE", "/v1/customers/<ref>"): [
-        Target("account", lambda w: (f"/v1/customers/{w.fresh_customer('alpha')}", None), success=204)
+        Target("alpha", lambda w: (f"/v1/customers/{w.fresh_customer('alpha')}", None), success=204),
+        Target(
+            "account", lambda w: (f"/v1/customers/{w.fresh_customer('alpha', 'beta')}", None), success=204
+        ),
     ],
     ("POST", "/v1/identify"): [
         _alpha("/v1/identify", {"email": "new@example.com", "project": SLUG["alpha"]}, success=202, other=403)
@@ -275,7 +279,9 @@ def test_key_matrix(app: Flask, world: World, route: tuple[str, str]) -> None:
             text = response.get_data(as_text=True)
             request_text = path + json.dumps(body)
             if response.status_code != expected:
-                failures.append(f"{key} {route[0]} {path}: {response.status_code}, expected {expected}: {text}")
+                failures.append(
+                    f"{key} {route[0]} {path}: {response.status_code}, expected {expected}: {text}"
+                )
             if leaked := _leaks(world, key, request_text, text):
                 failures.append(f"{key} {route[0]} {path}: leaks {sorted(leaked)}")
             if response.status_code >= 400 and text:
