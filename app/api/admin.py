@@ -14,7 +14,7 @@ from app.accounts import (
     visible_keys,
     visible_projects,
 )
-from app.auth import authenticate
+from app.auth import announce_revocation, authenticate
 from app.errors import APIError
 from app.openapi import describe
 from app.schemas import KeyCreate, KeyCreated, KeyList, KeyOut, ProjectCreate, ProjectList, ProjectOut
@@ -118,5 +118,7 @@ def delete_key(key_id: str) -> Response:
     with _db().session() as session, session.begin():
         key = revoke_key(session, principal.account_id, key_id, principal.project_id)
         body = key_json(session, key)
-    current_app.extensions["tributary"].key_cache.invalidate()
+    extensions = current_app.extensions["tributary"]
+    extensions.key_cache.invalidate()
+    announce_revocation(extensions.runtime)
     return jsonify(body)
