@@ -76,9 +76,9 @@ def test_version_and_help_are_tributarys(tmp_path: Path) -> None:
     version = _run(["--version"], tmp_path)
     assert version.returncode == 0 and version.stdout.strip() == f"Tributary {__version__}"
     shown = _run(["--help"], tmp_path).stdout
-    for flask_only in ("--app", "-A", "--debug", "--env-file", "-e,", " run ", " shell ", " routes "):
+    for flask_only in ("--app", "-A", "--debug", "--env-file", "-e,"):
         assert flask_only not in shown, flask_only
-    commands = shown.split("Commands:")[1].split()
+    commands = [line.split()[0] for line in shown.split("Commands:")[1].splitlines() if line.startswith("  ")]
     assert {"serve", "projects", "keys", "sources", "customers", "connectors"} <= set(commands)
     assert not {"run", "shell", "routes"} & set(commands)
     assert list(tmp_path.iterdir()) == []
