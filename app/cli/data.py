@@ -65,6 +65,10 @@ def check_database(ctx: click.Context | None, app: Flask) -> None:
         initialized = inspect(runtime.db.engine).has_table("accounts")
     except SQLAlchemyError as exc:
         raise click.ClickException(describe_failure(exc)) from None
+    finally:
+        # No pooled connection may outlive the check: `worker` forks its scheduler, and a child
+        # holding the parent's socket keeps a killed worker's transaction (and its locks) alive.
+        runtime.db.engine.dispose()
     if not initialized:
         where = make_url(runtime.db.url).render_as_string(hide_password=True)
         raise click.ClickException(f"the database {where} is empty (no Tributary tables): {HOW_TO_POINT}")
