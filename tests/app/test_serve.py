@@ -69,6 +69,8 @@ def test_serve_runs_web_and_worker_on_the_embedded_default(tmp_path: Path) -> No
         match = re.search(r"(trb_[A-Za-z0-9]+)", lines[-1])
         assert match, lines
         key, base = match.group(1), f"http://127.0.0.1:{port}"
+        # The URL is printed only once the server answers: no retry needed.
+        assert _call("GET", f"{base}/healthz", key) == (200, {"status": "ok"})
         deadline = time.monotonic() + 30
         while True:
             try:
