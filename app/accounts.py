@@ -81,9 +81,29 @@ def create_key(
     return NewKey(key, token)
 
 
-def revoke_key(session: Session, account_id: str, key_id: str) -> ApiKey:
-    # An id with NUL names no key, and PostgreSQL would refuse to even compare it.
+def visible_projects(session: Session, account_id: str, project_id: str | None = None) -> list[Project]:
+    """The account's projects; only `project_id` for a project-bound key."""
+    stmt = select(Project).where(Project.account_id == account_id)
+    if project_id is not None:
+        stmt = stmt.where(Project.id == project_id)
+    return list(session.scalars(stmt.order_by(Project.slug)))
+
+
+def visible_keys(session: Session, account_id: str, project_id: str | None = None) -> list[ApiKey]:
+    """The account's keys; for a project-bound key only the keys bound to its project (account-wide
+    keys and other projects' keys do not exist as far as it can tell)."""
+    stmt = select(ApiKey).where(ApiKey.account_id == account_id)
+    if project_id is not None:
+        stmt = stmt.where(ApiKey.project_id == project_id)
+    return list(session.scalars(stmt.order_by(ApiKey.created_at, ApiKey.id)))
+
+
+def revoke_key(session: Session, account_id: str, key_id: str, project_id: str | None = None) -> ApiKey:
+    """Revoke a key of the account (of `project_id` only, for a project-bound caller), else 404."""
     stmt = select(ApiKey).where(ApiKey.id == key_id, ApiKey.account_id == account_id)
+    if project_id is not None:
+        stmt = stmt.where(ApiKey.project_id == project_id)
+    # An id with NUL names no key, and PostgreSQL would refuse to even compare it.
     key = None if bad_text(key_id) else session.scalar(stmt)
     if key is None:
         raise APIError(404, "key_not_found", f"no key with id {key_id!r}")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flask import current_app, g, request
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from app.errors import APIError
@@ -19,6 +21,8 @@ from workers.runtime import Runtime
 
 if TYPE_CHECKING:
     from app import Extensions
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "trb_"
 # Which scopes satisfy a requirement: admin keys can do everything.
@@ -45,26 +49,74 @@ class Principal:
     def allows(self, scope: str) -> bool:
         return bool(self.scopes & _GRANTS[scope])
 
+    @property
+    def account_wide(self) -> bool:
+        return self.project_id is None
+
+    def require_account_wide(self, action: str) -> None:
+        """Projects, account-wide keys and whole-person operations belong to the account: a key
+        bound to one project is refused them, whatever its scopes."""
+        if not self.account_wide:
+            raise APIError(403, "account_key_required", f"{action} needs an account-wide admin key")
+
+
+# Bumped on every revocation. Each process remembers the value it loaded a key under, so a
+# revocation anywhere makes every process re-read its keys on their next use: one Redis GET per
+# request instead of a database query.
+REVOCATION_STAMP = "tributary:keys:revocation-stamp"
+# After a failed read of the stamp, how long keys are checked in the database (every request)
+# before Redis is tried again.
+STAMP_RETRY_SECONDS = 5.0
+
+
+def announce_revocation(runtime: Runtime) -> bool:
+    """Tell every web process that a key was revoked (after the revocation is committed). When Redis
+    is unreachable, other processes notice within their cache's `ttl`; returns whether it worked."""
+    try:
+        runtime.redis.incr(REVOCATION_STAMP)
+    except RedisError as exc:
+        log.warning(
+            "could not announce a key revocation (other processes notice within the cache TTL): %s", exc
+        )
+        return False
+    return True
+
 
 class KeyCache:
     """Key hash -> principal for a few seconds, so ingest pays no database round trip for auth.
-    A revoked key keeps working in other processes for at most `ttl` seconds."""
+    A cached key is used only while the revocation stamp in Redis is the one it was loaded under, so a
+    revocation in any process applies at once everywhere; if Redis cannot be read, keys are read from
+    the database on every request (exact, slower) until it can."""
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
-        self._entries: dict[str, tuple[float, Principal | None]] = {}
+        self._entries: dict[str, tuple[float, Principal | None, bytes | None]] = {}
         self._lock = threading.Lock()
+        self._stamp_unreadable_until = 0.0
+
+    def _stamp(self, runtime: Runtime, now: float) -> bytes | None:
+        """The current stamp (b"" before any revocation); None when it cannot be read."""
+        if now < self._stamp_unreadable_until:
+            return None
+        try:
+            value = runtime.redis.get(REVOCATION_STAMP)
+        except RedisError as exc:
+            self._stamp_unreadable_until = now + STAMP_RETRY_SECONDS
+            log.warning("revocation stamp unreadable, checking keys in the database: %s", exc)
+            return None
+        return value if isinstance(value, bytes) else str(value or "").encode()
 
     def get(self, runtime: Runtime, digest: str) -> Principal | None:
         now = time.monotonic()
+        stamp = self._stamp(runtime, now) if self.ttl > 0 else None
         entry = self._entries.get(digest)
-        if entry is not None and entry[0] > now:
+        if entry is not None and entry[0] > now and stamp is not None and entry[2] == stamp:
             return entry[1]
         principal = self._load(runtime, digest)
         with self._lock:
             if len(self._entries) > 10_000:
                 self._entries.clear()
-            self._entries[digest] = (now + self.ttl, principal)
+            self._entries[digest] = (now + self.ttl, principal, stamp)
         return principal
 
     def invalidate(self) -> None:
@@ -83,7 +135,9 @@ class KeyCache:
         return Principal(key.id, key.account_id, frozenset(key.scopes), key.project_id)
 
 
-def authenticate(scope: str) -> Principal:
+def authenticate(scope: str, *, account_wide: str | None = None) -> Principal:
+    """The request's principal, holding `scope`; with `account_wide` (what the route does, for the
+    error message) a project-bound key is refused too."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -99,6 +153,8 @@ def authenticate(scope: str) -> Principal:
         raise APIError(401, "unauthorized", "the API key is invalid or revoked")
     if not principal.allows(scope):
         raise APIError(403, "forbidden", f"this key lacks the `{scope}` scope")
+    if account_wide is not None:
+        principal.require_account_wide(account_wide)
     g.principal = principal
     extensions.rate_limiter.hit(principal.key_id)
     return principal

@@ -30,6 +30,22 @@ def _persistent_secret(home: Path) -> str:
     return value
 
 
+PUBLIC_URL_FILE = "public_url"
+
+
+def record_public_url(home: Path, url: str) -> None:
+    """`tributary serve` notes the URL it serves on, so commands run beside it (`sources create`
+    printing a webhook URL) use the same one as the API when TRIBUTARY_PUBLIC_URL is not set."""
+    (home / PUBLIC_URL_FILE).write_text(url + "\n")
+
+
+def _recorded_public_url(home: Path) -> str | None:
+    try:
+        return (home / PUBLIC_URL_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -64,7 +80,10 @@ class Settings:
             database_url=database_url,
             redis_url=_env(o, "REDIS_URL") or None,
             secret_key=_env(o, "TRIBUTARY_SECRET_KEY") or _persistent_secret(home),
-            public_url=str(_env(o, "TRIBUTARY_PUBLIC_URL", cls.public_url)).rstrip("/"),
+            # One rule for the API and the CLI: the setting, else what `serve` recorded, else the default.
+            public_url=str(
+                _env(o, "TRIBUTARY_PUBLIC_URL") or _recorded_public_url(home) or cls.public_url
+            ).rstrip("/"),
             max_body_bytes=int(_env(o, "TRIBUTARY_MAX_BODY_BYTES", MIB)),
             rate_limit=str(_env(o, "TRIBUTARY_RATE_LIMIT", cls.rate_limit)),
             key_cache_seconds=float(_env(o, "TRIBUTARY_KEY_CACHE_SECONDS", cls.key_cache_seconds)),

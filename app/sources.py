@@ -60,11 +60,23 @@ def mask_secret(value: str) -> str:
     return f"{prefix}…{value[-4:]}"
 
 
+# Documentation placeholders pasted as if they were secrets (`whsec_…`, `<secret>`, `whsec_xxxx`):
+# accepted, they would make every delivery fail verification with no hint why.
+_PLACEHOLDER = re.compile(r"…|\.\.\.|[<>{}]|^(?:[a-z]+_)?(?:x+|\*+|changeme|placeholder|secret)$", re.I)
+
+
 def _clean_secret(secret: str) -> str:
     # Secrets are pasted from dashboards: surrounding whitespace is never part of them.
     value = secret.strip()
     if not value:
         raise APIError(400, "invalid_secret", "a secret cannot be empty")
+    if _PLACEHOLDER.search(value):
+        raise APIError(
+            400,
+            "invalid_secret",
+            "this looks like a placeholder, not a secret: paste the signing secret from the provider's "
+            "dashboard",
+        )
     if len(value) > MAX_SECRET_CHARS:
         raise APIError(400, "invalid_secret", f"a secret is at most {MAX_SECRET_CHARS} characters")
     return value

@@ -65,6 +65,23 @@ class CustomerLookupFailed(Exception):
 
 
 @functools.lru_cache(maxsize=16)
+def _api_key_problem(value: object) -> str:
+    """What is wrong with an `api_key` option, without echoing the key."""
+    rule = "api_key must be a Stripe secret or restricted key: sk_test_, sk_live_, rk_test_ or rk_live_"
+    if not isinstance(value, str):
+        return f"{rule} followed by 8 to 247 letters, digits or underscores (got a {type(value).__name__})"
+    text = value.strip()
+    prefix = next((p for p in ("sk_test_", "sk_live_", "rk_test_", "rk_live_") if text.startswith(p)), None)
+    if prefix is None:
+        return f"{rule}, then 8 to 247 letters, digits or underscores; this value has none of those prefixes"
+    rest = text.removeprefix(prefix)
+    if len(rest) < 8:
+        return f"api_key is too short: {len(rest)} characters after {prefix!r}, at least 8 are needed"
+    if len(rest) > 247:
+        return f"api_key is too long: {len(rest)} characters after {prefix!r}, at most 247"
+    return f"api_key may only hold letters, digits and underscores after {prefix!r}"
+
+
 def _default_client(api_key: str) -> stripe.StripeClient:
     # A short timeout: the lookup runs inside the worker's batch. One retry for a blip; a longer
     # outage fails the event, and its RQ retry comes back later.
@@ -174,7 +191,7 @@ class StripeConnector(Connector):
         for key, value in options.items():
             if key == "api_key":
                 if not isinstance(value, str) or not _API_KEY.match(value.strip()):
-                    raise InvalidOptions("api_key must be a Stripe secret or restricted key (sk_… or rk_…)")
+                    raise InvalidOptions(_api_key_problem(value))
                 cleaned[key] = value.strip()
             elif key == "livemode":
                 cleaned[key] = _flag(value, "livemode")

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy import select
 
-from app.accounts import create_key, create_project, get_project, key_json, project_json, revoke_key
-from app.auth import authenticate
+from app.accounts import (
+    create_key,
+    create_project,
+    get_project,
+    key_json,
+    project_json,
+    revoke_key,
+    visible_keys,
+    visible_projects,
+)
+from app.auth import announce_revocation, authenticate
 from app.errors import APIError
 from app.openapi import describe
 from app.schemas import KeyCreate, KeyCreated, KeyList, KeyOut, ProjectCreate, ProjectList, ProjectOut
-from models import ApiKey, Database, Project
+from models import Database
 
 bp = Blueprint("admin", __name__)
 
@@ -25,19 +33,23 @@ def _body() -> bytes:
 
 
 @bp.get("/v1/projects")
-@describe(summary="List projects", tag="admin", scope="admin", responses={200: ProjectList})
+@describe(
+    summary="List projects (a project-bound key sees its own only)",
+    tag="admin",
+    scope="admin",
+    responses={200: ProjectList},
+    errors=(401, 403, 429),
+)
 def list_projects() -> Response:
     principal = authenticate("admin")
     with _db().session() as session:
-        projects = session.scalars(
-            select(Project).where(Project.account_id == principal.account_id).order_by(Project.slug)
-        )
+        projects = visible_projects(session, principal.account_id, principal.project_id)
         return jsonify(data=[project_json(p) for p in projects])
 
 
 @bp.post("/v1/projects")
 @describe(
-    summary="Create a project",
+    summary="Create a project (account-wide admin keys only)",
     tag="admin",
     scope="admin",
     body=ProjectCreate,
@@ -45,9 +57,7 @@ def list_projects() -> Response:
     errors=(400, 401, 403, 409, 429),
 )
 def post_project() -> Response:
-    principal = authenticate("admin")
-    if principal.project_id is not None:
-        raise APIError(403, "forbidden", "a project-bound key cannot create projects")
+    principal = authenticate("admin", account_wide="creating a project")
     payload = ProjectCreate.model_validate_json(_body())
     with _db().session() as session, session.begin():
         project = create_project(session, principal.account_id, payload.slug, payload.name)
@@ -57,13 +67,17 @@ def post_project() -> Response:
 
 
 @bp.get("/v1/keys")
-@describe(summary="List API keys (never their secrets)", tag="admin", scope="admin", responses={200: KeyList})
+@describe(
+    summary="List API keys, never their secrets (a project-bound key sees its project's only)",
+    tag="admin",
+    scope="admin",
+    responses={200: KeyList},
+    errors=(401, 403, 429),
+)
 def list_keys() -> Response:
     principal = authenticate("admin")
     with _db().session() as session:
-        keys = session.scalars(
-            select(ApiKey).where(ApiKey.account_id == principal.account_id).order_by(ApiKey.created_at)
-        )
+        keys = visible_keys(session, principal.account_id, principal.project_id)
         return jsonify(data=[key_json(session, k) for k in keys])
 
 
@@ -93,12 +107,18 @@ def post_key() -> Response:
 
 @bp.delete("/v1/keys/<key_id>")
 @describe(
-    summary="Revoke an API key", tag="admin", scope="admin", responses={200: KeyOut}, errors=(401, 403, 404)
+    summary="Revoke an API key (a project-bound key: only its project's)",
+    tag="admin",
+    scope="admin",
+    responses={200: KeyOut},
+    errors=(401, 403, 404, 429),
 )
 def delete_key(key_id: str) -> Response:
     principal = authenticate("admin")
     with _db().session() as session, session.begin():
-        key = revoke_key(session, principal.account_id, key_id)
+        key = revoke_key(session, principal.account_id, key_id, principal.project_id)
         body = key_json(session, key)
-    current_app.extensions["tributary"].key_cache.invalidate()
+    extensions = current_app.extensions["tributary"]
+    extensions.key_cache.invalidate()
+    announce_revocation(extensions.runtime)
     return jsonify(body)

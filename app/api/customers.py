@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from sqlalchemy import exists, select, union
 from sqlalchemy.orm import Session
 
 from app.auth import Principal, authenticate
@@ -28,7 +29,7 @@ from app.openapi import QueryParam, describe
 from app.pagination import MAX_CURSOR_CHARS
 from app.schemas import NO_NUL, PROJECT_SLUG, SLUG, CustomerList, CustomerOut, Timeline
 from app.timeline import customer_timeline
-from models import Customer, Database
+from models import Customer, CustomerChange, CustomerProject, Database
 
 __all__ = ["bp", "customer_json", "find_customer"]
 
@@ -98,6 +99,18 @@ def _args() -> dict[str, list[str]]:
     return {name: request.args.getlist(name) for name in request.args}
 
 
+def _known_elsewhere(session: Session, customer_id: str, project_id: str) -> bool:
+    elsewhere = union(
+        select(CustomerProject.id).where(
+            CustomerProject.customer_id == customer_id, CustomerProject.project_id != project_id
+        ),
+        select(CustomerChange.id).where(
+            CustomerChange.customer_id == customer_id, CustomerChange.project_id != project_id
+        ),
+    )
+    return session.scalar(select(exists(elsewhere))) or False
+
+
 def find_customer(session: Session, principal: Principal, ref: str) -> Customer:
     return find_visible_customer(session, _reader(principal), ref)
 
@@ -157,7 +170,8 @@ def timeline(ref: str) -> Response:
 
 @bp.delete("/v1/customers/<ref>")
 @describe(
-    summary="Erase a customer: remove the record and redact its stored events",
+    summary="Erase a customer: remove the record and redact its stored events (a project-bound key: only "
+    "customers no other project knows)",
     tag="customers",
     scope="admin",
     responses={204: "Erased"},
@@ -166,5 +180,9 @@ def timeline(ref: str) -> Response:
 def erase(ref: str) -> Response:
     principal = authenticate("admin")
     with _db().write_session() as session, session.begin():
-        erase_customer(session, find_customer(session, principal, ref))
+        customer = find_customer(session, principal, ref)
+        if principal.project_id is not None and _known_elsewhere(session, customer.id, principal.project_id):
+            # Erasure removes the whole person: a project-bound key may not take other projects' data.
+            principal.require_account_wide("erasing a customer known to other projects")
+        erase_customer(session, customer)
     return Response(status=204)

@@ -1,24 +1,46 @@
-"""The `tributary` command: a Flask CLI group (so `tributary routes` and `shell` work too)."""
+"""The `tributary` command: a click group whose commands run inside the app (Flask's `AppGroup`),
+without Flask's own options and commands (`--app`, `--debug`, `run`, `shell`, `routes`), which mean
+nothing to a Tributary user."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from typing import Any
 
 import click
 from flask import current_app
-from flask.cli import FlaskGroup
+from flask.cli import AppGroup, ScriptInfo
 
+from app.cli.data import describe_failure, settings_overrides
 from workers.runtime import Runtime
 
 
 def _create_app() -> Any:
     from app import create_app
+    from app.cli.data import check_database
 
-    return create_app()
+    # Which data a command uses is decided before the app exists, so nothing is created by mistake.
+    app = create_app(settings_overrides(click.get_current_context(silent=True)))
+    check_database(click.get_current_context(silent=True), app)
+    return app
 
 
-cli = FlaskGroup(create_app=_create_app, name="tributary", help="Tributary: a headless CRM fed by webhooks.")
+def _version() -> str:
+    from app import __version__
+
+    return __version__
+
+
+cli = AppGroup(
+    name="tributary",
+    help="Tributary: a headless CRM fed by webhooks.\n\nData: TRIBUTARY_HOME (default ./var, the SQLite "
+    "database and embedded Redis), or DATABASE_URL and REDIS_URL.",
+)
+cli = click.version_option(_version(), "--version", prog_name="Tributary", message="%(prog)s %(version)s")(
+    cli
+)
 
 
 def runtime() -> Runtime:
@@ -31,6 +53,15 @@ def emit(data: Any, as_json: bool, human: str) -> None:
 
 
 def main() -> None:
+    import app.cli.docs  # noqa: F401 - `tributary openapi`
     from app.cli import admin, connectors, customers, db, run, sources  # noqa: F401 - registers the commands
 
-    cli.main(prog_name="tributary")
+    info = ScriptInfo(create_app=_create_app, set_debug_flag=False, load_dotenv_defaults=False)
+    try:
+        cli.main(prog_name="tributary", obj=info)
+    except Exception as exc:
+        # Never a traceback: one line saying what failed (TRIBUTARY_DEBUG=1 shows the traceback).
+        if os.environ.get("TRIBUTARY_DEBUG"):
+            raise
+        click.echo(f"Error: {describe_failure(exc)}", err=True)
+        sys.exit(1)

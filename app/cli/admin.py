@@ -16,10 +16,12 @@ from app.accounts import (
     project_json,
     revoke_key,
 )
+from app.auth import announce_revocation
 from app.cli import cli, emit, runtime
 from app.errors import APIError
 from app.schemas import PROJECT_SLUG
 from models import SCOPES, ApiKey, Project
+from workers.embedded_redis import EmbeddedRedis
 
 
 def _fail(exc: APIError) -> click.ClickException:
@@ -117,4 +119,8 @@ def keys_revoke(key_id: str) -> None:
             revoke_key(session, account.id, key_id)
         except APIError as exc:
             raise _fail(exc) from None
+    settings = runtime().settings
+    # An embedded Redis nobody runs means no web process is up to be told (and none is started).
+    if not settings.embedded_redis or EmbeddedRedis(settings.home).responding():
+        announce_revocation(runtime())
     click.echo(f"revoked {key_id}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from sqlalchemy.engine import make_url
 
 from app.accounts import ensure_account
 from app.cli import cli, runtime
@@ -28,7 +29,8 @@ def upgrade_and_bootstrap() -> bool:
 def db_upgrade() -> None:
     """Apply every pending migration (safe to run on each release)."""
     upgrade_and_bootstrap()
-    click.echo("database is up to date")
+    where = make_url(runtime().db.url).render_as_string(hide_password=True)
+    click.echo(f"database is up to date ({where})")
 
 
 @db_group.command("downgrade")

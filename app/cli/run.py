@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import timedelta
 from types import FrameType
 from typing import Any
@@ -18,6 +20,7 @@ from sqlalchemy import select
 from app.accounts import create_key, ensure_account
 from app.cli import cli, runtime
 from app.cli.db import upgrade_and_bootstrap
+from app.config import record_public_url
 from models import ApiKey
 from workers.runtime import install, redis_url_for
 from workers.sweep import sweep
@@ -47,15 +50,17 @@ def sweep_command(older_than: int | None) -> None:
 @click.option("--web-workers", default=2, show_default=True, type=int, help="gunicorn processes.")
 def serve(host: str, port: int, web_workers: int) -> None:
     """Run the web server and one worker together (the embedded default needs nothing else)."""
+    ensure_port_free(host, port)
     rt = runtime()
     settings = rt.settings
+    public_url = os.environ.get("TRIBUTARY_PUBLIC_URL") or f"http://{_url_host(host)}:{port}"
     env = dict(os.environ)
     env.update(
         TRIBUTARY_HOME=str(settings.home),
         DATABASE_URL=settings.database_url,
         REDIS_URL=redis_url_for(settings),  # starts the embedded server when REDIS_URL is unset
         TRIBUTARY_SECRET_KEY=settings.secret_key,
-        TRIBUTARY_PUBLIC_URL=os.environ.get("TRIBUTARY_PUBLIC_URL", f"http://{host}:{port}"),
+        TRIBUTARY_PUBLIC_URL=public_url,
     )
     first_start = upgrade_and_bootstrap()
     admin_token = None
@@ -74,15 +79,18 @@ def serve(host: str, port: int, web_workers: int) -> None:
     # caller's working directory cannot shadow Tributary's packages.
     python = [sys.executable, "-P", "-m"]
     gunicorn = [
-        *python, "gunicorn", "app.wsgi:app", "--bind", f"{host}:{port}", "--chdir", str(settings.home),
-        "--workers", str(web_workers), "--threads", "4", "--access-logfile", "-",
+        *python, "gunicorn", "-c", "python:app.gunicorn_conf", "app.wsgi:app",
+        "--bind", f"{host}:{port}", "--chdir", str(settings.home), "--workers", str(web_workers),
     ]  # fmt: skip
     worker = Restarting("worker", [*python, "app.cli", "worker"], env=env, cwd=settings.home)
     web: subprocess.Popen[bytes] | None = None
+    exit_code = 0
     try:
         worker.start()
         web = subprocess.Popen(gunicorn, env=env, cwd=settings.home)  # noqa: S603
-        banner = f"Tributary is running at http://{host}:{port}  (data: {settings.home})"
+        wait_until_answering(f"http://{_url_host(host)}:{port}/healthz", [web])
+        record_public_url(settings.home, public_url)
+        banner = f"Tributary is running at {public_url}  (data: {settings.home})"
         if admin_token:
             banner += f"\nAdmin API key (shown once, keep it safe): {admin_token}"
         # One write, so a signal cannot land between the URL and the key it was meant to show.
@@ -91,6 +99,7 @@ def serve(host: str, port: int, web_workers: int) -> None:
             worker.check()
             time.sleep(0.5)
         click.echo("the web server exited; shutting down", err=True)
+        exit_code = 1
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
@@ -105,6 +114,44 @@ def serve(host: str, port: int, web_workers: int) -> None:
             except subprocess.TimeoutExpired:
                 child.kill()
         worker.signal(signal.SIGKILL)  # whatever it left behind
+    if exit_code:
+        raise SystemExit(exit_code)
+
+
+def _url_host(host: str) -> str:
+    # A server listening on every interface is reached, locally, on the loopback address.
+    return "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host else host)  # noqa: S104
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Refuse to start when the address is taken, before anything is started or printed."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (is another server running? "
+                "choose another with --port)"
+            ) from None
+
+
+def wait_until_answering(url: str, children: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
+    """Return once `url` answers 200; fail if a child exits first or it never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if any(child.poll() is not None for child in children):
+            raise click.ClickException("the server did not start (see the messages above)")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - our own URL
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"the server did not answer {url} within {timeout:.0f} s")
+        time.sleep(0.2)
 
 
 class Restarting:

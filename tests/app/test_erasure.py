@@ -225,9 +225,13 @@ def test_a_project_bound_admin_key_erases_only_customers_in_its_project(
     for ref in (cy, "cy@example.com", "cus_does_not_exist"):
         response = client.delete(f"/v1/customers/{ref}", headers=auth(app_admin))
         assert response.status_code == 404 and response.get_json()["error"]["code"] == "customer_not_found"
+    # ada is in `app` and in `default`: erasing her would take `default`'s data too.
+    refused = client.delete(f"/v1/customers/{world['ada']['id']}", headers=auth(app_admin))
+    assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "account_key_required"
     assert _snapshot(runtime) == before
-    assert client.delete(f"/v1/customers/{world['ada']['id']}", headers=auth(app_admin)).status_code == 204
-    assert client.get("/v1/customers/ada@example.com", headers=auth(admin_key)).status_code == 404
+    people(client, admin_key, drain, [{"email": "dee@example.com", "project": "app", "timestamp": at(6)}])
+    assert client.delete("/v1/customers/dee@example.com", headers=auth(app_admin)).status_code == 204
+    assert client.get("/v1/customers/dee@example.com", headers=auth(admin_key)).status_code == 404
     assert customer(client, admin_key, "cy@example.com")["id"] == cy
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
@@ -40,6 +40,16 @@ def _call(method: str, url: str, key: str, body: dict[str, Any] | None = None) -
         return exc.code, json.loads(exc.read() or b"null")
 
 
+def _until(stream: IO[str], text: str) -> list[str]:
+    """Lines up to the one containing `text` (the worker's log lines may come first)."""
+    lines: list[str] = []
+    while not lines or text not in lines[-1]:
+        line = stream.readline()
+        assert line, f"{text!r} never printed: {lines}"
+        lines.append(line)
+    return lines
+
+
 def test_serve_runs_web_and_worker_on_the_embedded_default(tmp_path: Path) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
@@ -54,11 +64,13 @@ def test_serve_runs_web_and_worker_on_the_embedded_default(tmp_path: Path) -> No
     )
     try:
         assert process.stdout is not None
-        lines = [process.stdout.readline(), process.stdout.readline()]
-        assert f"http://127.0.0.1:{port}" in lines[0]
-        match = re.search(r"(trb_[A-Za-z0-9]+)", lines[1])
+        lines = _until(process.stdout, "Admin API key")
+        assert f"running at http://127.0.0.1:{port}" in lines[-2]
+        match = re.search(r"(trb_[A-Za-z0-9]+)", lines[-1])
         assert match, lines
         key, base = match.group(1), f"http://127.0.0.1:{port}"
+        # The URL is printed only once the server answers: no retry needed.
+        assert _call("GET", f"{base}/healthz", key) == (200, {"status": "ok"})
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -77,6 +89,19 @@ def test_serve_runs_web_and_worker_on_the_embedded_default(tmp_path: Path) -> No
             assert time.monotonic() < deadline, found
             time.sleep(0.2)
         assert found[1]["projects"]["default"]["status"] == "trial"
+        # One rule for webhook URLs: the CLI, run beside `serve`, prints the port the API prints.
+        status, api_source = _call("POST", f"{base}/v1/sources", key, {"connector": "stripe"})
+        assert status == 201 and api_source["url"].startswith(f"{base}/webhooks/src_")
+        cli = subprocess.run(
+            [sys.executable, "-P", "-m", "app.cli", "sources", "create", "--connector", "stripe", "--json"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert json.loads(cli.stdout)["url"].startswith(f"{base}/webhooks/src_")
         assert (tmp_path / "home" / "tributary.db").exists() and (tmp_path / "home" / "redis.sock").exists()
     finally:
         os.killpg(process.pid, signal.SIGTERM)
@@ -109,10 +134,31 @@ def test_second_start_keeps_data_and_prints_no_new_key(tmp_path: Path) -> None:
             start_new_session=True,
         )
         assert process.stdout is not None
-        first = process.stdout.readline()
+        first = "".join(_until(process.stdout, "running at"))
         os.killpg(process.pid, signal.SIGTERM)
         rest = process.stdout.read()
         process.wait(timeout=30)
         outputs.append(first + rest)
     assert "Admin API key" in outputs[0]
     assert "Admin API key" not in outputs[1]
+
+
+def test_serve_on_a_taken_port_fails_clearly_and_prints_no_url(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    env["TRIBUTARY_HOME"] = str(tmp_path / "home")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-P", "-m", "app.cli", "serve", "--port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            start_new_session=True,
+            check=False,
+        )
+    assert result.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr
+    assert "running at" not in result.stdout and "Traceback" not in result.stderr

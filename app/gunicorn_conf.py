@@ -1,0 +1,70 @@
+"""gunicorn settings for every Tributary web process: the Procfile's `web` and `tributary serve` both
+run `gunicorn -c python:app.gunicorn_conf app.wsgi:app` (options given on the command line win).
+
+Why these values:
+- `gthread` workers: a connection whose request has not fully arrived ties up one thread, not the
+  whole process, and the worker's heartbeat runs in its main loop, so a slow upload never gets the
+  worker killed by `timeout` (sync workers were: 500s after 30 s, and 8 slow connections starved
+  `/healthz`). gthread ships with gunicorn: no new dependency.
+- `threads` = 16 per process: several times the slow connections one client could hold before the
+  proxy in front sheds them, while staying near the database pool (5 + 10 overflow connections per
+  process), so threads rarely queue for a connection.
+- Slow clients at scale are the job of the buffering reverse proxy expected in front (nginx,
+  HAProxy, a cloud load balancer): it reads whole requests before passing them on (README,
+  "Production").
+- gunicorn's own refusals (request line or headers too large, malformed request) are answered in the
+  API's JSON error shape instead of gunicorn's HTML page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from gunicorn import util
+
+bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "4"))  # `tributary serve` passes --workers
+worker_class = "gthread"
+threads = int(os.environ.get("TRIBUTARY_WEB_THREADS", "16"))
+# With gthread this only bounds a worker whose main loop is stuck (no heartbeat), never a request.
+timeout = 30
+graceful_timeout = 30
+keepalive = 5
+# gunicorn's defaults, stated: a longer request line is a 414, more or longer headers a 431.
+limit_request_line = 4094
+limit_request_fields = 100
+limit_request_field_size = 8190
+accesslog = "-"
+
+_ERROR_CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    414: "uri_too_long",
+    417: "expectation_failed",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+}
+
+
+def json_error(status: int, reason: str, message: str) -> bytes:
+    """A whole HTTP response in the API's error shape, for errors gunicorn answers itself."""
+    body = json.dumps(
+        {"error": {"code": _ERROR_CODES.get(status, "http_error"), "message": message or reason}}
+    ).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    util.write_nonblock(sock, json_error(int(status_int), reason, mesg))
+
+
+def post_worker_init(worker: Any) -> None:
+    # gunicorn writes its refusals through this one function (`util.write_error`, an HTML page).
+    util.write_error = _write_json_error
