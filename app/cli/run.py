@@ -22,7 +22,7 @@ from app.cli import cli, runtime
 from app.cli.db import upgrade_and_bootstrap
 from app.config import record_public_url
 from models import ApiKey
-from workers.runtime import install, redis_url_for
+from workers.runtime import Runtime, install, redis_url_for
 from workers.sweep import sweep
 from workers.worker import TributaryWorker
 
@@ -62,13 +62,7 @@ def serve(host: str, port: int, web_workers: int) -> None:
         TRIBUTARY_SECRET_KEY=settings.secret_key,
         TRIBUTARY_PUBLIC_URL=public_url,
     )
-    first_start = upgrade_and_bootstrap()
-    admin_token = None
-    with rt.db.session() as session, session.begin():
-        account, _ = ensure_account(session)
-        has_admin = session.scalar(select(ApiKey.id).where(ApiKey.account_id == account.id).limit(1))
-        if first_start or has_admin is None:
-            admin_token = create_key(session, account.id, ["admin"], name="created by first start").token
+    admin_token = _first_start_admin_key(rt)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(0)
@@ -116,6 +110,17 @@ def serve(host: str, port: int, web_workers: int) -> None:
         worker.signal(signal.SIGKILL)  # whatever it left behind
     if exit_code:
         raise SystemExit(exit_code)
+
+
+def _first_start_admin_key(rt: Runtime) -> str | None:
+    """Create the schema; on first start (or with no key left) create and return an admin key."""
+    first_start = upgrade_and_bootstrap()
+    with rt.db.session() as session, session.begin():
+        account, _ = ensure_account(session)
+        has_admin = session.scalar(select(ApiKey.id).where(ApiKey.account_id == account.id).limit(1))
+        if first_start or has_admin is None:
+            return create_key(session, account.id, ["admin"], name="created by first start").token
+    return None
 
 
 def _url_host(host: str) -> str:
