@@ -224,6 +224,16 @@ ROUTES: dict[tuple[str, str], list[Target]] = {
     ("POST", "/v1/identify"): [
         _alpha("/v1/identify", {"email": "new@example.com", "project": SLUG["alpha"]}, success=202, other=403)
     ],
+    # A batch whose every message names a project the key may not use has nothing valid: a 400
+    # whose per-message results carry the 403.
+    ("POST", "/v1/batch"): [
+        _alpha(
+            "/v1/batch",
+            {"batch": [{"type": "identify", "email": "new@example.com", "project": SLUG["alpha"]}]},
+            success=202,
+            other=400,
+        )
+    ],
     ("POST", "/v1/ping"): [
         _alpha("/v1/ping", {"email": "new@example.com", "project": SLUG["alpha"]}, success=202, other=403)
     ],

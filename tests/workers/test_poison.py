@@ -1,7 +1,9 @@
 """Poison events: an event the database refuses fails alone and never halts the pipeline.
 
-The hostile rows go straight into the `events` table, so these tests hold whatever ingest
-validation accepts or rejects. PostgreSQL refuses NUL in text and NaN/Infinity or lone surrogates
+The hostile rows go straight into the `events` table on a test channel that parses them as
+the API channel did before ingest and normalization learned to refuse unstorable values
+(`connectors/safe_json.py`), so these tests hold whatever validation accepts or rejects: they
+prove the isolation, not the validation. PostgreSQL refuses NUL in text and NaN/Infinity or lone surrogates
 in JSON; SQLite stores those (JSON as text), but no driver encodes a lone surrogate into a text
 column. What a backend stores is simply applied.
 """
@@ -26,10 +28,12 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app.accounts import get_project
+from connectors.changes import CustomerChange
 from models import Customer, Database, Event, Project
 from tests.helpers import customer, identify
 from workers.isolation import apply_isolated
 from workers.jobs import EventFailed, drain_batch, process_event
+from workers.normalize import register_channel
 from workers.runtime import Runtime
 
 # kind -> (identify body, refused by SQLite too)
@@ -48,6 +52,30 @@ HOSTILE_BODIES: dict[str, tuple[bytes, bool]] = {
 }
 
 
+RAW_CHANNEL = "raw-identify"
+
+
+def _raw_identify(_session: Session, event: Event) -> list[CustomerChange]:
+    """Identify as the API channel applied it before validation existed: whatever the body holds."""
+    data: dict[str, Any] = json.loads(event.body)
+    return [
+        CustomerChange(
+            occurred_at=event.occurred_at,
+            email=event.email,
+            name=data.get("name"),
+            status=data.get("status"),
+            params=data.get("params") or {},
+            params_once=data.get("params_once") or {},
+            activity=True,
+        )
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _raw_channel() -> None:
+    register_channel(RAW_CHANNEL, _raw_identify)
+
+
 def insert_event(runtime: Runtime, project_id: str, email: str, body: bytes) -> str:
     """A raw identify event, as if ingest had stored it."""
     with runtime.db.session() as session, session.begin():
@@ -56,7 +84,7 @@ def insert_event(runtime: Runtime, project_id: str, email: str, body: bytes) -> 
         event = Event(
             account_id=project.account_id,
             project_id=project_id,
-            channel="identify",
+            channel=RAW_CHANNEL,
             type="identify",
             email=email,
             occurred_at=datetime.now(UTC),
