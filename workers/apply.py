@@ -19,11 +19,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from connectors.changes import CustomerChange
 from models import CustomerChange as ChangeRow
-from models import CustomerProject, Event, Identity
+from models import CustomerProject, Event, EventAttempt, Identity
 from models.base import utcnow
 from models.sql import dialect_insert, is_postgres
 from workers.batch_state import Working, change_row, jsonable
@@ -254,3 +254,8 @@ def _finish(
     event.processed_at = now
     if changes is not None:
         event.changes = changes
+    # The attempt history shares the event's transaction: a rolled-back batch leaves no attempt.
+    if (session := object_session(event)) is not None:
+        session.add(
+            EventAttempt(event_id=event.id, number=event.attempts, outcome=status, error=error, attempted_at=now)
+        )
