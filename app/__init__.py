@@ -74,7 +74,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
     logging.getLogger("tributary").setLevel(logging.INFO)
     register_error_handlers(app)
 
-    from app.api import admin, customers, events, health, ingest, jobs, metrics, sources, webhooks
+    from app.api import admin, customers, events, health, ingest, jobs, metrics, rejections, sources, webhooks
     from connectors.registry import registry
 
     # Load every connector now: a broken plugin or a bad TRIBUTARY_CONNECTOR_MODULES fails at
@@ -82,7 +82,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
     registry()
     for module in (ingest, webhooks, customers, admin, sources, health):
         app.register_blueprint(module.bp)
-    for module in (events, jobs, metrics):
+    for module in (events, jobs, metrics, rejections):
         app.register_blueprint(module.bp)
     metrics.init_app(app)
     return app

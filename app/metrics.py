@@ -47,6 +47,10 @@ FLUSH_SECONDS = 1.0
 SEP = "\t"
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
@@ -112,7 +116,7 @@ class RequestTimings:
                         mine[index] += value
 
 
-def _seconds_between(dialect: str, start: Any, end: Any) -> ColumnElement[float]:
+def _seconds_between(dialect: str, start: Any, end: Any) -> ColumnElement[Any]:
     if dialect == "postgresql":
         return func.extract("epoch", end - start)
     return cast((func.julianday(end) - func.julianday(start)) * literal(86400.0), Float)
@@ -212,7 +216,7 @@ class TributaryCollector(Collector):
             labels=["source", "reason"],
         )
         for field, value in sorted(raw.items()):
-            source, _, reason = field.decode().partition(SEP)
+            source, _, reason = _text(field).partition(SEP)
             rejections.add_metric([source, reason], int(value))
         yield rejections
 
@@ -229,7 +233,7 @@ class TributaryCollector(Collector):
             return family
         series: dict[tuple[str, str, str], dict[str, float]] = {}
         for field, value in raw.items():
-            route, method, status, slot = field.decode().split(SEP)
+            route, method, status, slot = _text(field).split(SEP)
             series.setdefault((route, method, status), {})[slot] = float(value)
         bounds = (*HTTP_BUCKETS, float("inf"))
         for labels, slots in sorted(series.items()):

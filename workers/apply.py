@@ -257,5 +257,7 @@ def _finish(
     # The attempt history shares the event's transaction: a rolled-back batch leaves no attempt.
     if (session := object_session(event)) is not None:
         session.add(
-            EventAttempt(event_id=event.id, number=event.attempts, outcome=status, error=error, attempted_at=now)
+            EventAttempt(
+                event_id=event.id, number=event.attempts, outcome=status, error=error, attempted_at=now
+            )
         )

@@ -16,7 +16,10 @@ from workers.runtime import Runtime
 from workers.worker import TributaryWorker
 
 LOOKUP = f"https://api.stripe.com/v1/customers/{CUSTOMER_ID}"
-STRIPE_DOWN = {"status": 500, "json": {"error": {"message": "Stripe is having a bad day", "type": "api_error"}}}
+STRIPE_DOWN = {
+    "status": 500,
+    "json": {"error": {"message": "Stripe is having a bad day", "type": "api_error"}},
+}
 
 
 @pytest.fixture
@@ -65,7 +68,11 @@ def test_failed_stripe_event_is_listed_retried_and_processed(
     assert [a["outcome"] for a in detail["attempt_history"]] == ["failed"] * 3
     assert all("Stripe is having a bad day" in a["error"] for a in detail["attempt_history"])
     assert detail["body_encoding"] == "json" and detail["body"]["type"] == "customer.subscription.updated"
-    assert detail["headers"]["stripe-signature"] == "[masked]" if "stripe-signature" in detail["headers"] else True
+    assert (
+        detail["headers"]["stripe-signature"] == "[masked]"
+        if "stripe-signature" in detail["headers"]
+        else True
+    )
     assert detail["changes"] == []
 
     [job] = client.get("/v1/jobs/failed", headers=admin).get_json()["data"]
