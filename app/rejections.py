@@ -22,7 +22,7 @@ from flask import current_app, request
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
-from app.errors import APIError
+from app.errors import _HTTP_CODES, APIError
 from app.metrics import REJECTIONS_KEY, SEP
 from models.base import isoformat, utcnow
 from workers.runtime import Runtime
@@ -45,7 +45,8 @@ def _reason(exc: Exception) -> tuple[int, str] | None:
     if isinstance(exc, APIError):
         status, code = exc.status, exc.code
     elif isinstance(exc, HTTPException):
-        status, code = exc.code or 500, (exc.name or "http_error").lower().replace(" ", "_")
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status, "http_error")  # the code the error handler answers with
     else:
         return None
     if not 400 <= status < 500 or code == "source_not_found":
@@ -108,3 +109,15 @@ def rejections(runtime: Runtime, source_id: str) -> dict[str, Any]:
             counts[name.removeprefix(prefix)] = int(value)
     recent = [json.loads(raw) for raw in runtime.redis.lrange(RECENT_KEY.format(source_id), 0, KEEP - 1)]
     return {"source": source_id, "counts": dict(sorted(counts.items())), "recent": recent}
+
+
+def rejections_text(data: dict[str, Any]) -> str:
+    """The human summary `tributary sources show` prints."""
+    if not data["counts"]:
+        return "refused deliveries: none"
+    counts = ", ".join(f"{reason} {count}" for reason, count in data["counts"].items())
+    lines = [f"refused deliveries: {counts}; most recent:"]
+    for r in data["recent"][:10]:
+        who = f"{r['remote_addr'] or '-'}  {r['user_agent'] or '-'}"
+        lines.append(f"  {r['at']}  {r['reason']}  {r['body_bytes']} bytes  {who}")
+    return "\n".join(lines)
