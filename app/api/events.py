@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.auth import Principal, authenticate
@@ -31,15 +30,10 @@ from app.ops_schemas import (
     ReplayPlan,
     ReplayRequest,
 )
-from models import Event, Replay
-from models.base import isoformat
-from models.event_query import event_statement
+from app.replays import create_replay, find_replay, plan_replay, replay_json, replay_results
 from workers.replay import (
-    ReplayRefused,
     cancel_replay,
-    count_matching,
     enqueue_replay,
-    replay_events,
 )
 from workers.runtime import Runtime
 
@@ -155,14 +149,6 @@ def _dry_run_flag() -> bool:
     return flag
 
 
-def _replay(event_ids: list[str], dry_run: bool) -> list[dict[str, Any]]:
-    try:
-        results = replay_events(_runtime(), event_ids, dry_run=dry_run)
-    except ReplayRefused as exc:
-        raise APIError(409, "event_purged", str(exc)) from None
-    return [{**r.to_json(), "dry_run": dry_run} for r in results]
-
-
 @bp.post("/v1/events/<event_id>/replay")
 @describe(
     summary="Replay an event with today's connector code (`?dry_run=true`: the diff, nothing written)",
@@ -178,7 +164,7 @@ def replay_one(event_id: str) -> Response:
     with _runtime().db.session() as session:
         event = find_event(session, _reader(principal), event_id)
         target = event.id
-    return jsonify(_replay([target], dry_run)[0])
+    return jsonify(replay_results(_runtime(), [target], dry_run)[0])
 
 
 def _bulk_request(principal: Principal, session: Session) -> tuple[Any, bool]:
@@ -205,22 +191,6 @@ def _bulk_request(principal: Principal, session: Session) -> tuple[Any, bool]:
     return query.bind(session, _reader(principal)), bool(dry_run)
 
 
-def replay_json(replay: Replay) -> dict[str, Any]:
-    filters = {k: v for k, v in replay.filters.items() if k != "account_id" and v is not None}
-    return {
-        "id": replay.id,
-        "state": replay.state,
-        "total": replay.total,
-        "done": replay.done,
-        "failed": replay.failed,
-        "filters": filters,
-        "error": replay.error,
-        "created_at": isoformat(replay.created_at),
-        "started_at": isoformat(replay.started_at),
-        "finished_at": isoformat(replay.finished_at),
-    }
-
-
 @bp.post("/v1/events/replay")
 @describe(
     summary="Replay the events a filter selects: a dry run answers the count and sample diffs; "
@@ -236,41 +206,12 @@ def replay_many() -> Response:
     runtime = _runtime()
     with runtime.db.session() as session:
         filters, dry_run = _bulk_request(principal, session)
-        count = count_matching(session, filters)
-        if dry_run:
-            sample_ids = list(
-                session.scalars(
-                    event_statement(filters, Event.id)
-                    .where(Event.purged_at.is_(None))
-                    .order_by(Event.id)
-                    .limit(SAMPLE_SIZE)
-                )
-            )
     if dry_run:
-        sample = _replay(sample_ids, True) if sample_ids else []
-        return jsonify(dry_run=True, count=count, sample=sample)
+        return jsonify(plan_replay(runtime, filters))
     with runtime.db.session() as session, session.begin():
-        replay = Replay(
-            account_id=principal.account_id,
-            project_id=principal.project_id,
-            filters=filters.to_json(),
-            total=count,
-        )
-        session.add(replay)
-        session.flush()
-        data = replay_json(replay)
+        data = replay_json(create_replay(session, filters, principal.project_id))
     enqueue_replay(runtime, data["id"])
     return _json(data, 202)
-
-
-def _find_replay(session: Session, principal: Principal, replay_id: str) -> Replay:
-    stmt = select(Replay).where(Replay.id == replay_id, Replay.account_id == principal.account_id)
-    if principal.project_id is not None:
-        stmt = stmt.where(Replay.project_id == principal.project_id)
-    replay = session.scalar(stmt)
-    if replay is None:
-        raise APIError(404, "replay_not_found", "no such replay")
-    return replay
 
 
 @bp.get("/v1/replays/<replay_id>")
@@ -284,7 +225,7 @@ def _find_replay(session: Session, principal: Principal, replay_id: str) -> Repl
 def get_replay(replay_id: str) -> Response:
     principal = authenticate("admin")
     with _runtime().db.session() as session:
-        return jsonify(replay_json(_find_replay(session, principal, replay_id)))
+        return jsonify(replay_json(find_replay(session, _reader(principal), replay_id)))
 
 
 @bp.delete("/v1/replays/<replay_id>")
@@ -298,9 +239,7 @@ def get_replay(replay_id: str) -> Response:
 def delete_replay(replay_id: str) -> Response:
     principal = authenticate("admin")
     with _runtime().db.write_session() as session, session.begin():
-        replay = _find_replay(session, principal, replay_id)
-        if session.get_bind().dialect.name == "postgresql":
-            session.refresh(replay, with_for_update=True)
+        replay = find_replay(session, _reader(principal), replay_id, lock=True)
         cancel_replay(session, replay)
         data = replay_json(replay)
     return jsonify(data)

@@ -16,6 +16,7 @@ from app.accounts import create_project, ensure_account, get_project
 from models import Event, Project
 from models.base import sortable_id, utcnow
 from tests.helpers import auth, identify, make_key
+from workers.jobs import ring
 from workers.runtime import Runtime
 from workers.worker import TributaryWorker
 
@@ -110,6 +111,7 @@ def test_scopes(client: FlaskClient, world: dict[str, Any]) -> None:
 
 
 def _work(runtime: Runtime) -> None:
+    ring(runtime)  # events inserted here rang no doorbell
     for _ in range(2):
         TributaryWorker(runtime).work(burst=True, with_scheduler=True, logging_level="WARNING")
 
