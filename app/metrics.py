@@ -63,6 +63,7 @@ class RequestTimings:
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str, str], list[float]] = {}
         self._thread_pid: int | None = None
+        self._warned_at = 0.0
 
     def bind(self, redis: Callable[[], Redis | None]) -> None:
         self._redis = redis
@@ -108,7 +109,9 @@ class RequestTimings:
         except RedisError as exc:
             if final:
                 return  # shutting down with Redis gone: nothing left to keep them for
-            log.warning("could not record request timings (%s); keeping them for the next flush", exc)
+            if time.monotonic() - self._warned_at > 60:  # once a minute during an outage, not every second
+                self._warned_at = time.monotonic()
+                log.warning("could not record request timings (%s); keeping them for the next flush", exc)
             with self._lock:
                 for key, row in pending.items():
                     mine = self._pending.setdefault(key, [0.0] * len(row))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from app.accounts import create_project, ensure_account, get_project
 from models import Event, Project
@@ -240,3 +240,19 @@ def test_filters_and_pages_newest_first(
     assert detail["changes"][0]["customer"]["email"] == "p0@example.com"
     assert client.get("/v1/events/evt_00000000000000000000000000", headers=admin).status_code == 404
     assert client.get("/v1/events/../etc", headers=admin).status_code == 404
+
+
+def test_erasure_redacts_the_attempt_history(
+    client: FlaskClient, admin: dict[str, str], runtime: Runtime, drain: Callable[[], None]
+) -> None:
+    identify(client, admin["Authorization"].split()[1], email="ada@example.com")
+    drain()
+    broken = _broken_event(runtime, "default")
+    with runtime.db.session() as session, session.begin():
+        session.execute(update(Event).where(Event.id == broken).values(email="ada@example.com"))
+    _work(runtime)
+    before = client.get(f"/v1/events/{broken}", headers=admin).get_json()["attempt_history"]
+    assert before and "uninstalled" in before[0]["error"]
+    assert client.delete("/v1/customers/ada@example.com", headers=admin).status_code == 204
+    after = client.get(f"/v1/events/{broken}", headers=admin).get_json()["attempt_history"]
+    assert {a["error"] for a in after} == {"redacted: the customer was erased"}

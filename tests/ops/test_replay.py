@@ -15,9 +15,11 @@ from app.accounts import ensure_account, get_project
 from models import Customer, CustomerChange, Event, Project, Replay, Source
 from models.base import sortable_id, utcnow
 from tests.connectors.stripe_helpers import EMAIL, create_source, event, load, post
+from tests.helpers import identify
 from workers.jobs import ring
 from workers.replay import replay_step, run_replay
 from workers.runtime import Runtime
+from workers.worker import TributaryWorker
 
 
 def _status(client: FlaskClient, admin: dict[str, str]) -> Any:
@@ -213,3 +215,19 @@ def test_bulk_replay_requires_a_filter_and_validates_it(client: FlaskClient, adm
     assert client.post("/v1/events/replay", data=b"[1]", headers=admin).status_code == 400
     assert client.get("/v1/replays/rpl_missing", headers=admin).status_code == 404
     assert client.delete("/v1/replays/rpl_missing", headers=admin).status_code == 404
+
+
+def test_a_queued_replay_waits_behind_fresh_traffic(
+    client: FlaskClient, admin: dict[str, str], runtime: Runtime, drain: Callable[[], None]
+) -> None:
+    token = admin["Authorization"].split()[1]
+    identify(client, token, email="old@example.com")
+    drain()
+    replay = client.post("/v1/events/replay", json={"connector": "identify"}, headers=admin).get_json()
+    fresh = identify(client, token, email="fresh@example.com")["event_id"]
+    # One job: the worker takes the fresh event's drain job from the main queue first.
+    TributaryWorker(runtime).work(burst=True, max_jobs=1, logging_level="WARNING")
+    assert client.get(f"/v1/events/{fresh}", headers=admin).get_json()["status"] == "processed"
+    assert client.get(f"/v1/replays/{replay['id']}", headers=admin).get_json()["state"] == "queued"
+    drain()
+    assert client.get(f"/v1/replays/{replay['id']}", headers=admin).get_json()["state"] == "completed"
