@@ -4,7 +4,8 @@ A replay re-splits the stored raw body with the connector's `envelopes` (so a fi
 effect), then applies the event with the very applier the worker uses (`apply_events`): the event
 time guards make a repeat harmless. A dry run is the same code inside a transaction that is rolled
 back, so it can never disagree with a real run. The diff compares the touched customers' records
-read before and after the apply, inside one savepoint.
+as the replaying transaction sees them with what another connection still sees (the committed
+state before it), so the event is applied once either way.
 
 Bulk replays run as a background job on their own queue (`TRIBUTARY_REPLAY_QUEUE`), which workers
 serve only when the main queue is empty; the job yields after a short slice and re-enqueues itself,
@@ -179,25 +180,21 @@ def replay_events(runtime: Runtime, event_ids: Sequence[str], *, dry_run: bool) 
                 raise ReplayRefused(
                     f"event {event.id}: its raw body was purged by retention; it cannot be replayed"
                 )
-        # First pass in a savepoint: learn which customers it touches and how they end up.
-        savepoint = session.begin_nested()
         _apply(session, events)
         touched = _touched(events)
         after = snapshot(session, touched)
+        # Another connection sees only what is committed: the records as they were before this
+        # transaction (which holds their rows, so nobody else can change them meanwhile).
+        with runtime.db.session() as outside:
+            before = snapshot(outside, touched)
+        changes = diff(before, after)
         outcome = {e.id: (e.status, e.last_error) for e in events}
         per_event = {
             e.id: {entry.get("customer_id") for entry in (e.changes or []) if isinstance(entry, dict)}
             for e in events
         }
-        savepoint.rollback()
-        before = snapshot(session, touched)
-        changes = diff(before, after)
         if dry_run:
             session.rollback()
-        else:
-            events = claim_events(session, sorted(event_ids))
-            _apply(session, events)
-            outcome = {e.id: (e.status, e.last_error) for e in events}
     return [
         EventReplay(
             event_id,
