@@ -6,8 +6,11 @@ import hashlib
 import json
 import time
 
+from flask import Flask
 from flask.testing import FlaskClient
 
+import app.cli.sources  # noqa: F401 - registers the command group, as main() does
+from app.cli import cli
 from app.rejections import KEEP
 from connectors.testing import stripe_headers
 from tests.connectors.stripe_helpers import OTHER_SECRET, SECRET, create_source, load, post
@@ -85,3 +88,14 @@ def test_rejections_are_admin_only_and_project_bound(
         answer = client.get(f"/v1/sources/{source_id}/rejections", headers={"Authorization": f"Bearer {key}"})
         assert answer.status_code == status, (scopes, project)
     assert client.get(f"/v1/sources/{source_id}/rejections").status_code == 401
+
+
+def test_sources_show_prints_the_refusals(app: Flask, client: FlaskClient, admin: dict[str, str]) -> None:
+    source_id = create_source(client, admin)
+    client.post(f"/webhooks/{source_id}", data=GOOD, headers={"Stripe-Signature": "nope"})
+    result = app.test_cli_runner().invoke(cli, ["sources", "show", source_id])
+    assert result.exit_code == 0, result.output
+    assert "refused deliveries: invalid_signature 1; most recent:" in result.output
+    assert f"{len(GOOD)} bytes" in result.output
+    data = json.loads(app.test_cli_runner().invoke(cli, ["sources", "show", source_id, "--json"]).output)
+    assert data["rejections"]["counts"] == {"invalid_signature": 1}
