@@ -33,6 +33,9 @@ KEEP = 100
 RECENT_KEY = "tributary:rejections:recent:{}"
 RECENT_TTL_SECONDS = 30 * 86400
 MAX_USER_AGENT_CHARS = 300
+# How connectors.base.check_timestamp (every scheme with a signed timestamp) and the stripe library
+# word a timestamp outside the tolerance.
+STALE_MARKERS = ("the signed timestamp is ", "timestamp outside the tolerance zone")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -44,6 +47,9 @@ def _runtime() -> Runtime:
 def _reason(exc: Exception) -> tuple[int, str] | None:
     if isinstance(exc, APIError):
         status, code = exc.status, exc.code
+        if code == "invalid_signature" and any(marker in exc.message.lower() for marker in STALE_MARKERS):
+            # Apart from forgeries: a sender's clock (or a queue delaying deliveries) is off.
+            code = "timestamp_outside_tolerance"
     elif isinstance(exc, HTTPException):
         status = exc.code or 500
         code = _HTTP_CODES.get(status, "http_error")  # the code the error handler answers with

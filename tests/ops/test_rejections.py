@@ -48,7 +48,12 @@ def test_refusals_are_counted_per_reason_and_the_recent_ones_kept_without_body(
     answer = client.get(f"/v1/sources/{source_id}/rejections", headers=admin)
     assert answer.status_code == 200, answer.get_json()
     data = answer.get_json()
-    assert data["counts"] == {"invalid_signature": 2, "malformed_body": 1, "payload_too_large": 1}
+    assert data["counts"] == {
+        "invalid_signature": 1,
+        "malformed_body": 1,
+        "payload_too_large": 1,
+        "timestamp_outside_tolerance": 1,
+    }
     newest, *_, oldest = data["recent"]
     assert newest["reason"] == "payload_too_large" and newest["body_bytes"] == len(big)
     assert oldest == {
