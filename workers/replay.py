@@ -17,10 +17,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import RedisError
 from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.registry import FailedJobRegistry
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -38,6 +43,7 @@ log = logging.getLogger(__name__)
 REPLAY_BATCH = 100
 REPLAY_SLICE_SECONDS = 10.0
 TERMINAL_STATES = ("completed", "cancelled", "failed")
+SETTLED = ("processed", "ignored")
 
 
 class ReplayRefused(Exception):
@@ -195,6 +201,11 @@ def replay_events(runtime: Runtime, event_ids: Sequence[str], *, dry_run: bool) 
         }
         if dry_run:
             session.rollback()
+    if not dry_run:
+        settled = [
+            e for e, (status, _) in outcome.items() if status in SETTLED and before_status[e] == "failed"
+        ]
+        forget_failed_jobs(runtime, settled)
     return [
         EventReplay(
             event_id,
@@ -205,6 +216,20 @@ def replay_events(runtime: Runtime, event_ids: Sequence[str], *, dry_run: bool) 
         )
         for event_id in sorted(before_status)
     ]
+
+
+def forget_failed_jobs(runtime: Runtime, event_ids: Sequence[str]) -> None:
+    """An event a replay settled no longer needs its dead-letter job: drop it from the failed
+    registry so the registry and the events table agree."""
+    registry = FailedJobRegistry(queue=runtime.queue)
+    try:
+        for event_id in event_ids:
+            job_id = f"event-{event_id}"
+            if registry.remove(job_id):
+                with suppress(NoSuchJobError):
+                    Job.fetch(job_id, connection=runtime.redis).delete()
+    except RedisError as exc:
+        log.warning("could not drop the failed jobs of replayed events: %s", exc)
 
 
 # -- background replays ------------------------------------------------------------------------------
@@ -247,10 +272,13 @@ def replay_step(runtime: Runtime, replay_id: str, batch: int = REPLAY_BATCH) -> 
             replay.state, replay.finished_at = "completed", utcnow()
             return False
         events = claim_events(session, ids)
+        failed_before = {e.id for e in events if e.status == "failed"}
         _apply(session, events)
         replay.done += len(events)
         replay.failed += sum(1 for e in events if e.status == "failed")
         replay.last_event_id = ids[-1]
+        settled = [e.id for e in events if e.status in SETTLED and e.id in failed_before]
+    forget_failed_jobs(runtime, settled)
     return True
 
 

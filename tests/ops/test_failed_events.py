@@ -149,3 +149,33 @@ def test_retry_all_requeues_every_failed_job(
     assert client.get("/v1/jobs/failed", headers=admin).get_json()["data"] == []
     statuses = {e["status"] for e in client.get("/v1/events", headers=admin).get_json()["data"]}
     assert statuses == {"processed"}
+
+
+def test_replaying_a_dead_letter_event_clears_its_failed_job(
+    client: FlaskClient,
+    admin: dict[str, str],
+    runtime: Runtime,
+    drain: Callable[[], None],
+    stripe_api: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(runtime, "settings", dataclasses.replace(runtime.settings, retry_intervals=(0,)))
+    source_id = create_source(client, admin, api_key=API_KEY)
+    with responses.RequestsMock() as api:
+        api.get(LOOKUP, **STRIPE_DOWN)
+        api.get(LOOKUP, **STRIPE_DOWN)
+        post(client, source_id, load("customer.subscription.updated"))
+        drain()
+        work(runtime)
+    [job] = client.get("/v1/jobs/failed", headers=admin).get_json()["data"]
+    with responses.RequestsMock() as api:
+        api.get(LOOKUP, **STRIPE_DOWN)
+        dry = client.post(f"/v1/events/{job['event_id']}/replay?dry_run=true", headers=admin).get_json()
+        assert dry["status"] == "failed" and "Stripe is having a bad day" in dry["error"]
+    assert len(client.get("/v1/jobs/failed", headers=admin).get_json()["data"]) == 1
+    with responses.RequestsMock() as api:
+        api.get(LOOKUP, json={"id": CUSTOMER_ID, "object": "customer", "email": EMAIL})
+        replayed = client.post(f"/v1/events/{job['event_id']}/replay", headers=admin).get_json()
+    assert (replayed["status_before"], replayed["status"]) == ("failed", "processed")
+    assert [d["after"] for d in replayed["diff"] if d["field"] == "projects.default.status"] == ["paid"]
+    assert client.get("/v1/jobs/failed", headers=admin).get_json()["data"] == []
