@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
+from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from app.auth import Principal, authenticate
@@ -31,6 +32,8 @@ from app.ops_schemas import (
     ReplayRequest,
 )
 from app.replays import create_replay, find_replay, plan_replay, replay_json, replay_results
+from models import Replay
+from models.base import utcnow
 from workers.replay import (
     cancel_replay,
     enqueue_replay,
@@ -199,7 +202,7 @@ def _bulk_request(principal: Principal, session: Session) -> tuple[Any, bool]:
     scope="admin",
     body=ReplayRequest,
     responses={200: ReplayPlan, 202: ReplayOut},
-    errors=(400, 401, 403, 404, 409, 429),
+    errors=(400, 401, 403, 404, 409, 429, 503),
 )
 def replay_many() -> Response:
     principal = authenticate("admin")
@@ -210,7 +213,20 @@ def replay_many() -> Response:
         return jsonify(plan_replay(runtime, filters))
     with runtime.db.session() as session, session.begin():
         data = replay_json(create_replay(session, filters, principal.project_id))
-    enqueue_replay(runtime, data["id"])
+    try:
+        enqueue_replay(runtime, data["id"])
+    except RedisError:
+        with runtime.db.session() as session, session.begin():
+            replay = session.get(Replay, data["id"])
+            if replay is not None:  # never left `queued` with no job to run it
+                replay.state, replay.error, replay.finished_at = (
+                    "failed",
+                    "the queue was unreachable",
+                    utcnow(),
+                )
+        raise APIError(
+            503, "queue_unavailable", "Redis is unreachable, so the replay cannot be queued; retry later"
+        ) from None
     return _json(data, 202)
 
 

@@ -9,8 +9,10 @@ from datetime import timedelta
 from typing import Any
 
 from flask.testing import FlaskClient
+from redis import Redis
 from sqlalchemy import func, insert, select, update
 
+from app import create_app
 from app.accounts import ensure_account, get_project
 from models import Customer, CustomerChange, Event, Project, Replay, Source
 from models.base import sortable_id, utcnow
@@ -231,3 +233,20 @@ def test_a_queued_replay_waits_behind_fresh_traffic(
     assert client.get(f"/v1/replays/{replay['id']}", headers=admin).get_json()["state"] == "queued"
     drain()
     assert client.get(f"/v1/replays/{replay['id']}", headers=admin).get_json()["state"] == "completed"
+
+
+def test_bulk_replay_with_redis_down_is_a_503_and_leaves_no_replay_waiting(
+    client: FlaskClient, admin: dict[str, str], runtime: Runtime, drain: Callable[[], None]
+) -> None:
+    identify(client, admin["Authorization"].split()[1], email="a@example.com")
+    drain()
+    broken = Runtime(runtime.settings, db=runtime.db, redis=Redis(port=1, socket_connect_timeout=0.2))
+    answer = (
+        create_app({"TESTING": True}, runtime=broken)
+        .test_client()
+        .post("/v1/events/replay", json={"connector": "identify"}, headers=admin)
+    )
+    assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "queue_unavailable"
+    with runtime.db.session() as session:
+        [replay] = session.scalars(select(Replay))
+    assert (replay.state, replay.error) == ("failed", "the queue was unreachable")
