@@ -23,7 +23,7 @@ def replay_results(runtime: Runtime, event_ids: list[str], dry_run: bool) -> lis
     try:
         results = replay_events(runtime, event_ids, dry_run=dry_run)
     except ReplayRefused as exc:
-        raise APIError(409, "event_purged", str(exc)) from None
+        raise APIError(409, exc.code, str(exc)) from None
     return [{**r.to_json(), "dry_run": dry_run} for r in results]
 
 

@@ -44,10 +44,16 @@ REPLAY_BATCH = 100
 REPLAY_SLICE_SECONDS = 10.0
 TERMINAL_STATES = ("completed", "cancelled", "failed")
 SETTLED = ("processed", "ignored")
+# The body app/erasure.py leaves in the events of an erased customer.
+REDACTED_BODY = b'{"redacted": true}'
 
 
 class ReplayRefused(Exception):
-    """The event cannot be replayed (its raw body was purged by retention)."""
+    """The event cannot be replayed: retention purged its raw body, or its customer was erased."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(slots=True)
@@ -72,7 +78,9 @@ def refresh_payload(session: Session, event: Event) -> None:
     """Re-split the stored raw body with today's connector, keeping the stored split when the
     connector cannot find this event in it any more (the error then shows when it normalizes)."""
     if event.purged_at is not None:
-        raise ReplayRefused(f"event {event.id}: its raw body was purged by retention; it cannot be replayed")
+        raise ReplayRefused(
+            "event_purged", f"event {event.id}: its raw body was purged by retention; it cannot be replayed"
+        )
     if event.channel in API_CHANNELS or not event.body:
         return  # identify/ping normalize from the body itself
     try:
@@ -170,9 +178,12 @@ def _touched(events: Sequence[Event]) -> list[str]:
 
 
 def _apply(session: Session, events: Sequence[Event]) -> None:
-    for event in events:
+    # An erased customer's events stay erased: a bulk replay passes over them.
+    live = [event for event in events if event.body != REDACTED_BODY]
+    for event in live:
         refresh_payload(session, event)
-    apply_events(session, events)
+    if live:
+        apply_events(session, live)
 
 
 def replay_events(runtime: Runtime, event_ids: Sequence[str], *, dry_run: bool) -> list[EventReplay]:
@@ -184,7 +195,12 @@ def replay_events(runtime: Runtime, event_ids: Sequence[str], *, dry_run: bool) 
         for event in events:
             if event.purged_at is not None:
                 raise ReplayRefused(
-                    f"event {event.id}: its raw body was purged by retention; it cannot be replayed"
+                    "event_purged",
+                    f"event {event.id}: its raw body was purged by retention; it cannot be replayed",
+                )
+            if event.body == REDACTED_BODY:
+                raise ReplayRefused(
+                    "event_erased", f"event {event.id}: its customer was erased; it cannot be replayed"
                 )
         _apply(session, events)
         touched = _touched(events)

@@ -34,15 +34,12 @@ from app.ops_schemas import (
 from app.replays import create_replay, find_replay, plan_replay, replay_json, replay_results
 from models import Replay
 from models.base import utcnow
-from workers.replay import (
-    cancel_replay,
-    enqueue_replay,
-)
+from models.event_query import EventFilters
+from workers.replay import cancel_replay, enqueue_replay
 from workers.runtime import Runtime
 
 bp = Blueprint("events", __name__)
 
-SAMPLE_SIZE = 20
 _TIME = {"type": "string", "format": "date-time"}
 FILTER_QUERY = [
     QueryParam("status", "pending, processed, ignored, failed or deferred."),
@@ -170,7 +167,7 @@ def replay_one(event_id: str) -> Response:
     return jsonify(replay_results(_runtime(), [target], dry_run)[0])
 
 
-def _bulk_request(principal: Principal, session: Session) -> tuple[Any, bool]:
+def _bulk_request(principal: Principal, session: Session) -> tuple[EventFilters, bool]:
     raw = request.get_data(cache=False)
     try:
         body = json.loads(raw) if raw.strip() else {}

@@ -250,3 +250,21 @@ def test_bulk_replay_with_redis_down_is_a_503_and_leaves_no_replay_waiting(
     with runtime.db.session() as session:
         [replay] = session.scalars(select(Replay))
     assert (replay.state, replay.error) == ("failed", "the queue was unreachable")
+
+
+def test_an_erased_customers_events_are_never_replayed(
+    client: FlaskClient, admin: dict[str, str], runtime: Runtime, drain: Callable[[], None]
+) -> None:
+    token = admin["Authorization"].split()[1]
+    erased = identify(client, token, email="gone@example.com", name="Gone")["event_id"]
+    kept = identify(client, token, email="kept@example.com")["event_id"]
+    drain()
+    assert client.delete("/v1/customers/gone@example.com", headers=admin).status_code == 204
+    answer = client.post(f"/v1/events/{erased}/replay", headers=admin)
+    assert answer.status_code == 409 and answer.get_json()["error"]["code"] == "event_erased"
+    started = client.post("/v1/events/replay", json={"connector": "identify"}, headers=admin).get_json()
+    drain()
+    final = client.get(f"/v1/replays/{started['id']}", headers=admin).get_json()
+    assert (final["state"], final["done"]) == ("completed", 2)
+    assert client.get("/v1/customers/gone@example.com", headers=admin).status_code == 404
+    assert client.get(f"/v1/events/{kept}", headers=admin).get_json()["attempts"] == 2
