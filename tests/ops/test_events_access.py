@@ -123,13 +123,8 @@ def test_project_bound_admin_keys_see_only_their_project(
     mine = auth(world["keys"]["admin_default"])
     # Another project's ids are 404, exactly like ids that do not exist.
     for method, path, body in _routes(world):
-        if "{" in path or path in (
-            "/v1/events",
-            "/v1/jobs/failed",
-            "/v1/events/replay",
-            "/v1/jobs/failed/retry",
-        ):
-            continue
+        if path in ("/v1/events", "/v1/jobs/failed", "/v1/events/replay", "/v1/jobs/failed/retry"):
+            continue  # lists: checked below (they answer only the key's own project)
         answer = client.open(path, method=method, json=body, headers=other)
         assert answer.status_code == 404, (method, path)
     assert [e["id"] for e in client.get("/v1/events", headers=other).get_json()["data"]] == [world["other"]]
