@@ -78,7 +78,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
     logging.getLogger("tributary").setLevel(logging.INFO)
     register_error_handlers(app)
 
-    from app.api import admin, customers, health, ingest, sources, webhooks
+    from app.api import admin, customers, events, health, ingest, jobs, metrics, rejections, sources, webhooks
     from connectors.registry import registry
 
     # Load every connector now: a broken plugin or a bad TRIBUTARY_CONNECTOR_MODULES fails at
@@ -89,6 +89,9 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
     from app.api import batch
 
     app.register_blueprint(batch.bp)
+    for module in (events, jobs, metrics, rejections):
+        app.register_blueprint(module.bp)
+    metrics.init_app(app)
     return app
 
 

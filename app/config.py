@@ -46,6 +46,16 @@ def _recorded_public_url(home: Path) -> str | None:
         return None
 
 
+def _intervals(value: Any) -> tuple[int, ...]:
+    """`10,60,300` (seconds) from the environment; an empty value means no automatic retry."""
+    if isinstance(value, str):
+        value = [part for part in value.replace(" ", "").split(",") if part]
+    intervals = tuple(int(v) for v in value)
+    if any(v < 0 for v in intervals):
+        raise ValueError("TRIBUTARY_RETRY_INTERVALS: seconds must not be negative")
+    return intervals
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -62,6 +72,11 @@ class Settings:
     sweep_interval_seconds: int = 15
     queue_name: str = "tributary"
     metrics_token: str | None = None
+    # Seconds before each automatic retry of a failed event; after the last, it stays failed.
+    retry_intervals: tuple[int, ...] = (10, 60, 300, 1800)
+    event_retention_days: int = 30
+    # Background replays run from their own queue, which workers serve after the main one.
+    replay_queue_name: str = "tributary-replay"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -94,5 +109,8 @@ class Settings:
             ),
             queue_name=str(_env(o, "TRIBUTARY_QUEUE", cls.queue_name)),
             metrics_token=_env(o, "TRIBUTARY_METRICS_TOKEN") or None,
+            retry_intervals=_intervals(_env(o, "TRIBUTARY_RETRY_INTERVALS", cls.retry_intervals)),
+            event_retention_days=int(_env(o, "TRIBUTARY_EVENT_RETENTION_DAYS", cls.event_retention_days)),
+            replay_queue_name=str(_env(o, "TRIBUTARY_REPLAY_QUEUE", cls.replay_queue_name)),
             extra={k: v for k, v in o.items() if not k.isupper()},
         )

@@ -24,6 +24,7 @@ from models import (
     CustomerMerge,
     CustomerProject,
     Event,
+    EventAttempt,
     Identity,
     IdentityTombstone,
 )
@@ -70,6 +71,13 @@ def _redact(session: Session, event_ids: Sequence[str]) -> None:
             last_error=case((Event.last_error.is_(None), None), else_=ERASED_NOTE),
             status=case((Event.status.in_(("pending", "failed")), "ignored"), else_=Event.status),
         )
+        .execution_options(synchronize_session=False)
+    )
+    # The attempt history quotes the same errors.
+    session.execute(
+        update(EventAttempt)
+        .where(EventAttempt.event_id.in_(event_ids), EventAttempt.error.is_not(None))
+        .values(error=ERASED_NOTE)
         .execution_options(synchronize_session=False)
     )
 

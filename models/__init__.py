@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from models.account import SCOPES, Account, ApiKey, Project
+from models.attempt import EventAttempt
 from models.base import Base
 from models.customer import Customer, CustomerChange, CustomerProject, Identity
 from models.event import EVENT_STATUSES, Event
 from models.merges import CustomerMerge, IdentityTombstone
+from models.replay import REPLAY_STATES, Replay
 from models.session import Database
 from models.source import Source
 
 __all__ = [
     "EVENT_STATUSES",
+    "REPLAY_STATES",
     "SCOPES",
     "Account",
     "ApiKey",
@@ -22,8 +25,10 @@ __all__ = [
     "CustomerProject",
     "Database",
     "Event",
+    "EventAttempt",
     "Identity",
     "IdentityTombstone",
     "Project",
+    "Replay",
     "Source",
 ]

@@ -28,6 +28,8 @@ class Event(Base):
         ),
         Index("ix_events_status_id", "status", "id"),
         Index("ix_events_email", "email"),
+        # The operator's event list (newest first, since/until) and the retention purge.
+        Index("ix_events_account_received", "account_id", "received_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: sortable_id("evt"))
@@ -54,3 +56,5 @@ class Event(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     changes: Mapped[list[Any] | None] = mapped_column()
     processed_at: Mapped[datetime | None] = mapped_column()
+    # Set when retention removed the raw body and payload (the row, changes and timeline stay).
+    purged_at: Mapped[datetime | None] = mapped_column()

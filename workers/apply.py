@@ -19,11 +19,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from connectors.changes import CustomerChange
 from models import CustomerChange as ChangeRow
-from models import CustomerProject, Event, Identity
+from models import CustomerProject, Event, EventAttempt, Identity
 from models.base import utcnow
 from models.sql import dialect_insert, is_postgres
 from workers.batch_state import Working, change_row, jsonable
@@ -34,6 +34,7 @@ from workers.normalize import EventIgnored, changes_for_event
 log = logging.getLogger(__name__)
 
 MAX_ERROR_CHARS = 2000
+ATTEMPTS = "tributary.attempts"
 
 
 @dataclass(slots=True)
@@ -214,6 +215,7 @@ def apply_events(session: Session, events: Sequence[Event]) -> BatchReport:
     """Apply locked events inside the caller's transaction. Returns what happened to each."""
     now = utcnow()
     report = BatchReport(claimed=len(events))
+    session.info.pop(ATTEMPTS, None)  # nothing left over from an earlier call that raised
     planned: list[tuple[Event, list[CustomerChange]]] = []
     for event in events:
         # `attempts` is counted in _finish, which every event reaches exactly once: set here, it made
@@ -241,6 +243,8 @@ def apply_events(session: Session, events: Sequence[Event]) -> BatchReport:
         _finish(event, "processed", now, changes=event_report)
         report.processed += 1
     _write_back(work)
+    if attempts := session.info.pop(ATTEMPTS, None):
+        session.execute(insert(EventAttempt), attempts)
     session.flush()
     return report
 
@@ -254,3 +258,15 @@ def _finish(
     event.processed_at = now
     if changes is not None:
         event.changes = changes
+    # Collected as plain rows and inserted in bulk by apply_events, in the event's transaction: a
+    # rolled-back batch leaves no attempt, and 500 events cost one executemany, not 500 ORM objects.
+    if (session := object_session(event)) is not None:
+        session.info.setdefault(ATTEMPTS, []).append(
+            {
+                "event_id": event.id,
+                "number": event.attempts,
+                "outcome": status,
+                "error": error,
+                "attempted_at": now,
+            }
+        )

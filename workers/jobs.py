@@ -30,6 +30,7 @@ DOORBELL_TTL_SECONDS = 60
 # A drain job yields after this long so RQ heartbeats, timeouts and other jobs get their turn.
 DRAIN_SLICE_SECONDS = 30.0
 # Backoff for an event that failed: its own job, retried by RQ, then kept in the failed registry.
+# The default of `TRIBUTARY_RETRY_INTERVALS` (app/config.py); the runtime's settings decide.
 RETRY_INTERVALS = [10, 60, 300, 1800]
 
 
@@ -53,12 +54,15 @@ def ring(runtime: Runtime) -> bool:
 
 
 def schedule_retry(runtime: Runtime, event_id: str) -> None:
+    intervals = list(runtime.settings.retry_intervals)
+    if not intervals:
+        return  # no automatic retries: the event waits, failed, for an operator
     try:
         runtime.queue.enqueue_in(
-            timedelta(seconds=RETRY_INTERVALS[0]),
+            timedelta(seconds=intervals[0]),
             process_event,
             event_id,
-            retry=Retry(max=len(RETRY_INTERVALS) - 1, interval=RETRY_INTERVALS[1:]),
+            retry=Retry(max=len(intervals) - 1, interval=intervals[1:]) if len(intervals) > 1 else None,
             job_id=f"event-{event_id}",
             result_ttl=0,
             failure_ttl=30 * 86400,

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from models import Event
 from models.base import utcnow
 from workers.jobs import DOORBELL_KEY, ring
+from workers.retention import purge_if_due
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -53,4 +54,6 @@ def sweep_if_due(runtime: Runtime) -> int | None:
             return None
     except RedisError:
         return None
-    return sweep(runtime)
+    found = sweep(runtime)
+    purge_if_due(runtime)  # retention rides on the same elected sweeper, on its own longer lock
+    return found

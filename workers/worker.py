@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from rq.utils import now as rq_now
 
@@ -45,7 +45,9 @@ class TributaryWorker(SimpleWorker):
     def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
         interval = runtime.settings.sweep_interval_seconds
         kwargs.setdefault("worker_ttl", max(interval + 15, 20))
-        super().__init__([runtime.queue], connection=runtime.redis, **kwargs)
+        # RQ serves queues in order: background replays only run when no fresh event waits.
+        queues = [runtime.queue, Queue(runtime.settings.replay_queue_name, connection=runtime.redis)]
+        super().__init__(queues, connection=runtime.redis, **kwargs)
         self.runtime = runtime
         self._registry_interval = self.maintenance_interval
         self.maintenance_interval = interval

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from app.errors import APIError
 from app.openapi import describe
+from app.rejections import record_rejections
 from app.sources import ResolvedSource, SourceCache
 from connectors.base import (
     TIMESTAMP_TOLERANCE_SECONDS,
@@ -194,6 +195,7 @@ def _store(runtime: Runtime, rows: list[dict[str, Any]]) -> int:
     responses={200: WebhookReceived},
     errors=(400, 404, 413, 503),
 )
+@record_rejections
 def receive(source_id: str) -> Response:
     source, connector, inbound = _resolve(source_id)
     if (answer := _challenge(connector, source, inbound)) is not None:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app.accounts import ensure_account, get_project
 from app.cli import cli, emit, runtime
 from app.errors import APIError
+from app.rejections import rejections, rejections_text
 from app.sources import (
     MAX_SECRETS,
     add_secret,
@@ -113,7 +114,8 @@ def sources_show(source_id: str, as_json: bool) -> None:
             session, find_source(session, account_id, source_id), _public_url()
         )
     )
-    emit(data, as_json, _line(data) + f"\noptions: {data['options']}")
+    data["rejections"] = rejections(runtime(), data["id"])
+    emit(data, as_json, _line(data) + f"\noptions: {data['options']}\n" + rejections_text(data["rejections"]))
 
 
 @sources.command("delete")

@@ -1,6 +1,6 @@
 """events.body_hash: tell an idempotent retry from a conflicting reuse of its message id
 
-Revision ID: 0005b_idempotency
+Revision ID: 0005_event_body_hash
 Revises: 0004_change_kind_length
 Create Date: 2026-12-01 15:40:00
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005b_idempotency"
+revision = "0005_event_body_hash"
 down_revision = "0004_change_kind_length"
 branch_labels = None
 depends_on = None

@@ -1,0 +1,249 @@
+"""Prometheus metrics that stay right with many gunicorn and RQ worker processes.
+
+Everything about events is computed at scrape time from the database (counts by status, source
+and connector; pending count and oldest pending age; the received → processed latency histogram)
+and from Redis (queue depths, failed-registry size, rejection counters). Nothing is counted in a
+process, so nothing is double counted when several processes answer, and nothing is lost when a
+worker restarts: any web process answers the same, install-wide numbers.
+
+HTTP request durations can only be observed where requests are served. Each process buckets them
+in memory and a daemon thread adds the buckets to one Redis hash every second (HINCRBY, so adds
+from all processes sum exactly); `/metrics` flushes its own process first. This was chosen over
+prometheus_client's multiprocess mode, which needs an environment variable set before import and a
+shared directory per machine (and so answers per machine, not per install), and over one Redis
+round trip per request, which the ingest path cannot afford. A process killed with SIGKILL loses
+at most its last second of request timings; event metrics lose nothing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import bisect
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import Float, case, cast, func, literal, select
+from sqlalchemy.sql.elements import ColumnElement
+
+from models import Event
+from models.base import utcnow
+from workers.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+HTTP_KEY = "tributary:metrics:http"
+REJECTIONS_KEY = "tributary:rejections:counts"
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0)
+FLUSH_SECONDS = 1.0
+SEP = "\t"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+class RequestTimings:
+    """Per-process HTTP duration buckets, added to Redis in the background."""
+
+    def __init__(self, redis: Callable[[], Redis | None]) -> None:
+        self._redis = redis
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str, str], list[float]] = {}
+        self._thread_pid: int | None = None
+        self._warned_at = 0.0
+
+    def bind(self, redis: Callable[[], Redis | None]) -> None:
+        self._redis = redis
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, str(status))
+        index = bisect.bisect_left(HTTP_BUCKETS, seconds)
+        with self._lock:
+            row = self._pending.setdefault(key, [0.0] * (len(HTTP_BUCKETS) + 3))
+            row[index] += 1  # buckets are stored non-cumulative; the last slot is +Inf
+            row[-2] += seconds
+            row[-1] += 1
+        if self._thread_pid != os.getpid():
+            self._start()
+
+    def _start(self) -> None:
+        # Also after a fork (gunicorn preload): threads do not survive it.
+        self._thread_pid = os.getpid()
+        threading.Thread(target=self._loop, name="tributary-metrics", daemon=True).start()
+        atexit.register(self.flush, final=True)
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            self.flush()
+
+    def flush(self, *, final: bool = False) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        redis = self._redis()
+        if not pending or redis is None:
+            return
+        try:
+            pipe = redis.pipeline(transaction=False)
+            for (route, method, status), row in pending.items():
+                prefix = SEP.join((route, method, status))
+                for index, count in enumerate(row[:-2]):
+                    if count:
+                        pipe.hincrby(HTTP_KEY, f"{prefix}{SEP}{index}", int(count))
+                pipe.hincrbyfloat(HTTP_KEY, f"{prefix}{SEP}sum", row[-2])
+                pipe.hincrby(HTTP_KEY, f"{prefix}{SEP}count", int(row[-1]))
+            pipe.execute()
+        except RedisError as exc:
+            if final:
+                return  # shutting down with Redis gone: nothing left to keep them for
+            if time.monotonic() - self._warned_at > 60:  # once a minute during an outage, not every second
+                self._warned_at = time.monotonic()
+                log.warning("could not record request timings (%s); keeping them for the next flush", exc)
+            with self._lock:
+                for key, row in pending.items():
+                    mine = self._pending.setdefault(key, [0.0] * len(row))
+                    for index, value in enumerate(row):
+                        mine[index] += value
+
+
+def _seconds_between(dialect: str, start: Any, end: Any) -> ColumnElement[Any]:
+    if dialect == "postgresql":
+        return func.extract("epoch", end - start)
+    return cast((func.julianday(end) - func.julianday(start)) * literal(86400.0), Float)
+
+
+class TributaryCollector(Collector):
+    def __init__(self, runtime: Runtime, timings: RequestTimings) -> None:
+        self.runtime = runtime
+        self.timings = timings
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._events()
+        yield from self._redis_metrics()
+        yield self._http()
+
+    def _events(self) -> Iterator[Metric]:
+        db = self.runtime.db
+        by_status = GaugeMetricFamily(
+            "tributary_events",
+            "Stored events by source, connector and status.",
+            labels=["source", "connector", "status"],
+        )
+        received = CounterMetricFamily(
+            "tributary_events_received",
+            "Events received (stored), by source and connector.",
+            labels=["source", "connector"],
+        )
+        totals: dict[tuple[str, str], int] = {}
+        with db.session() as session:
+            rows = session.execute(
+                select(Event.source_id, Event.channel, Event.status, func.count()).group_by(
+                    Event.source_id, Event.channel, Event.status
+                )
+            ).all()
+            pending_count, oldest = session.execute(
+                select(func.count(), func.min(Event.received_at)).where(Event.status == "pending")
+            ).one()
+            seconds = _seconds_between(db.dialect, Event.received_at, Event.processed_at)
+            bounds = (*LATENCY_BUCKETS, float("inf"))
+            latency_row = session.execute(
+                select(
+                    *(func.coalesce(func.sum(case((seconds <= b, 1), else_=0)), 0) for b in LATENCY_BUCKETS),
+                    func.count(),
+                    func.coalesce(func.sum(seconds), 0.0),
+                ).where(Event.status.in_(("processed", "ignored")), Event.processed_at.is_not(None))
+            ).one()
+        for source_id, channel, status, count in rows:
+            source = source_id or ""
+            by_status.add_metric([source, channel, status], count)
+            totals[(source, channel)] = totals.get((source, channel), 0) + count
+        for (source, channel), count in sorted(totals.items()):
+            received.add_metric([source, channel], count)
+        yield by_status
+        yield received
+        yield GaugeMetricFamily(
+            "tributary_pending_events", "Events waiting to be applied.", value=pending_count
+        )
+        age = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
+        yield GaugeMetricFamily(
+            "tributary_oldest_pending_age_seconds",
+            "Age of the oldest pending event (0 when none).",
+            value=max(age, 0.0),
+        )
+        counts = [int(v) for v in latency_row[: len(LATENCY_BUCKETS)]] + [int(latency_row[-2])]
+        latency = HistogramMetricFamily(
+            "tributary_processing_latency_seconds",
+            "Received → applied (processed or ignored), from the events table.",
+        )
+        latency.add_metric(
+            [], [(_le(b), c) for b, c in zip(bounds, counts, strict=True)], float(latency_row[-1])
+        )
+        yield latency
+
+    def _redis_metrics(self) -> Iterator[Metric]:
+        from app.failed_jobs import failed_count
+        from workers.replay import replay_queue
+
+        runtime = self.runtime
+        try:
+            depth = GaugeMetricFamily(
+                "tributary_queue_depth", "Jobs waiting in each RQ queue.", labels=["queue"]
+            )
+            for queue in (runtime.queue, replay_queue(runtime)):
+                depth.add_metric([queue.name], queue.count)
+            failed = failed_count(runtime)
+            raw = runtime.redis.hgetall(REJECTIONS_KEY)
+        except RedisError as exc:
+            log.warning("metrics: Redis unreachable (%s)", exc)
+            yield GaugeMetricFamily("tributary_redis_up", "Whether Redis answered this scrape.", value=0)
+            return
+        yield GaugeMetricFamily("tributary_redis_up", "Whether Redis answered this scrape.", value=1)
+        yield depth
+        yield GaugeMetricFamily("tributary_failed_jobs", "Jobs in RQ's failed registries.", value=failed)
+        rejections = CounterMetricFamily(
+            "tributary_webhook_rejections",
+            "Webhook deliveries refused with a 4xx.",
+            labels=["source", "reason"],
+        )
+        for field, value in sorted(raw.items()):
+            source, _, reason = _text(field).partition(SEP)
+            rejections.add_metric([source, reason], int(value))
+        yield rejections
+
+    def _http(self) -> Metric:
+        self.timings.flush()
+        family = HistogramMetricFamily(
+            "tributary_http_request_duration_seconds",
+            "HTTP request duration by route, method and status (all web processes).",
+            labels=["route", "method", "status"],
+        )
+        try:
+            raw = self.runtime.redis.hgetall(HTTP_KEY)
+        except RedisError:
+            return family
+        series: dict[tuple[str, str, str], dict[str, float]] = {}
+        for field, value in raw.items():
+            route, method, status, slot = _text(field).split(SEP)
+            series.setdefault((route, method, status), {})[slot] = float(value)
+        bounds = (*HTTP_BUCKETS, float("inf"))
+        for labels, slots in sorted(series.items()):
+            running = 0.0
+            buckets = []
+            for index, bound in enumerate(bounds):
+                running += slots.get(str(index), 0.0)
+                buckets.append((_le(bound), running))
+            family.add_metric(list(labels), buckets, slots.get("sum", 0.0))
+        return family

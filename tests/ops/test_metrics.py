@@ -1,0 +1,188 @@
+"""`/metrics` after known traffic: event counts come from the database, so any number of web
+processes and workers add up exactly; request timings from every process meet in Redis."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import update
+
+from app import create_app
+from models import Event
+from models.base import utcnow
+from tests.helpers import auth, identify, make_key
+from workers.runtime import Runtime
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+def value(data: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return data.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def scrape(client: FlaskClient, headers: dict[str, str] | None = None) -> Any:
+    response = client.get("/metrics", headers=headers or {})
+    assert response.status_code == 200, response.data
+    assert response.mimetype == "text/plain"
+    return samples(response.get_data(as_text=True))
+
+
+IDENTIFY = {"route": "/v1/identify", "method": "POST", "status": "202"}
+
+
+def test_counts_from_two_apps_and_two_worker_runs_add_up(
+    app: Flask, runtime: Runtime, admin_key: str, drain: Callable[[], None]
+) -> None:
+    first, second = app.test_client(), create_app({"TESTING": True}, runtime=runtime).test_client()
+    start = scrape(first)
+    for index in range(7):
+        identify(first, admin_key, email=f"a{index}@example.com")
+    for index in range(5):
+        identify(second, admin_key, email=f"b{index}@example.com")
+    before = scrape(second)
+    assert value(before, "tributary_pending_events") == 12
+    assert value(before, "tributary_oldest_pending_age_seconds") >= 0
+    drain()
+    for index in range(4):
+        identify(second, admin_key, email=f"c{index}@example.com")
+    with runtime.db.session() as session, session.begin():  # a known latency for these four: 100 s
+        session.execute(
+            update(Event)
+            .where(Event.status == "pending")
+            .values(received_at=utcnow() - timedelta(seconds=100))
+        )
+    drain()
+    data = scrape(first)
+    count = "tributary_http_request_duration_seconds_count"
+    assert value(data, count, **IDENTIFY) - value(start, count, **IDENTIFY) == 16
+    assert value(data, "tributary_http_request_duration_seconds_bucket", le="+Inf", **IDENTIFY) == value(
+        data, count, **IDENTIFY
+    )
+    assert value(data, "tributary_events", source="", connector="identify", status="processed") == 16
+    assert value(data, "tributary_events_received_total", source="", connector="identify") == 16
+    assert value(data, "tributary_pending_events") == 0
+    assert value(data, "tributary_oldest_pending_age_seconds") == 0
+    assert value(data, "tributary_processing_latency_seconds_count") == 16
+    assert value(data, "tributary_processing_latency_seconds_bucket", le="+Inf") == 16
+    assert value(data, "tributary_processing_latency_seconds_bucket", le="60.0") == 12
+    assert value(data, "tributary_processing_latency_seconds_bucket", le="300.0") == 16
+    assert value(data, "tributary_processing_latency_seconds_sum") >= 400
+    assert value(data, "tributary_queue_depth", queue=runtime.settings.queue_name) == 0
+    assert value(data, "tributary_failed_jobs") == 0
+    # Labels are the URL rule, never the path, so a scan of random URLs adds no series.
+    for index in range(3):
+        first.get(f"/v1/events/evt_{index}", headers=auth(admin_key))
+        first.get(f"/no/such/path/{index}")
+    data = scrape(first)
+    rule = {"route": "/v1/events/<event_id>", "method": "GET", "status": "404"}
+    assert value(data, count, **rule) == 3
+    assert value(data, count, route="unmatched", method="GET", status="404") == 3
+    assert not any("evt_0" in dict(labels).get("route", "") for _, labels in data)
+    # Scraping again changes nothing: nothing is counted by the process that answers.
+    assert scrape(second) == scrape(first)
+
+
+def test_rejections_and_the_token(client: FlaskClient, admin: dict[str, str], runtime: Runtime) -> None:
+    from tests.connectors.stripe_helpers import create_source
+
+    source_id = create_source(client, admin)
+    for _ in range(3):
+        client.post(f"/webhooks/{source_id}", data=b"{}", headers={"Stripe-Signature": "t=1,v1=00"})
+    data = scrape(client)
+    assert (
+        value(data, "tributary_webhook_rejections_total", source=source_id, reason="invalid_signature") == 3
+    )
+
+    token = "metrics-secret-123"
+    protected = create_app({"TESTING": True}, runtime=_with(runtime, metrics_token=token)).test_client()
+    assert protected.get("/metrics").status_code == 401
+    assert protected.get("/metrics", headers=auth("wrong")).status_code == 401
+    assert protected.get("/metrics", headers=admin).status_code == 401  # API keys are not the token
+    assert protected.get("/metrics", headers=auth(token)).status_code == 200
+
+
+def _with(runtime: Runtime, **settings: Any) -> Runtime:
+    clone = Runtime(dataclasses.replace(runtime.settings, **settings), db=runtime.db, redis=runtime.redis)
+    return clone
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str, key: str | None = None, body: dict[str, Any] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json", **(auth(key) if key else {})},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, response.read()
+
+
+@pytest.mark.slow
+def test_two_gunicorn_workers_and_two_worker_processes_add_up_exactly(
+    runtime: Runtime, subprocess_env: dict[str, str]
+) -> None:
+    key = make_key(runtime, ["admin"])
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    web = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "app.wsgi:app", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+        env=subprocess_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _get(f"{base}/healthz")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.2)
+        for round_ in range(2):
+            for index in range(15):
+                status, body = _get(f"{base}/v1/identify", key, {"email": f"u{round_}-{index}@example.com"})
+                assert status == 202, body
+            worker = [sys.executable, "-m", "app.cli", "worker", "--burst"]
+            subprocess.run(worker, env=subprocess_env, check=True, timeout=120, capture_output=True)
+        # Each gunicorn worker adds its timings to Redis within a second; no process is asked.
+        deadline = time.monotonic() + 15
+        while True:
+            data = samples(_get(f"{base}/metrics")[1].decode())
+            if value(data, "tributary_http_request_duration_seconds_count", **IDENTIFY) >= 30:
+                break
+            assert time.monotonic() < deadline, data
+            time.sleep(0.3)
+        assert value(data, "tributary_http_request_duration_seconds_count", **IDENTIFY) == 30
+        assert value(data, "tributary_events", source="", connector="identify", status="processed") == 30
+        assert value(data, "tributary_processing_latency_seconds_count") == 30
+    finally:
+        os.killpg(web.pid, signal.SIGTERM)
+        web.wait(timeout=30)
