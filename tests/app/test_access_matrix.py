@@ -36,6 +36,8 @@ PUBLIC = {
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
+    # Its own optional token (TRIBUTARY_METRICS_TOKEN), tested in tests/ops.
+    ("GET", "/metrics"),
     ("GET", "/webhooks/<source_id>"),
     ("POST", "/webhooks/<source_id>"),
     ("GET", "/static/<path:filename>"),

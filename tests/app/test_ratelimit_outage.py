@@ -102,8 +102,9 @@ def test_ingest_stays_up_and_barely_touches_a_hung_redis(
     ]
     assert codes == [202] * 30
     time.sleep(0.2)
-    # One attempt by the limiter and one by the doorbell, then both breakers are open.
-    assert hung_redis.accepted == 2
+    # One attempt by the limiter and one by the doorbell, then both breakers are open. The metrics
+    # thread (off the request path, once a second) may have tried once too on a slow machine.
+    assert hung_redis.accepted in (2, 3)
     assert app.extensions["tributary"].rate_limiter.paused_until > time.monotonic()
     assert broken.doorbell_paused_until > time.monotonic()
 

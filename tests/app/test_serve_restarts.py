@@ -81,8 +81,12 @@ def test_serve_restarts_a_worker_that_dies(tmp_path: Path) -> None:
         )
     try:
         assert process.stdout is not None
-        process.stdout.readline()
-        key = process.stdout.readline().rsplit(" ", 1)[-1].strip()
+        # The banner comes once the server answers; other output may come before it.
+        line = ""
+        while not line.startswith("Admin API key"):
+            line = process.stdout.readline()
+            assert line, "serve exited before printing its admin key"
+        key = line.rsplit(" ", 1)[-1].strip()
         base = f"http://127.0.0.1:{port}"
         _wait_for(lambda: _call("GET", f"{base}/readyz", key)[0] == 200)
         _wait_for(lambda: len(_workers_of(process.pid)) == 1)
