@@ -7,8 +7,9 @@ one event; its `created` (Unix seconds) is the event time that orders writes, so
 
 Subscription events carry no email. The worker finds the person through the Stripe customer id
 (an identity linked by any earlier event that had an email), else asks Stripe's API with the
-source's `api_key` option (`Customer.retrieve`). If neither knows, the event fails with the reason
-and its retry succeeds once an event with the email has arrived.
+source's `api_key` option (`Customer.retrieve`). If neither knows, the event waits as `deferred`
+and is applied as soon as an event with the email arrives (workers/deferred.py). A deleted
+customer's identity keeps routing its events, however late, to the person it belonged to.
 
 Source options: `api_key` (sk_… or rk_…, for email lookups), `livemode` (true/false: events from
 the other mode are ignored), `status.<subscription status>=<project status>` (override the

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, sortable_id, utcnow
 
-EVENT_STATUSES = ("pending", "processed", "ignored", "failed")
+# `deferred`: waiting for an event that makes its person known (workers/deferred.py).
+EVENT_STATUSES = ("pending", "processed", "ignored", "failed", "deferred")
 
 
 class Event(Base):
@@ -28,6 +29,7 @@ class Event(Base):
         ),
         Index("ix_events_status_id", "status", "id"),
         Index("ix_events_email", "email"),
+        Index("ix_events_awaiting", "account_id", "awaiting"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: sortable_id("evt"))
@@ -51,3 +53,5 @@ class Event(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     changes: Mapped[list[Any] | None] = mapped_column()
     processed_at: Mapped[datetime | None] = mapped_column()
+    # A deferred event's awaited identity, `<source>:<external id>` (workers/deferred.py).
+    awaiting: Mapped[str | None] = mapped_column(String(320))

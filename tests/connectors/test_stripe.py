@@ -42,7 +42,6 @@ from tests.connectors.stripe_helpers import (
     post,
 )
 from tests.helpers import customer
-from workers.jobs import EventFailed, process_event
 from workers.runtime import Runtime
 
 T0 = 1767225600  # the fixtures' 2026-01-01T00:00:00Z
@@ -612,7 +611,7 @@ def test_stripe_api_failures_fail_the_event_with_the_reason(
     assert error in (stored.last_error or "")
 
 
-def test_unknown_customer_fails_then_succeeds_on_retry_once_known(
+def test_unknown_customer_waits_deferred_and_is_applied_once_known(
     client: FlaskClient, admin: dict[str, str], runtime: Runtime, drain: Callable[[], None], stripe_api: None
 ) -> None:
     # With an api_key, Stripe answers that the customer was deleted: no email anywhere.
@@ -625,13 +624,14 @@ def test_unknown_customer_fails_then_succeeds_on_retry_once_known(
         post(client, source_id, load("customer.subscription.updated"))
         drain()
     [stored] = events(runtime)
-    assert stored.status == "failed"
-    assert f"no customer is known for stripe id '{CUSTOMER_ID}'" in (stored.last_error or "")
-    with pytest.raises(EventFailed):
-        process_event(stored.id)  # the RQ retry, still unknown
+    assert (stored.status, stored.awaiting) == ("deferred", f"stripe:{CUSTOMER_ID}")
+    assert f"no customer is known for stripe id '{CUSTOMER_ID}' yet" in (stored.last_error or "")
+    # Not a failure: nothing is in RQ's failed registry and no retry is scheduled.
+    assert runtime.queue.failed_job_registry.count == 0
+    assert runtime.queue.scheduled_job_registry.count == 0
     post(client, source_id, load("customer.created"))
     drain()
-    assert process_event(stored.id) == "processed"
+    assert event_by_provider_id(runtime, stored.provider_event_id or "").status == "processed"
     assert (
         customer(client, admin["Authorization"].split()[1], EMAIL)["projects"]["default"]["status"] == "paid"
     )
@@ -643,12 +643,12 @@ def test_without_api_key_unknown_customers_wait_for_an_event_with_the_email(
     source_id = create_source(client, admin)
     post(client, source_id, load("customer.subscription.created"))
     drain()
-    [failed] = events(runtime)
-    assert failed.status == "failed" and "carries no email" in (failed.last_error or "")
-    # An invoice carries the email and the customer id: it links the identity.
+    [waiting] = events(runtime)
+    assert waiting.status == "deferred" and "carries no email" in (waiting.last_error or "")
+    # An invoice carries the email and the customer id: it links the identity and wakes the event.
     post(client, source_id, load("invoice.paid"))
     drain()
-    assert process_event(failed.id) == "processed"
+    assert event_by_provider_id(runtime, waiting.provider_event_id or "").status == "processed"
     project = customer(client, admin["Authorization"].split()[1], EMAIL)["projects"]["default"]
     assert project["status"] == "trial"
 
