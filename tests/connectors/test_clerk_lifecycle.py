@@ -1,6 +1,6 @@
 """A Clerk user's life (created -> new primary email -> session -> deleted in the same millisecond),
-delivered in any order with redeliveries, ends in the record that in-order delivery gives: through the real endpoint,
-the real worker and the retries RQ would run later."""
+delivered in any order with redeliveries, ends in the record that in-order delivery gives: through
+the real endpoint, the real worker and the retries RQ would run later."""
 
 from __future__ import annotations
 
