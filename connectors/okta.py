@@ -60,7 +60,7 @@ EVENT_TYPES: Mapping[str, str] = {
     "user.lifecycle.suspend": "params.okta_status = suspended",
     "user.lifecycle.delete.initiated": "the Okta user id is removed from the customer, who is kept",
     "user.account.update_profile": "name; a new login email is an email change (rename or merge)",
-    "user.session.start": "activity (successful sign-ins only)",
+    "user.session.start": "activity (successful sign-ins only); the actor's displayName as name",
 }
 
 SIGNUP_STATUS = "free"
@@ -170,7 +170,9 @@ class OktaConnector(Connector):
             return [CustomerChange(occurred_at=at, identity=identity, forget_identity=True)]
         email = clean_email(subject.get("alternateId"))
         if kind == "user.session.start":
-            return [person_change(at, email=email, identity=identity, activity=True)]
+            # The actor is the user signing in: its displayName is that user's full name.
+            name = full_name(subject.get("displayName"))
+            return [person_change(at, email=email, identity=identity, name=name, activity=True)]
         if email is None and kind in SIGNUPS and context.email_for(identity) is None:
             raise EventIgnored("the Okta login is not an email address")
         params = {"okta_status": OKTA_STATUS[kind]} if kind in OKTA_STATUS else {}

@@ -384,6 +384,10 @@ class StripeConnector(Connector):
                 occurred_at=envelope.occurred_at,
                 email=email,
                 identity=identity,
+                # Stripe copies the customer's name onto the invoice when it finalizes it; for a
+                # customer created without one (a checkout that only collected billing details)
+                # it is the only name there is.
+                name=_text(obj.get("customer_name")),
                 params={k: v for k, v in params.items() if v is not None},
             )
         ]

@@ -171,9 +171,15 @@ EXPECTED: dict[str, list[CustomerChange]] = {
             params={**ACTIVE_PARAMS, "mrr": 0, "subscription_status": "canceled"},
         )
     ],
+    # The invoice's customer_name (Stripe copies the customer's name when it finalizes the invoice)
+    # is written too: it names customers whose customer object never had a name (defect 3).
     "invoice.paid": [
         CustomerChange(
-            at(ACTIVE_START + 4), EMAIL, IDENTITY, params={"last_payment_at": iso(ACTIVE_START + 3)}
+            at(ACTIVE_START + 4),
+            EMAIL,
+            IDENTITY,
+            name="Ada King",
+            params={"last_payment_at": iso(ACTIVE_START + 3)},
         )
     ],
     "invoice.payment_failed": [
@@ -181,6 +187,7 @@ EXPECTED: dict[str, list[CustomerChange]] = {
             at(ACTIVE_START + 31 * 86400 + 60),
             EMAIL,
             IDENTITY,
+            name="Ada King",
             params={"last_payment_failed_at": iso(ACTIVE_START + 31 * 86400 + 60)},
         )
     ],
