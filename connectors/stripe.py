@@ -40,6 +40,7 @@ from connectors.base import (
     VerificationFailed,
     check_timestamp,
 )
+from connectors.billing import describe_handlers
 from connectors.changes import CustomerChange, IdentityRef
 from connectors.stripe_mapping import (
     DEFAULT_STATUS_MAP,
@@ -135,6 +136,10 @@ def _email_in(event_type: str, obj: Mapping[str, Any]) -> str | None:
         return found or _text(obj.get("customer_email"))
     if event_type.startswith("invoice."):
         return _text(obj.get("customer_email"))
+    if event_type == "charge.refunded":
+        details = obj.get("billing_details")
+        found = _text(details.get("email")) if isinstance(details, Mapping) else None
+        return found or _text(obj.get("receipt_email"))
     customer = obj.get("customer")
     return _text(customer.get("email")) if isinstance(customer, Mapping) else None
 
@@ -153,21 +158,8 @@ def _flag(value: Any, name: str) -> bool:
 class StripeConnector(Connector):
     name = "stripe"
     title = "Stripe customers, checkout, subscriptions and invoices"
-    # https://docs.stripe.com/billing/subscriptions/webhooks and https://docs.stripe.com/api/events/types
-    event_types: ClassVar[Mapping[str, str]] = {
-        "customer.created": "upsert: email, name; Stripe customer id linked as identity",
-        "customer.updated": "upsert: email, name; a changed email is an email change of the identity",
-        "customer.deleted": "identity removal (the person is kept)",
-        "checkout.session.completed": "upsert: customer_details.email, name, identity; activity",
-        "customer.subscription.created": "status (mapped) and subscription params",
-        "customer.subscription.updated": "status (mapped) and subscription params",
-        "customer.subscription.deleted": "status churned (canceled) and subscription params, mrr 0",
-        "customer.subscription.paused": "status (paused: free) and subscription params",
-        "customer.subscription.resumed": "status (mapped) and subscription params",
-        "customer.subscription.trial_will_end": "status (trialing: trial) and subscription params",
-        "invoice.paid": "upsert: customer_email, identity; params.last_payment_at when money moved",
-        "invoice.payment_failed": "upsert: customer_email, identity; params.last_payment_failed_at",
-    }
+    # The mapping table is `_HANDLERS` below (https://docs.stripe.com/api/events/types); what each
+    # event does is its handler's docstring, listed in docs/connectors.md by `python -m connectors.doc`.
     stored_headers: ClassVar[tuple[str, ...]] = ("content-type", "user-agent")
     secret_options: ClassVar[frozenset[str]] = frozenset({"api_key"})
 
@@ -291,6 +283,8 @@ class StripeConnector(Connector):
     def _customer(
         self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
     ) -> list[CustomerChange]:
+        """upsert: email, name; the Stripe customer id linked as identity; an email changed in
+        `previous_attributes` is an email change of the identity (rename or merge)"""
         identity = self._identity(obj, "id")
         email = _text(obj.get("email"))
         if identity is None:
@@ -313,6 +307,8 @@ class StripeConnector(Connector):
     def _customer_deleted(
         self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
     ) -> list[CustomerChange]:
+        """identity removal (the person is kept); later events about the id, such as the
+        cancellations of Stripe's deletion cascade, still reach the person"""
         identity = self._identity(obj, "id")
         if identity is None:
             raise EventIgnored("the deleted customer object has no cus_ id")
@@ -324,6 +320,7 @@ class StripeConnector(Connector):
     def _checkout(
         self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
     ) -> list[CustomerChange]:
+        """upsert: customer_details.email (else customer_email), name, identity; activity"""
         identity = self._identity(obj)
         email = envelope.email or _email_in(envelope.type, obj)
         if email is None and identity is not None:
@@ -341,6 +338,9 @@ class StripeConnector(Connector):
     def _subscription(
         self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
     ) -> list[CustomerChange]:
+        """status (mapped from the subscription's status) and params plan, mrr (net of expanded
+        discounts), currency, interval, subscription_status, current_period_end,
+        cancel_at_period_end"""
         identity = self._identity(obj)
         if identity is None:
             raise EventIgnored("the subscription names no customer")
@@ -361,6 +361,9 @@ class StripeConnector(Connector):
     def _invoice(
         self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
     ) -> list[CustomerChange]:
+        """upsert: customer_email, customer_name, identity; params `last_payment_at` (paid, when
+        money moved), `last_payment_failed_at` (payment failed) or
+        `last_payment_action_required_at` (the customer must authenticate the payment)"""
         identity = self._identity(obj)
         email = _email_in(envelope.type, obj)
         if email is None and identity is not None:
@@ -377,6 +380,8 @@ class StripeConnector(Connector):
                 params["last_payment_at"] = timestamp_iso(paid_at) or timestamp_iso(
                     envelope.payload.get("created")
                 )
+        elif envelope.type == "invoice.payment_action_required":
+            params["last_payment_action_required_at"] = timestamp_iso(envelope.payload.get("created"))
         else:
             params["last_payment_failed_at"] = timestamp_iso(envelope.payload.get("created"))
         return [
@@ -389,6 +394,103 @@ class StripeConnector(Connector):
                 # it is the only name there is.
                 name=_text(obj.get("customer_name")),
                 params={k: v for k, v in params.items() if v is not None},
+            )
+        ]
+
+    def _charge_refunded(
+        self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
+    ) -> list[CustomerChange]:
+        """params `last_refund_at` and `refunded_amount` (minor units, the charge's total
+        refunded so far); billing_details.email (else receipt_email), identity"""
+        identity = self._identity(obj)
+        email = _email_in(envelope.type, obj)
+        if email is None and identity is not None:
+            email = self._email_for(identity, context)
+        if email is None and identity is None:
+            raise EventIgnored("the refunded charge names neither an email nor a customer")
+        params: dict[str, Any] = {"last_refund_at": timestamp_iso(envelope.payload.get("created"))}
+        refunded = obj.get("amount_refunded")
+        if isinstance(refunded, int) and not isinstance(refunded, bool):
+            params["refunded_amount"] = refunded
+        return [
+            CustomerChange(occurred_at=envelope.occurred_at, email=email, identity=identity, params=params)
+        ]
+
+    def _dispute(
+        self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
+    ) -> list[CustomerChange]:
+        """params `dispute_status` (the dispute's status: needs_response, won, lost, …) and, when
+        opened, `last_dispute_at`; the person from evidence.customer_email_address, else the
+        disputed charge's customer (looked up with the source's `api_key`)"""
+        evidence = obj.get("evidence")
+        email = _text(evidence.get("customer_email_address")) if isinstance(evidence, Mapping) else None
+        identity: IdentityRef | None = None
+        charge_id = obj.get("charge")
+        if isinstance(charge_id, Mapping):
+            identity = self._identity(charge_id)
+            charge_id = charge_id.get("id")
+        api_key = context.source.options.get("api_key")
+        if email is None and identity is None and isinstance(charge_id, str) and isinstance(api_key, str):
+            try:
+                charge = client_for(api_key).v1.charges.retrieve(charge_id)
+            except stripe.StripeError as exc:
+                raise CustomerLookupFailed(
+                    f"looking up charge {charge_id} of a dispute failed: {type(exc).__name__}: "
+                    f"{exc.user_message or exc}"
+                ) from None
+            found = customer_id(getattr(charge, "customer", None))
+            identity = IdentityRef(self.name, found) if found else None
+        if email is None and identity is None:
+            raise EventIgnored(
+                "the dispute names no customer: Stripe disputes carry only the charge id; give the "
+                "source an api_key so the charge's customer can be looked up"
+            )
+        if email is None and identity is not None:
+            email = self._email_for(identity, context)
+        params: dict[str, Any] = {}
+        if isinstance(status := obj.get("status"), str):
+            params["dispute_status"] = status
+        if envelope.type == "charge.dispute.created":
+            params["last_dispute_at"] = timestamp_iso(envelope.payload.get("created"))
+        return [
+            CustomerChange(occurred_at=envelope.occurred_at, email=email, identity=identity, params=params)
+        ]
+
+    def _discount(
+        self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
+    ) -> list[CustomerChange]:
+        """params `discount` (the coupon's name, else id), `discount_percent_off` or
+        `discount_amount_off`, `discount_end`; removed again by `customer.discount.deleted`.
+        The subscription events Stripe sends with them carry the net mrr"""
+        identity = self._identity(obj)
+        if identity is None:
+            raise EventIgnored("the discount names no customer")
+        email = self._email_for(identity, context)
+        keys = ("discount", "discount_percent_off", "discount_amount_off", "discount_end")
+        if envelope.type == "customer.discount.deleted":
+            return [
+                CustomerChange(
+                    occurred_at=envelope.occurred_at, email=email, identity=identity, params_unset=keys
+                )
+            ]
+        coupon = obj.get("coupon")
+        coupon = coupon if isinstance(coupon, Mapping) else {}
+        params: dict[str, Any] = {"discount": _text(coupon.get("name")) or _text(coupon.get("id"))}
+        percent, amount = coupon.get("percent_off"), coupon.get("amount_off")
+        if isinstance(percent, int | float) and not isinstance(percent, bool):
+            params["discount_percent_off"] = percent
+        if isinstance(amount, int) and not isinstance(amount, bool):
+            params["discount_amount_off"] = amount
+        params["discount_end"] = timestamp_iso(obj.get("end"))
+        present = {k: v for k, v in params.items() if v is not None}
+        absent = tuple(k for k in keys if k not in present)
+        return [
+            CustomerChange(
+                occurred_at=envelope.occurred_at,
+                email=email,
+                identity=identity,
+                params=present,
+                params_unset=absent,
             )
         ]
 
@@ -408,4 +510,11 @@ _HANDLERS: dict[str, Handler] = {
     **{f"customer.subscription.{kind}": StripeConnector._subscription for kind in _SUBSCRIPTION_EVENTS},
     "invoice.paid": StripeConnector._invoice,
     "invoice.payment_failed": StripeConnector._invoice,
+    "invoice.payment_action_required": StripeConnector._invoice,
+    "charge.refunded": StripeConnector._charge_refunded,
+    "charge.dispute.created": StripeConnector._dispute,
+    "charge.dispute.closed": StripeConnector._dispute,
+    "customer.discount.created": StripeConnector._discount,
+    "customer.discount.deleted": StripeConnector._discount,
 }
+StripeConnector.event_types = describe_handlers(_HANDLERS)

@@ -32,6 +32,7 @@ from tests.connectors.stripe_helpers import (
     CUSTOMER_ID,
     EMAIL,
     EVENT_TYPES,
+    FIXTURES,
     OTHER_SECRET,
     SECRET,
     create_source,
@@ -90,7 +91,7 @@ class StripeCase(WebhookCase):
             **load("customer.created"),
             "id": event_id,
             "created": timestamp,
-            "type": "charge.refunded",
+            "type": "charge.captured",
         }
         payload["data"] = {"object": charge}
         return json.dumps(payload).encode()
@@ -191,11 +192,54 @@ EXPECTED: dict[str, list[CustomerChange]] = {
             params={"last_payment_failed_at": iso(ACTIVE_START + 31 * 86400 + 60)},
         )
     ],
+    "invoice.payment_action_required": [
+        CustomerChange(
+            at(ACTIVE_START + 31 * 86400 + 30),
+            EMAIL,
+            IDENTITY,
+            name="Ada King",
+            params={"last_payment_action_required_at": iso(ACTIVE_START + 31 * 86400 + 30)},
+        )
+    ],
+    "charge.refunded": [
+        CustomerChange(
+            at(ACTIVE_START + 20 * 86400),
+            EMAIL,
+            IDENTITY,
+            params={"last_refund_at": iso(ACTIVE_START + 20 * 86400), "refunded_amount": 4900},
+        )
+    ],
+    # Opened: the dispute carries only the charge id; the test's api_key lookup is below.
+    "charge.dispute.closed": [
+        CustomerChange(at(ACTIVE_START + 70 * 86400), EMAIL, params={"dispute_status": "won"})
+    ],
+    "customer.discount.created": [
+        CustomerChange(
+            at(ACTIVE_START + 10),
+            EMAIL,
+            IDENTITY,
+            params={
+                "discount": "Launch 20%",
+                "discount_percent_off": 20,
+                "discount_end": iso(ACTIVE_START + 10 + 92 * 86400),
+            },
+            params_unset=("discount_amount_off",),
+        )
+    ],
+    "customer.discount.deleted": [
+        CustomerChange(
+            at(ACTIVE_START + 10 + 92 * 86400),
+            EMAIL,
+            IDENTITY,
+            params_unset=("discount", "discount_percent_off", "discount_amount_off", "discount_end"),
+        )
+    ],
 }
+UNTESTED_OFFLINE = {"charge.dispute.created"}
 
 
 def test_every_fixture_has_an_expectation_and_every_tracked_type_a_fixture() -> None:
-    assert sorted(EXPECTED) == EVENT_TYPES == sorted(StripeConnector.event_types)
+    assert sorted({*EXPECTED, *UNTESTED_OFFLINE}) == EVENT_TYPES == sorted(StripeConnector.event_types)
 
 
 @pytest.mark.parametrize("event_type", sorted(EXPECTED))
@@ -743,3 +787,56 @@ def test_oversize_unknown_and_deleted_sources(
     gone = post(client, source_id, load("customer.created"))
     assert gone.status_code == 404 and gone.get_json()["error"]["code"] == "source_not_found"
     assert events(runtime) == []
+
+
+# -- issue #12: more event types, discounts and variants ----------------------------------------------
+
+
+def variant(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((FIXTURES / "variants" / f"{name}.json").read_text())
+    return loaded
+
+
+def test_a_past_due_subscription_is_past_due_and_still_counts_towards_mrr() -> None:
+    [change] = normalize(variant("customer.subscription.updated.past_due"))
+    assert change.status == "past_due"
+    assert change.params == {**ACTIVE_PARAMS, "subscription_status": "past_due"}
+
+
+def test_discounts_on_the_subscription_reduce_mrr() -> None:
+    [change] = normalize(variant("customer.subscription.updated.discounted"))
+    assert change.params["mrr"] == round(ACTIVE_PARAMS["mrr"] * 0.8)  # type: ignore[operator]
+    amount_off = variant("customer.subscription.updated.discounted")
+    coupon = amount_off["data"]["object"]["discounts"][0]["coupon"]
+    coupon.update(percent_off=None, amount_off=1000, currency="usd")
+    [change] = normalize(amount_off)
+    assert change.params["mrr"] == ACTIVE_PARAMS["mrr"] - 1000  # type: ignore[operator]
+
+
+def test_an_opened_dispute_is_attributed_through_its_charge_with_the_api_key(stripe_api: None) -> None:
+    payload = load("charge.dispute.created")
+    with pytest.raises(EventIgnored, match="api_key"):
+        normalize(payload, known=False)
+    with responses.RequestsMock() as api:
+        api.get(
+            "https://api.stripe.com/v1/charges/ch_3SRa2bLkdIwHu7ix0qZ1Refd",
+            json={"id": "ch_3SRa2bLkdIwHu7ix0qZ1Refd", "object": "charge", "customer": CUSTOMER_ID},
+        )
+        [change] = normalize(payload, api_key=API_KEY)
+    assert change == CustomerChange(
+        at(ACTIVE_START + 40 * 86400),
+        EMAIL,
+        IDENTITY,
+        params={"dispute_status": "needs_response", "last_dispute_at": iso(ACTIVE_START + 40 * 86400)},
+    )
+
+
+def test_a_discount_deleted_before_it_was_created_stays_deleted(
+    client: FlaskClient, admin: dict[str, str], runtime: Runtime, drain: Callable[[], None]
+) -> None:
+    source_id = create_source(client, admin)
+    for name in ("customer.created", "customer.discount.deleted", "customer.discount.created"):
+        assert post(client, source_id, load(name)).status_code == 200
+        drain()
+    params = customer(client, admin["Authorization"].split()[1], EMAIL)["projects"]["default"]["params"]
+    assert not any(key.startswith("discount") for key in params)
