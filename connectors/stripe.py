@@ -18,7 +18,6 @@ default status mapping of SPEC §7, e.g. `status.past_due=paid`).
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -42,6 +41,7 @@ from connectors.base import (
 )
 from connectors.billing import describe_handlers
 from connectors.changes import CustomerChange, IdentityRef
+from connectors.stripe_client import CustomerLookupFailed, client_for, set_client_factory
 from connectors.stripe_mapping import (
     DEFAULT_STATUS_MAP,
     SUBSCRIPTION_STATUSES,
@@ -52,38 +52,9 @@ from connectors.stripe_mapping import (
 
 __all__ = ["CustomerLookupFailed", "StripeConnector", "client_for", "set_client_factory"]
 
-ClientFactory = Callable[[str], stripe.StripeClient]
-
 _STATUS_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _API_KEY = re.compile(r"^(sk|rk)_(test|live)_[0-9A-Za-z_]{8,247}$")
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
-
-
-class CustomerLookupFailed(Exception):
-    """Stripe's API could not tell a customer's email (network, key or permission problem)."""
-
-
-# -- the Stripe API client: one factory, so tests can inject theirs ------------------------------------
-
-
-@functools.lru_cache(maxsize=16)
-def _default_client(api_key: str) -> stripe.StripeClient:
-    # A short timeout: the lookup runs inside the worker's batch. One retry for a blip; a longer
-    # outage fails the event, and its RQ retry comes back later.
-    return stripe.StripeClient(api_key, http_client=stripe.RequestsClient(timeout=10), max_network_retries=1)
-
-
-_client_factory: ClientFactory = _default_client
-
-
-def set_client_factory(factory: ClientFactory | None) -> None:
-    """Build Stripe clients with `factory` (None: the default)."""
-    global _client_factory  # noqa: PLW0603 - one factory per process, swapped by tests
-    _client_factory = factory or _default_client
-
-
-def client_for(api_key: str) -> stripe.StripeClient:
-    return _client_factory(api_key)
 
 
 # -- reading the payload ----------------------------------------------------------------------------
