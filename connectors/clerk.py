@@ -39,7 +39,6 @@ __all__ = ["ClerkConnector"]
 DOCS = "https://clerk.com/docs/guides/development/webhooks/syncing"
 
 
-
 class ClerkConnector(Connector):
     name = "clerk"
     title = "Clerk (users, sessions, organizations, waitlist and Clerk Billing, signed by Svix)"
