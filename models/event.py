@@ -29,7 +29,7 @@ class Event(Base):
         ),
         Index("ix_events_status_id", "status", "id"),
         Index("ix_events_email", "email"),
-        Index("ix_events_awaiting", "account_id", "awaiting"),
+        Index("ix_events_awaiting", "account_id", "awaiting_source", "awaiting_id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: sortable_id("evt"))
@@ -53,5 +53,13 @@ class Event(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     changes: Mapped[list[Any] | None] = mapped_column()
     processed_at: Mapped[datetime | None] = mapped_column()
-    # A deferred event's awaited identity, `<source>:<external id>` (workers/deferred.py).
-    awaiting: Mapped[str | None] = mapped_column(String(320))
+    # A deferred event's awaited identity (workers/deferred.py).
+    awaiting_source: Mapped[str | None] = mapped_column(String(64))
+    awaiting_id: Mapped[str | None] = mapped_column(String(255))
+
+    @property
+    def awaiting(self) -> str | None:
+        """The awaited identity as `<source>:<external id>`, for people reading events."""
+        if self.awaiting_source is None or self.awaiting_id is None:
+            return None
+        return f"{self.awaiting_source}:{self.awaiting_id}"

@@ -27,7 +27,7 @@ from models import CustomerProject, Event, Identity
 from models.base import utcnow
 from models.sql import dialect_insert, is_postgres
 from workers.batch_state import IdentityUnknown, Working, change_row, jsonable
-from workers.deferred import awaiting_key, claim_woken, known_refs
+from workers.deferred import claim_woken, defer, known_refs
 from workers.identities import EventIdentities, clock_with_email, write_identity_changes, write_tombstones
 from workers.merge import CustomerRecord, MergeResult, ProjectRecord, apply_change, new_project_record
 from workers.normalize import EventIgnored, changes_for_event
@@ -240,7 +240,7 @@ def apply_events(session: Session, events: Sequence[Event]) -> BatchReport:
         except IdentityUnknown as exc:
             # Not a failure: retrying cannot help until an event names the person.
             _finish(event, "deferred", now, error=_error_text(exc))
-            event.awaiting = awaiting_key(exc.ref)
+            defer(event, exc.ref)
             report.deferred.append(event.id)
             continue
         except Exception as exc:
