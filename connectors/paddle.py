@@ -187,7 +187,7 @@ def _subscription(
     return [
         CustomerChange(
             occurred_at=envelope.occurred_at,
-            email=context.email_for(identity),
+            email=None,
             identity=identity,
             status=status_map.get(paddle_status) if isinstance(paddle_status, str) else None,
             params=subscription_params(data),
@@ -207,7 +207,7 @@ def _transaction(
     return [
         CustomerChange(
             occurred_at=envelope.occurred_at,
-            email=context.email_for(identity),
+            email=None,
             identity=identity,
             params={key: when or iso_z(envelope.occurred_at)},
         )

@@ -231,11 +231,13 @@ class StripeConnector(Connector):
         return IdentityRef(self.name, found) if found else None
 
     def _email_for(self, identity: IdentityRef, context: NormalizeContext) -> str | None:
-        """The person's email through our identity table, else Stripe's API (when the source has
-        an api_key), else None: the worker then resolves through the identity or fails."""
-        known = context.email_for(identity)
-        if known:
-            return known
+        """An email for an event that names only the customer id: None when the id is linked
+        already (the worker resolves through the link; an address read back from our own table
+        asserts nothing new, and must not link a deleted id again when the batch that deletes it
+        is the one applying this event), else Stripe's answer (with the source's `api_key`), else
+        None: the worker resolves through the identity or its tombstone, or the event waits."""
+        if context.email_for(identity):
+            return None
         api_key = context.source.options.get("api_key")
         if not isinstance(api_key, str):
             return None

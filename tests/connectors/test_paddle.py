@@ -125,21 +125,21 @@ EXPECTED: dict[str, list[CustomerChange]] = {
         CustomerChange(at("2026-01-02T10:00:00Z"), EMAIL, IDENTITY, name="Ada King", email_change=True)
     ],
     "subscription.created": [
-        CustomerChange(at("2026-01-01T00:01:00Z"), EMAIL, IDENTITY, status="trial", params=TRIAL)
+        CustomerChange(at("2026-01-01T00:01:00Z"), None, IDENTITY, status="trial", params=TRIAL)
     ],
     "subscription.trialing": [
-        CustomerChange(at("2026-01-01T00:01:00Z"), EMAIL, IDENTITY, status="trial", params=TRIAL)
+        CustomerChange(at("2026-01-01T00:01:00Z"), None, IDENTITY, status="trial", params=TRIAL)
     ],
     "subscription.activated": [
-        CustomerChange(at("2026-01-15T00:01:03Z"), EMAIL, IDENTITY, status="paid", params=SINGLE)
+        CustomerChange(at("2026-01-15T00:01:03Z"), None, IDENTITY, status="paid", params=SINGLE)
     ],
     "subscription.updated": [
-        CustomerChange(at("2026-01-20T09:30:00Z"), EMAIL, IDENTITY, status="paid", params=UPGRADED)
+        CustomerChange(at("2026-01-20T09:30:00Z"), None, IDENTITY, status="paid", params=UPGRADED)
     ],
     "subscription.paused": [
         CustomerChange(
             at("2026-01-25T08:00:00Z"),
-            EMAIL,
+            None,
             IDENTITY,
             status="free",
             params={**UPGRADED, "mrr": 0, "subscription_status": "paused"},
@@ -148,7 +148,7 @@ EXPECTED: dict[str, list[CustomerChange]] = {
     "subscription.resumed": [
         CustomerChange(
             at("2026-01-27T08:00:00Z"),
-            EMAIL,
+            None,
             IDENTITY,
             status="paid",
             params={**UPGRADED, "current_period_end": "2026-02-27T08:00:00Z"},
@@ -157,7 +157,7 @@ EXPECTED: dict[str, list[CustomerChange]] = {
     "subscription.past_due": [
         CustomerChange(
             at("2026-02-15T00:01:07Z"),
-            EMAIL,
+            None,
             IDENTITY,
             status="past_due",
             params={
@@ -170,7 +170,7 @@ EXPECTED: dict[str, list[CustomerChange]] = {
     "subscription.canceled": [
         CustomerChange(
             at("2026-03-01T12:00:00Z"),
-            EMAIL,
+            None,
             IDENTITY,
             status="churned",
             params={
@@ -183,13 +183,13 @@ EXPECTED: dict[str, list[CustomerChange]] = {
     ],
     "transaction.completed": [
         CustomerChange(
-            at("2026-01-15T00:01:03Z"), EMAIL, IDENTITY, params={"last_payment_at": "2026-01-15T00:01:02Z"}
+            at("2026-01-15T00:01:03Z"), None, IDENTITY, params={"last_payment_at": "2026-01-15T00:01:02Z"}
         )
     ],
     "transaction.payment_failed": [
         CustomerChange(
             at("2026-02-15T00:01:07Z"),
-            EMAIL,
+            None,
             IDENTITY,
             params={"last_payment_failed_at": "2026-02-15T00:01:07Z"},
         )

@@ -42,16 +42,21 @@ def _lifecycle() -> list[dict[str, Any]]:
     canceled = load("customer.subscription.deleted")
     deleted = load("customer.deleted")
     deleted["created"] = canceled["created"]
+    # A coupon for the first months, and a refund; the coupon's end comes after the customer's
+    # deletion, so only the deleted identity's tombstone can say whose it was.
     return [
         load("customer.created"),
         load("customer.subscription.created"),
         load("checkout.session.completed"),
         paid,
         activated,
+        load("customer.discount.created"),
+        load("charge.refunded"),
         load("invoice.payment_failed"),
         past_due,
         canceled,
         deleted,
+        load("customer.discount.deleted"),
     ]
 
 
@@ -101,6 +106,8 @@ def test_any_delivery_order_with_duplicates_converges_to_the_in_order_record(
     assert baseline["projects"]["default"]["params"]["mrr"] == 0
     assert baseline["projects"]["default"]["params"]["last_payment_failed_at"]
     assert baseline["identities"] == []
+    assert baseline["projects"]["default"]["params"]["refunded_amount"] == 4900
+    assert not any(key.startswith("discount") for key in baseline["projects"]["default"]["params"])
 
     @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(plan=deliveries)
