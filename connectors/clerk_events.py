@@ -106,24 +106,19 @@ def _membership(envelope: Envelope, data: Mapping[str, Any]) -> list[CustomerCha
     identity = IdentityRef(NAME, user_id)
     email = clean_email(member.get("identifier"))
     if envelope.type == "organizationMembership.deleted":
-        return [
-            CustomerChange(
-                occurred_at=envelope.occurred_at, email=email, identity=identity, params_unset=(key,)
-            )
-        ]
+        return [person_change(envelope.occurred_at, email=email, identity=identity, params_unset=(key,))]
     role = text_at(data, "role") or "member"
-    return [
-        CustomerChange(occurred_at=envelope.occurred_at, email=email, identity=identity, params={key: role})
-    ]
+    return [person_change(envelope.occurred_at, email=email, identity=identity, params={key: role})]
 
 
-def _payer(data: Mapping[str, Any]) -> tuple[str | None, IdentityRef, str | None]:
+def _payer(data: Mapping[str, Any]) -> tuple[str | None, IdentityRef]:
+    """The paying user's address (at the event time) and Clerk id. Names stay with the user
+    events: the payer's copy would compete with them."""
     payer = mapping_at(data, "payer")
     user_id = text_at(payer, "user_id")
     if user_id is None:
         raise EventIgnored("the Clerk Billing payer is not a user (an organization, or none)")
-    name = full_name(payer.get("first_name"), payer.get("last_name"))
-    return clean_email(payer.get("email")), IdentityRef(NAME, user_id), name
+    return clean_email(payer.get("email")), IdentityRef(NAME, user_id)
 
 
 def _paid_plan(plan: Mapping[str, Any]) -> bool:
@@ -159,18 +154,17 @@ def _subscription_item(envelope: Envelope, data: Mapping[str, Any]) -> list[Cust
     """status (item `active`/`canceled` on a paid plan: paid, `past_due`: past_due, `ended` on a
     paid plan: churned; free plans: `free` only while the person has no status) and params plan,
     mrr, currency, interval, subscription_status, current_period_end, cancel_at_period_end"""
-    email, identity, name = _payer(data)
+    email, identity = _payer(data)
     status = data.get("status")
     paid = _paid_plan(mapping_at(data, "plan"))
     mapped = ITEM_STATUS_MAP.get(status) if isinstance(status, str) else None
     strong = mapped if paid or mapped == "past_due" else None
     weak = SIGNUP_STATUS if not paid and status == "active" else None
     return [
-        CustomerChange(
-            occurred_at=envelope.occurred_at,
+        person_change(
+            envelope.occurred_at,
             email=email,
             identity=identity,
-            name=name,
             status=strong,
             status_if_absent=weak,
             params=_item_params(data) if paid or status == "active" else {},
@@ -182,18 +176,17 @@ def _subscription(envelope: Envelope, data: Mapping[str, Any]) -> list[CustomerC
     """status from the whole subscription (`past_due`: past_due; an active paid item: paid; only
     free items: `free` unless the person has a status) and the params of its main item (the active
     paid one), as subscriptionItem events"""
-    email, identity, name = _payer(data)
+    email, identity = _payer(data)
     items = [i for i in data.get("items") or [] if isinstance(i, Mapping)]
     live = [i for i in items if i.get("status") in ("active", "past_due", "canceled")]
     main = max(live, key=lambda i: mapping_at(i, "plan").get("amount") or 0, default=None)
     paid = main is not None and _paid_plan(mapping_at(main, "plan"))
     status = "past_due" if data.get("status") == "past_due" else ("paid" if paid else None)
     return [
-        CustomerChange(
-            occurred_at=envelope.occurred_at,
+        person_change(
+            envelope.occurred_at,
             email=email,
             identity=identity,
-            name=name,
             status=status,
             status_if_absent=SIGNUP_STATUS if status is None else None,
             params=_item_params(main) if main is not None else {},
@@ -203,7 +196,7 @@ def _subscription(envelope: Envelope, data: Mapping[str, Any]) -> list[CustomerC
 
 def _payment_attempt(envelope: Envelope, data: Mapping[str, Any]) -> list[CustomerChange]:
     """params `last_payment_at` (status paid, at paid_at) or `last_payment_failed_at` (failed)"""
-    email, identity, name = _payer(data)
+    email, identity = _payer(data)
     status = data.get("status")
     if status == "paid":
         params = {"last_payment_at": iso_z(data.get("paid_at")) or iso_z(envelope.occurred_at)}
@@ -211,11 +204,7 @@ def _payment_attempt(envelope: Envelope, data: Mapping[str, Any]) -> list[Custom
         params = {"last_payment_failed_at": iso_z(data.get("failed_at")) or iso_z(envelope.occurred_at)}
     else:
         raise EventIgnored(f"a payment attempt with status {status!r} moved no money yet")
-    return [
-        CustomerChange(
-            occurred_at=envelope.occurred_at, email=email, identity=identity, name=name, params=params
-        )
-    ]
+    return [person_change(envelope.occurred_at, email=email, identity=identity, params=params)]
 
 
 Handler = Callable[[Envelope, Mapping[str, Any]], list[CustomerChange]]

@@ -247,17 +247,21 @@ def test_a_waitlist_entry_is_a_person_with_the_weak_status_waitlist() -> None:
 def test_organization_memberships_are_params_per_organization() -> None:
     key = "organization:org_2pXA3kLm8Nq1Rt5Vw9Yz2Bc4Df6"
     assert changes_for("clerk/organizationMembership.created.json") == [
-        CustomerChange(ms(1717239600310), "ada@example.com", IDENTITY, params={key: "org:admin"})
+        CustomerChange(
+            ms(1717239600310), "ada@example.com", IDENTITY, params={key: "org:admin"}, email_change=True
+        )
     ]
     assert changes_for("clerk/organizationMembership.deleted.json") == [
-        CustomerChange(ms(1717930800120), "ada@example.com", IDENTITY, params_unset=(key,))
+        CustomerChange(ms(1717930800120), "ada@example.com", IDENTITY, params_unset=(key,), email_change=True)
     ]
 
 
 def test_billing_items_map_to_status_and_plan_params_like_stripe() -> None:
-    name = "Ada Lovelace"
+    # The payer's address is the user's at that time (an email change, as user.updated's).
     assert changes_for("clerk/subscriptionItem.active.json") == [
-        CustomerChange(ms(1717324200420), "ada@example.com", IDENTITY, name=name, status="paid", params=PRO)
+        CustomerChange(
+            ms(1717324200420), "ada@example.com", IDENTITY, status="paid", params=PRO, email_change=True
+        )
     ]
     [past_due] = changes_for("clerk/subscriptionItem.pastDue.json")
     assert past_due.status == "past_due" and past_due.params["mrr"] == 2000
