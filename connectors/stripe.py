@@ -18,10 +18,8 @@ default status mapping of SPEC §7, e.g. `status.past_due=paid`).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import stripe
@@ -49,6 +47,7 @@ from connectors.stripe_mapping import (
     subscription_params,
     timestamp_iso,
 )
+from connectors.stripe_payload import created_time, data_object, email_in, load_event, text
 
 __all__ = ["CustomerLookupFailed", "StripeConnector", "client_for", "set_client_factory"]
 
@@ -57,71 +56,13 @@ _API_KEY = re.compile(r"^(sk|rk)_(test|live)_[0-9A-Za-z_]{8,247}$")
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
-# -- reading the payload ----------------------------------------------------------------------------
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _load_event(body: bytes) -> dict[str, Any]:
-    try:
-        event = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise MalformedPayload("the body is not a JSON document") from None
-    if not isinstance(event, dict):
-        raise MalformedPayload("a Stripe event is a JSON object")
-    return event
-
-
-def _created(value: Any) -> datetime:
-    """`created`: Unix seconds (v1 events) or ISO 8601 (v2 thin events)."""
-    try:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return datetime.fromtimestamp(value, UTC)
-        if isinstance(value, str):
-            moment = datetime.fromisoformat(value)
-            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    except (OverflowError, OSError, ValueError):
-        pass
-    raise MalformedPayload("the event's `created` is not a timestamp")
-
-
-def _object(payload: Mapping[str, Any]) -> Mapping[str, Any]:
-    data = payload.get("data")
-    obj = data.get("object") if isinstance(data, Mapping) else None
-    return obj if isinstance(obj, Mapping) else {}
-
-
-def _text(value: Any) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
-def _email_in(event_type: str, obj: Mapping[str, Any]) -> str | None:
-    """The email the object itself states, if any (`customer.*`, checkout, invoices)."""
-    if event_type.startswith("customer.") and not event_type.startswith("customer.subscription."):
-        return _text(obj.get("email"))
-    if event_type.startswith("checkout.session."):
-        details = obj.get("customer_details")
-        found = _text(details.get("email")) if isinstance(details, Mapping) else None
-        return found or _text(obj.get("customer_email"))
-    if event_type.startswith("invoice."):
-        return _text(obj.get("customer_email"))
-    if event_type == "charge.refunded":
-        details = obj.get("billing_details")
-        found = _text(details.get("email")) if isinstance(details, Mapping) else None
-        return found or _text(obj.get("receipt_email"))
-    customer = obj.get("customer")
-    return _text(customer.get("email")) if isinstance(customer, Mapping) else None
-
-
 def _flag(value: Any, name: str) -> bool:
     if isinstance(value, bool):
         return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
+    word = str(value).strip().lower()
+    if word in _TRUE:
         return True
-    if text in _FALSE:
+    if word in _FALSE:
         return False
     raise InvalidOptions(f"{name} must be true or false, got {value!r}")
 
@@ -199,16 +140,16 @@ class StripeConnector(Connector):
         raise VerificationFailed(f"Stripe signature rejected: {reason}")
 
     def envelopes(self, request: InboundRequest, source: SourceConfig) -> list[Envelope]:
-        event = _load_event(request.body)
+        event = load_event(request.body)
         event_id, event_type = event.get("id"), event.get("type")
         if not isinstance(event_id, str) or not event_id:
             raise MalformedPayload("the event has no id")
         if not isinstance(event_type, str) or not event_type:
             raise MalformedPayload("the event has no type")
-        occurred_at = _created(event.get("created"))
-        if event.get("object") == "event" and not _object(event):
+        occurred_at = created_time(event.get("created"))
+        if event.get("object") == "event" and not data_object(event):
             raise MalformedPayload("the event has no data.object")
-        email = _email_in(event_type, _object(event))
+        email = email_in(event_type, data_object(event))
         return [Envelope(event_id, event_type, occurred_at, event, email=email)]
 
     # -- worker -----------------------------------------------------------------------------------
@@ -224,7 +165,7 @@ class StripeConnector(Connector):
                 f"a {'live' if event_livemode else 'test'}-mode event on a source configured with "
                 f"livemode={'true' if livemode else 'false'}"
             )
-        return handler(self, envelope, _object(envelope.payload), context)
+        return handler(self, envelope, data_object(envelope.payload), context)
 
     def _identity(self, obj: Mapping[str, Any], field: str = "customer") -> IdentityRef | None:
         found = customer_id(obj.get(field))
@@ -251,7 +192,7 @@ class StripeConnector(Connector):
         # A deleted customer comes back as {"id", "deleted": true}, without an email.
         if getattr(customer, "deleted", False):
             return None
-        return _text(getattr(customer, "email", None))
+        return text(getattr(customer, "email", None))
 
     def _customer(
         self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
@@ -259,20 +200,20 @@ class StripeConnector(Connector):
         """upsert: email, name; the Stripe customer id linked as identity; an email changed in
         `previous_attributes` is an email change of the identity (rename or merge)"""
         identity = self._identity(obj, "id")
-        email = _text(obj.get("email"))
+        email = text(obj.get("email"))
         if identity is None:
             raise EventIgnored("the customer object has no cus_ id")
         if email is None:
             raise EventIgnored(f"stripe customer {identity.external_id} has no email")
         data = envelope.payload.get("data")
         previous = data.get("previous_attributes") if isinstance(data, Mapping) else None
-        old_email = _text(previous.get("email")) if isinstance(previous, Mapping) else None
+        old_email = text(previous.get("email")) if isinstance(previous, Mapping) else None
         return [
             CustomerChange(
                 occurred_at=envelope.occurred_at,
                 email=email,
                 identity=identity,
-                name=_text(obj.get("name")),
+                name=text(obj.get("name")),
                 email_change=old_email is not None and old_email.lower() != email.lower(),
             )
         ]
@@ -295,13 +236,13 @@ class StripeConnector(Connector):
     ) -> list[CustomerChange]:
         """upsert: customer_details.email (else customer_email), name, identity; activity"""
         identity = self._identity(obj)
-        email = envelope.email or _email_in(envelope.type, obj)
+        email = envelope.email or email_in(envelope.type, obj)
         if email is None and identity is not None:
             email = self._email_for(identity, context)
         if email is None and identity is None:
             raise EventIgnored("the checkout session names neither an email nor a customer")
         details = obj.get("customer_details")
-        name = _text(details.get("name")) if isinstance(details, Mapping) else None
+        name = text(details.get("name")) if isinstance(details, Mapping) else None
         return [
             CustomerChange(
                 occurred_at=envelope.occurred_at, email=email, identity=identity, name=name, activity=True
@@ -317,7 +258,7 @@ class StripeConnector(Connector):
         identity = self._identity(obj)
         if identity is None:
             raise EventIgnored("the subscription names no customer")
-        email = _email_in(envelope.type, obj) or self._email_for(identity, context)
+        email = email_in(envelope.type, obj) or self._email_for(identity, context)
         status_map = {**DEFAULT_STATUS_MAP, **_status_overrides(context.source.options)}
         stripe_status = obj.get("status")
         return [
@@ -338,7 +279,7 @@ class StripeConnector(Connector):
         money moved), `last_payment_failed_at` (payment failed) or
         `last_payment_action_required_at` (the customer must authenticate the payment)"""
         identity = self._identity(obj)
-        email = _email_in(envelope.type, obj)
+        email = email_in(envelope.type, obj)
         if email is None and identity is not None:
             email = self._email_for(identity, context)
         if email is None and identity is None:
@@ -365,7 +306,7 @@ class StripeConnector(Connector):
                 # Stripe copies the customer's name onto the invoice when it finalizes it; for a
                 # customer created without one (a checkout that only collected billing details)
                 # it is the only name there is.
-                name=_text(obj.get("customer_name")),
+                name=text(obj.get("customer_name")),
                 params={k: v for k, v in params.items() if v is not None},
             )
         ]
@@ -376,7 +317,7 @@ class StripeConnector(Connector):
         """params `last_refund_at` and `refunded_amount` (minor units, the charge's total
         refunded so far); billing_details.email (else receipt_email), identity"""
         identity = self._identity(obj)
-        email = _email_in(envelope.type, obj)
+        email = email_in(envelope.type, obj)
         if email is None and identity is not None:
             email = self._email_for(identity, context)
         if email is None and identity is None:
@@ -396,7 +337,7 @@ class StripeConnector(Connector):
         opened, `last_dispute_at`; the person from evidence.customer_email_address, else the
         disputed charge's customer (looked up with the source's `api_key`)"""
         evidence = obj.get("evidence")
-        email = _text(evidence.get("customer_email_address")) if isinstance(evidence, Mapping) else None
+        email = text(evidence.get("customer_email_address")) if isinstance(evidence, Mapping) else None
         identity: IdentityRef | None = None
         charge_id = obj.get("charge")
         if isinstance(charge_id, Mapping):
@@ -448,7 +389,7 @@ class StripeConnector(Connector):
             ]
         coupon = obj.get("coupon")
         coupon = coupon if isinstance(coupon, Mapping) else {}
-        params: dict[str, Any] = {"discount": _text(coupon.get("name")) or _text(coupon.get("id"))}
+        params: dict[str, Any] = {"discount": text(coupon.get("name")) or text(coupon.get("id"))}
         percent, amount = coupon.get("percent_off"), coupon.get("amount_off")
         if isinstance(percent, int | float) and not isinstance(percent, bool):
             params["discount_percent_off"] = percent
