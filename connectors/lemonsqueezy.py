@@ -51,7 +51,15 @@ from connectors.billing import (
     validate_status_option,
 )
 from connectors.changes import CustomerChange, IdentityRef
-from connectors.fields import check_event_time, clean_email, load_object, mapping_at, parse_time, text_at
+from connectors.fields import (
+    check_event_time,
+    clean_email,
+    load_object,
+    mapping_at,
+    parse_time,
+    person_change,
+    text_at,
+)
 from connectors.verification import any_matches, hmac_digest
 
 __all__ = ["DEFAULT_STATUS_MAP", "LemonSqueezyConnector", "derived_event_id", "subscription_params"]
@@ -140,7 +148,9 @@ def _person(envelope: Envelope, attributes: Mapping[str, Any], **fields: Any) ->
     identity = _identity(attributes)
     if email is None and identity is None:
         raise EventIgnored("the Lemon Squeezy event names neither a user_email nor a customer_id")
-    return CustomerChange(occurred_at=envelope.occurred_at, email=email, identity=identity, **fields)
+    # `user_email` is the customer's address at the event time: with the customer id, an email
+    # change of that identity (rename or merge), never a second customer.
+    return person_change(envelope.occurred_at, email=email, identity=identity, **fields)
 
 
 def _order(

@@ -112,7 +112,7 @@ TRIAL = {**ACTIVE, "mrr": 0, "subscription_status": "on_trial", "current_period_
 
 
 def person(when: str, **fields: Any) -> CustomerChange:
-    return CustomerChange(at(when), EMAIL, IDENTITY, **fields)
+    return CustomerChange(at(when), EMAIL, IDENTITY, email_change=True, **fields)
 
 
 EXPECTED: dict[str, list[CustomerChange]] = {
