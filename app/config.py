@@ -70,6 +70,8 @@ class Settings:
     batch_size: int = 500
     sweep_after_seconds: int = 30
     sweep_interval_seconds: int = 15
+    # How long an event may wait for its person to become known before it is ignored.
+    defer_seconds: int = 7 * 86400
     queue_name: str = "tributary"
     metrics_token: str | None = None
     # Seconds before each automatic retry of a failed event; after the last, it stays failed.
@@ -107,6 +109,7 @@ class Settings:
             sweep_interval_seconds=int(
                 _env(o, "TRIBUTARY_SWEEP_INTERVAL_SECONDS", cls.sweep_interval_seconds)
             ),
+            defer_seconds=int(_env(o, "TRIBUTARY_DEFER_SECONDS", cls.defer_seconds)),
             queue_name=str(_env(o, "TRIBUTARY_QUEUE", cls.queue_name)),
             metrics_token=_env(o, "TRIBUTARY_METRICS_TOKEN") or None,
             retry_intervals=_intervals(_env(o, "TRIBUTARY_RETRY_INTERVALS", cls.retry_intervals)),

@@ -69,7 +69,7 @@ def _redact(session: Session, event_ids: Sequence[str]) -> None:
             changes=null(),
             # Errors quote payloads (an address, a name): keep that there was one, not what it said.
             last_error=case((Event.last_error.is_(None), None), else_=ERASED_NOTE),
-            status=case((Event.status.in_(("pending", "failed")), "ignored"), else_=Event.status),
+            status=case((Event.status.in_(("pending", "failed", "deferred")), "ignored"), else_=Event.status),
         )
         .execution_options(synchronize_session=False)
     )

@@ -13,7 +13,6 @@ Clerk user ids (`user_…`) become identities, so the events that carry no email
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from connectors.base import (
     Connector,
@@ -24,14 +23,13 @@ from connectors.base import (
     NormalizeContext,
     SourceConfig,
 )
-from connectors.changes import CustomerChange, IdentityRef
+from connectors.billing import describe_handlers
+from connectors.changes import CustomerChange
+from connectors.clerk_events import HANDLERS, primary_email
 from connectors.fields import (
     check_event_time,
-    clean_email,
-    full_name,
     load_object,
     parse_time,
-    person_change,
     text_at,
 )
 from connectors.verification import verify_standard_webhook
@@ -40,33 +38,11 @@ __all__ = ["ClerkConnector"]
 
 DOCS = "https://clerk.com/docs/guides/development/webhooks/syncing"
 
-# Clerk event -> what Tributary does. Payload fields: https://clerk.com/docs/reference/backend/types/backend-user
-EVENT_TYPES: Mapping[str, str] = {
-    "user.created": "signup: email, name; status `free` unless the customer has one in the project",
-    "user.updated": "name; a new primary email address is an email change (rename or merge)",
-    "user.deleted": "the Clerk user id is removed from the customer, who is kept; recorded on the timeline",
-    "session.created": "activity (last_activity_at moves forward)",
-}
-
-SIGNUP_STATUS = "free"
-
-
-def _primary_email(user: Mapping[str, Any]) -> str | None:
-    """The address whose id is `primary_email_address_id` (Clerk users may have several)."""
-    primary_id = user.get("primary_email_address_id")
-    addresses = user.get("email_addresses")
-    if not isinstance(addresses, list):
-        return None
-    for address in addresses:
-        if isinstance(address, Mapping) and address.get("id") == primary_id and primary_id:
-            return clean_email(address.get("email_address"))
-    return None
-
 
 class ClerkConnector(Connector):
     name = "clerk"
-    title = "Clerk (users and sessions, signed by Svix)"
-    event_types = EVENT_TYPES
+    title = "Clerk (users, sessions, organizations, waitlist and Clerk Billing, signed by Svix)"
+    event_types = describe_handlers(HANDLERS)
     stored_headers = ("content-type", "user-agent", "svix-id", "svix-timestamp")
 
     def verify(self, request: InboundRequest, source: SourceConfig) -> None:
@@ -92,33 +68,14 @@ class ClerkConnector(Connector):
             raise MalformedPayload(f"{event_type} without data.id")
         if event_type == "session.created" and not text_at(data, "user_id"):
             raise MalformedPayload("session.created without data.user_id")
-        email = _primary_email(data) if event_type.startswith("user.") else None
+        email = primary_email(data) if event_type.startswith("user.") else None
         return [Envelope(message_id, event_type, occurred_at, body, email=email)]
 
     def normalize(self, envelope: Envelope, context: NormalizeContext) -> list[CustomerChange]:
         data = envelope.payload.get("data")
         if not isinstance(data, Mapping):
             raise MalformedPayload("the stored Clerk event has no data object")
-        kind = envelope.type
-        if kind in ("user.created", "user.updated"):
-            identity = IdentityRef(self.name, str(data.get("id")))
-            email = _primary_email(data)
-            if email is None and kind == "user.created":
-                raise EventIgnored("the Clerk user has no primary email address")
-            return [
-                person_change(
-                    envelope.occurred_at,
-                    email=email,
-                    identity=identity,
-                    name=full_name(data.get("first_name"), data.get("last_name")),
-                    status_if_absent=SIGNUP_STATUS if kind == "user.created" else None,
-                )
-            ]
-        if kind == "user.deleted":
-            # Clerk sends only the id: the identity link is the only way to the person.
-            identity = IdentityRef(self.name, str(data.get("id")))
-            return [CustomerChange(occurred_at=envelope.occurred_at, identity=identity, forget_identity=True)]
-        if kind == "session.created":
-            identity = IdentityRef(self.name, str(data.get("user_id")))
-            return [CustomerChange(occurred_at=envelope.occurred_at, identity=identity, activity=True)]
-        raise EventIgnored(f"Clerk event {kind!r} is not tracked (see {DOCS})")
+        handler = HANDLERS.get(envelope.type)
+        if handler is None:
+            raise EventIgnored(f"Clerk event {envelope.type!r} is not tracked (see {DOCS})")
+        return handler(envelope, data)

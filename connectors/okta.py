@@ -16,7 +16,7 @@ Option: `header` - the header name configured on the hook (default `Authorizatio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from connectors.base import (
@@ -31,6 +31,7 @@ from connectors.base import (
     SourceConfig,
     VerificationFailed,
 )
+from connectors.billing import describe_handlers
 from connectors.changes import CustomerChange, IdentityRef
 from connectors.fields import (
     check_event_time,
@@ -49,19 +50,6 @@ DOCS = "https://developer.okta.com/docs/reference/api/event-types/"
 CHALLENGE_HEADER = "x-okta-verification-challenge"
 DEFAULT_HEADER = "authorization"
 MAX_CHALLENGE_CHARS = 512
-
-# Okta event type -> what Tributary does. Catalogue: https://developer.okta.com/docs/reference/api/event-types/
-EVENT_TYPES: Mapping[str, str] = {
-    "user.lifecycle.create": "signup: email, name; status `free` unless set; links the Okta user id",
-    "user.lifecycle.activate": "like a signup; params.okta_status = active",
-    "user.lifecycle.reactivate": "params.okta_status = active",
-    "user.lifecycle.unsuspend": "params.okta_status = active",
-    "user.lifecycle.deactivate": "params.okta_status = deactivated (the Tributary status is left alone)",
-    "user.lifecycle.suspend": "params.okta_status = suspended",
-    "user.lifecycle.delete.initiated": "the Okta user id is removed from the customer, who is kept",
-    "user.account.update_profile": "name; a new login email is an email change (rename or merge)",
-    "user.session.start": "activity (successful sign-ins only)",
-}
 
 SIGNUP_STATUS = "free"
 # Okta's own account state is provider-native data: it goes to a prefixed param, never to the
@@ -97,7 +85,6 @@ def _refusal(message: str) -> Challenge:
 class OktaConnector(Connector):
     name = "okta"
     title = "Okta Event Hooks (user lifecycle, profile, sign-ins)"
-    event_types = EVENT_TYPES
 
     def validate_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(options) - {"header"})
@@ -155,7 +142,8 @@ class OktaConnector(Connector):
 
     def normalize(self, envelope: Envelope, context: NormalizeContext) -> list[CustomerChange]:
         kind = envelope.type
-        if kind not in EVENT_TYPES:
+        handler = HANDLERS.get(kind)
+        if handler is None:
             raise EventIgnored(f"Okta event {kind!r} is not tracked (see {DOCS})")
         event = envelope.payload
         outcome = text_at(event, "outcome", "result")
@@ -164,23 +152,75 @@ class OktaConnector(Connector):
         subject = _subject(event)
         if subject is None:
             raise EventIgnored(f"{kind} names no user")
-        identity = IdentityRef(self.name, str(subject["id"]))
-        at = envelope.occurred_at
-        if kind == "user.lifecycle.delete.initiated":
-            return [CustomerChange(occurred_at=at, identity=identity, forget_identity=True)]
-        email = clean_email(subject.get("alternateId"))
-        if kind == "user.session.start":
-            return [person_change(at, email=email, identity=identity, activity=True)]
-        if email is None and kind in SIGNUPS and context.email_for(identity) is None:
-            raise EventIgnored("the Okta login is not an email address")
-        params = {"okta_status": OKTA_STATUS[kind]} if kind in OKTA_STATUS else {}
-        return [
-            person_change(
-                at,
-                email=email,
-                identity=identity,
-                name=full_name(subject.get("displayName")),
-                status_if_absent=SIGNUP_STATUS if kind in SIGNUPS else None,
-                params=params,
-            )
-        ]
+        return handler(envelope, subject, context)
+
+
+# -- the executable mapping table: {event type: handler}, each docstring says what it does -----------
+
+
+def _identity(subject: Mapping[str, Any]) -> IdentityRef:
+    return IdentityRef("okta", str(subject["id"]))
+
+
+def _deleted(
+    envelope: Envelope, subject: Mapping[str, Any], context: NormalizeContext
+) -> list[CustomerChange]:
+    """the Okta user id is removed from the customer, who is kept"""
+    return [
+        CustomerChange(occurred_at=envelope.occurred_at, identity=_identity(subject), forget_identity=True)
+    ]
+
+
+def _session(
+    envelope: Envelope, subject: Mapping[str, Any], context: NormalizeContext
+) -> list[CustomerChange]:
+    """activity (successful sign-ins only); the actor's displayName as name"""
+    # The actor is the user signing in: its displayName is that user's full name.
+    email = clean_email(subject.get("alternateId"))
+    name = full_name(subject.get("displayName"))
+    return [
+        person_change(
+            envelope.occurred_at, email=email, identity=_identity(subject), name=name, activity=True
+        )
+    ]
+
+
+def _person(
+    envelope: Envelope, subject: Mapping[str, Any], context: NormalizeContext
+) -> list[CustomerChange]:
+    """create/activate: signup (email, name; status `free` unless set; links the Okta user id);
+    deactivate/suspend/unsuspend/reactivate: param `okta_status` (the Tributary status is left
+    alone); update_profile: name, and a new login email is an email change (rename or merge)"""
+    kind = envelope.type
+    identity = _identity(subject)
+    email = clean_email(subject.get("alternateId"))
+    if email is None and kind in SIGNUPS and context.email_for(identity) is None:
+        raise EventIgnored("the Okta login is not an email address")
+    params = {"okta_status": OKTA_STATUS[kind]} if kind in OKTA_STATUS else {}
+    return [
+        person_change(
+            envelope.occurred_at,
+            email=email,
+            identity=identity,
+            name=full_name(subject.get("displayName")),
+            status_if_absent=SIGNUP_STATUS if kind in SIGNUPS else None,
+            params=params,
+        )
+    ]
+
+
+Handler = Callable[[Envelope, Mapping[str, Any], NormalizeContext], list[CustomerChange]]
+
+# Catalogue: https://developer.okta.com/docs/reference/api/event-types/
+HANDLERS: Mapping[str, Handler] = {
+    "user.lifecycle.create": _person,
+    "user.lifecycle.activate": _person,
+    "user.lifecycle.reactivate": _person,
+    "user.lifecycle.unsuspend": _person,
+    "user.lifecycle.deactivate": _person,
+    "user.lifecycle.suspend": _person,
+    "user.lifecycle.delete.initiated": _deleted,
+    "user.account.update_profile": _person,
+    "user.session.start": _session,
+}
+OktaConnector.event_types = describe_handlers(HANDLERS)

@@ -56,6 +56,8 @@ BUILTIN_CONNECTORS: dict[str, str] = {
     "auth0": "connectors.auth0:Auth0Connector",
     "workos": "connectors.workos:WorkOSConnector",
     "okta": "connectors.okta:OktaConnector",
+    "paddle": "connectors.paddle:PaddleConnector",
+    "lemonsqueezy": "connectors.lemonsqueezy:LemonSqueezyConnector",
     "standard": "connectors.standard:StandardConnector",
     "mapping": "connectors.mapping:MappingConnector",
 }

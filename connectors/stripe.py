@@ -7,8 +7,9 @@ one event; its `created` (Unix seconds) is the event time that orders writes, so
 
 Subscription events carry no email. The worker finds the person through the Stripe customer id
 (an identity linked by any earlier event that had an email), else asks Stripe's API with the
-source's `api_key` option (`Customer.retrieve`). If neither knows, the event fails with the reason
-and its retry succeeds once an event with the email has arrived.
+source's `api_key` option (`Customer.retrieve`). If neither knows, the event waits as `deferred`
+and is applied as soon as an event with the email arrives (workers/deferred.py). A deleted
+customer's identity keeps routing its events, however late, to the person it belonged to.
 
 Source options: `api_key` (sk_… or rk_…, for email lookups), `livemode` (true/false: events from
 the other mode are ignored), `status.<subscription status>=<project status>` (override the
@@ -17,15 +18,12 @@ default status mapping of SPEC §7, e.g. `status.past_due=paid`).
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import stripe
 
-from connectors import safe_json
 from connectors.base import (
     TIMESTAMP_TOLERANCE_SECONDS,
     Connector,
@@ -39,7 +37,9 @@ from connectors.base import (
     VerificationFailed,
     check_timestamp,
 )
+from connectors.billing import describe_handlers
 from connectors.changes import CustomerChange, IdentityRef
+from connectors.stripe_client import CustomerLookupFailed, client_for, set_client_factory
 from connectors.stripe_mapping import (
     DEFAULT_STATUS_MAP,
     SUBSCRIPTION_STATUSES,
@@ -47,34 +47,26 @@ from connectors.stripe_mapping import (
     subscription_params,
     timestamp_iso,
 )
+from connectors.stripe_payload import created_time, data_object, email_in, load_event, text
 
 __all__ = ["CustomerLookupFailed", "StripeConnector", "client_for", "set_client_factory"]
 
-ClientFactory = Callable[[str], stripe.StripeClient]
-
 _STATUS_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _API_KEY = re.compile(r"^(sk|rk)_(test|live)_[0-9A-Za-z_]{8,247}$")
+_API_KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
-class CustomerLookupFailed(Exception):
-    """Stripe's API could not tell a customer's email (network, key or permission problem)."""
-
-
-# -- the Stripe API client: one factory, so tests can inject theirs ------------------------------------
-
-
-@functools.lru_cache(maxsize=16)
 def _api_key_problem(value: object) -> str:
     """What is wrong with an `api_key` option, without echoing the key."""
     rule = "api_key must be a Stripe secret or restricted key: sk_test_, sk_live_, rk_test_ or rk_live_"
     if not isinstance(value, str):
         return f"{rule} followed by 8 to 247 letters, digits or underscores (got a {type(value).__name__})"
-    text = value.strip()
-    prefix = next((p for p in ("sk_test_", "sk_live_", "rk_test_", "rk_live_") if text.startswith(p)), None)
+    stripped = value.strip()
+    prefix = next((p for p in _API_KEY_PREFIXES if stripped.startswith(p)), None)
     if prefix is None:
         return f"{rule}, then 8 to 247 letters, digits or underscores; this value has none of those prefixes"
-    rest = text.removeprefix(prefix)
+    rest = stripped.removeprefix(prefix)
     if len(rest) < 8:
         return f"api_key is too short: {len(rest)} characters after {prefix!r}, at least 8 are needed"
     if len(rest) > 247:
@@ -82,83 +74,13 @@ def _api_key_problem(value: object) -> str:
     return f"api_key may only hold letters, digits and underscores after {prefix!r}"
 
 
-def _default_client(api_key: str) -> stripe.StripeClient:
-    # A short timeout: the lookup runs inside the worker's batch. One retry for a blip; a longer
-    # outage fails the event, and its RQ retry comes back later.
-    return stripe.StripeClient(api_key, http_client=stripe.RequestsClient(timeout=10), max_network_retries=1)
-
-
-_client_factory: ClientFactory = _default_client
-
-
-def set_client_factory(factory: ClientFactory | None) -> None:
-    """Build Stripe clients with `factory` (None: the default)."""
-    global _client_factory  # noqa: PLW0603 - one factory per process, swapped by tests
-    _client_factory = factory or _default_client
-
-
-def client_for(api_key: str) -> stripe.StripeClient:
-    return _client_factory(api_key)
-
-
-# -- reading the payload ----------------------------------------------------------------------------
-
-
-def _load_event(body: bytes) -> dict[str, Any]:
-    # Strict numbers (NaN, Infinity, 1e400: 400) and text without NUL or lone surrogates.
-    try:
-        event = safe_json.scrub(safe_json.loads(body))
-    except (ValueError, RecursionError):
-        raise MalformedPayload("the body is not a JSON document") from None
-    if not isinstance(event, dict):
-        raise MalformedPayload("a Stripe event is a JSON object")
-    return event
-
-
-def _created(value: Any) -> datetime:
-    """`created`: Unix seconds (v1 events) or ISO 8601 (v2 thin events)."""
-    try:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return datetime.fromtimestamp(value, UTC)
-        if isinstance(value, str):
-            moment = datetime.fromisoformat(value)
-            return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    except (OverflowError, OSError, ValueError):
-        pass
-    raise MalformedPayload("the event's `created` is not a timestamp")
-
-
-def _object(payload: Mapping[str, Any]) -> Mapping[str, Any]:
-    data = payload.get("data")
-    obj = data.get("object") if isinstance(data, Mapping) else None
-    return obj if isinstance(obj, Mapping) else {}
-
-
-def _text(value: Any) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
-
-
-def _email_in(event_type: str, obj: Mapping[str, Any]) -> str | None:
-    """The email the object itself states, if any (`customer.*`, checkout, invoices)."""
-    if event_type.startswith("customer.") and not event_type.startswith("customer.subscription."):
-        return _text(obj.get("email"))
-    if event_type.startswith("checkout.session."):
-        details = obj.get("customer_details")
-        found = _text(details.get("email")) if isinstance(details, Mapping) else None
-        return found or _text(obj.get("customer_email"))
-    if event_type.startswith("invoice."):
-        return _text(obj.get("customer_email"))
-    customer = obj.get("customer")
-    return _text(customer.get("email")) if isinstance(customer, Mapping) else None
-
-
 def _flag(value: Any, name: str) -> bool:
     if isinstance(value, bool):
         return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
+    word = str(value).strip().lower()
+    if word in _TRUE:
         return True
-    if text in _FALSE:
+    if word in _FALSE:
         return False
     raise InvalidOptions(f"{name} must be true or false, got {value!r}")
 
@@ -166,21 +88,8 @@ def _flag(value: Any, name: str) -> bool:
 class StripeConnector(Connector):
     name = "stripe"
     title = "Stripe customers, checkout, subscriptions and invoices"
-    # https://docs.stripe.com/billing/subscriptions/webhooks and https://docs.stripe.com/api/events/types
-    event_types: ClassVar[Mapping[str, str]] = {
-        "customer.created": "upsert: email, name; Stripe customer id linked as identity",
-        "customer.updated": "upsert: email, name; a changed email is an email change of the identity",
-        "customer.deleted": "identity removal (the person is kept)",
-        "checkout.session.completed": "upsert: customer_details.email, name, identity; activity",
-        "customer.subscription.created": "status (mapped) and subscription params",
-        "customer.subscription.updated": "status (mapped) and subscription params",
-        "customer.subscription.deleted": "status churned (canceled) and subscription params, mrr 0",
-        "customer.subscription.paused": "status (paused: free) and subscription params",
-        "customer.subscription.resumed": "status (mapped) and subscription params",
-        "customer.subscription.trial_will_end": "status (trialing: trial) and subscription params",
-        "invoice.paid": "upsert: customer_email, identity; params.last_payment_at when money moved",
-        "invoice.payment_failed": "upsert: customer_email, identity; params.last_payment_failed_at",
-    }
+    # The mapping table is `_HANDLERS` below (https://docs.stripe.com/api/events/types); what each
+    # event does is its handler's docstring, listed in docs/connectors.md by `python -m connectors.doc`.
     stored_headers: ClassVar[tuple[str, ...]] = ("content-type", "user-agent")
     secret_options: ClassVar[frozenset[str]] = frozenset({"api_key"})
 
@@ -249,16 +158,16 @@ class StripeConnector(Connector):
         raise VerificationFailed(f"Stripe signature rejected: {reason}")
 
     def envelopes(self, request: InboundRequest, source: SourceConfig) -> list[Envelope]:
-        event = _load_event(request.body)
+        event = load_event(request.body)
         event_id, event_type = event.get("id"), event.get("type")
         if not isinstance(event_id, str) or not event_id:
             raise MalformedPayload("the event has no id")
         if not isinstance(event_type, str) or not event_type:
             raise MalformedPayload("the event has no type")
-        occurred_at = _created(event.get("created"))
-        if event.get("object") == "event" and not _object(event):
+        occurred_at = created_time(event.get("created"))
+        if event.get("object") == "event" and not data_object(event):
             raise MalformedPayload("the event has no data.object")
-        email = _email_in(event_type, _object(event))
+        email = email_in(event_type, data_object(event))
         return [Envelope(event_id, event_type, occurred_at, event, email=email)]
 
     # -- worker -----------------------------------------------------------------------------------
@@ -274,18 +183,20 @@ class StripeConnector(Connector):
                 f"a {'live' if event_livemode else 'test'}-mode event on a source configured with "
                 f"livemode={'true' if livemode else 'false'}"
             )
-        return handler(self, envelope, _object(envelope.payload), context)
+        return handler(self, envelope, data_object(envelope.payload), context)
 
     def _identity(self, obj: Mapping[str, Any], field: str = "customer") -> IdentityRef | None:
         found = customer_id(obj.get(field))
         return IdentityRef(self.name, found) if found else None
 
     def _email_for(self, identity: IdentityRef, context: NormalizeContext) -> str | None:
-        """The person's email through our identity table, else Stripe's API (when the source has
-        an api_key), else None: the worker then resolves through the identity or fails."""
-        known = context.email_for(identity)
-        if known:
-            return known
+        """An email for an event that names only the customer id: None when the id is linked
+        already (the worker resolves through the link; an address read back from our own table
+        asserts nothing new, and must not link a deleted id again when the batch that deletes it
+        is the one applying this event), else Stripe's answer (with the source's `api_key`), else
+        None: the worker resolves through the identity or its tombstone, or the event waits."""
+        if context.email_for(identity):
+            return None
         api_key = context.source.options.get("api_key")
         if not isinstance(api_key, str):
             return None
@@ -299,26 +210,28 @@ class StripeConnector(Connector):
         # A deleted customer comes back as {"id", "deleted": true}, without an email.
         if getattr(customer, "deleted", False):
             return None
-        return _text(getattr(customer, "email", None))
+        return text(getattr(customer, "email", None))
 
     def _customer(
         self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
     ) -> list[CustomerChange]:
+        """upsert: email, name; the Stripe customer id linked as identity; an email changed in
+        `previous_attributes` is an email change of the identity (rename or merge)"""
         identity = self._identity(obj, "id")
-        email = _text(obj.get("email"))
+        email = text(obj.get("email"))
         if identity is None:
             raise EventIgnored("the customer object has no cus_ id")
         if email is None:
             raise EventIgnored(f"stripe customer {identity.external_id} has no email")
         data = envelope.payload.get("data")
         previous = data.get("previous_attributes") if isinstance(data, Mapping) else None
-        old_email = _text(previous.get("email")) if isinstance(previous, Mapping) else None
+        old_email = text(previous.get("email")) if isinstance(previous, Mapping) else None
         return [
             CustomerChange(
                 occurred_at=envelope.occurred_at,
                 email=email,
                 identity=identity,
-                name=_text(obj.get("name")),
+                name=text(obj.get("name")),
                 email_change=old_email is not None and old_email.lower() != email.lower(),
             )
         ]
@@ -326,6 +239,8 @@ class StripeConnector(Connector):
     def _customer_deleted(
         self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
     ) -> list[CustomerChange]:
+        """identity removal (the person is kept); later events about the id, such as the
+        cancellations of Stripe's deletion cascade, still reach the person"""
         identity = self._identity(obj, "id")
         if identity is None:
             raise EventIgnored("the deleted customer object has no cus_ id")
@@ -337,14 +252,15 @@ class StripeConnector(Connector):
     def _checkout(
         self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
     ) -> list[CustomerChange]:
+        """upsert: customer_details.email (else customer_email), name, identity; activity"""
         identity = self._identity(obj)
-        email = envelope.email or _email_in(envelope.type, obj)
+        email = envelope.email or email_in(envelope.type, obj)
         if email is None and identity is not None:
             email = self._email_for(identity, context)
         if email is None and identity is None:
             raise EventIgnored("the checkout session names neither an email nor a customer")
         details = obj.get("customer_details")
-        name = _text(details.get("name")) if isinstance(details, Mapping) else None
+        name = text(details.get("name")) if isinstance(details, Mapping) else None
         return [
             CustomerChange(
                 occurred_at=envelope.occurred_at, email=email, identity=identity, name=name, activity=True
@@ -354,10 +270,13 @@ class StripeConnector(Connector):
     def _subscription(
         self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
     ) -> list[CustomerChange]:
+        """status (mapped from the subscription's status) and params plan, mrr (net of expanded
+        discounts), currency, interval, subscription_status, current_period_end,
+        cancel_at_period_end"""
         identity = self._identity(obj)
         if identity is None:
             raise EventIgnored("the subscription names no customer")
-        email = _email_in(envelope.type, obj) or self._email_for(identity, context)
+        email = email_in(envelope.type, obj) or self._email_for(identity, context)
         status_map = {**DEFAULT_STATUS_MAP, **_status_overrides(context.source.options)}
         stripe_status = obj.get("status")
         return [
@@ -374,8 +293,11 @@ class StripeConnector(Connector):
     def _invoice(
         self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
     ) -> list[CustomerChange]:
+        """upsert: customer_email, customer_name, identity; params `last_payment_at` (paid, when
+        money moved), `last_payment_failed_at` (payment failed) or
+        `last_payment_action_required_at` (the customer must authenticate the payment)"""
         identity = self._identity(obj)
-        email = _email_in(envelope.type, obj)
+        email = email_in(envelope.type, obj)
         if email is None and identity is not None:
             email = self._email_for(identity, context)
         if email is None and identity is None:
@@ -390,6 +312,8 @@ class StripeConnector(Connector):
                 params["last_payment_at"] = timestamp_iso(paid_at) or timestamp_iso(
                     envelope.payload.get("created")
                 )
+        elif envelope.type == "invoice.payment_action_required":
+            params["last_payment_action_required_at"] = timestamp_iso(envelope.payload.get("created"))
         else:
             params["last_payment_failed_at"] = timestamp_iso(envelope.payload.get("created"))
         return [
@@ -397,7 +321,108 @@ class StripeConnector(Connector):
                 occurred_at=envelope.occurred_at,
                 email=email,
                 identity=identity,
+                # Stripe copies the customer's name onto the invoice when it finalizes it; for a
+                # customer created without one (a checkout that only collected billing details)
+                # it is the only name there is.
+                name=text(obj.get("customer_name")),
                 params={k: v for k, v in params.items() if v is not None},
+            )
+        ]
+
+    def _charge_refunded(
+        self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
+    ) -> list[CustomerChange]:
+        """params `last_refund_at` and `refunded_amount` (minor units, the charge's total
+        refunded so far); billing_details.email (else receipt_email), identity"""
+        identity = self._identity(obj)
+        email = email_in(envelope.type, obj)
+        if email is None and identity is not None:
+            email = self._email_for(identity, context)
+        if email is None and identity is None:
+            raise EventIgnored("the refunded charge names neither an email nor a customer")
+        params: dict[str, Any] = {"last_refund_at": timestamp_iso(envelope.payload.get("created"))}
+        refunded = obj.get("amount_refunded")
+        if isinstance(refunded, int) and not isinstance(refunded, bool):
+            params["refunded_amount"] = refunded
+        return [
+            CustomerChange(occurred_at=envelope.occurred_at, email=email, identity=identity, params=params)
+        ]
+
+    def _dispute(
+        self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
+    ) -> list[CustomerChange]:
+        """params `dispute_status` (the dispute's status: needs_response, won, lost, …) and, when
+        opened, `last_dispute_at`; the person from evidence.customer_email_address, else the
+        disputed charge's customer (looked up with the source's `api_key`)"""
+        evidence = obj.get("evidence")
+        email = text(evidence.get("customer_email_address")) if isinstance(evidence, Mapping) else None
+        identity: IdentityRef | None = None
+        charge_id = obj.get("charge")
+        if isinstance(charge_id, Mapping):
+            identity = self._identity(charge_id)
+            charge_id = charge_id.get("id")
+        api_key = context.source.options.get("api_key")
+        if email is None and identity is None and isinstance(charge_id, str) and isinstance(api_key, str):
+            try:
+                charge = client_for(api_key).v1.charges.retrieve(charge_id)
+            except stripe.StripeError as exc:
+                raise CustomerLookupFailed(
+                    f"looking up charge {charge_id} of a dispute failed: {type(exc).__name__}: "
+                    f"{exc.user_message or exc}"
+                ) from None
+            found = customer_id(getattr(charge, "customer", None))
+            identity = IdentityRef(self.name, found) if found else None
+        if email is None and identity is None:
+            raise EventIgnored(
+                "the dispute names no customer: Stripe disputes carry only the charge id; give the "
+                "source an api_key so the charge's customer can be looked up"
+            )
+        if email is None and identity is not None:
+            email = self._email_for(identity, context)
+        params: dict[str, Any] = {}
+        if isinstance(status := obj.get("status"), str):
+            params["dispute_status"] = status
+        if envelope.type == "charge.dispute.created":
+            params["last_dispute_at"] = timestamp_iso(envelope.payload.get("created"))
+        return [
+            CustomerChange(occurred_at=envelope.occurred_at, email=email, identity=identity, params=params)
+        ]
+
+    def _discount(
+        self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
+    ) -> list[CustomerChange]:
+        """params `discount` (the coupon's name, else id), `discount_percent_off` or
+        `discount_amount_off`, `discount_end`; removed again by `customer.discount.deleted`.
+        The subscription events Stripe sends with them carry the net mrr"""
+        identity = self._identity(obj)
+        if identity is None:
+            raise EventIgnored("the discount names no customer")
+        email = self._email_for(identity, context)
+        keys = ("discount", "discount_percent_off", "discount_amount_off", "discount_end")
+        if envelope.type == "customer.discount.deleted":
+            return [
+                CustomerChange(
+                    occurred_at=envelope.occurred_at, email=email, identity=identity, params_unset=keys
+                )
+            ]
+        coupon = obj.get("coupon")
+        coupon = coupon if isinstance(coupon, Mapping) else {}
+        params: dict[str, Any] = {"discount": text(coupon.get("name")) or text(coupon.get("id"))}
+        percent, amount = coupon.get("percent_off"), coupon.get("amount_off")
+        if isinstance(percent, int | float) and not isinstance(percent, bool):
+            params["discount_percent_off"] = percent
+        if isinstance(amount, int) and not isinstance(amount, bool):
+            params["discount_amount_off"] = amount
+        params["discount_end"] = timestamp_iso(obj.get("end"))
+        present = {k: v for k, v in params.items() if v is not None}
+        absent = tuple(k for k in keys if k not in present)
+        return [
+            CustomerChange(
+                occurred_at=envelope.occurred_at,
+                email=email,
+                identity=identity,
+                params=present,
+                params_unset=absent,
             )
         ]
 
@@ -417,4 +442,11 @@ _HANDLERS: dict[str, Handler] = {
     **{f"customer.subscription.{kind}": StripeConnector._subscription for kind in _SUBSCRIPTION_EVENTS},
     "invoice.paid": StripeConnector._invoice,
     "invoice.payment_failed": StripeConnector._invoice,
+    "invoice.payment_action_required": StripeConnector._invoice,
+    "charge.refunded": StripeConnector._charge_refunded,
+    "charge.dispute.created": StripeConnector._dispute,
+    "charge.dispute.closed": StripeConnector._dispute,
+    "customer.discount.created": StripeConnector._discount,
+    "customer.discount.deleted": StripeConnector._discount,
 }
+StripeConnector.event_types = describe_handlers(_HANDLERS)

@@ -23,6 +23,7 @@ __all__ = [
     "SUBSCRIPTION_STATUSES",
     "customer_id",
     "monthly_amount",
+    "net_of_discounts",
     "plan_name",
     "subscription_params",
     "timestamp_iso",
@@ -153,6 +154,32 @@ def _period_end(subscription: Mapping[str, Any]) -> str | None:
     return timestamp_iso(subscription.get("current_period_end"))
 
 
+def _discounts(subscription: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The subscription's discounts as objects: the legacy `discount`, and `discounts` entries
+    when they are expanded (with API versions that send only ids they cannot be read here)."""
+    found = [_dict(subscription.get("discount"))]
+    listed = subscription.get("discounts")
+    if isinstance(listed, list):
+        found += [_dict(entry) for entry in listed]
+    return [d for d in found if _dict(d.get("coupon"))]
+
+
+def net_of_discounts(monthly_total: Fraction, subscription: Mapping[str, Any], months: Fraction) -> Fraction:
+    """`monthly_total` after the subscription's coupons: `percent_off` takes its share,
+    `amount_off` (per invoice, in the subscription's currency) its monthly equivalent
+    (`months` per billing period). Never below zero."""
+    total = monthly_total
+    for discount in _discounts(subscription):
+        coupon = _dict(discount.get("coupon"))
+        percent = coupon.get("percent_off")
+        amount = coupon.get("amount_off")
+        if isinstance(percent, int | float) and not isinstance(percent, bool) and 0 < percent <= 100:
+            total -= total * Fraction(str(percent)) / 100
+        elif isinstance(amount, int) and not isinstance(amount, bool) and amount > 0 and months > 0:
+            total -= Fraction(amount) / months
+    return max(total, Fraction(0))
+
+
 def subscription_params(subscription: Mapping[str, Any]) -> dict[str, Any]:
     """The params a subscription snapshot sets: plan, mrr, currency, interval,
     subscription_status, current_period_end, cancel_at_period_end (absent values are left out)."""
@@ -164,12 +191,14 @@ def subscription_params(subscription: Mapping[str, Any]) -> dict[str, Any]:
         params["plan"] = plan
     billing = status in MRR_STATUSES
     total = sum((monthly_amount(i) for i in items), Fraction(0))
+    unit, count = _interval(first)
+    months = _MONTHS_PER_UNIT.get(unit, Fraction(0)) * count if unit is not None else Fraction(0)
+    total = net_of_discounts(total, subscription, months)
     # Half-up rounding to whole minor units (round() would round half to even).
     params["mrr"] = math.floor(total + Fraction(1, 2)) if billing else 0
     currency = subscription.get("currency") or first.get("currency")
     if isinstance(currency, str) and currency:
         params["currency"] = currency.lower()
-    unit, _ = _interval(first)
     if unit is not None:
         params["interval"] = unit
     if isinstance(status, str):

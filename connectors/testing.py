@@ -64,7 +64,10 @@ __all__ = [
     "StoredEvent",
     "WebhookCase",
     "embedded_harness",
+    "lemonsqueezy_headers",
     "new_standard_secret",
+    "paddle_headers",
+    "paddle_signature",
     "registered",
     "standard_webhook_headers",
     "static_secret_headers",
@@ -127,6 +130,26 @@ def workos_signature(body: bytes, secret: str, timestamp_ms: int | None = None) 
 
 def workos_headers(body: bytes, secret: str, timestamp_ms: int | None = None) -> dict[str, str]:
     return {"WorkOS-Signature": workos_signature(body, secret, timestamp_ms)}
+
+
+def paddle_signature(body: bytes, secret: str, timestamp: int | None = None) -> str:
+    """`Paddle-Signature`: `ts=<s>;h1=<hex HMAC-SHA256(secret as UTF-8, "<ts>:<body>")>`."""
+    t = _now() if timestamp is None else timestamp
+    digest = hmac.new(secret.encode(), f"{t}:".encode() + body, hashlib.sha256).hexdigest()
+    return f"ts={t};h1={digest}"
+
+
+def paddle_headers(body: bytes, secret: str, timestamp: int | None = None) -> dict[str, str]:
+    return {"Paddle-Signature": paddle_signature(body, secret, timestamp)}
+
+
+def lemonsqueezy_headers(body: bytes, secret: str, event_name: str | None = None) -> dict[str, str]:
+    """`X-Signature`: hex HMAC-SHA256 of the raw body, keyed with the signing secret as UTF-8
+    (Lemon Squeezy signs no timestamp); `X-Event-Name` as Lemon Squeezy sends it."""
+    headers = {"X-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}
+    if event_name:
+        headers["X-Event-Name"] = event_name
+    return headers
 
 
 def static_secret_headers(

@@ -12,7 +12,7 @@ source `workos`: the prefixes keep them apart.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from connectors.base import (
@@ -26,6 +26,7 @@ from connectors.base import (
     VerificationFailed,
     check_timestamp,
 )
+from connectors.billing import describe_handlers
 from connectors.changes import CustomerChange, IdentityRef
 from connectors.fields import (
     check_event_time,
@@ -42,18 +43,7 @@ __all__ = ["WorkOSConnector", "parse_signature_header", "verify_workos_signature
 
 DOCS = "https://workos.com/docs/events"
 
-# WorkOS event -> what Tributary does. Payload shapes: https://workos.com/docs/reference/user-management/user
-EVENT_TYPES: Mapping[str, str] = {
-    "user.created": "signup: email, name; status `free` unless the customer has one in the project",
-    "user.updated": "name; a new email address is an email change (rename or merge)",
-    "user.deleted": "the WorkOS user id is removed from the customer, who is kept",
-    "session.created": "activity, at the session's creation time",
-    # https://workos.com/docs/directory-sync/understanding-events
-    "dsync.user.created": "a directory user appears: like a signup (primary email, name, status `free`)",
-    "dsync.user.updated": "name; a new primary email is an email change",
-    "dsync.user.deleted": "the directory user id is removed from the customer, who is kept",
-}
-
+NAME = "workos"
 SIGNUP_STATUS = "free"
 SIGNATURE_HEADER = "workos-signature"
 
@@ -108,8 +98,7 @@ def _directory_email(user: Mapping[str, Any]) -> str | None:
 
 class WorkOSConnector(Connector):
     name = "workos"
-    title = "WorkOS (AuthKit users and sessions, Directory Sync users)"
-    event_types = EVENT_TYPES
+    title = "WorkOS (AuthKit users, sessions, sign-ins, memberships and invitations; Directory Sync users)"
 
     def verify(self, request: InboundRequest, source: SourceConfig) -> None:
         verify_workos_signature(request.body, request.headers.get(SIGNATURE_HEADER), source.secrets)
@@ -124,12 +113,12 @@ class WorkOSConnector(Connector):
                 "a WorkOS event needs a string `id`, a string `event` and an object `data`"
             )
         occurred_at = check_event_time(parse_time(body.get("created_at"), "created_at"))
-        if event_type in EVENT_TYPES:
-            field = "user_id" if event_type == "session.created" else "id"
+        if event_type in _NEEDS:
+            field = _NEEDS[event_type]
             if text_at(data, field) is None:
                 raise MalformedPayload(f"{event_type} without data.{field}")
         email = None
-        if event_type.startswith("user."):
+        if event_type.startswith(("user.", "invitation.", "authentication.")):
             email = clean_email(data.get("email"))
         elif event_type.startswith("dsync.user."):
             email = _directory_email(data)
@@ -139,38 +128,117 @@ class WorkOSConnector(Connector):
         data = envelope.payload.get("data")
         if not isinstance(data, Mapping):
             raise MalformedPayload("the stored WorkOS event has no data object")
-        kind = envelope.type
-        at = envelope.occurred_at
-        if kind in ("user.created", "user.updated", "dsync.user.created", "dsync.user.updated"):
-            directory = kind.startswith("dsync.")
-            email = _directory_email(data) if directory else clean_email(data.get("email"))
-            if email is None and kind.endswith(".created"):
-                raise EventIgnored("the WorkOS user has no email address")
-            return [
-                person_change(
-                    at,
-                    email=email,
-                    identity=IdentityRef(self.name, str(data["id"])),
-                    name=full_name(data.get("first_name"), data.get("last_name")),
-                    status_if_absent=SIGNUP_STATUS if kind.endswith(".created") else None,
-                )
-            ]
-        if kind in ("user.deleted", "dsync.user.deleted"):
-            # Carries the whole user, but the deletion is about the WorkOS id, not the address.
-            return [
-                CustomerChange(
-                    occurred_at=at, identity=IdentityRef(self.name, str(data["id"])), forget_identity=True
-                )
-            ]
-        if kind == "session.created":
-            started = data.get("created_at")
-            when = parse_time(started, "data.created_at") if started is not None else at
-            # Never later than the event itself, whose time was checked against the clock.
-            return [
-                CustomerChange(
-                    occurred_at=min(when, at),
-                    identity=IdentityRef(self.name, str(data["user_id"])),
-                    activity=True,
-                )
-            ]
-        raise EventIgnored(f"WorkOS event {kind!r} is not tracked (see {DOCS})")
+        handler = HANDLERS.get(envelope.type)
+        if handler is None:
+            raise EventIgnored(f"WorkOS event {envelope.type!r} is not tracked (see {DOCS})")
+        return handler(envelope, data)
+
+
+# -- the executable mapping table: {event type: handler}, each docstring says what it does -----------
+
+
+def _user(envelope: Envelope, data: Mapping[str, Any]) -> list[CustomerChange]:
+    """created: signup (email, name; status `free` unless the customer has one in the project);
+    updated: name, and a new email address is an email change (rename or merge)"""
+    kind = envelope.type
+    directory = kind.startswith("dsync.")
+    email = _directory_email(data) if directory else clean_email(data.get("email"))
+    if email is None and kind.endswith(".created"):
+        raise EventIgnored("the WorkOS user has no email address")
+    return [
+        person_change(
+            envelope.occurred_at,
+            email=email,
+            identity=IdentityRef(NAME, str(data["id"])),
+            name=full_name(data.get("first_name"), data.get("last_name")),
+            status_if_absent=SIGNUP_STATUS if kind.endswith(".created") else None,
+        )
+    ]
+
+
+def _user_deleted(envelope: Envelope, data: Mapping[str, Any]) -> list[CustomerChange]:
+    """the WorkOS user id is removed from the customer, who is kept"""
+    # Carries the whole user, but the deletion is about the WorkOS id, not the address.
+    identity = IdentityRef(NAME, str(data["id"]))
+    return [CustomerChange(occurred_at=envelope.occurred_at, identity=identity, forget_identity=True)]
+
+
+def _session(envelope: Envelope, data: Mapping[str, Any]) -> list[CustomerChange]:
+    """activity, at the session's creation time"""
+    at = envelope.occurred_at
+    started = data.get("created_at")
+    when = parse_time(started, "data.created_at") if started is not None else at
+    # Never later than the event itself, whose time was checked against the clock.
+    identity = IdentityRef(NAME, str(data["user_id"]))
+    return [CustomerChange(occurred_at=min(when, at), identity=identity, activity=True)]
+
+
+def _authentication(envelope: Envelope, data: Mapping[str, Any]) -> list[CustomerChange]:
+    """activity (a successful sign-in: password, OAuth, SSO, magic auth, passkey, MFA, email
+    verification); the user's email when the event carries it"""
+    user_id = text_at(data, "user_id")
+    email = clean_email(data.get("email"))
+    if user_id is None and email is None:
+        raise EventIgnored("the authentication names no user")
+    identity = IdentityRef(NAME, user_id) if user_id else None
+    return [CustomerChange(occurred_at=envelope.occurred_at, email=email, identity=identity, activity=True)]
+
+
+def _membership(envelope: Envelope, data: Mapping[str, Any]) -> list[CustomerChange]:
+    """params `organization:<org id>` = the member's role slug; removed when the membership is
+    deleted"""
+    org_id = text_at(data, "organization_id")
+    if org_id is None:
+        raise EventIgnored("the organization membership names no organization")
+    key = f"organization:{org_id}"
+    identity = IdentityRef(NAME, str(data["user_id"]))
+    at = envelope.occurred_at
+    if envelope.type == "organization_membership.deleted":
+        return [CustomerChange(occurred_at=at, identity=identity, params_unset=(key,))]
+    role = text_at(data, "role", "slug") or "member"
+    return [CustomerChange(occurred_at=at, identity=identity, params={key: role})]
+
+
+def _invitation_accepted(envelope: Envelope, data: Mapping[str, Any]) -> list[CustomerChange]:
+    """signup: the invited email (status `free` unless the customer has one); the accepting user
+    id linked as identity when the event names it; activity"""
+    email = clean_email(data.get("email"))
+    if email is None:
+        raise EventIgnored("the invitation has no email address")
+    user_id = text_at(data, "accepted_user_id")
+    return [
+        CustomerChange(
+            occurred_at=envelope.occurred_at,
+            email=email,
+            identity=IdentityRef(NAME, user_id) if user_id else None,
+            status_if_absent=SIGNUP_STATUS,
+            activity=True,
+        )
+    ]
+
+
+Handler = Callable[[Envelope, Mapping[str, Any]], list[CustomerChange]]
+
+_AUTHENTICATIONS = ("email_verification", "magic_auth", "mfa", "oauth", "passkey", "password", "sso")
+HANDLERS: Mapping[str, Handler] = {
+    "user.created": _user,
+    "user.updated": _user,
+    "user.deleted": _user_deleted,
+    "session.created": _session,
+    # https://workos.com/docs/directory-sync/understanding-events
+    "dsync.user.created": _user,
+    "dsync.user.updated": _user,
+    "dsync.user.deleted": _user_deleted,
+    "organization_membership.created": _membership,
+    "organization_membership.updated": _membership,
+    "organization_membership.deleted": _membership,
+    "invitation.accepted": _invitation_accepted,
+    **{f"authentication.{kind}_succeeded": _authentication for kind in _AUTHENTICATIONS},
+}
+# Fields an event must carry to be stored (checked in the web process).
+_NEEDS: Mapping[str, str] = {
+    **{kind: "id" for kind in HANDLERS if kind.startswith(("user.", "dsync.user."))},
+    "session.created": "user_id",
+    **{kind: "user_id" for kind in HANDLERS if kind.startswith("organization_membership.")},
+}
+WorkOSConnector.event_types = describe_handlers(HANDLERS)

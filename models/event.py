@@ -10,7 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, sortable_id, utcnow
 
-EVENT_STATUSES = ("pending", "processed", "ignored", "failed")
+# `deferred`: waiting for an event that makes its person known (workers/deferred.py).
+EVENT_STATUSES = ("pending", "processed", "ignored", "failed", "deferred")
 
 
 class Event(Base):
@@ -30,6 +31,7 @@ class Event(Base):
         Index("ix_events_email", "email"),
         # The operator's event list (newest first, since/until) and the retention purge.
         Index("ix_events_account_received", "account_id", "received_at", "id"),
+        Index("ix_events_awaiting", "account_id", "awaiting_source", "awaiting_id"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: sortable_id("evt"))
@@ -58,3 +60,13 @@ class Event(Base):
     processed_at: Mapped[datetime | None] = mapped_column()
     # Set when retention removed the raw body and payload (the row, changes and timeline stay).
     purged_at: Mapped[datetime | None] = mapped_column()
+    # A deferred event's awaited identity (workers/deferred.py).
+    awaiting_source: Mapped[str | None] = mapped_column(String(64))
+    awaiting_id: Mapped[str | None] = mapped_column(String(255))
+
+    @property
+    def awaiting(self) -> str | None:
+        """The awaited identity as `<source>:<external id>`, for people reading events."""
+        if self.awaiting_source is None or self.awaiting_id is None:
+            return None
+        return f"{self.awaiting_source}:{self.awaiting_id}"

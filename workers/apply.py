@@ -26,7 +26,8 @@ from models import CustomerChange as ChangeRow
 from models import CustomerProject, Event, EventAttempt, Identity
 from models.base import utcnow
 from models.sql import dialect_insert, is_postgres
-from workers.batch_state import Working, change_row, jsonable
+from workers.batch_state import IdentityUnknown, Working, change_row, jsonable
+from workers.deferred import claim_woken, defer, known_refs
 from workers.identities import EventIdentities, clock_with_email, write_identity_changes, write_tombstones
 from workers.merge import CustomerRecord, MergeResult, ProjectRecord, apply_change, new_project_record
 from workers.normalize import EventIgnored, changes_for_event
@@ -43,6 +44,9 @@ class BatchReport:
     processed: int = 0
     ignored: int = 0
     failed: list[str] = field(default_factory=list)
+    # Waiting for their person (workers/deferred.py), and how many waiting events this batch woke.
+    deferred: list[str] = field(default_factory=list)
+    woken: int = 0
 
 
 def claim_pending(session: Session, limit: int) -> list[Event]:
@@ -235,6 +239,12 @@ def apply_events(session: Session, events: Sequence[Event]) -> BatchReport:
     for event, changes in planned:
         try:
             event_report = _apply_event(work, event, changes)
+        except IdentityUnknown as exc:
+            # Not a failure: retrying cannot help until an event names the person.
+            _finish(event, "deferred", now, error=_error_text(exc))
+            defer(event, exc.ref)
+            report.deferred.append(event.id)
+            continue
         except Exception as exc:
             log.info("event %s failed to apply: %s", event.id, exc)
             _finish(event, "failed", now, error=_error_text(exc))
@@ -246,6 +256,15 @@ def apply_events(session: Session, events: Sequence[Event]) -> BatchReport:
     if attempts := session.info.pop(ATTEMPTS, None):
         session.execute(insert(EventAttempt), attempts)
     session.flush()
+    # Events that waited for a person this batch made known: applied now, in this transaction.
+    if woken := claim_woken(session, known_refs(work)):
+        more = apply_events(session, woken)
+        report.woken += len(woken) + more.woken
+        report.processed += more.processed
+        report.ignored += more.ignored
+        report.failed.extend(more.failed)
+        again = {event.id for event in woken}
+        report.deferred = [e for e in report.deferred if e not in again] + more.deferred
     return report
 
 

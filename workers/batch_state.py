@@ -32,6 +32,18 @@ class ApplyError(Exception):
 Ref = tuple[str, str, str]
 
 
+class IdentityUnknown(ApplyError):
+    """No email and an identity nothing has linked yet: the event waits for the person
+    (`deferred`, workers/deferred.py) instead of failing."""
+
+    def __init__(self, ref: Ref) -> None:
+        self.ref = ref
+        super().__init__(
+            f"no customer is known for {ref[1]} id {ref[2]!r} yet and the event carries no email; "
+            "it is applied as soon as an event names this person"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Tombstone:
     """A deleted provider user (models/merges.py): whose identity it was, and when it was deleted.
@@ -195,12 +207,23 @@ class Working:
         """The customer an identity is linked to now (forgotten links are gone from both maps)."""
         return self.new_identities.get(ref) or self.by_identity.get(ref)
 
+    def routes_to_tombstone(self, ref: Ref, change: CustomerChange, tombstone: Tombstone) -> bool:
+        """Whether `change` about a deleted identity belongs to the customer it had. Events up to
+        the deletion's time do; so does a later event without an email while the id is not linked
+        again (nothing else could name the person). Only a later event with an email links a
+        re-created id again (tests/workers/test_email_change.py)."""
+        if to_micros(change.occurred_at) <= tombstone.forgotten_at:
+            return True
+        return not change.email and self.live(ref) is None
+
     def resolve(self, account_id: str, change: CustomerChange) -> str:
         if change.identity and not change.email:
-            # An event from before its user's deletion reaches the customer the user had then.
+            # A deleted identity still names its customer: for events from before the deletion,
+            # from the same second (Stripe's cascade cancels subscriptions as it deletes the
+            # customer) and, while nothing has linked the id again, from after it.
             ref = (account_id, change.identity.source, change.identity.external_id)
             tombstone = self.tombstones.get(ref)
-            if tombstone and tombstone.customer_id and to_micros(change.occurred_at) < tombstone.forgotten_at:
+            if tombstone and tombstone.customer_id and self.routes_to_tombstone(ref, change, tombstone):
                 return tombstone.customer_id
         if change.email:
             customer_id = self.by_email.get((account_id, change.email))
@@ -211,10 +234,7 @@ class Working:
             ref = (account_id, change.identity.source, change.identity.external_id)
             customer_id = self.live(ref)
             if customer_id is None:
-                raise ApplyError(
-                    f"no customer is known for {change.identity.source} id "
-                    f"{change.identity.external_id!r} and the event carries no email"
-                )
+                raise IdentityUnknown(ref)
             return customer_id
         raise ApplyError("the change names neither an email nor an identity")
 

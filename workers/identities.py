@@ -65,10 +65,13 @@ class EventIdentities:
     def tombstone(self, ref: Ref) -> Tombstone | None:
         return self.tombstones.get(ref) or self.work.tombstones.get(ref)
 
-    def ghost(self, ref: Ref, t: int) -> Tombstone | None:
-        """The identity's tombstone when the change predates the deletion."""
+    def ghost(self, ref: Ref, change: CustomerChange) -> Tombstone | None:
+        """The identity's tombstone when `change` belongs to the deleted identity's customer (see
+        `Working.routes_to_tombstone`): such a change never links the identity again."""
         tombstone = self.tombstone(ref)
-        return tombstone if tombstone is not None and t < tombstone.forgotten_at else None
+        if tombstone is None or not self.work.routes_to_tombstone(ref, change, tombstone):
+            return None
+        return tombstone
 
     def placeholder(self, customer_id: str) -> bool:
         """Created by this batch's load for an address no applied change has used: not a person."""
@@ -81,7 +84,7 @@ class EventIdentities:
         """Resolve a change that states the identity's address at its event time (`email_change`)."""
         assert change.email is not None
         email, t = change.email, to_micros(change.occurred_at)
-        ghost = self.ghost(ref, t)
+        ghost = self.ghost(ref, change)
         holder = ghost.customer_id if ghost is not None and ghost.customer_id else self.work.live(ref)
         if holder is None:
             # An identity we do not know yet: the address decides, as for any change.
@@ -184,7 +187,7 @@ class EventIdentities:
         self.used.add(customer_id)
         if ref is None:
             return False
-        tombstone = self.ghost(ref, to_micros(change.occurred_at))
+        tombstone = self.ghost(ref, change)
         if tombstone is None:
             return False
         if tombstone.customer_id is None:

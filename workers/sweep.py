@@ -1,4 +1,5 @@
-"""Find events left pending (Redis was flushed or down at ingest) and schedule them again."""
+"""Find events left pending (Redis was flushed or down at ingest) and schedule them again; wake
+or expire events deferred while they wait for their person (workers/deferred.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy import func, select
 
 from models import Event
 from models.base import utcnow
+from workers.deferred import expire_deferred, wake_known
 from workers.jobs import DOORBELL_KEY, ring
 from workers.retention import purge_if_due
 from workers.runtime import Runtime
@@ -34,6 +36,7 @@ def sweep(runtime: Runtime, older_than: timedelta | None = None) -> int:
     """Returns how many pending events older than `older_than` it found (and scheduled)."""
     if older_than is None:
         older_than = timedelta(seconds=runtime.settings.sweep_after_seconds)
+    sweep_deferred(runtime)
     found = stale_pending(runtime, older_than)
     if found:
         try:
@@ -45,6 +48,19 @@ def sweep(runtime: Runtime, older_than: timedelta | None = None) -> int:
         ring(runtime)
         log.info("sweep: %d pending events older than %s rescheduled", found, older_than)
     return found
+
+
+def sweep_deferred(runtime: Runtime) -> tuple[int, int]:
+    """(woken, expired): deferred events whose person became known go back to pending (a batch
+    normally wakes them itself); those that waited longer than TRIBUTARY_DEFER_SECONDS are ignored."""
+    with runtime.db.write_session() as session, session.begin():
+        woken = wake_known(session)
+        expired = expire_deferred(session, timedelta(seconds=runtime.settings.defer_seconds), utcnow())
+    if woken:
+        ring(runtime)
+    if woken or expired:
+        log.info("sweep: %d deferred events woken, %d expired (ignored)", woken, expired)
+    return woken, expired
 
 
 def sweep_if_due(runtime: Runtime) -> int | None:

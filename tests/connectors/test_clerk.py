@@ -15,6 +15,7 @@ from connectors.changes import CustomerChange, IdentityRef
 from connectors.registry import registry
 from connectors.testing import ConnectorContract, WebhookCase, new_standard_secret, svix_headers
 from tests.connectors.provider_fixtures import (
+    FIXTURES,
     dumps,
     envelopes,
     fixture,
@@ -222,3 +223,79 @@ def test_a_signup_through_the_endpoint(
     assert record["name"] == "Ada Lovelace"
     assert record["projects"]["default"]["status"] == "free"
     assert record["identities"] == [{"source": "clerk", "external_id": USER}]
+
+
+# -- issue #12: waitlist, organizations and Clerk Billing ------------------------------------------------
+
+PRO = {
+    "plan": "pro",
+    "mrr": 2000,
+    "currency": "usd",
+    "interval": "month",
+    "subscription_status": "active",
+    "current_period_end": "2024-07-02T10:30:00Z",
+    "cancel_at_period_end": False,
+}
+
+
+def test_a_waitlist_entry_is_a_person_with_the_weak_status_waitlist() -> None:
+    assert changes_for("clerk/waitlistEntry.created.json") == [
+        CustomerChange(ms(1717149600250), "ada@example.com", status_if_absent="waitlist")
+    ]
+
+
+def test_organization_memberships_are_params_per_organization() -> None:
+    key = "organization:org_2pXA3kLm8Nq1Rt5Vw9Yz2Bc4Df6"
+    assert changes_for("clerk/organizationMembership.created.json") == [
+        CustomerChange(
+            ms(1717239600310), "ada@example.com", IDENTITY, params={key: "org:admin"}, email_change=True
+        )
+    ]
+    assert changes_for("clerk/organizationMembership.deleted.json") == [
+        CustomerChange(ms(1717930800120), "ada@example.com", IDENTITY, params_unset=(key,), email_change=True)
+    ]
+
+
+def test_billing_items_map_to_status_and_plan_params_like_stripe() -> None:
+    # The payer's address is the user's at that time (an email change, as user.updated's).
+    assert changes_for("clerk/subscriptionItem.active.json") == [
+        CustomerChange(
+            ms(1717324200420), "ada@example.com", IDENTITY, status="paid", params=PRO, email_change=True
+        )
+    ]
+    [past_due] = changes_for("clerk/subscriptionItem.pastDue.json")
+    assert past_due.status == "past_due" and past_due.params["mrr"] == 2000
+    assert past_due.params["subscription_status"] == "past_due"
+    [ended] = changes_for("clerk/subscriptionItem.ended.json")
+    assert ended.status == "churned" and ended.params["mrr"] == 0
+    # The subscription as a whole: its paid item decides, the ended free default plan does not.
+    [subscription] = changes_for("clerk/subscription.active.json")
+    assert (subscription.status, subscription.params) == ("paid", PRO)
+
+
+def test_a_free_default_plan_is_a_weak_free_status() -> None:
+    payload = fixture("clerk/subscriptionItem.active.json")
+    payload["data"]["plan"].update(amount=0, slug="free_user", is_default=True)
+    [envelope] = envelopes("clerk", delivery(payload))
+    [change] = normalize("clerk", envelope)
+    assert (change.status, change.status_if_absent, change.params["mrr"]) == (None, "free", 0)
+
+
+def test_payment_attempts_record_payments_and_failures() -> None:
+    [paid] = changes_for("clerk/paymentAttempt.updated.json")
+    assert paid.params == {"last_payment_at": "2024-06-02T10:29:59Z"} and paid.identity == IDENTITY
+    [failed] = changes_for("clerk/paymentAttempt.created.json")
+    assert failed.params == {"last_payment_failed_at": "2024-07-02T10:30:58Z"}
+
+
+def test_billing_for_an_organization_is_ignored_with_the_reason() -> None:
+    payload = fixture("clerk/subscriptionItem.active.json")
+    payload["data"]["payer"].update(user_id=None, organization_id="org_2pXA3kLm8Nq1Rt5Vw9Yz2Bc4Df6")
+    [envelope] = envelopes("clerk", delivery(payload))
+    assert "not a user" in ignored_reason("clerk", envelope)
+
+
+def test_every_clerk_fixture_is_a_tracked_type_or_the_untracked_example() -> None:
+    tracked = set(registry().get("clerk").event_types)
+    names = {p.stem for p in (FIXTURES / "clerk").glob("*.json")}
+    assert names - tracked == {"email.created"}

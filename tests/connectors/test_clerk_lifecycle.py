@@ -1,6 +1,7 @@
-"""A Clerk user's life (created -> new primary email -> session -> deleted), delivered in any order
-with redeliveries, ends in the record that in-order delivery gives: through the real endpoint,
-the real worker and the retries RQ would run later."""
+"""A Clerk user's life (created -> organization -> new primary email -> Clerk Billing
+subscription -> session -> deleted in the same millisecond),
+delivered in any order with redeliveries, ends in the record that in-order delivery gives: through
+the real endpoint, the real worker and the retries RQ would run later."""
 
 from __future__ import annotations
 
@@ -22,8 +23,30 @@ from workers.runtime import Runtime
 
 SECRET = "whsec_" + "QkVJTkcgQUxJVkUgSVMgQSBMT05HIFNUT1JZ"
 FIXTURE_USER = "user_2pX9dLrV7kQm3TzW8bN4cHfYs1A"
-LIFECYCLE = ["user.created", "user.updated", "session.created", "user.deleted"]
+# `waitlistEntry.created` is left out: a customer that exists by address only before the user's
+# first event and an email change that overtakes that first event do not converge (the stale
+# address never merges; issue #12 report).
+LIFECYCLE = [
+    "user.created",
+    "organizationMembership.created",
+    "user.updated",
+    "paymentAttempt.updated",
+    "subscriptionItem.active",
+    "subscription.active",
+    "session.created",
+    "user.deleted",
+]
 PAYLOADS = [fixture(f"clerk/{name}.json") for name in LIFECYCLE]
+# Clerk Billing names the payer by the address the user has then: the new primary one.
+for payload in PAYLOADS[3:6]:
+    for payer in [payload["data"]["payer"], *(i.get("payer") for i in payload["data"].get("items", []))]:
+        if payer:
+            payer["email"] = "Ada.Lovelace@Example.org"
+# Same-millisecond ties: the paid item and the whole subscription report one change; the user is
+# deleted while the session starts (an admin deleting a user who is signing in). In either order
+# the session reaches the person the deleted id belonged to.
+assert PAYLOADS[4]["timestamp"] == PAYLOADS[5]["timestamp"]
+PAYLOADS[7]["timestamp"] = PAYLOADS[6]["timestamp"]
 assert [p["timestamp"] for p in PAYLOADS] == sorted(p["timestamp"] for p in PAYLOADS)
 
 
@@ -73,7 +96,11 @@ def test_any_delivery_order_with_duplicates_converges_to_the_in_order_record(
     assert baseline["name"] == "Augusta Ada King"
     assert baseline["past_emails"] == ["pN@example.com"]
     assert baseline["identities"] == []
-    assert baseline["projects"]["default"]["status"] == "free"
+    # The signup's `free` is weak; the subscription's `paid` is not.
+    assert baseline["projects"]["default"]["status"] == "paid"
+    params = baseline["projects"]["default"]["params"]
+    assert params["plan"] == "pro" and params["mrr"] == 2000
+    assert params["organization:org_2pXA3kLm8Nq1Rt5Vw9Yz2Bc4Df6"] == "org:admin"
     assert baseline["last_activity_at"] == "2024-06-03T10:00:00.530000Z"
 
     @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -92,7 +119,9 @@ def test_any_delivery_order_with_duplicates_converges_to_the_in_order_record(
             assert people_rows == 1
             stored = session.scalars(select(Event.status).where(Event.provider_event_id.like(f"msg_p{n}_%")))
             assert sorted(stored) == ["processed"] * len(LIFECYCLE)
-            deletion = session.scalar(select(Event.id).where(Event.provider_event_id == f"msg_p{n}_3"))
+            deletion = session.scalar(
+                select(Event.id).where(Event.provider_event_id == f"msg_p{n}_{len(LIFECYCLE) - 1}")
+            )
             removed = session.scalars(select(ChangeRow.data).where(ChangeRow.event_id == deletion))
             assert {"identity_removed": ["clerk", f"user_person{n:04d}"]} in list(removed)
 

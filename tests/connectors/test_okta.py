@@ -142,6 +142,8 @@ def test_sign_ins_are_activity_and_failed_ones_are_ignored() -> None:
     success, failure = envelopes("okta", request("user.session.start"))
     [change] = normalize("okta", success)
     assert change.activity and change.identity == USER and change.email == "k.johnson@nasa.example"
+    # The actor's display name is the user's name (issue #12, defect 3).
+    assert change.name == "Katherine G. Johnson"
     assert "FAILURE" in ignored_reason("okta", failure)
 
 

@@ -24,21 +24,39 @@ ACTIVE_START = T0 + 14 * DAY + 300
 
 
 def _lifecycle() -> list[dict[str, Any]]:
-    """customer → trial → active → past_due → canceled, in event-time order."""
+    """customer → trial → active → past_due → customer deleted, in event-time order.
+
+    Two same-second ties, as Stripe's whole-second `created` makes common: the first invoice is
+    paid in the second the subscription turns active, and deleting the customer cancels its
+    subscription in the same second (Stripe's cascade: `customer.subscription.deleted`, then
+    `customer.deleted`). Neither tie writes one field twice, so in-order delivery is well defined.
+    """
     past_due = copy.deepcopy(load("customer.subscription.updated"))
     past_due["id"] = "evt_lifecycle_past_due"
     past_due["created"] = ACTIVE_START + 31 * DAY + 61
     past_due["data"]["object"]["status"] = "past_due"
     past_due["data"]["previous_attributes"] = {"status": "active"}
+    activated = load("customer.subscription.updated")
+    paid = load("invoice.paid")
+    paid["created"] = activated["created"]
+    canceled = load("customer.subscription.deleted")
+    deleted = load("customer.deleted")
+    deleted["created"] = canceled["created"]
+    # A coupon for the first months, and a refund; the coupon's end comes after the customer's
+    # deletion, so only the deleted identity's tombstone can say whose it was.
     return [
         load("customer.created"),
         load("customer.subscription.created"),
         load("checkout.session.completed"),
-        load("invoice.paid"),
-        load("customer.subscription.updated"),
+        paid,
+        activated,
+        load("customer.discount.created"),
+        load("charge.refunded"),
         load("invoice.payment_failed"),
         past_due,
-        load("customer.subscription.deleted"),
+        canceled,
+        deleted,
+        load("customer.discount.deleted"),
     ]
 
 
@@ -85,7 +103,11 @@ def test_any_delivery_order_with_duplicates_converges_to_the_in_order_record(
         drain()
     baseline = _record(client, admin, baseline_person)
     assert baseline["projects"]["default"]["status"] == "churned"
+    assert baseline["projects"]["default"]["params"]["mrr"] == 0
     assert baseline["projects"]["default"]["params"]["last_payment_failed_at"]
+    assert baseline["identities"] == []
+    assert baseline["projects"]["default"]["params"]["refunded_amount"] == 4900
+    assert not any(key.startswith("discount") for key in baseline["projects"]["default"]["params"])
 
     @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(plan=deliveries)

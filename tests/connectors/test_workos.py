@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from connectors.base import Headers, InboundRequest, MalformedPayload, VerificationFailed
+from connectors.base import EventIgnored, Headers, InboundRequest, MalformedPayload, VerificationFailed
 from connectors.changes import CustomerChange, IdentityRef
 from connectors.registry import registry
 from connectors.testing import ConnectorContract, WebhookCase, workos_headers, workos_signature
@@ -211,3 +211,51 @@ def test_a_user_life_end_to_end(client: FlaskClient, admin_key: str, runtime: Ru
     assert record["past_emails"] == ["marie@example.com"] and record["name"] == "Marie Skłodowska-Curie"
     assert record["projects"]["default"]["status"] == "free" and record["identities"] == []
     assert record["last_activity_at"] == "2024-06-03T07:45:00.850000Z"
+
+
+# -- issue #12: memberships, invitations and sign-ins ------------------------------------------------------
+
+
+def iso_at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_organization_memberships_are_params_per_organization() -> None:
+    key = "organization:org_01HZQ2K7J4S6U1W8A3M5P0B9CD"
+    assert changes_for("organization_membership.created") == [
+        CustomerChange(iso_at("2024-06-01T09:05:00.120Z"), identity=USER, params={key: "admin"})
+    ]
+    assert changes_for("organization_membership.deleted") == [
+        CustomerChange(iso_at("2024-06-20T16:00:00.210Z"), identity=USER, params_unset=(key,))
+    ]
+
+
+def test_an_accepted_invitation_is_a_signup_with_activity() -> None:
+    assert changes_for("invitation.accepted") == [
+        CustomerChange(
+            iso_at("2024-06-01T09:00:00.300Z"),
+            "ada@example.com",
+            USER,
+            status_if_absent="free",
+            activity=True,
+        )
+    ]
+
+
+@pytest.mark.parametrize("method", ["password", "oauth", "sso", "magic_auth", "passkey", "mfa"])
+def test_successful_authentications_are_activity(method: str) -> None:
+    payload = fixture("workos/authentication.password_succeeded.json")
+    payload["event"] = f"authentication.{method}_succeeded"
+    payload["data"]["type"] = method
+    [envelope] = envelopes("workos", signed(payload))
+    assert normalize("workos", envelope) == [
+        CustomerChange(iso_at("2024-06-03T07:45:00.700Z"), "ada@example.com", USER, activity=True)
+    ]
+
+
+def test_a_failed_authentication_is_not_tracked() -> None:
+    payload = fixture("workos/authentication.password_succeeded.json")
+    payload["event"] = "authentication.password_failed"
+    [envelope] = envelopes("workos", signed(payload))
+    with pytest.raises(EventIgnored):
+        normalize("workos", envelope)
