@@ -6,6 +6,7 @@ from models.account import SCOPES, Account, ApiKey, Project
 from models.base import Base
 from models.customer import Customer, CustomerChange, CustomerProject, Identity
 from models.event import EVENT_STATUSES, Event
+from models.imports import Import, ImportCheckpoint
 from models.merges import CustomerMerge, IdentityTombstone
 from models.session import Database
 from models.source import Source
@@ -24,6 +25,8 @@ __all__ = [
     "Event",
     "Identity",
     "IdentityTombstone",
+    "Import",
+    "ImportCheckpoint",
     "Project",
     "Source",
 ]
