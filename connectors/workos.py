@@ -15,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from connectors.api_options import API_OPTIONS, validate_api_options
 from connectors.base import (
     Connector,
     Envelope,
     EventIgnored,
     InboundRequest,
+    InvalidOptions,
     MalformedPayload,
     NormalizeContext,
     SourceConfig,
@@ -110,6 +112,15 @@ class WorkOSConnector(Connector):
     name = "workos"
     title = "WorkOS (AuthKit users and sessions, Directory Sync users)"
     event_types = EVENT_TYPES
+    secret_options = frozenset({"api_key"})
+
+    def validate_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        # Only `tributary import workos` reads them: the API key and base URL.
+        if unknown := sorted(set(options) - API_OPTIONS):
+            raise InvalidOptions(
+                f"unknown option(s) for workos: {', '.join(unknown)} (known: api_key, api_url)"
+            )
+        return validate_api_options(self.name, options)
 
     def verify(self, request: InboundRequest, source: SourceConfig) -> None:
         verify_workos_signature(request.body, request.headers.get(SIGNATURE_HEADER), source.secrets)

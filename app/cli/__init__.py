@@ -31,6 +31,6 @@ def emit(data: Any, as_json: bool, human: str) -> None:
 
 
 def main() -> None:
-    from app.cli import admin, connectors, customers, db, run, sources  # noqa: F401 - registers the commands
+    from app.cli import admin, connectors, customers, db, imports, run, sources  # noqa: F401 - registers the commands
 
     cli.main(prog_name="tributary")
