@@ -46,6 +46,8 @@ class Settings:
     sweep_interval_seconds: int = 15
     queue_name: str = "tributary"
     metrics_token: str | None = None
+    # Seconds between periodic Stripe reconciles in the worker (0: off).
+    reconcile_interval_seconds: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -75,5 +77,6 @@ class Settings:
             ),
             queue_name=str(_env(o, "TRIBUTARY_QUEUE", cls.queue_name)),
             metrics_token=_env(o, "TRIBUTARY_METRICS_TOKEN") or None,
+            reconcile_interval_seconds=int(_env(o, "TRIBUTARY_RECONCILE_INTERVAL", 0) or 0),
             extra={k: v for k, v in o.items() if not k.isupper()},
         )

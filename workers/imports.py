@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from connectors.base import SourceConfig
 from models import Import, Project, Source
@@ -24,7 +24,7 @@ from workers.importers.pipeline import ImportTarget, Tally, load_checkpoints, ru
 from workers.importers.stripe_list import Backoff, ImportFailed, list_stripe
 from workers.runtime import Runtime, current
 
-__all__ = ["PROVIDER_KINDS", "ImportFailed", "execute", "run_import"]
+__all__ = ["PROVIDER_KINDS", "ImportFailed", "execute", "reconcile_all", "reconcile_if_due", "run_import"]
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +146,41 @@ def run_import(import_id: str) -> dict[str, Any]:
     except (ImportFailed, CsvInvalid) as exc:
         return {"import_id": import_id, "state": "failed", "error": str(exc)}
     return {"import_id": import_id, "state": "completed", **tally.as_json()["counts"]}
+
+
+RECONCILE_KEY = "tributary:reconcile:scheduled"
+
+
+def reconcile_all() -> dict[str, Any]:
+    """The periodic reconcile job: every Stripe source with an api_key, drift fixed."""
+    from workers.importers.reconcile import reconcile_source
+
+    runtime = current()
+    with runtime.db.session() as session:
+        sources = [
+            s.id
+            for s in session.scalars(
+                select(Source).where(Source.connector == "stripe", Source.deleted_at.is_(None))
+            )
+            if s.options.get("api_key")
+        ]
+    drifted: dict[str, int] = {}
+    for source_id in sources:
+        try:
+            drifted[source_id] = len(reconcile_source(runtime, source_id, fix=True)["drift"])
+        except ImportFailed as exc:
+            log.warning("reconcile of %s failed: %s", source_id, exc)
+    log.info("reconcile: drift fixed per source %s", drifted)
+    return drifted
+
+
+def reconcile_if_due(runtime: Runtime) -> bool:
+    """Enqueue `reconcile_all` once per `TRIBUTARY_RECONCILE_INTERVAL` seconds across all
+    workers (a Redis key with that expiry is the schedule). Off when the interval is 0."""
+    interval = runtime.settings.reconcile_interval_seconds
+    if interval <= 0:
+        return False
+    if not runtime.redis.set(RECONCILE_KEY, 1, nx=True, ex=interval):
+        return False
+    runtime.queue.enqueue(reconcile_all, result_ttl=0, failure_ttl=7 * 86400, job_timeout=3600)
+    return True

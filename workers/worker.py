@@ -9,6 +9,7 @@ from typing import Any
 from rq import SimpleWorker
 from rq.utils import now as rq_now
 
+from workers.imports import reconcile_if_due
 from workers.runtime import Runtime
 from workers.sweep import sweep_if_due
 
@@ -38,6 +39,10 @@ class TributaryWorker(SimpleWorker):
             sweep_if_due(self.runtime)
         except Exception:
             log.exception("sweep failed; will try again next interval")
+        try:
+            reconcile_if_due(self.runtime)
+        except Exception:
+            log.exception("scheduling the periodic reconcile failed; will try again next interval")
         now = time.monotonic()
         if (
             self._registries_cleaned_at is None

@@ -20,6 +20,7 @@ from app.accounts import ensure_account
 from app.cli import cli, emit, runtime
 from app.errors import APIError
 from app.import_runs import create_import, import_json
+from app.sources import find_source
 from workers.importers.csv_rows import CsvInvalid, check_csv
 from workers.importers.items import Listed
 from workers.importers.pipeline import Tally
@@ -151,3 +152,57 @@ def import_csv(path: Path, project: str, dry_run: bool, as_json: bool) -> None:
         raise click.ClickException(str(exc)) from None
     import_id = _create(kind="csv", project=project, dry_run=dry_run, filename=path.name[:255])
     _run(import_id, path.name, as_json, csv_opener=opener, total=total)
+
+
+@cli.group("reconcile")
+def reconcile_group() -> None:
+    """Compare records with a provider's current state, and fix drift."""
+
+
+@reconcile_group.command("stripe")
+@click.option("--source", "source_id", required=True, help="A stripe source id (src_…) with an api_key.")
+@click.option("--fix", is_flag=True, help="Apply Stripe's state (as events at the current time).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def reconcile_stripe(source_id: str, fix: bool, as_json: bool) -> None:
+    """Each Stripe customer's status, plan and MRR against Stripe's current subscriptions."""
+    from workers.importers.reconcile import reconcile_source
+
+    with runtime().db.session() as session:
+        account, _ = ensure_account(session)
+        try:
+            source = find_source(session, account.id, source_id)
+        except APIError as exc:
+            raise click.ClickException(exc.message) from None
+        if source.connector != "stripe":
+            raise click.ClickException(f"source {source_id} is a {source.connector} source, not stripe")
+    try:
+        result = reconcile_source(runtime(), source_id, fix=fix)
+    except ImportFailed as exc:
+        raise click.ClickException(str(exc)) from None
+    emit(result, as_json, _drift_table(result))
+
+
+def _drift_table(result: dict[str, Any]) -> str:
+    drift = result["drift"]
+    if not drift:
+        return "no drift: every Stripe customer matches"
+    rows = [("STRIPE CUSTOMER", "EMAIL", "FIELD", "TRIBUTARY", "STRIPE")]
+    rows += [
+        (d["stripe_customer"], d["email"] or "", d["field"], _cell(d["tributary"]), _cell(d["stripe"]))
+        for d in drift
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    lines.append(f"{len(drift)} difference(s)")
+    if result["fixed"] is not None:
+        counts = result["fixed"]["counts"]
+        lines.append(
+            f"fixed: {counts['updated'] + counts['created']} record(s) updated, {counts['failed']} failed"
+        )
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    return "—" if value is None else json.dumps(value) if isinstance(value, dict) else str(value)

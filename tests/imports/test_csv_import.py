@@ -17,7 +17,7 @@ from workers.runtime import Runtime
 
 GOOD = """email,name,status,params.plan,params.seats,params.flags,created_at
 Ada@Example.com,Ada Lovelace,paid,pro,3,"{""beta"": true}",2026-01-02T03:04:05Z
-grace@example.com,Grace Hopper,trial,"""  # noqa: ISC003
+grace@example.com,Grace Hopper,trial,"""
 GOOD += """"free",,,
 linus@example.com,,,,,,
 """
@@ -77,8 +77,13 @@ def test_csv_with_bad_rows_writes_nothing_and_names_them(
     code, out = _invoke(app, "import", "csv", str(path))
     assert code == 1
     assert "5 bad row(s); nothing was imported" in out
-    for row in ("row 3: email 'not-an-email'", "row 4: status 'Paid Plan'",
-                "row 6: params.score is null", "row 7: created_at 'yesterday'", "row 8: has 3 cells"):
+    for row in (
+        "row 3: email 'not-an-email'",
+        "row 4: status 'Paid Plan'",
+        "row 6: params.score is null",
+        "row 7: created_at 'yesterday'",
+        "row 8: has 3 cells",
+    ):
         assert row in out, row
     assert "Traceback" not in out
     assert _count(runtime, Event) == 0 and _count(runtime, Customer) == 0

@@ -52,6 +52,9 @@ class ImportTarget:
     source_id: str | None
     kind: str
     import_id: str | None = None
+    # Reconcile fixes read everything every time: they keep no checkpoint (and leave an
+    # interrupted import's alone).
+    checkpoints: bool = True
 
 
 @dataclass
@@ -204,7 +207,7 @@ class _Run:
         self.tally.counts["duplicates"] += len(rows) - fresh
 
     def _save_checkpoints(self, session: Any) -> None:
-        if self.target.source_id is None or not self.cursors:
+        if self.target.source_id is None or not self.target.checkpoints or not self.cursors:
             return
         now = utcnow()
         stmt = dialect_insert(session, ImportCheckpoint)
@@ -285,7 +288,7 @@ class _Run:
             self.settle()
             self.tally.counts["pending"] = len(self.inflight)
             with self.runtime.db.write_session() as session, session.begin():
-                if complete and self.target.source_id is not None:
+                if complete and self.target.source_id is not None and self.target.checkpoints:
                     # The whole source was read: the next run starts over (and deduplicates).
                     session.execute(
                         delete(ImportCheckpoint).where(ImportCheckpoint.source_id == self.target.source_id)

@@ -31,7 +31,7 @@ from connectors.registry import registry
 from connectors.stripe import client_for
 from workers.importers.items import ConnectorEvents, Listed, Skip
 
-__all__ = ["STREAMS", "Backoff", "ImportFailed", "latest_change", "list_stripe"]
+__all__ = ["STREAMS", "Backoff", "ImportFailed", "latest_change", "list_pages", "list_stripe"]
 
 STREAMS = ("customers", "subscriptions")
 PAGE_SIZE = 100
@@ -80,7 +80,7 @@ def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, Decimal) else value
 
 
-def _pages(
+def list_pages(
     fetch: Callable[[dict[str, Any]], Any], params: dict[str, Any], after: str | None, backoff: Backoff
 ) -> Iterator[dict[str, Any]]:
     """Objects from `fetch` (a list method), auto-paginated, restarted after the last object read
@@ -207,7 +207,7 @@ def list_stripe(
         if done:
             continue
         fetch, params = streams[stream]
-        for obj in _pages(fetch, params, cursor or None, backoff):
+        for obj in list_pages(fetch, params, cursor or None, backoff):
             if stream == "customers":
                 item = customer_listed(builder, obj)
             else:
