@@ -74,13 +74,13 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
     logging.getLogger("tributary").setLevel(logging.INFO)
     register_error_handlers(app)
 
-    from app.api import admin, customers, health, ingest, sources, webhooks
+    from app.api import admin, customers, health, imports, ingest, sources, webhooks
     from connectors.registry import registry
 
     # Load every connector now: a broken plugin or a bad TRIBUTARY_CONNECTOR_MODULES fails at
     # startup, not on the first delivery.
     registry()
-    for module in (ingest, webhooks, customers, admin, sources, health):
+    for module in (ingest, webhooks, customers, admin, sources, health, imports):
         app.register_blueprint(module.bp)
     return app
 
