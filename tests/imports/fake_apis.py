@@ -7,6 +7,8 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -14,6 +16,7 @@ import responses
 
 from tests.connectors.stripe_helpers import load
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RATE_LIMITED = {
     "error": {
         "code": "rate_limit",
@@ -90,3 +93,107 @@ def stripe_subscription(
     obj.update(id=f"sub_Import{n:05d}", customer=dict(customer) if customer else f"cus_Import{n:05d}")
     obj.update(fields)
     return obj
+
+
+USER_URLS = {
+    "clerk": "https://api.clerk.com/v1/users",
+    "workos": "https://api.workos.com/user_management/users",
+    "supabase": "https://proj.supabase.co/auth/v1/admin/users",
+}
+
+
+@dataclass
+class FakeUsers:
+    """An auth provider's user list, paged the provider's way: Clerk limit/offset (a JSON array),
+    WorkOS limit/after (`data` + `list_metadata.after`), Supabase page/per_page (`users`)."""
+
+    kind: str
+    users: Sequence[Mapping[str, Any]]
+    failures: dict[int, int] = field(default_factory=dict)
+    fail_from: int | None = None
+    calls: list[str] = field(default_factory=list)
+
+    def register(self, mock: responses.RequestsMock) -> None:
+        url = USER_URLS[self.kind]
+        mock.add_callback(responses.GET, re.compile(re.escape(url) + r"(\?.*)?$"), callback=self._answer)
+
+    def _answer(self, request: Any) -> tuple[int, dict[str, str], str]:
+        number = len(self.calls)
+        self.calls.append(request.url)
+        status = self.failures.get(number) or (
+            500 if self.fail_from is not None and number >= self.fail_from else 0
+        )
+        if status:
+            return status, {"Retry-After": "0"} if status == 429 else {}, json.dumps({"error": "try later"})
+        query = {k: v[0] for k, v in parse_qs(urlparse(request.url).query).items()}
+        headers = {"Content-Type": "application/json"}
+        if self.kind == "clerk":
+            offset, limit = int(query.get("offset", 0)), int(query["limit"])
+            return 200, headers, json.dumps(list(self.users[offset : offset + limit]))
+        if self.kind == "workos":
+            limit = int(query["limit"])
+            ids = [u["id"] for u in self.users]
+            start = ids.index(query["after"]) + 1 if "after" in query else 0
+            page = list(self.users[start : start + limit])
+            more = start + limit < len(self.users)
+            body = {
+                "object": "list",
+                "data": page,
+                "list_metadata": {"before": None, "after": page[-1]["id"] if more else None},
+            }
+            return 200, headers, json.dumps(body)
+        page_number, per_page = int(query["page"]), int(query["per_page"])
+        start = (page_number - 1) * per_page
+        headers["X-Total-Count"] = str(len(self.users))
+        return (
+            200,
+            headers,
+            json.dumps({"users": list(self.users[start : start + per_page]), "aud": "authenticated"}),
+        )
+
+
+def auth_user(kind: str, n: int, created: int, updated: int) -> dict[str, Any]:
+    """User `n` as the provider's list API returns it (times in Unix seconds)."""
+    email, first, last = f"user{n}@example.com", f"User{n}", "Example"
+    if kind == "clerk":
+        user: dict[str, Any] = copy.deepcopy(
+            json.loads((FIXTURES / "clerk" / "user.created.json").read_text())["data"]
+        )
+        user.update(
+            id=f"user_clerk{n:05d}",
+            first_name=first,
+            last_name=last,
+            created_at=created * 1000,
+            updated_at=updated * 1000,
+            primary_email_address_id=f"idn_{n:05d}",
+        )
+        user["email_addresses"][0].update(id=f"idn_{n:05d}", email_address=email)
+        return user
+    iso = lambda t: datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")  # noqa: E731
+    if kind == "workos":
+        user = copy.deepcopy(json.loads((FIXTURES / "workos" / "user.created.json").read_text())["data"])
+        user.update(
+            id=f"user_workos{n:05d}",
+            email=email,
+            first_name=first,
+            last_name=last,
+            created_at=iso(created),
+            updated_at=iso(updated),
+        )
+        return user
+    return {
+        "id": f"00000000-0000-4000-8000-{n:012d}",
+        "aud": "authenticated",
+        "role": "authenticated",
+        "email": email,
+        "phone": "",
+        "email_confirmed_at": iso(created),
+        "confirmed_at": iso(created),
+        "last_sign_in_at": None,
+        "app_metadata": {"provider": "email", "providers": ["email"]},
+        "user_metadata": {"full_name": f"{first} {last}"},
+        "identities": [{"identity_id": "x", "provider": "email"}],
+        "created_at": iso(created),
+        "updated_at": iso(updated),
+        "is_anonymous": False,
+    }
