@@ -114,6 +114,10 @@ def execute(
             upload=None,
         )
         raise
+    except KeyboardInterrupt:
+        # What was stored is checkpointed: the next run resumes there.
+        _set(runtime, import_id, state="failed", finished_at=utcnow(), errors=[{"error": "interrupted"}])
+        raise
     except Exception as exc:
         log.exception("import %s failed", import_id)
         _set(

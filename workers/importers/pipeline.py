@@ -11,6 +11,7 @@ summary what each event did: `created` a customer, `updated` one, left it `uncha
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -160,7 +161,8 @@ class _Run:
             "email": event.email,
             "occurred_at": event.occurred_at,
             "received_at": utcnow(),
-            "body": b"",
+            # What the provider's API said (as the payload the connector reads): an import's raw input.
+            "body": json.dumps(event.payload, separators=(",", ":"), default=str).encode(),
             "headers": {},
             "payload": event.payload,
             "status": "pending",

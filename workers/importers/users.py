@@ -146,7 +146,7 @@ def _user_events(kind: str, builder: ConnectorEvents, user: Mapping[str, Any]) -
             return {
                 "object": "event",
                 "type": event_type,
-                "timestamp": user.get("updated_at"),
+                "timestamp": int(at.timestamp() * 1000),
                 "data": dict(user),
             }
         return {
