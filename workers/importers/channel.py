@@ -24,6 +24,23 @@ if TYPE_CHECKING:
 __all__ = ["import_changes"]
 
 
+def _config(session: Session, event: Event, connector: str) -> SourceConfig:
+    """The event's source as its connector sees it, cached for the session: an import's batch has
+    hundreds of events of one source, and the session's identity map holds rows only weakly."""
+    cache: dict[tuple[str | None, str, str], SourceConfig] = session.info.setdefault("import_sources", {})
+    key = (event.source_id, event.project_id, connector)
+    if key not in cache:
+        source = session.get(Source, event.source_id) if event.source_id else None
+        project = session.get(Project, event.project_id)
+        cache[key] = SourceConfig(
+            id=source.id if source else "",
+            connector=connector,
+            project=project.slug if project else "",
+            options=dict(source.options) if source else {},
+        )
+    return cache[key]
+
+
 def import_changes(session: Session, event: Event) -> list[CustomerChange]:
     payload = event.payload or {}
     if isinstance(payload.get("changes"), list):
@@ -35,14 +52,7 @@ def import_changes(session: Session, event: Event) -> list[CustomerChange]:
         connector = registry().get(name)
     except UnknownConnector as exc:
         raise NormalizeError(f"{exc}; install or enable it, then replay the event") from None
-    source = session.get(Source, event.source_id) if event.source_id else None
-    project = session.get(Project, event.project_id)
-    config = SourceConfig(
-        id=source.id if source else "",
-        connector=name,
-        project=project.slug if project else "",
-        options=dict(source.options) if source else {},
-    )
+    config = _config(session, event, name)
     envelope = Envelope(
         event_id=event.provider_event_id or event.id,
         type=event.type,
