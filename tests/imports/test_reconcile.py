@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 
 import responses
 from flask import Flask
@@ -15,7 +16,7 @@ from models import CustomerProject, Identity
 from tests.helpers import customer
 from tests.imports.fake_apis import FakeStripe
 from tests.imports.test_stripe_import import NO_WAIT, _source, _start, _world
-from workers.imports import execute
+from workers.imports import execute, reconcile_if_due
 from workers.runtime import Runtime
 
 
@@ -91,3 +92,28 @@ def test_reconcile_reports_stripe_customers_tributary_does_not_know(
     result = json.loads(out)
     assert {d["field"] for d in result["drift"]} == {"missing"}
     assert result["fixed"]["counts"]["created"] == 3
+
+
+def test_the_periodic_reconcile_fixes_drift_in_a_worker(
+    client: FlaskClient,
+    admin: dict[str, str],
+    runtime: Runtime,
+    drain: Callable[[], None],
+    stripe_api: None,
+) -> None:
+    source_id = _source(client, admin)
+    fake = _world(4)
+    with responses.RequestsMock() as api:
+        fake.register(api)
+        execute(runtime, _start(runtime, source_id), backoff=NO_WAIT)
+    _plant(runtime, "cus_Import00001", status="churned")
+    object.__setattr__(runtime.settings, "reconcile_interval_seconds", 3600)
+    try:
+        assert reconcile_if_due(runtime)
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as api:
+            fake.register(api)
+            drain()
+    finally:
+        object.__setattr__(runtime.settings, "reconcile_interval_seconds", 0)
+    token = admin["Authorization"].split()[1]
+    assert customer(client, token, "person1@example.com")["projects"]["default"]["status"] == "paid"
