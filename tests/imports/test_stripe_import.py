@@ -297,3 +297,21 @@ def test_a_newer_webhook_wins_over_the_import_in_either_order_and_an_older_one_n
     record = customer(client, token, "person0@example.com")["projects"]["default"]
     assert record["status"] == "past_due"
     assert record["params"]["subscription_status"] == "past_due"
+
+
+def test_an_older_webhook_arriving_after_the_import_does_not_undo_it(
+    client: FlaskClient, admin: dict[str, str], runtime: Runtime, drain: Callable[[], None], stripe_api: None
+) -> None:
+    source_id = _source(client, admin)
+    person = stripe_customer(0, T0)
+    subscription = stripe_subscription(0, _subscription_objects()["active"], customer=person)
+    renewed = max(i["current_period_start"] for i in subscription["items"]["data"])
+    fake = FakeStripe([person], [subscription])
+    with responses.RequestsMock() as api:
+        fake.register(api)
+        execute(runtime, _start(runtime, source_id), backoff=NO_WAIT)
+    # Delayed in transit: the trial that ended before the renewal the import already saw.
+    assert post(client, source_id, _webhook("trialing", renewed - 3600, "evt_late")).status_code == 200
+    drain()
+    token = admin["Authorization"].split()[1]
+    assert customer(client, token, "person0@example.com")["projects"]["default"]["status"] == "paid"
