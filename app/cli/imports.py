@@ -21,6 +21,7 @@ from app.cli import cli, emit, runtime
 from app.errors import APIError
 from app.import_runs import create_import, import_json
 from app.sources import find_source
+from models import Import
 from workers.importers.csv_rows import CsvInvalid, check_csv
 from workers.importers.items import Listed
 from workers.importers.pipeline import Tally
@@ -37,8 +38,6 @@ def _create(**kwargs: Any) -> str:
 
 
 def _show(import_id: str) -> dict[str, Any]:
-    from models import Import
-
     with runtime().db.session() as session:
         row = session.get(Import, import_id)
         assert row is not None
@@ -100,7 +99,8 @@ def _run(import_id: str, label: str, as_json: bool, **kwargs: Any) -> None:
         data = _show(import_id)
         if as_json:
             click.echo(_dump(data))
-        raise click.ClickException(f"{exc} (import {import_id}; run it again to resume)") from None
+        hint = "" if data["kind"] == "csv" else "; run it again to resume"
+        raise click.ClickException(f"{exc} (import {import_id}{hint})") from None
     data = _show(import_id)
     emit(data, as_json, _summary(data, time.monotonic() - tally.started))
 
