@@ -78,13 +78,25 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
     logging.getLogger("tributary").setLevel(logging.INFO)
     register_error_handlers(app)
 
-    from app.api import admin, customers, events, health, ingest, jobs, metrics, rejections, sources, webhooks
+    from app.api import (
+        admin,
+        customers,
+        events,
+        health,
+        imports,
+        ingest,
+        jobs,
+        metrics,
+        rejections,
+        sources,
+        webhooks,
+    )
     from connectors.registry import registry
 
     # Load every connector now: a broken plugin or a bad TRIBUTARY_CONNECTOR_MODULES fails at
     # startup, not on the first delivery.
     registry()
-    for module in (ingest, webhooks, customers, admin, sources, health):
+    for module in (ingest, webhooks, customers, admin, sources, health, imports):
         app.register_blueprint(module.bp)
     from app.api import batch
 

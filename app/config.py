@@ -79,6 +79,8 @@ class Settings:
     event_retention_days: int = 30
     # Background replays run from their own queue, which workers serve after the main one.
     replay_queue_name: str = "tributary-replay"
+    # Seconds between periodic Stripe reconciles in the worker (0: off).
+    reconcile_interval_seconds: int = 0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -115,5 +117,6 @@ class Settings:
             retry_intervals=_intervals(_env(o, "TRIBUTARY_RETRY_INTERVALS", cls.retry_intervals)),
             event_retention_days=int(_env(o, "TRIBUTARY_EVENT_RETENTION_DAYS", cls.event_retention_days)),
             replay_queue_name=str(_env(o, "TRIBUTARY_REPLAY_QUEUE", cls.replay_queue_name)),
+            reconcile_interval_seconds=int(_env(o, "TRIBUTARY_RECONCILE_INTERVAL", 0) or 0),
             extra={k: v for k, v in o.items() if not k.isupper()},
         )

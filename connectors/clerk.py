@@ -13,12 +13,15 @@ Clerk user ids (`user_…`) become identities, so the events that carry no email
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
+from connectors.api_options import API_OPTIONS, validate_api_options
 from connectors.base import (
     Connector,
     Envelope,
     EventIgnored,
     InboundRequest,
+    InvalidOptions,
     MalformedPayload,
     NormalizeContext,
     SourceConfig,
@@ -44,6 +47,15 @@ class ClerkConnector(Connector):
     title = "Clerk (users, sessions, organizations, waitlist and Clerk Billing, signed by Svix)"
     event_types = describe_handlers(HANDLERS)
     stored_headers = ("content-type", "user-agent", "svix-id", "svix-timestamp")
+    secret_options = frozenset({"api_key"})
+
+    def validate_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        # Only `tributary import clerk` reads them: the Backend API's secret key and base URL.
+        if unknown := sorted(set(options) - API_OPTIONS):
+            raise InvalidOptions(
+                f"unknown option(s) for clerk: {', '.join(unknown)} (known: api_key, api_url)"
+            )
+        return validate_api_options(self.name, options)
 
     def verify(self, request: InboundRequest, source: SourceConfig) -> None:
         # Svix names its headers `svix-*`; deliveries through Standard Webhooks tooling use

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from connectors.api_options import API_OPTIONS, validate_api_options
 from connectors.base import (
     Connector,
     Envelope,
@@ -128,21 +129,26 @@ class SupabaseConnector(Connector):
     title = "Supabase (Database Webhooks on auth.users, before-user-created Auth Hook)"
     event_types = EVENT_TYPES
     stored_headers = ("content-type", "user-agent", "webhook-id", "webhook-timestamp")
+    secret_options = frozenset({"api_key"})
 
     def stored_body(self, request: InboundRequest, envelope: Envelope) -> bytes:
         # See the module docstring: the bytes received may hold password hashes and tokens.
         return _canonical(envelope.payload)
 
     def validate_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        unknown = sorted(set(options) - {"header"})
+        unknown = sorted(set(options) - {"header"} - API_OPTIONS)
         if unknown:
-            raise InvalidOptions(f"unknown option(s) for supabase: {', '.join(unknown)} (known: header)")
+            raise InvalidOptions(
+                f"unknown option(s) for supabase: {', '.join(unknown)} (known: header, api_key, api_url)"
+            )
+        # api_key (service role key) and api_url (project URL): only `tributary import supabase`.
+        cleaned = validate_api_options(self.name, options)
         if "header" not in options:
-            return {}
+            return cleaned
         header = options["header"]
         if not isinstance(header, str) or not header.strip() or any(c in header for c in " :\r\n"):
             raise InvalidOptions("header must be an HTTP header name such as Authorization")
-        return {"header": header.strip()}
+        return {**cleaned, "header": header.strip()}
 
     def verify(self, request: InboundRequest, source: SourceConfig) -> None:
         if "webhook-signature" in request.headers:

@@ -15,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from connectors.api_options import API_OPTIONS, validate_api_options
 from connectors.base import (
     Connector,
     Envelope,
     EventIgnored,
     InboundRequest,
+    InvalidOptions,
     MalformedPayload,
     NormalizeContext,
     SourceConfig,
@@ -99,6 +101,15 @@ def _directory_email(user: Mapping[str, Any]) -> str | None:
 class WorkOSConnector(Connector):
     name = "workos"
     title = "WorkOS (AuthKit users, sessions, sign-ins, memberships and invitations; Directory Sync users)"
+    secret_options = frozenset({"api_key"})
+
+    def validate_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        # Only `tributary import workos` reads them: the API key and base URL.
+        if unknown := sorted(set(options) - API_OPTIONS):
+            raise InvalidOptions(
+                f"unknown option(s) for workos: {', '.join(unknown)} (known: api_key, api_url)"
+            )
+        return validate_api_options(self.name, options)
 
     def verify(self, request: InboundRequest, source: SourceConfig) -> None:
         verify_workos_signature(request.body, request.headers.get(SIGNATURE_HEADER), source.secrets)

@@ -7,6 +7,7 @@ from models.attempt import EventAttempt
 from models.base import Base
 from models.customer import Customer, CustomerChange, CustomerProject, Identity
 from models.event import EVENT_STATUSES, Event
+from models.imports import Import, ImportCheckpoint
 from models.merges import CustomerMerge, IdentityTombstone
 from models.replay import REPLAY_STATES, Replay
 from models.session import Database
@@ -28,6 +29,8 @@ __all__ = [
     "EventAttempt",
     "Identity",
     "IdentityTombstone",
+    "Import",
+    "ImportCheckpoint",
     "Project",
     "Replay",
     "Source",

@@ -183,4 +183,8 @@ def changes_for_event(session: Session, event: Event) -> list[CustomerChange]:
         return [_api_change(event)]
     if (internal := _internal_channels.get(event.channel)) is not None:
         return internal(session, event)
+    if event.channel == "import":
+        from workers.importers.channel import import_changes  # imports from normalize: import here
+
+        return import_changes(session, event)
     return _connector_changes(session, event)

@@ -16,6 +16,7 @@ from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from rq.utils import now as rq_now
 
+from workers.imports import reconcile_if_due
 from workers.runtime import Runtime
 from workers.sweep import sweep, sweep_if_due
 
@@ -168,6 +169,10 @@ class TributaryWorker(SimpleWorker):
             sweep_if_due(self.runtime)
         except Exception:
             log.exception("sweep failed; will try again next interval")
+        try:
+            reconcile_if_due(self.runtime)
+        except Exception:
+            log.exception("scheduling the periodic reconcile failed; will try again next interval")
         with self._riding_out_redis("maintaining registries"):
             self._keep_scheduler()
             now = time.monotonic()

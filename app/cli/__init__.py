@@ -54,7 +54,7 @@ def emit(data: Any, as_json: bool, human: str) -> None:
 
 def main() -> None:
     import app.cli.docs  # noqa: F401 - `tributary openapi`
-    from app.cli import admin, connectors, customers, db, ops, run, sources  # noqa: F401 - registers the commands
+    from app.cli import admin, connectors, customers, db, imports, ops, run, sources  # noqa: F401 - registers the commands
 
     info = ScriptInfo(create_app=_create_app, set_debug_flag=False, load_dotenv_defaults=False)
     try:
