@@ -97,6 +97,11 @@ def worker_process() -> Iterator[list[subprocess.Popen[bytes]]]:
         process.wait(timeout=10)
 
 
+def worker_states(server: PrivateRedis) -> list[bytes | None]:
+    redis = Redis.from_url(server.url)
+    return [redis.hget(key, "state") for key in redis.smembers("rq:workers")]
+
+
 def _count(runtime: Runtime, *where: object) -> int:
     with runtime.db.session() as session:
         return int(session.scalar(select(func.count()).select_from(Event).where(*where)) or 0)
@@ -183,7 +188,7 @@ def test_a_worker_waiting_for_redis_stops_promptly_on_sigterm(
             WORKER, env={**subprocess_env, "REDIS_URL": private_redis.url}, stderr=out, start_new_session=True
         )
     worker_process.append(worker)
-    wait_for(lambda: bool(Redis.from_url(private_redis.url).smembers("rq:workers")), timeout=30)
+    wait_for(lambda: worker_states(private_redis) == [b"idle"], timeout=30)  # started, waiting for jobs
     private_redis.kill()
     wait_for(lambda: "lost Redis" in log.read_text(), timeout=30)
 
