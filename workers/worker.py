@@ -3,6 +3,8 @@ a Redis outage instead of quitting."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Iterator
@@ -53,9 +55,21 @@ class TributaryWorker(SimpleWorker):
         self._registry_interval = self.maintenance_interval
         self.maintenance_interval = interval
         self._registries_cleaned_at: float | None = None
-        self._running_job = False
         self._burst = False
         self.outages = 0  # Redis outages ridden out (for logs and tests)
+
+    @classmethod
+    def started(cls, runtime: Runtime, **kwargs: Any) -> TributaryWorker:
+        """A worker, once Redis answers (RQ names its connection as it builds the worker): a
+        worker started during an outage waits instead of exiting."""
+        delay = RECONNECT_FIRST_SECONDS
+        while True:
+            try:
+                return cls(runtime, **kwargs)
+            except REDIS_DOWN as exc:
+                log.warning("Redis unreachable while starting (%s); retrying in %g s", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
 
     # --- riding out Redis ---------------------------------------------------------------------
 
@@ -66,6 +80,8 @@ class TributaryWorker(SimpleWorker):
         delay = RECONNECT_FIRST_SECONDS
         log.warning("lost Redis while %s (%s); reconnecting", doing, exc)
         while True:
+            if self._stop_requested:  # asked to stop while a job ran: no reason to wait for Redis
+                raise StopRequested()
             time.sleep(delay)
             try:
                 self.connection.ping()
@@ -102,7 +118,6 @@ class TributaryWorker(SimpleWorker):
         try:
             yield
         except REDIS_DOWN as exc:
-            self._running_job = False
             self._wait_for_redis(doing, exc)
 
     def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
@@ -110,15 +125,28 @@ class TributaryWorker(SimpleWorker):
         return super().work(burst, *args, **kwargs)
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
-        # A worker started during an outage waits for Redis rather than exiting.
-        while True:
+        # A worker started during an outage, or losing Redis half-way through registering, waits
+        # for Redis and registers again rather than exiting.
+        delay = RECONNECT_FIRST_SECONDS
+        for attempt in itertools.count():
             try:
-                self.connection.ping()
-                break
+                if attempt:
+                    self.connection.delete(self.key)  # our own half-made registration
+                super().bootstrap(*args, **kwargs)
+                return
             except REDIS_DOWN as exc:
-                log.warning("Redis unreachable at start (%s); retrying in %.0f s", exc, RECONNECT_MAX_SECONDS)
-                time.sleep(RECONNECT_MAX_SECONDS)
-        super().bootstrap(*args, **kwargs)
+                log.warning("Redis unreachable while starting (%s); retrying in %g s", exc, delay)
+                self._drop_subscription()
+                time.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+
+    def _drop_subscription(self) -> None:
+        thread, self.pubsub_thread = self.pubsub_thread, None
+        if thread is not None:
+            thread.stop()
+        with contextlib.suppress(Exception):
+            if self.pubsub is not None:
+                self.pubsub.close()
 
     def _start_scheduler(self, *args: Any, **kwargs: Any) -> None:
         try:
@@ -140,21 +168,16 @@ class TributaryWorker(SimpleWorker):
     def execute_job(self, job: Any, queue: Any) -> None:
         # A job interrupted by the outage is left to RQ's registry cleaning; its events are safe
         # in the database either way (drain and retry jobs are idempotent).
-        self._running_job = True
-        try:
-            with self._riding_out_redis(f"running job {job.id}"):
-                super().execute_job(job, queue)
-        finally:
-            self._running_job = False
+        with self._riding_out_redis(f"running job {job.id}"):
+            super().execute_job(job, queue)
 
     def _shutdown(self) -> None:
-        # RQ asks Redis whether a job is running before it stops; during an outage, we know.
+        # A stop asked for during a job is recorded in Redis too; during an outage that write
+        # must not raise inside the job (the signal handler runs in the job's frame).
         try:
             super()._shutdown()  # type: ignore[no-untyped-call]
-        except REDIS_DOWN:
-            if not self._running_job:
-                raise StopRequested() from None
-            self._stop_requested = True
+        except REDIS_DOWN as exc:
+            log.warning("stopping after the current job (Redis unreachable: %s)", exc)
 
     def teardown(self) -> None:
         try:

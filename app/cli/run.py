@@ -32,7 +32,7 @@ from workers.worker import TributaryWorker
 def worker(burst: bool) -> None:
     """Apply queued events (run several, on several machines, to scale)."""
     rt = install(runtime())
-    TributaryWorker(rt).work(burst=burst, with_scheduler=True, logging_level="INFO")
+    TributaryWorker.started(rt).work(burst=burst, with_scheduler=True, logging_level="INFO")
 
 
 @cli.command("sweep")

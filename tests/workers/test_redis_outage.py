@@ -97,6 +97,11 @@ def worker_process() -> Iterator[list[subprocess.Popen[bytes]]]:
         process.wait(timeout=10)
 
 
+def worker_states(server: PrivateRedis) -> list[bytes | None]:
+    redis = Redis.from_url(server.url)
+    return [redis.hget(key, "state") for key in redis.smembers("rq:workers")]
+
+
 def _count(runtime: Runtime, *where: object) -> int:
     with runtime.db.session() as session:
         return int(session.scalar(select(func.count()).select_from(Event).where(*where)) or 0)
@@ -169,3 +174,84 @@ def test_a_worker_rides_out_redis_dying_mid_job_and_while_idle(
     assert "lost Redis while running job" in text
     assert "Redis is back" in text
     assert "unhandled exception" not in text
+
+
+def test_a_worker_waiting_for_redis_stops_promptly_on_sigterm(
+    subprocess_env: dict[str, str],
+    private_redis: PrivateRedis,
+    worker_process: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            WORKER, env={**subprocess_env, "REDIS_URL": private_redis.url}, stderr=out, start_new_session=True
+        )
+    worker_process.append(worker)
+    wait_for(lambda: worker_states(private_redis) == [b"idle"], timeout=30)  # started, waiting for jobs
+    private_redis.kill()
+    wait_for(lambda: "lost Redis" in log.read_text(), timeout=30)
+
+    # RQ asks Redis whether a job is running before it stops; the worker answers that itself.
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0, log.read_text()
+    assert "stopped without unregistering from Redis" in log.read_text()
+
+
+def test_a_worker_stopped_mid_job_during_an_outage_finishes_the_job_and_exits(
+    runtime: Runtime,
+    admin_key: str,
+    subprocess_env: dict[str, str],
+    private_redis: PrivateRedis,
+    worker_process: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    ingest = Runtime(runtime.settings, db=runtime.db, redis=Redis.from_url(private_redis.url))
+    client: FlaskClient = create_app({"TESTING": True}, runtime=ingest).test_client()
+    marker, release, log = tmp_path / "paused", tmp_path / "release", tmp_path / "worker.log"
+    env = {
+        **subprocess_env,
+        "REDIS_URL": private_redis.url,
+        "TRIBUTARY_FAILPOINT": "batch.before_commit",
+        "TRIBUTARY_FAILPOINT_FILE": str(marker),
+        "TRIBUTARY_FAILPOINT_RELEASE": str(release),
+    }
+    with log.open("wb") as out:
+        worker = subprocess.Popen(WORKER, env=env, stderr=out, start_new_session=True)
+    worker_process.append(worker)
+    for i in range(5):
+        identify(client, admin_key, email=f"s{i}@example.com")
+    wait_for(marker.exists)
+    private_redis.kill()
+    worker.send_signal(signal.SIGTERM)  # a warm stop, asked for while the batch is open
+    time.sleep(0.5)
+    release.touch()
+    # The batch commits, and the worker exits instead of waiting for Redis to come back.
+    assert worker.wait(timeout=30) == 0, log.read_text()
+    assert _count(runtime, Event.status == "processed") == 5
+
+
+def test_a_worker_started_while_redis_is_down_waits_for_it(
+    runtime: Runtime,
+    admin_key: str,
+    subprocess_env: dict[str, str],
+    private_redis: PrivateRedis,
+    worker_process: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
+) -> None:
+    private_redis.kill()
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            WORKER, env={**subprocess_env, "REDIS_URL": private_redis.url}, stderr=out, start_new_session=True
+        )
+    worker_process.append(worker)
+    wait_for(lambda: "Redis unreachable while starting" in log.read_text(), timeout=30)
+    assert worker.poll() is None, log.read_text()
+
+    private_redis.start()
+    ingest = Runtime(runtime.settings, db=runtime.db, redis=Redis.from_url(private_redis.url))
+    client: FlaskClient = create_app({"TESTING": True}, runtime=ingest).test_client()
+    identify(client, admin_key, email="late@example.com")
+    wait_for(lambda: _count(runtime, Event.status == "processed") == 1)
+    assert worker.poll() is None
