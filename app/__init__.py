@@ -82,6 +82,9 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
     registry()
     for module in (ingest, webhooks, customers, admin, sources, health):
         app.register_blueprint(module.bp)
+    from app.dashboard import register as register_dashboard
+
+    register_dashboard(app)
     return app
 
 

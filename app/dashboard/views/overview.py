@@ -1,0 +1,23 @@
+"""Overview: customers per project and status, the last 24 hours of events per source, the backlog."""
+
+from __future__ import annotations
+
+from flask import Blueprint, render_template
+
+from app.dashboard.stats import overview as load_overview
+from app.dashboard.views import db, reader
+from models.base import utcnow
+
+
+def overview() -> str:
+    r = reader()
+    with db().session() as session:
+        data = load_overview(session, r.account_id, r.project_id)
+    now = utcnow()
+    oldest_age = (now - data.oldest_pending).total_seconds() if data.oldest_pending else None
+    charts = [s.chart(data.hours) for s in data.sources]
+    return render_template("overview.html", data=data, charts=charts, oldest_age=oldest_age)
+
+
+def register(bp: Blueprint) -> None:
+    bp.add_url_rule("/", "overview", overview)
