@@ -16,10 +16,10 @@ from app.errors import APIError
 
 MAX_PARAM_ROWS = 5
 SORT_LABELS = {
-    "-last_activity_at": "Recently active first",
-    "last_activity_at": "Least recently active first",
-    "-created_at": "Newest first",
-    "created_at": "Oldest first",
+    "-last_activity_at": "Active, newest",
+    "last_activity_at": "Active, oldest",
+    "-created_at": "Created, newest",
+    "created_at": "Created, oldest",
 }
 _FORM_ONLY = {"pk", "pv"}
 
