@@ -169,11 +169,37 @@ def generate(runtime: Runtime, customers: int, events: int) -> dict[str, Any]:
         with runtime.db.engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE")
     return {
+        "customer": _shop_customer(runtime),
         "admin": admin,
         "bound": bound,
-        "customer": customer_ids[len(customer_ids) // 2],
         "generate_seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _shop_customer(runtime: Runtime) -> str | None:
+    """A customer of the project the bound key sees, so both keys time the same pages."""
+    with runtime.db.session() as session:
+        shop = select(Project.id).where(Project.slug == "shop").scalar_subquery()
+        return session.scalar(
+            select(CustomerProject.customer_id)
+            .where(CustomerProject.project_id == shop)
+            .order_by(CustomerProject.customer_id)
+            .offset(1000)
+            .limit(1)
+        )
+
+
+def reuse(runtime: Runtime) -> dict[str, Any]:
+    with runtime.db.session() as session, session.begin():
+        account_id = session.scalars(select(Project.account_id)).first()
+        shop = session.scalar(select(Project).where(Project.slug == "shop"))
+        assert account_id and shop
+        return {
+            "admin": create_key(session, account_id, ["admin"], name="bench").token,
+            "bound": create_key(session, account_id, ["read"], shop, name="bench bound").token,
+            "customer": _shop_customer(runtime),
+            "generate_seconds": 0,
+        }
 
 
 def measure(runtime: Runtime, data: dict[str, Any], repeat: int) -> list[dict[str, Any]]:
@@ -187,8 +213,10 @@ def measure(runtime: Runtime, data: dict[str, Any], repeat: int) -> list[dict[st
         signed = client.post("/dashboard/sign-in", data={"api_key": token, "csrf_token": csrf.group(1)})
         assert signed.status_code == 302, signed.status_code
         with runtime.db.session() as session:
-            event_id = session.scalar(select(Event.id).order_by(Event.id.desc()).limit(1))
-            failed_id = session.scalar(select(Event.id).where(Event.status == "failed").limit(1))
+            shop = select(Project.id).where(Project.slug == "shop").scalar_subquery()
+            in_shop = Event.project_id == shop
+            event_id = session.scalar(select(Event.id).where(in_shop).order_by(Event.id.desc()).limit(1))
+            failed_id = session.scalar(select(Event.id).where(in_shop, Event.status == "failed").limit(1))
         pages = [
             "/dashboard/",
             "/dashboard/customers",
@@ -228,23 +256,29 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--sqlite", type=Path, help="keep the SQLite database in this file; an existing one is reused as is"
+    )
     args = parser.parse_args()
     server_url = os.environ.get("DATABASE_URL")
     with tempfile.TemporaryDirectory(prefix="tributary-dashboard-bench-") as home:
         if server_url:
             context: Any = temporary_database(server_url, f"tributary_dash_bench_{os.getpid()}")
         else:
-            context = _Sqlite(home)
+            context = _Sqlite(str(args.sqlite) if args.sqlite else str(Path(home) / "bench.db"))
         with context as url:
             settings = Settings.load(
                 {"TRIBUTARY_HOME": home, "DATABASE_URL": url, "TRIBUTARY_SECRET_KEY": "bench"}
             )
             upgrade(url)
             runtime = Runtime(settings)
-            print(
-                f"generating {args.customers:,} customers and {args.events:,} events ({runtime.db.dialect})"
-            )
-            data = generate(runtime, args.customers, args.events)
+            if isinstance(context, _Sqlite) and context.reuse:
+                print("reusing the existing database")
+                data = reuse(runtime)
+            else:
+                sizes = f"{args.customers:,} customers and {args.events:,} events"
+                print(f"generating {sizes} ({runtime.db.dialect})")
+                data = generate(runtime, args.customers, args.events)
             print(f"  generated in {data['generate_seconds']} s; timing pages ({args.repeat} runs each)")
             results = measure(runtime, data, args.repeat)
             runtime.db.dispose()
@@ -264,8 +298,9 @@ def main() -> None:
 
 
 class _Sqlite:
-    def __init__(self, home: str) -> None:
-        self.url = f"sqlite:///{Path(home) / 'bench.db'}"
+    def __init__(self, path: str) -> None:
+        self.reuse = Path(path).exists()
+        self.url = f"sqlite:///{Path(path).resolve()}"
 
     def __enter__(self) -> str:
         return self.url
