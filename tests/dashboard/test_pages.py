@@ -7,6 +7,7 @@ import json
 import re
 from collections.abc import Callable
 
+import pytest
 from flask.testing import FlaskClient
 
 from app.dashboard.stats import id_floor
@@ -194,3 +195,19 @@ def test_project_bound_admin_manages_only_its_project(
         "/dashboard/sources/new", data={"csrf_token": token, "connector": "standard", "project": "shop"}
     )
     assert source.status_code == 403
+
+
+def test_overview_caps_backlog_counts_and_caches_briefly(
+    client: FlaskClient, runtime: Runtime, admin_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.dashboard import stats
+    from tests.app.customer_data import import_customer
+
+    monkeypatch.setattr(stats, "COUNT_CAP", 2)
+    for n in range(3):
+        import_customer(runtime, f"p{n}@example.com")  # stored, not applied: pending
+    sign_in(client, admin_key)
+    page = _text(client, "/dashboard/")
+    assert 'Pending events</span><span class="stat-value">2+<' in page
+    import_customer(runtime, "late@example.com")
+    assert _text(client, "/dashboard/") == page  # the same figures within the cache's few seconds
