@@ -12,6 +12,8 @@
       width: width,
       height: 160,
       legend: { show: true },
+      // The axis says UTC, so the ticks must be UTC whatever the browser's time zone.
+      tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); },
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, Math.max(4, max)]; } } },
       axes: [
