@@ -19,7 +19,7 @@ def root() -> Response:
 
 def register(app: Flask) -> None:
     from app.dashboard import guard, templating
-    from app.dashboard.views import auth, customer, customers, events, keys, overview, sources
+    from app.dashboard.views import auth, customer, customers, events, failed_jobs, keys, overview, sources
 
     # A fresh blueprint per app: tests build many apps in one process.
     bp = Blueprint(
@@ -30,7 +30,7 @@ def register(app: Flask) -> None:
         static_folder="static",
         static_url_path="/static",
     )
-    for module in (auth, overview, customers, customer, events, sources, keys):
+    for module in (auth, overview, customers, customer, events, failed_jobs, sources, keys):
         module.register(bp)
     guard.install(bp)
     templating.install(bp)

@@ -30,9 +30,12 @@ def status_tone(status: str | None) -> str:
 
 
 def _parse(moment: datetime | str | None) -> datetime | None:
-    if moment is None or isinstance(moment, datetime):
-        return moment
-    return datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    if moment is None:
+        return None
+    if not isinstance(moment, datetime):
+        moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    # RQ's timestamps are naive UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def when(moment: datetime | str | None) -> str:

@@ -278,7 +278,8 @@ def test_admin_walks_every_page(tab: Tab, server: Server) -> None:
         "07-sources": "/dashboard/sources",
         "08-keys": "/dashboard/keys",
     }
-    for name, path in {**pages, "09-source-new": "/dashboard/sources/new"}.items():
+    more = {"09-source-new": "/dashboard/sources/new", "13-failed-jobs": "/dashboard/failed-jobs"}
+    for name, path in {**pages, **more}.items():
         assert tab.goto(path).status == 200
         tab.shot(name)
     assert page.get_by_role("button", name="Copy").count() == 0  # the create form has no URL yet

@@ -12,7 +12,13 @@ from tests.dashboard.helpers import csrf_from, page_csrf, seed, sign_in
 from tests.helpers import auth, make_key
 from workers.runtime import Runtime
 
-PAGES = ["/dashboard/", "/dashboard/customers", "/dashboard/events", "/dashboard/sources"]
+PAGES = [
+    "/dashboard/",
+    "/dashboard/customers",
+    "/dashboard/events",
+    "/dashboard/failed-jobs",
+    "/dashboard/sources",
+]
 
 
 def test_root_and_pages_redirect_to_sign_in(client: FlaskClient) -> None:
