@@ -26,7 +26,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,6 +43,7 @@ from models import (
     Source,
 )
 from models.migrate import upgrade
+from models.session import normalize_url
 from tests.helpers import temporary_database
 from workers.runtime import Runtime
 
@@ -74,11 +76,13 @@ def _events(
     customers = len(customer_ids)
     batch, changes = [], []
     body = json.dumps({"email": "user@example.com", "status": "paid", "params": {"plan": "pro"}}).encode()
-    for n in range(events):
-        # A quarter of a day's worth in the last 24 h: ~3 % of a 30-day history.
-        received = now - timedelta(seconds=rng.uniform(0, 30 * 86_400) ** 1.0)
+    # Stored in arrival order, as the product stores them: 30 days at an even rate, so the last 24 h
+    # hold ~3 % of the events, and the backlog (pending) is the newest few minutes.
+    ages = sorted((rng.uniform(0, 30 * 86_400) for _ in range(events)), reverse=True)
+    for n, age in enumerate(ages):
+        received = now - timedelta(seconds=age)
         i = rng.randrange(customers)
-        status = rng.choices(("processed", "ignored", "failed", "pending"), (94, 3, 2, 1))[0]
+        status = rng.choices(("processed", "ignored", "failed"), (95, 3, 2))[0] if age > 300 else "pending"
         eid = minted_id("evt", received)
         batch.append({
             "id": eid, "account_id": account_id, "project_id": rng.choice(project_ids),
@@ -261,11 +265,17 @@ def main() -> None:
     parser.add_argument(
         "--sqlite", type=Path, help="keep the SQLite database in this file; an existing one is reused as is"
     )
+    parser.add_argument(
+        "--pg-database",
+        help="with DATABASE_URL: use (and keep) this database on that server; an existing one is reused",
+    )
     args = parser.parse_args()
     server_url = os.environ.get("DATABASE_URL")
     with tempfile.TemporaryDirectory(prefix="tributary-dashboard-bench-") as home:
-        if server_url:
-            context: Any = temporary_database(server_url, f"tributary_dash_bench_{os.getpid()}")
+        if server_url and args.pg_database:
+            context: Any = _KeptPostgres(server_url, args.pg_database)
+        elif server_url:
+            context = temporary_database(server_url, f"tributary_dash_bench_{os.getpid()}")
         else:
             context = _Sqlite(str(args.sqlite) if args.sqlite else str(Path(home) / "bench.db"))
         with context as url:
@@ -274,7 +284,7 @@ def main() -> None:
             )
             upgrade(url)
             runtime = Runtime(settings)
-            if isinstance(context, _Sqlite) and context.reuse:
+            if isinstance(context, _Sqlite | _KeptPostgres) and context.reuse:
                 print("reusing the existing database")
                 data = reuse(runtime)
             else:
@@ -298,6 +308,25 @@ def main() -> None:
     (out / f"dashboard-{stamp}.json").write_text(json.dumps(report, indent=2))
     slowest = max(results, key=lambda r: r["median_ms"])
     print(f"slowest page: {slowest['page']} ({slowest['key']}) {slowest['median_ms']} ms median")
+
+
+class _KeptPostgres:
+    def __init__(self, server_url: str, name: str) -> None:
+        base = make_url(normalize_url(server_url))
+        self.url = base.set(database=name).render_as_string(hide_password=False)
+        admin = create_engine(base, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        self.reuse = exists is not None
+
+    def __enter__(self) -> str:
+        return self.url
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 class _Sqlite:
