@@ -21,7 +21,7 @@ from models import Customer, CustomerProject, Event, Project, Source
 from models.base import utcnow
 
 HOURS = 24
-COUNT_CAP = 10_000
+COUNT_CAP = 1_000
 CACHE_SECONDS = 15.0
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
 API_SOURCE = "api"
@@ -155,7 +155,7 @@ def event_series(
 
 
 def _capped_count(session: Session, account_id: str, project_id: str | None, status: str) -> int:
-    """How many events have `status`, counted up to COUNT_CAP + 1 (shown as "10,000+"): past that
+    """How many events have `status`, counted up to COUNT_CAP + 1 (shown as "1,000+"): past that
     the exact number changes nothing, and counting it would cost a row read per event."""
     stmt = select(Event.id).where(Event.account_id == account_id, Event.status == status)
     if project_id is not None:
