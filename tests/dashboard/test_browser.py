@@ -7,9 +7,11 @@ Skipped, saying why, when Chromium or Playwright is missing; `.ci/run` installs 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -19,10 +21,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import standardwebhooks
 
 CHROMIUM = Path(os.environ.get("TRIBUTARY_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
@@ -110,6 +114,7 @@ def _seed(server: Server) -> None:
                                 "secrets": ["whsec_0123456789abcdefABCDEF"]},
     )  # fmt: skip
     assert status == 201
+    _deliver_webhooks(server)
 
     def applied() -> bool:
         status, body = server.call("GET", "/v1/customers?limit=10")
@@ -126,13 +131,44 @@ def _seed(server: Server) -> None:
         server.keys[label] = created["key"]
 
 
-def _settled(server: Server) -> bool:
-    status, body = server.call("GET", "/v1/customers/ada@example.com")
-    return (
-        status == 200
-        and body["projects"].get("shop", {}).get("status") == "paid"
-        and "app" in body["projects"]
+def _deliver_webhooks(server: Server) -> None:
+    """A `standard` source fed by signed deliveries, so the overview charts a webhook source too."""
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    status, source = server.call(
+        "POST",
+        "/v1/sources",
+        {"connector": "standard", "project": "app", "name": "Billing app", "secrets": [secret]},
     )
+    assert status == 201, source
+    signer = standardwebhooks.Webhook(secret)
+    bodies = [
+        {"type": "identify", "data": {"email": "cy@example.com", "params": {"seats": n}}} for n in range(1, 5)
+    ] + [{"type": "ping", "data": {"email": "ada@example.com"}}, {"type": "invoice.paid", "data": {}}]
+    for n, body in enumerate(bodies):
+        raw = json.dumps(body)
+        msg_id, now = f"msg_{n}_{secrets.token_hex(4)}", datetime.now(UTC)
+        request = urllib.request.Request(
+            source["url"],
+            data=raw.encode(),
+            method="POST",
+            headers={
+                "Content-Type": "application/json",
+                "webhook-id": msg_id,
+                "webhook-timestamp": str(int(now.timestamp())),
+                "webhook-signature": signer.sign(msg_id, now, raw),
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status in (200, 202)
+
+
+def _settled(server: Server) -> bool:
+    ada = server.call("GET", "/v1/customers/ada@example.com")
+    cy = server.call("GET", "/v1/customers/cy@example.com")
+    if ada[0] != 200 or cy[0] != 200:
+        return False
+    shop_paid = ada[1]["projects"].get("shop", {}).get("status") == "paid" and "app" in ada[1]["projects"]
+    return shop_paid and cy[1]["projects"]["app"]["params"].get("seats") == 4
 
 
 @pytest.fixture(scope="module")
