@@ -39,6 +39,7 @@ LIST_COLUMNS = (
 class EventFilters:
     status: str | None = None
     source: str | None = None
+    email: str | None = None
     before: str | None = None
 
 
@@ -47,7 +48,13 @@ def clean_filters(args: dict[str, str]) -> EventFilters:
     status = args.get("status") if args.get("status") in EVENT_STATUSES else None
     source = args.get("source") or None
     before = args.get("before") if EVENT_ID.match(args.get("before") or "") else None
-    return EventFilters(status, source if source and len(source) <= 40 else None, before)
+    email = (args.get("email") or "").strip().lower() or None
+    return EventFilters(
+        status,
+        source if source and len(source) <= 40 else None,
+        email if email and len(email) <= 320 else None,
+        before,
+    )
 
 
 def list_events(session: Session, reader: Reader, filters: EventFilters) -> tuple[list[Any], str | None]:
@@ -59,6 +66,8 @@ def list_events(session: Session, reader: Reader, filters: EventFilters) -> tupl
         stmt = stmt.where(Event.status == filters.status)
     if filters.source is not None:
         stmt = stmt.where(Event.source_id == filters.source)
+    if filters.email is not None:
+        stmt = stmt.where(Event.email == filters.email)
     if filters.before is not None:
         stmt = stmt.where(Event.id < filters.before)
     rows = list(session.execute(stmt.order_by(Event.id.desc()).limit(PAGE + 1)))

@@ -120,6 +120,8 @@ def test_event_detail_masks_credentials(client: FlaskClient, runtime: Runtime, a
     assert "abcdef" not in page and "Stripe/1.0" in page and "dee@example.com" in page
     assert event_id in _text(client, "/dashboard/events?status=pending")
     assert event_id not in _text(client, "/dashboard/events?status=failed")
+    assert event_id in _text(client, "/dashboard/events?email=DEE@example.com")
+    assert event_id not in _text(client, "/dashboard/events?email=someone@example.com")
 
 
 def test_admin_creates_a_key_once_and_revokes_it(client: FlaskClient, admin_key: str) -> None:

@@ -167,3 +167,23 @@ def test_pages_render_for_each_scope(
     sign_in(client, make_key(runtime, [scope]))
     for path in [*PAGES, f"/dashboard/customers/{ids['ada']}", f"/dashboard/events/{ids['plan_event']}"]:
         assert client.get(path).status_code == 200, path
+
+
+def test_an_expired_session_is_signed_out(
+    client: FlaskClient, admin_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import itsdangerous.timed
+    from itsdangerous import URLSafeTimedSerializer
+
+    from app.dashboard.session import SESSION_SECONDS
+
+    key_id = client.get("/v1/keys", headers=auth(admin_key)).get_json()["data"][0]["id"]
+    signer = URLSafeTimedSerializer("test-secret", salt="tributary.dashboard.session")
+    client.set_cookie(COOKIE, signer.dumps({"c": "x", "k": key_id}), path="/dashboard")
+    assert client.get("/dashboard/").status_code == 200  # a session made this way works while fresh
+    issued = int(itsdangerous.timed.time.time()) - SESSION_SECONDS - 60
+    monkeypatch.setattr(itsdangerous.timed.TimestampSigner, "get_timestamp", lambda self: issued)
+    stale = signer.dumps({"c": "x", "k": key_id})
+    monkeypatch.undo()
+    client.set_cookie(COOKIE, stale, path="/dashboard")
+    assert client.get("/dashboard/").status_code == 302
