@@ -9,6 +9,7 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app.dashboard import session
@@ -108,3 +109,8 @@ def install(bp: Blueprint) -> None:
     @bp.errorhandler(APIError)
     def _api(exc: APIError) -> tuple[str, int]:
         return _error_page(exc.status, exc.message)
+
+    @bp.errorhandler(OperationalError)
+    def _database(exc: OperationalError) -> tuple[str, int]:
+        # Down, or (SQLite) a write that met the worker's: nothing was changed, so trying again is safe.
+        return _error_page(503, "the database is busy or unavailable; nothing was changed, try again")

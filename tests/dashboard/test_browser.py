@@ -61,6 +61,15 @@ class Server:
     ids: dict[str, str] = field(default_factory=dict)
 
     def call(self, method: str, path: str, body: Any = None, key: str | None = None) -> tuple[int, Any]:
+        # SQLite answers a write that meets the worker's batch with 503 (retry), as the API documents.
+        for _ in range(20):
+            status, answer = self._call(method, path, body, key)
+            if status != 503:
+                return status, answer
+            time.sleep(0.25)
+        return status, answer
+
+    def _call(self, method: str, path: str, body: Any, key: str | None) -> tuple[int, Any]:
         request = urllib.request.Request(
             self.base + path,
             data=json.dumps(body).encode() if body is not None else None,
