@@ -80,6 +80,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
 
     from app.api import (
         admin,
+        batch,
         customers,
         events,
         health,
@@ -91,19 +92,17 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
         sources,
         webhooks,
     )
+    from app.dashboard import register as register_dashboard
     from connectors.registry import registry
 
     # Load every connector now: a broken plugin or a bad TRIBUTARY_CONNECTOR_MODULES fails at
     # startup, not on the first delivery.
     registry()
-    for module in (ingest, webhooks, customers, admin, sources, health, imports):
-        app.register_blueprint(module.bp)
-    from app.api import batch
-
-    app.register_blueprint(batch.bp)
-    for module in (events, jobs, metrics, rejections):
+    surfaces = (ingest, batch, webhooks, customers, admin, sources, health, imports, events, jobs)
+    for module in (*surfaces, metrics, rejections):
         app.register_blueprint(module.bp)
     metrics.init_app(app)
+    register_dashboard(app)
     return app
 
 

@@ -1,0 +1,27 @@
+"""Overview: customers per project and status, the last 24 hours of events per source, the backlog."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, render_template
+
+from app.dashboard import stats
+from app.dashboard.stats import OverviewCache
+from app.dashboard.views import db, reader
+from models.base import utcnow
+
+
+def overview() -> str:
+    r = reader()
+    cache: OverviewCache = current_app.extensions.setdefault("tributary.dashboard.overview", OverviewCache())
+    with db().session() as session:
+        data = cache.get(session, r.account_id, r.project_id)
+    now = utcnow()
+    oldest_age = (now - data.oldest_pending).total_seconds() if data.oldest_pending else None
+    charts = [s.chart(data.hours) for s in data.sources]
+    return render_template(
+        "overview.html", data=data, charts=charts, oldest_age=oldest_age, cap=stats.COUNT_CAP
+    )
+
+
+def register(bp: Blueprint) -> None:
+    bp.add_url_rule("/", "overview", overview)
