@@ -173,8 +173,11 @@ class Working:
                 .on_conflict_do_nothing(index_elements=["account_id", "email"])
                 .returning(Customer.id)
             )
+            # The batch's own time, so a new customer is never created after it was last updated.
+            stamp = {"created_at": self.now, "updated_at": self.now}
             new_rows = [
-                {"account_id": account_id, "email": email, "past_emails": [], "clock": {}} for email in emails
+                {"account_id": account_id, "email": email, "past_emails": [], "clock": {}, **stamp}
+                for email in emails
             ]
             self.created.update(session.scalars(stmt, new_rows))
         if not emails and not identity_customer_ids:

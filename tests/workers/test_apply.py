@@ -94,3 +94,16 @@ def test_one_batch_many_customers_and_projects(client: FlaskClient, admin_key: s
         assert record["projects"]["second"]["params"] == {"n": 16 + i}
         assert record["projects"]["default"]["status"] == "paid"
     assert len(_changes(runtime)) == 40
+
+
+def test_a_new_customer_is_never_updated_before_it_was_created(
+    client: FlaskClient, admin_key: str, runtime: Runtime
+) -> None:
+    identify(client, admin_key, email="new@example.com", name="New")
+    drain_batch(runtime)
+    record = customer(client, admin_key, "new@example.com")
+    assert record["created_at"] == record["updated_at"]
+    identify(client, admin_key, email="new@example.com", name="Newer")
+    drain_batch(runtime)
+    later = customer(client, admin_key, "new@example.com")
+    assert later["created_at"] == record["created_at"] < later["updated_at"]
