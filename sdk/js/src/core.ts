@@ -41,12 +41,12 @@ export function isoTime(value: Date | string | undefined): string {
 }
 
 export function pingMessage(email: string, fields: PingFields = {}): Message {
-  const message: Message = {
-    type: "ping",
-    email,
-    timestamp: isoTime(fields.timestamp),
-    message_id: fields.messageId ?? uuid(),
-  };
+  const message: Message = { type: "ping", email, message_id: fields.messageId ?? uuid() };
+  // With the caller's own messageId and no timestamp the server's receipt time orders it: the id
+  // then names the same message however often the app calls again (a duplicate, not a 409).
+  if (fields.timestamp !== undefined || fields.messageId === undefined) {
+    message.timestamp = isoTime(fields.timestamp);
+  }
   if (fields.project !== undefined) message.project = fields.project;
   return message;
 }

@@ -83,7 +83,7 @@ export interface ListFilters {
 export interface Message {
   type: "identify" | "ping";
   email: string;
-  timestamp: string;
+  timestamp?: string;
   message_id: string;
   project?: string;
   name?: string;

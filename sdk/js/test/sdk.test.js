@@ -87,6 +87,10 @@ describe("against a real Tributary", () => {
     assert.equal(first.duplicate, false);
     const again = await client.identify(`${t}@example.com`, { name: "Ada", messageId: `m-${t}` });
     assert.deepEqual(again, { event_id: first.event_id, duplicate: true });
+    await assert.rejects(
+      client.identify(`${t}@example.com`, { name: "Grace", messageId: `m-${t}` }),
+      (e) => e instanceof ValidationError && e.status === 409 && e.code === "idempotency_conflict",
+    );
     await assert.rejects(client.identify("not an email"), (e) => e instanceof ValidationError && e.status === 400);
     await assert.rejects(client.identify(`${t}@example.com`, { params: { x: Number.NaN } }), ValidationError);
     await assert.rejects(client.ping(`${t}@example.com`, { project: "nope" }), (e) => e instanceof NotFound && e.code === "project_not_found");

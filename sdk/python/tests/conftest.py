@@ -82,9 +82,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     )
     try:
         assert process.stdout is not None
-        lines = [process.stdout.readline(), process.stdout.readline()]
-        match = re.search(r"(trb_[A-Za-z0-9]+)", "".join(lines))
-        assert match, lines
+        # The banner comes once the server answers; the worker's log lines may come before it.
+        lines: list[str] = []
+        while not (match := re.search(r"Admin API key.*?(trb_[A-Za-z0-9]+)", lines[-1] if lines else "")):
+            lines.append(process.stdout.readline())
+            assert lines[-1] and len(lines) < 200, lines
         running = Server(f"http://127.0.0.1:{port}", match.group(1))
 
         def ready() -> bool:

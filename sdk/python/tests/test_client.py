@@ -73,6 +73,9 @@ def test_sync_mode_returns_results_and_raises_typed_errors(server: Server, uniqu
     assert isinstance(first, EventAccepted) and first.event_id.startswith("evt_") and not first.duplicate
     again = client.identify(f"{unique}@example.com", name="Ada", message_id=f"m-{unique}")
     assert again == EventAccepted(first.event_id, duplicate=True)
+    with pytest.raises(ValidationError) as conflict:  # the same id for another message
+        client.identify(f"{unique}@example.com", name="Grace", message_id=f"m-{unique}")
+    assert conflict.value.status == 409 and conflict.value.code == "idempotency_conflict"
     pinged = client.ping(f"{unique}@example.com", timestamp=datetime.now(timezone.utc) - timedelta(days=1))
     assert pinged is not None and not pinged.duplicate
     with pytest.raises(ValidationError) as bad:

@@ -37,13 +37,14 @@ def ping_message(
     timestamp: datetime | str | None = None,
     message_id: str | None = None,
 ) -> Message:
-    """A ping with the call time and a fresh message id, so a retry never duplicates it."""
-    message: Message = {
-        "type": "ping",
-        "email": email,
-        "timestamp": _timestamp(timestamp),
-        "message_id": message_id or str(uuid.uuid4()),
-    }
+    """A ping with the call time and a fresh message id, so a retry never duplicates it.
+
+    With the caller's own `message_id` and no `timestamp`, the time is left to the server (the
+    receipt time): the id then names the same message however often the app calls again (its own
+    retries), a duplicate rather than an `idempotency_conflict` over two different call times."""
+    message: Message = {"type": "ping", "email": email, "message_id": message_id or str(uuid.uuid4())}
+    if timestamp is not None or message_id is None:
+        message["timestamp"] = _timestamp(timestamp)
     if project is not None:
         message["project"] = project
     return message
