@@ -225,16 +225,24 @@ def test_a_batch_whose_commit_fails_is_isolated_too(
     sa_event.listen(runtime.db.WriteSession, "before_commit", refuse)
     try:
         assert drain_batch(runtime) == 9
+        first, first_history = events_by_id(runtime), history(client, admin_key, doomed)
+        with pytest.raises(EventFailed, match="commit refused"):
+            process_event(doomed)  # its retry job, refused at commit again
     finally:
         sa_event.remove(runtime.db.WriteSession, "before_commit", refuse)
-    events = events_by_id(runtime)
-    assert [events[i].status for i in ids] == ["processed"] * 5 + ["failed"] + ["processed"] * 3
+    assert [first[i].status for i in ids] == ["processed"] * 5 + ["failed"] + ["processed"] * 3
     assert (
-        events[doomed].last_error == "the database refused this event's writes: RuntimeError: commit refused"
+        first[doomed].last_error == "the database refused this event's writes: RuntimeError: commit refused"
     )
-    assert events[doomed].attempts == 1
-    # The rolled-back tries left no attempt behind; the one that counted is recorded once.
-    assert history(client, admin_key, doomed) == [(1, "failed", True)]
+    assert first[doomed].attempts == 1
+    # The rolled-back tries left no attempt behind; each attempt that counted is recorded once.
+    assert first_history == [(1, "failed", True)]
+    assert history(client, admin_key, doomed) == [(1, "failed", True), (2, "failed", True)]
+    assert process_event(doomed) == "processed"
+    assert history(client, admin_key, doomed)[2:] == [(3, "processed", False)]
+    events = events_by_id(runtime)
+    assert [events[i].status for i in ids] == ["processed"] * 9
+    assert events[doomed].attempts == 3
     assert {i: history(client, admin_key, i) for i in ids if i != doomed} == {
         i: [(1, "processed", False)] for i in ids if i != doomed
     }
