@@ -13,6 +13,7 @@ add its row here (the scope-only checks of `test_scopes_on_every_described_route
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import json
@@ -26,6 +27,8 @@ from flask.testing import FlaskClient
 from werkzeug.routing import Rule
 
 from app.auth import _GRANTS
+from connectors.testing import stripe_headers
+from tests.connectors.stripe_helpers import load
 from tests.helpers import auth, identify, make_key
 from tests.ops.test_events_access import _broken_event, _work
 from workers.runtime import Runtime
@@ -64,6 +67,8 @@ class World:
     counter: itertools.count[int] = field(default_factory=itertools.count)
     events: dict[str, str] = field(default_factory=dict)  # binding -> an identify event of it
     failed_jobs: dict[str, list[str]] = field(default_factory=dict)  # binding -> jobs in the registry
+    secrets: dict[str, str] = field(default_factory=dict)  # source id -> its signing secret
+    deferred: dict[str, str] = field(default_factory=dict)  # binding -> an event waiting for a person
 
     @property
     def root(self) -> dict[str, str]:
@@ -89,8 +94,28 @@ class World:
         if secret:
             body["secrets"] = [f"whsec_matrix_{next(self.counter):04d}_0123456789abcdef"]
         source: dict[str, Any] = self.make("POST", "/v1/sources", body)
+        if secret:
+            self.secrets[source["id"]] = body["secrets"][0]
         self.private[binding].add(source["id"])
         return source
+
+    def deferred_event(self, binding: str) -> str:
+        """A Stripe subscription event of binding's source for a customer nothing has named (and no
+        `api_key` to ask): it waits as `deferred`, awaiting `stripe:cus_Wait<Binding>`."""
+        if binding not in self.deferred:
+            source_id = self.sources[binding]["id"]
+            payload = copy.deepcopy(load("customer.subscription.updated"))
+            payload["id"] = f"evt_wait_{binding}"
+            payload["data"]["object"]["customer"] = f"cus_Wait{binding.title()}"
+            raw = json.dumps(payload).encode()
+            headers = {"Content-Type": "application/json", **stripe_headers(raw, self.secrets[source_id])}
+            assert self.client.post(f"/webhooks/{source_id}", data=raw, headers=headers).status_code == 200
+            self.drain()
+            [event] = self.make("GET", f"/v1/events?status=deferred&source={source_id}")["data"]
+            assert event["awaiting"] == f"stripe:cus_Wait{binding.title()}", event
+            self.deferred[binding] = event["id"]
+            self.private[binding] |= {event["id"], f"cus_Wait{binding.title()}", f"evt_wait_{binding}"}
+        return self.deferred[binding]
 
     def fresh_replay(self, binding: str) -> str:
         """A background replay started by binding's admin key (account-wide: `*`)."""
@@ -208,6 +233,8 @@ def _own(kind: str) -> Callable[[World, str], set[str]]:
             return {f"only-{a}@example.com" for a in areas if a in SLUG}
         if kind == "event":
             return {w.events[a] for a in areas if a in SLUG}
+        if kind == "deferred":
+            return {w.deferred_event(a) for a in areas if a in SLUG}
         if kind == "failed_job":
             return {w.failed_job(a) for a in areas if a in SLUG}
         return {f"read@{a}" for a in areas}  # key names
@@ -303,7 +330,14 @@ ROUTES: dict[tuple[str, str], list[Target]] = {
     ("GET", "/v1/events"): [
         Target("list", lambda w: ("/v1/events", None), must_show=_own("event")),
         _alpha(f"/v1/events?project={SLUG['alpha']}", other=403),
-        Target("list", lambda w: ("/v1/events?status=deferred", None)),
+        Target(
+            "list",
+            lambda w: (
+                w.deferred_event("alpha") and w.deferred_event("beta") and "/v1/events?status=deferred",
+                None,
+            ),
+            must_show=_own("deferred"),
+        ),
     ],
     ("GET", "/v1/events/<event_id>"): [Target("alpha", lambda w: (f"/v1/events/{w.events['alpha']}", None))],
     ("POST", "/v1/events/<event_id>/replay"): [
