@@ -35,7 +35,7 @@ from models.base import isoformat
 from models.event_query import EventFilters, event_statement
 
 # `deferred` (waiting for an identity) is a status the worker may set; filtering on it is valid.
-STATUSES = (*EVENT_STATUSES, *(() if "deferred" in EVENT_STATUSES else ("deferred",)))
+STATUSES = EVENT_STATUSES
 FILTER_ARGS = ("status", "source", "connector", "type", "email", "project", "since", "until")
 LIST_ARGS = (*FILTER_ARGS, "limit", "cursor")
 SOURCE_ID = re.compile(r"^src_[0-9A-Za-z]{1,36}$")
@@ -165,6 +165,8 @@ def event_item(event: Event, project: str | None) -> dict[str, Any]:
         "received_at": isoformat(event.received_at),
         "processed_at": isoformat(event.processed_at),
         "purged_at": isoformat(event.purged_at),
+        # A deferred event waits for this identity (`<source>:<external id>`) to become known.
+        "awaiting": event.awaiting,
     }
 
 

@@ -18,13 +18,16 @@ class EventItem(BaseModel):
     provider_event_id: str | None
     type: str
     email: str | None
-    status: str = Field(description="pending, processed, ignored, failed (or deferred).")
+    status: str = Field(description="pending, processed, ignored, failed or deferred (waiting for a person).")
     attempts: int
     last_error: str | None
     occurred_at: str
     received_at: str
     processed_at: str | None
     purged_at: str | None = Field(description="When retention removed the raw body.")
+    awaiting: str | None = Field(
+        default=None, description="A deferred event's awaited identity, `<source>:<external id>`."
+    )
 
 
 class EventList(BaseModel):

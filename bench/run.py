@@ -525,8 +525,9 @@ class Server:
 
 
 def gunicorn_args(app: str, port: int, workers: int) -> list[str]:
-    # The one gunicorn configuration both apps get (bench/README.md, "Method"): the Procfile's web line
-    # with its default WEB_CONCURRENCY=4 sync workers, which is also 2 per core on this 2-core machine.
+    # The one gunicorn configuration both apps get (bench/README.md, "Method"): 4 sync workers, as the
+    # published figures were measured (the Procfile now runs app/gunicorn_conf.py's gthread workers),
+    # which is also 2 per core on this 2-core machine.
     # Sync workers block on each database and Redis round trip, so two per core keep both cores busy
     # while one waits; more only add context switches on a box that also runs PostgreSQL, Redis and wrk.
     return [

@@ -253,8 +253,7 @@ def apply_events(session: Session, events: Sequence[Event]) -> BatchReport:
         _finish(event, "processed", now, changes=event_report)
         report.processed += 1
     _write_back(work)
-    if attempts := session.info.pop(ATTEMPTS, None):
-        session.execute(insert(EventAttempt), attempts)
+    record_attempts(session)
     session.flush()
     # Events that waited for a person this batch made known: applied now, in this transaction.
     if woken := claim_woken(session, known_refs(work)):
@@ -266,6 +265,13 @@ def apply_events(session: Session, events: Sequence[Event]) -> BatchReport:
         again = {event.id for event in woken}
         report.deferred = [e for e in report.deferred if e not in again] + more.deferred
     return report
+
+
+def record_attempts(session: Session) -> None:
+    """Insert the attempt rows `_finish` queued on `session`, taking them off it so that each is
+    written once. Whoever calls `_finish` outside `apply_events` calls this in the same transaction."""
+    if attempts := session.info.pop(ATTEMPTS, None):
+        session.execute(insert(EventAttempt), attempts)
 
 
 def _finish(

@@ -27,7 +27,14 @@ from sqlalchemy.orm import Session
 from models import Event
 from models.base import utcnow
 from models.sql import is_postgres
-from workers.apply import MAX_ERROR_CHARS, BatchReport, _finish, apply_events, claim_events
+from workers.apply import (
+    MAX_ERROR_CHARS,
+    BatchReport,
+    _finish,
+    apply_events,
+    claim_events,
+    record_attempts,
+)
 from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -78,6 +85,7 @@ def record_failure(runtime: Runtime, event_id: str, exc: BaseException, *, retry
         if status is None or (status in ("processed", "ignored") if retry else status != "pending"):
             return None
         _finish(events[0], "failed", utcnow(), error=error)
+        record_attempts(session)  # the attempt history has this attempt too
     log.warning("event %s failed alone: %s", event_id, error)
     return error
 

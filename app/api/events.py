@@ -16,6 +16,7 @@ from app.customer_query import MAX_LIMIT, Reader, _Problems
 from app.errors import APIError
 from app.events_query import (
     FILTER_ARGS,
+    STATUSES,
     event_detail,
     find_event,
     list_events,
@@ -42,7 +43,11 @@ bp = Blueprint("events", __name__)
 
 _TIME = {"type": "string", "format": "date-time"}
 FILTER_QUERY = [
-    QueryParam("status", "pending, processed, ignored, failed or deferred."),
+    QueryParam(
+        "status",
+        "pending, processed, ignored, failed or deferred (waiting for a person).",
+        {"type": "string", "enum": list(STATUSES)},
+    ),
     QueryParam("source", "Source id (`src_…`)."),
     QueryParam("connector", "Connector name (`stripe`, `clerk`, ...) or `identify`/`ping`."),
     QueryParam("type", "Event type, exactly."),

@@ -83,6 +83,8 @@ def _event_text(e: dict[str, Any]) -> str:
         f"  occurred:     {e['occurred_at']}   received: {e['received_at']}",
         f"  processed:    {e['processed_at'] or '-'}",
     ]
+    if e.get("awaiting"):
+        lines.append(f"  awaiting:     {e['awaiting']} (deferred until an event names this person)")
     if e["ignore_reason"]:
         lines.append(f"  ignored:      {e['ignore_reason']}")
     elif e["last_error"]:

@@ -13,6 +13,8 @@ add its row here (the scope-only checks of `test_scopes_on_every_described_route
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 import json
 from collections.abc import Callable
@@ -25,7 +27,10 @@ from flask.testing import FlaskClient
 from werkzeug.routing import Rule
 
 from app.auth import _GRANTS
+from connectors.testing import stripe_headers
+from tests.connectors.stripe_helpers import load
 from tests.helpers import auth, identify, make_key
+from tests.ops.test_events_access import _broken_event, _work
 from workers.runtime import Runtime
 
 SCOPES = ("ingest", "read", "admin")
@@ -41,7 +46,12 @@ PUBLIC = {
     ("GET", "/webhooks/<source_id>"),
     ("POST", "/webhooks/<source_id>"),
     ("GET", "/static/<path:filename>"),
+    ("GET", "/"),  # a redirect to the dashboard
 }
+# The dashboard's pages take no API key but a signed-in session cookie: sign-in, scopes, tenancy and
+# CSRF are tested in tests/dashboard/test_security.py, and every page refuses a request without the
+# cookie in `test_dashboard_pages_need_a_session` below.
+DASHBOARD = "/dashboard/"
 
 
 @dataclass
@@ -55,6 +65,10 @@ class World:
     private: dict[str, set[str]] = field(default_factory=dict)  # "alpha" | "beta" | "*" -> tokens
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     counter: itertools.count[int] = field(default_factory=itertools.count)
+    events: dict[str, str] = field(default_factory=dict)  # binding -> an identify event of it
+    failed_jobs: dict[str, list[str]] = field(default_factory=dict)  # binding -> jobs in the registry
+    secrets: dict[str, str] = field(default_factory=dict)  # source id -> its signing secret
+    deferred: dict[str, str] = field(default_factory=dict)  # binding -> an event waiting for a person
 
     @property
     def root(self) -> dict[str, str]:
@@ -80,8 +94,65 @@ class World:
         if secret:
             body["secrets"] = [f"whsec_matrix_{next(self.counter):04d}_0123456789abcdef"]
         source: dict[str, Any] = self.make("POST", "/v1/sources", body)
+        if secret:
+            self.secrets[source["id"]] = body["secrets"][0]
         self.private[binding].add(source["id"])
         return source
+
+    def deferred_event(self, binding: str) -> str:
+        """A Stripe subscription event of binding's source for a customer nothing has named (and no
+        `api_key` to ask): it waits as `deferred`, awaiting `stripe:cus_Wait<Binding>`."""
+        if binding not in self.deferred:
+            source_id = self.sources[binding]["id"]
+            payload = copy.deepcopy(load("customer.subscription.updated"))
+            payload["id"] = f"evt_wait_{binding}"
+            payload["data"]["object"]["customer"] = f"cus_Wait{binding.title()}"
+            raw = json.dumps(payload).encode()
+            headers = {"Content-Type": "application/json", **stripe_headers(raw, self.secrets[source_id])}
+            assert self.client.post(f"/webhooks/{source_id}", data=raw, headers=headers).status_code == 200
+            self.drain()
+            [event] = self.make("GET", f"/v1/events?status=deferred&source={source_id}")["data"]
+            assert event["awaiting"] == f"stripe:cus_Wait{binding.title()}", event
+            self.deferred[binding] = event["id"]
+            self.private[binding] |= {event["id"], f"cus_Wait{binding.title()}", f"evt_wait_{binding}"}
+        return self.deferred[binding]
+
+    def fresh_replay(self, binding: str) -> str:
+        """A background replay started by binding's admin key (account-wide: `*`)."""
+        token = self.keys[f"admin@{binding}"]
+        response = self.call("POST", "/v1/events/replay", {"connector": "identify"}, token)
+        assert response.status_code == 202, response.get_json()
+        replay_id = str(response.get_json()["id"])
+        self.private[binding].add(replay_id)
+        return replay_id
+
+    def fresh_import(self, binding: str) -> str:
+        body = {
+            "kind": "csv",
+            "project": SLUG[binding],
+            "csv": "email\nimported@example.com\n",
+            "dry_run": True,
+        }
+        import_id = str(self.make("POST", "/v1/imports", body)["id"])
+        self.private[binding].add(import_id)
+        return import_id
+
+    def failed_job(self, binding: str) -> str:
+        """A job of binding's project that is in the failed registry now (a retry or delete by a
+        previous request took the last one out: make more)."""
+        pool = self.failed_jobs.setdefault(binding, [])
+        while (
+            pool
+            and self.call("GET", f"/v1/jobs/failed/{pool[0]}", token=self.keys["admin@*"]).status_code != 200
+        ):
+            pool.pop(0)
+        if not pool:
+            for _ in range(3):
+                event_id = _broken_event(self.runtime, SLUG[binding])
+                self.private[binding].add(event_id)
+                pool.append(f"event-{event_id}")
+            _work(self.runtime)
+        return pool[0]
 
     def fresh_customer(self, *bindings: str) -> str:
         email = f"fresh{next(self.counter)}@example.com"
@@ -92,7 +163,15 @@ class World:
 
 
 @pytest.fixture
-def world(client: FlaskClient, runtime: Runtime, account_id: str, drain: Callable[[], None]) -> World:
+def world(
+    client: FlaskClient,
+    runtime: Runtime,
+    account_id: str,
+    drain: Callable[[], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> World:
+    # One automatic retry: a broken event's job reaches the failed registry in one worker run.
+    monkeypatch.setattr(runtime, "settings", dataclasses.replace(runtime.settings, retry_intervals=(0,)))
     w = World(client, runtime, drain, private={"*": set(), "alpha": set(), "beta": set()})
     w.keys["admin@*"] = make_key(runtime, ["admin"])
     for binding in ("alpha", "beta"):
@@ -117,6 +196,7 @@ def world(client: FlaskClient, runtime: Runtime, account_id: str, drain: Callabl
             w.client, token, email="both@example.com", project=SLUG[binding], params={f"p_{binding}": 1}
         )
         w.private[binding] |= {email, event["event_id"], shared["event_id"], f"st-{binding}", f"p_{binding}"}
+        w.events[binding] = event["event_id"]
     drain()
     for binding in ("alpha", "beta"):
         w.private[binding].add(w.make("GET", f"/v1/customers/only-{binding}@example.com")["id"])
@@ -151,6 +231,12 @@ def _own(kind: str) -> Callable[[World, str], set[str]]:
             return {SLUG[a] for a in areas if a in SLUG}
         if kind == "customer":
             return {f"only-{a}@example.com" for a in areas if a in SLUG}
+        if kind == "event":
+            return {w.events[a] for a in areas if a in SLUG}
+        if kind == "deferred":
+            return {w.deferred_event(a) for a in areas if a in SLUG}
+        if kind == "failed_job":
+            return {w.failed_job(a) for a in areas if a in SLUG}
         return {f"read@{a}" for a in areas}  # key names
 
     return tokens
@@ -239,6 +325,84 @@ ROUTES: dict[tuple[str, str], list[Target]] = {
     ("POST", "/v1/ping"): [
         _alpha("/v1/ping", {"email": "new@example.com", "project": SLUG["alpha"]}, success=202, other=403)
     ],
+    # Operators' routes (tests/ops): events, replays and failed jobs of project alpha; account-wide
+    # replays; lists filtered to the key's project.
+    ("GET", "/v1/events"): [
+        Target("list", lambda w: ("/v1/events", None), must_show=_own("event")),
+        _alpha(f"/v1/events?project={SLUG['alpha']}", other=403),
+        Target(
+            "list",
+            lambda w: (
+                w.deferred_event("alpha") and w.deferred_event("beta") and "/v1/events?status=deferred",
+                None,
+            ),
+            must_show=_own("deferred"),
+        ),
+    ],
+    ("GET", "/v1/events/<event_id>"): [Target("alpha", lambda w: (f"/v1/events/{w.events['alpha']}", None))],
+    ("POST", "/v1/events/<event_id>/replay"): [
+        Target("alpha", lambda w: (f"/v1/events/{w.events['alpha']}/replay?dry_run=true", None)),
+        Target("alpha", lambda w: (f"/v1/events/{w.events['alpha']}/replay", None)),
+    ],
+    ("POST", "/v1/events/replay"): [
+        Target("list", lambda w: ("/v1/events/replay", {"connector": "identify", "dry_run": True})),
+        Target("list", lambda w: ("/v1/events/replay", {"connector": "identify"}), success=202),
+        _alpha("/v1/events/replay", {"project": SLUG["alpha"], "dry_run": True}, other=403),
+        _alpha("/v1/events/replay", {"project": SLUG["alpha"]}, success=202, other=403),
+    ],
+    ("GET", "/v1/replays/<replay_id>"): [
+        Target("alpha", lambda w: (f"/v1/replays/{w.fresh_replay('alpha')}", None)),
+        Target("account", lambda w: (f"/v1/replays/{w.fresh_replay('*')}", None), other=404),
+    ],
+    ("DELETE", "/v1/replays/<replay_id>"): [
+        Target("alpha", lambda w: (f"/v1/replays/{w.fresh_replay('alpha')}", None)),
+        Target("account", lambda w: (f"/v1/replays/{w.fresh_replay('*')}", None), other=404),
+    ],
+    ("GET", "/v1/jobs/failed"): [
+        Target(
+            "list",
+            lambda w: (w.failed_job("alpha") and w.failed_job("beta") and "/v1/jobs/failed", None),
+            must_show=_own("failed_job"),
+        ),
+    ],
+    ("GET", "/v1/jobs/failed/<job_id>"): [
+        Target("alpha", lambda w: (f"/v1/jobs/failed/{w.failed_job('alpha')}", None))
+    ],
+    ("POST", "/v1/jobs/failed/<job_id>/retry"): [
+        Target("alpha", lambda w: (f"/v1/jobs/failed/{w.failed_job('alpha')}/retry", None), success=202)
+    ],
+    ("POST", "/v1/jobs/failed/retry"): [
+        Target(
+            "list",
+            lambda w: (w.failed_job("alpha") and w.failed_job("beta") and "/v1/jobs/failed/retry", None),
+            success=202,
+        )
+    ],
+    ("DELETE", "/v1/jobs/failed/<job_id>"): [
+        Target("alpha", lambda w: (f"/v1/jobs/failed/{w.failed_job('alpha')}", None), success=204)
+    ],
+    ("GET", "/v1/sources/<source_id>/rejections"): [
+        Target("alpha", lambda w: (f"/v1/sources/{w.sources['alpha']['id']}/rejections", None))
+    ],
+    ("POST", "/v1/imports"): [
+        _alpha(
+            "/v1/imports",
+            {"kind": "csv", "project": SLUG["alpha"], "csv": "email\nnew@example.com\n", "dry_run": True},
+            success=202,
+            other=403,
+        ),
+        Target(
+            "alpha",
+            lambda w: (
+                "/v1/imports",
+                {"kind": "stripe", "source": w.sources["alpha"]["id"], "dry_run": True},
+            ),
+            success=202,
+        ),
+    ],
+    ("GET", "/v1/imports/<import_id>"): [
+        Target("alpha", lambda w: (f"/v1/imports/{w.fresh_import('alpha')}", None))
+    ],
 }
 
 
@@ -314,7 +478,7 @@ def _strings(data: Any) -> list[str]:
 
 
 def test_every_route_is_in_the_matrix(app: Flask) -> None:
-    missing = sorted(set(_rules(app)) - set(ROUTES) - PUBLIC)
+    missing = sorted(r for r in set(_rules(app)) - set(ROUTES) - PUBLIC if not r[1].startswith(DASHBOARD))
     assert not missing, (
         "routes without a row in tests/app/test_access_matrix.py ROUTES (or PUBLIC): "
         + ", ".join(f"{m} {p}" for m, p in missing)
@@ -326,7 +490,7 @@ def test_scopes_on_every_described_route(app: Flask, world: World) -> None:
     failures = []
     for (method, path), rule in _rules(app).items():
         operation = getattr(app.view_functions[rule.endpoint], "openapi", None)
-        if (method, path) in PUBLIC:
+        if (method, path) in PUBLIC or path.startswith(DASHBOARD):
             continue
         if operation is None or not operation.scope:
             failures.append(f"{method} {path}: not public and declares no scope")
@@ -349,3 +513,22 @@ def _fill(rule: Rule) -> str:
         for converter in ("", "string:", "path:", "int:"):
             path = path.replace(f"<{converter}{name}>", "x1" if converter != "int:" else "1")
     return path
+
+
+def test_dashboard_pages_need_a_session(app: Flask, world: World) -> None:
+    """Without the session cookie every dashboard page sends to sign-in, and no post is carried out;
+    an API key is no way in either."""
+    open_pages = {"/dashboard/sign-in", "/dashboard/static/<path:filename>"}
+    failures = []
+    for (method, path), rule in _rules(app).items():
+        if not path.startswith(DASHBOARD) or path in open_pages:
+            continue
+        for key in ("none", "admin@*"):
+            response = world.call(method, _fill(rule), None, world.keys.get(key))
+            location = response.headers.get("Location", "")
+            refused = response.status_code in (400, 403) or (
+                response.status_code == 302 and "/dashboard/sign-in" in location
+            )
+            if not refused:
+                failures.append(f"{key} {method} {path}: {response.status_code} {location}")
+    assert not failures, "\n".join(failures)

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from app.accounts import get_project
 from connectors.changes import CustomerChange
 from models import Customer, Database, Event, Project
-from tests.helpers import customer, identify
+from tests.helpers import auth, customer, identify
 from workers.isolation import apply_isolated
 from workers.jobs import EventFailed, drain_batch, process_event
 from workers.normalize import register_channel
@@ -169,8 +169,18 @@ def test_many_poison_events_in_one_batch_each_fail_alone(
         assert "NUL" in errors and "json" in errors  # the driver's own words
 
 
+def history(client: FlaskClient, admin_key: str, event_id: str) -> list[tuple[int, str, bool]]:
+    """The event's attempt history as operators read it: (number, outcome, refused by the database)."""
+    response = client.get(f"/v1/events/{event_id}", headers=auth(admin_key))
+    assert response.status_code == 200, response.get_json()
+    return [
+        (a["number"], a["outcome"], "refused" in (a["error"] or ""))
+        for a in response.get_json()["attempt_history"]
+    ]
+
+
 def test_the_retry_job_counts_each_attempt_and_raises_so_rq_retries(
-    runtime: Runtime, project_id: str
+    client: FlaskClient, admin_key: str, runtime: Runtime, project_id: str
 ) -> None:
     body, _ = HOSTILE_BODIES["lone-surrogate-name"]  # refused by every backend
     poison = insert_event(runtime, project_id, "poison@example.com", body)
@@ -189,9 +199,19 @@ def test_the_retry_job_counts_each_attempt_and_raises_so_rq_retries(
         repaired.body = b'{"name": "Repaired"}'
     assert process_event(poison) == "processed"
     assert events_by_id(runtime)[poison].attempts == 4
+    # Every attempt is in the history once: the isolated failure, both retries refused at commit, the
+    # successful one.
+    assert history(client, admin_key, poison) == [
+        (1, "failed", True),
+        (2, "failed", True),
+        (3, "failed", True),
+        (4, "processed", False),
+    ]
 
 
-def test_a_batch_whose_commit_fails_is_isolated_too(runtime: Runtime, project_id: str) -> None:
+def test_a_batch_whose_commit_fails_is_isolated_too(
+    client: FlaskClient, admin_key: str, runtime: Runtime, project_id: str
+) -> None:
     """Whatever raises in the batch transaction (here the COMMIT itself) is bisected down to the
     one event it comes from."""
     ids = [insert_event(runtime, project_id, f"c{i}@example.com", b'{"name": "C"}') for i in range(9)]
@@ -205,14 +225,27 @@ def test_a_batch_whose_commit_fails_is_isolated_too(runtime: Runtime, project_id
     sa_event.listen(runtime.db.WriteSession, "before_commit", refuse)
     try:
         assert drain_batch(runtime) == 9
+        first, first_history = events_by_id(runtime), history(client, admin_key, doomed)
+        with pytest.raises(EventFailed, match="commit refused"):
+            process_event(doomed)  # its retry job, refused at commit again
     finally:
         sa_event.remove(runtime.db.WriteSession, "before_commit", refuse)
-    events = events_by_id(runtime)
-    assert [events[i].status for i in ids] == ["processed"] * 5 + ["failed"] + ["processed"] * 3
+    assert [first[i].status for i in ids] == ["processed"] * 5 + ["failed"] + ["processed"] * 3
     assert (
-        events[doomed].last_error == "the database refused this event's writes: RuntimeError: commit refused"
+        first[doomed].last_error == "the database refused this event's writes: RuntimeError: commit refused"
     )
-    assert events[doomed].attempts == 1
+    assert first[doomed].attempts == 1
+    # The rolled-back tries left no attempt behind; each attempt that counted is recorded once.
+    assert first_history == [(1, "failed", True)]
+    assert history(client, admin_key, doomed) == [(1, "failed", True), (2, "failed", True)]
+    assert process_event(doomed) == "processed"
+    assert history(client, admin_key, doomed)[2:] == [(3, "processed", False)]
+    events = events_by_id(runtime)
+    assert [events[i].status for i in ids] == ["processed"] * 9
+    assert events[doomed].attempts == 3
+    assert {i: history(client, admin_key, i) for i in ids if i != doomed} == {
+        i: [(1, "processed", False)] for i in ids if i != doomed
+    }
 
 
 # --- property: random hostile events among good ones ---------------------------------------------
