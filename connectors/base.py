@@ -34,6 +34,7 @@ __all__ = [
     "SourceConfig",
     "VerificationFailed",
     "check_timestamp",
+    "option_flag",
 ]
 
 # SPEC §7: a signed timestamp is accepted within this many seconds of now, past or future.
@@ -67,6 +68,19 @@ class MalformedPayload(Exception):
 
 class InvalidOptions(ValueError):
     """A source's options are not acceptable to its connector; raised when the source is created."""
+
+
+_TRUE, _FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
+
+
+def option_flag(value: Any, name: str) -> bool:
+    """A yes/no source option: a JSON boolean, or a word as the CLI's `--option k=v` gives it."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in _TRUE | _FALSE:
+        return word in _TRUE
+    raise InvalidOptions(f"{name} must be true or false, got {value!r}")
 
 
 class EventIgnored(Exception):

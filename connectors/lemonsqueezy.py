@@ -40,6 +40,7 @@ from connectors.base import (
     NormalizeContext,
     SourceConfig,
     VerificationFailed,
+    option_flag,
 )
 from connectors.billing import (
     MONTHS_PER_UNIT,
@@ -82,7 +83,6 @@ DEFAULT_STATUS_MAP: Mapping[str, str] = {
 MRR_STATUSES = frozenset({"active", "past_due", "cancelled"})
 
 _PRICE = re.compile(r"^\s*(\d{1,12})\s*/\s*(?:(\d{1,3})\s+)?(day|week|month|year)s?\s*$")
-_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
 
 
 def derived_event_id(event_name: str, data: Mapping[str, Any]) -> str:
@@ -213,15 +213,6 @@ HANDLERS: Mapping[str, Handler] = {
 }
 
 
-def _flag(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE | _FALSE:
-        return text in _TRUE
-    raise InvalidOptions(f"{name} must be true or false, got {value!r}")
-
-
 class LemonSqueezyConnector(Connector):
     name = "lemonsqueezy"
     title = "Lemon Squeezy orders, subscriptions and subscription payments"
@@ -248,7 +239,7 @@ class LemonSqueezyConnector(Connector):
                     raise InvalidOptions(f"currency must be a three-letter ISO code, got {value!r}")
                 cleaned[key] = value.strip().lower()
             elif key == "test_mode":
-                cleaned[key] = _flag(value, "test_mode")
+                cleaned[key] = option_flag(value, "test_mode")
             else:
                 raise InvalidOptions(
                     f"unknown option {key!r}; the lemonsqueezy connector takes price.<variant id>, "

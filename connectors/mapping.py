@@ -51,6 +51,7 @@ from connectors.base import (
     SourceConfig,
     VerificationFailed,
     check_timestamp,
+    option_flag,
 )
 from connectors.changes import CustomerChange
 from connectors.fields import check_event_time, clean_email, load_object, parse_time
@@ -82,7 +83,6 @@ MAX_EXPRESSION_CHARS = 1000
 STATUS = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 PARAM_KEY = re.compile(r"^[^\"\\\x00-\x1f\x7f]{1,128}$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
-_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
 def _header_name(options: Mapping[str, Any], key: str) -> str:
@@ -123,14 +123,6 @@ def _patterns(value: Any) -> list[str]:
     if not patterns:
         raise InvalidOptions("events is empty; leave it out to apply every event")
     return patterns
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-        return value.strip().lower() in _TRUE
-    raise InvalidOptions(f"activity must be true or false, got {value!r}")
 
 
 def _search(expression: str | None, body: Any, what: str) -> Any:
@@ -216,7 +208,7 @@ class MappingConnector(Connector):
         if options.get("events") is not None:
             clean["events"] = _patterns(options["events"])
         if options.get("activity") is not None:
-            clean["activity"] = _flag(options["activity"])
+            clean["activity"] = option_flag(options["activity"], "activity")
         return clean
 
     # -- web process ----------------------------------------------------------------------------

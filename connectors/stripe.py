@@ -30,59 +30,25 @@ from connectors.base import (
     Envelope,
     EventIgnored,
     InboundRequest,
-    InvalidOptions,
     MalformedPayload,
     NormalizeContext,
     SourceConfig,
     VerificationFailed,
     check_timestamp,
 )
-from connectors.billing import describe_handlers
+from connectors.billing import describe_handlers, status_overrides
 from connectors.changes import CustomerChange, IdentityRef
 from connectors.stripe_client import CustomerLookupFailed, client_for, set_client_factory
 from connectors.stripe_mapping import (
     DEFAULT_STATUS_MAP,
-    SUBSCRIPTION_STATUSES,
     customer_id,
     subscription_params,
     timestamp_iso,
 )
+from connectors.stripe_options import validate_stripe_options
 from connectors.stripe_payload import created_time, data_object, email_in, load_event, text
 
 __all__ = ["CustomerLookupFailed", "StripeConnector", "client_for", "set_client_factory"]
-
-_STATUS_SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_API_KEY = re.compile(r"^(sk|rk)_(test|live)_[0-9A-Za-z_]{8,247}$")
-_API_KEY_PREFIXES = ("sk_test_", "sk_live_", "rk_test_", "rk_live_")
-_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
-
-
-def _api_key_problem(value: object) -> str:
-    """What is wrong with an `api_key` option, without echoing the key."""
-    rule = "api_key must be a Stripe secret or restricted key: sk_test_, sk_live_, rk_test_ or rk_live_"
-    if not isinstance(value, str):
-        return f"{rule} followed by 8 to 247 letters, digits or underscores (got a {type(value).__name__})"
-    stripped = value.strip()
-    prefix = next((p for p in _API_KEY_PREFIXES if stripped.startswith(p)), None)
-    if prefix is None:
-        return f"{rule}, then 8 to 247 letters, digits or underscores; this value has none of those prefixes"
-    rest = stripped.removeprefix(prefix)
-    if len(rest) < 8:
-        return f"api_key is too short: {len(rest)} characters after {prefix!r}, at least 8 are needed"
-    if len(rest) > 247:
-        return f"api_key is too long: {len(rest)} characters after {prefix!r}, at most 247"
-    return f"api_key may only hold letters, digits and underscores after {prefix!r}"
-
-
-def _flag(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    word = str(value).strip().lower()
-    if word in _TRUE:
-        return True
-    if word in _FALSE:
-        return False
-    raise InvalidOptions(f"{name} must be true or false, got {value!r}")
 
 
 class StripeConnector(Connector):
@@ -96,35 +62,7 @@ class StripeConnector(Connector):
     # -- sources ----------------------------------------------------------------------------------
 
     def validate_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
-        cleaned: dict[str, Any] = {}
-        for key, value in options.items():
-            if key == "api_key":
-                if not isinstance(value, str) or not _API_KEY.match(value.strip()):
-                    raise InvalidOptions(_api_key_problem(value))
-                cleaned[key] = value.strip()
-            elif key == "livemode":
-                cleaned[key] = _flag(value, "livemode")
-            elif key.startswith("status."):
-                stripe_status = key.removeprefix("status.")
-                if stripe_status not in SUBSCRIPTION_STATUSES:
-                    raise InvalidOptions(
-                        f"{key}: {stripe_status!r} is not a subscription status "
-                        f"({', '.join(sorted(SUBSCRIPTION_STATUSES))})"
-                    )
-                if not isinstance(value, str) or not _STATUS_SLUG.match(value):
-                    raise InvalidOptions(f"{key} must be a status slug such as paid, got {value!r}")
-                cleaned[key] = value
-            else:
-                raise InvalidOptions(
-                    f"unknown option {key!r}; the stripe connector takes api_key, livemode and "
-                    "status.<subscription status>"
-                )
-        api_key, livemode = cleaned.get("api_key"), cleaned.get("livemode")
-        if api_key is not None and livemode is not None and ("_live_" in api_key) != livemode:
-            raise InvalidOptions(
-                f"api_key is a {'live' if '_live_' in api_key else 'test'} key but livemode is {livemode}"
-            )
-        return cleaned
+        return validate_stripe_options(options)
 
     # -- web process ------------------------------------------------------------------------------
 
@@ -277,7 +215,7 @@ class StripeConnector(Connector):
         if identity is None:
             raise EventIgnored("the subscription names no customer")
         email = email_in(envelope.type, obj) or self._email_for(identity, context)
-        status_map = {**DEFAULT_STATUS_MAP, **_status_overrides(context.source.options)}
+        status_map = {**DEFAULT_STATUS_MAP, **status_overrides(context.source.options)}
         stripe_status = obj.get("status")
         return [
             CustomerChange(
@@ -425,10 +363,6 @@ class StripeConnector(Connector):
                 params_unset=absent,
             )
         ]
-
-
-def _status_overrides(options: Mapping[str, Any]) -> dict[str, str]:
-    return {k.removeprefix("status."): v for k, v in options.items() if k.startswith("status.")}
 
 
 Handler = Callable[[StripeConnector, Envelope, Mapping[str, Any], NormalizeContext], list[CustomerChange]]
