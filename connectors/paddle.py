@@ -53,7 +53,7 @@ from connectors.fields import (
     person_change,
     text_at,
 )
-from connectors.verification import any_matches, hmac_digest
+from connectors.verification import any_matches, hmac_digest, keyed_signature_header
 
 __all__ = ["DEFAULT_STATUS_MAP", "PaddleConnector", "paddle_signature_parts", "subscription_params"]
 
@@ -76,15 +76,7 @@ _CUSTOMER_ID = re.compile(r"^ctm_[0-9a-z]{1,64}$")
 
 def paddle_signature_parts(header: str) -> tuple[str, list[str]]:
     """`ts=<s>;h1=<hex>[;h1=<hex>…]` -> (ts, [hex…])."""
-    timestamp = ""
-    signatures: list[str] = []
-    for part in header.split(";")[:16]:
-        key, _, value = part.strip().partition("=")
-        if key == "ts":
-            timestamp = value.strip()
-        elif key == "h1" and value.strip():
-            signatures.append(value.strip())
-    return timestamp, signatures
+    return keyed_signature_header(header, ";", "ts", "h1")
 
 
 def _customer_identity(value: Any) -> IdentityRef | None:

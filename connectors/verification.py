@@ -31,6 +31,7 @@ __all__ = [
     "HMAC_ALGORITHMS",
     "any_matches",
     "hmac_digest",
+    "keyed_signature_header",
     "standard_secrets",
     "verify_shared_secret",
     "verify_standard_webhook",
@@ -135,6 +136,22 @@ def verify_shared_secret(headers: Mapping[str, str], header: str, secrets: Itera
             matched |= hmac.compare_digest(candidate, key.encode())
     if not matched:
         raise VerificationFailed(f"the {header} header does not match the source's secret")
+
+
+def keyed_signature_header(
+    header: str, separator: str, time_key: str, signature_key: str
+) -> tuple[str, list[str]]:
+    """A `<time_key>=<t><sep><signature_key>=<sig>[<sep><signature_key>=<sig>…]` header (Paddle's
+    `ts=…;h1=…`, WorkOS's `t=…, v1=…`) -> (t, [sig…]); several signatures during key rotation."""
+    timestamp = ""
+    signatures: list[str] = []
+    for part in header.split(separator)[:MAX_SIGNATURES]:
+        key, _, value = part.strip().partition("=")
+        if key == time_key:
+            timestamp = value.strip()
+        elif key == signature_key and value.strip():
+            signatures.append(value.strip())
+    return timestamp, signatures
 
 
 def hmac_digest(algorithm: str, key: bytes, message: bytes) -> bytes:

@@ -39,7 +39,7 @@ from connectors.fields import (
     person_change,
     text_at,
 )
-from connectors.verification import any_matches, hmac_digest
+from connectors.verification import any_matches, hmac_digest, keyed_signature_header
 
 __all__ = ["WorkOSConnector", "parse_signature_header", "verify_workos_signature"]
 
@@ -52,15 +52,7 @@ SIGNATURE_HEADER = "workos-signature"
 
 def parse_signature_header(value: str) -> tuple[str, list[str]]:
     """`t=<ms>, v1=<hex>[, v1=<hex>…]` -> (t, [hex…]). Spaces around commas are optional."""
-    timestamp = ""
-    signatures: list[str] = []
-    for part in value.split(",")[:16]:
-        key, _, item = part.strip().partition("=")
-        if key == "t":
-            timestamp = item.strip()
-        elif key == "v1" and item.strip():
-            signatures.append(item.strip())
-    return timestamp, signatures
+    return keyed_signature_header(value, ",", "t", "v1")
 
 
 def verify_workos_signature(
