@@ -9,7 +9,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from app.rejections import rejections
+from app.rejections import KEEP, rejections
 from models.base import utcnow
 from workers.runtime import Runtime
 
@@ -24,6 +24,8 @@ class Rejecting:
     last_day: int
     last_at: str
     last_reason: str
+    # Only the newest KEEP refusals per source are kept: the day's count is at least this many.
+    capped: bool
 
 
 def for_source(runtime: Runtime, source_id: str) -> dict[str, Any] | None:
@@ -52,5 +54,6 @@ def rejecting(
             continue
         recent = [r for r in data["recent_all"] if _moment(r["at"]) >= since]
         if recent:
-            out.append(Rejecting(source_id, label, len(recent), recent[0]["at"], recent[0]["reason"]))
+            capped = len(recent) >= KEEP
+            out.append(Rejecting(source_id, label, len(recent), recent[0]["at"], recent[0]["reason"], capped))
     return sorted(out, key=lambda r: -r.last_day)
