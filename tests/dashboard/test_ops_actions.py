@@ -6,6 +6,7 @@ across projects."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Callable, Iterator
 
@@ -13,6 +14,9 @@ import pytest
 import responses
 from flask.testing import FlaskClient
 
+from app.metrics import REJECTIONS_KEY, SEP
+from app.rejections import KEEP, RECENT_KEY
+from models.base import isoformat, utcnow
 from tests.app.customer_data import create_project
 from tests.connectors.conftest import stripe_api
 from tests.connectors.stripe_helpers import API_KEY, CUSTOMER_ID, EMAIL, create_source, load, post
@@ -247,3 +251,21 @@ def test_refused_deliveries_show_on_sources_and_overview(
     overview = client.get("/dashboard/").get_data(as_text=True)
     assert "Sources refusing deliveries" in overview
     assert re.search(r"<strong>2</strong> refused", overview)
+
+
+def test_the_overview_names_only_sources_refusing_in_the_last_day(
+    client: FlaskClient, admin: dict[str, str], admin_key: str, runtime: Runtime
+) -> None:
+    source_id = create_source(client, admin)
+    old = {"at": "2026-01-01T00:00:00Z", "reason": "invalid_signature", "status": 400, "remote_addr": None,
+           "user_agent": None, "body_bytes": 2, "body_sha256": None}  # fmt: skip
+    runtime.redis.lpush(RECENT_KEY.format(source_id), json.dumps(old))
+    runtime.redis.hincrby(REJECTIONS_KEY, f"{source_id}{SEP}invalid_signature", 1)
+    sign_in(client, admin_key)
+    assert "Sources refusing deliveries" not in client.get("/dashboard/").get_data(as_text=True)
+    assert 'datetime="2026-01-01T00:00:00Z"' in client.get("/dashboard/sources").get_data(as_text=True)
+    fresh = [{**old, "at": isoformat(utcnow())} for _ in range(KEEP)]
+    runtime.redis.lpush(RECENT_KEY.format(source_id), *[json.dumps(e) for e in fresh])
+    client.application.extensions.pop("tributary.dashboard.overview", None)
+    overview = client.get("/dashboard/").get_data(as_text=True)
+    assert f"<strong>{KEEP}+</strong> refused" in overview
