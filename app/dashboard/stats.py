@@ -71,6 +71,7 @@ class Overview:
     pending: int
     oldest_pending: datetime | None
     failed: int
+    deferred: int
 
 
 def _hour_bucket(dialect: str) -> ColumnElement[Any]:
@@ -211,4 +212,5 @@ def overview(
         pending=pending,
         oldest_pending=oldest,
         failed=_capped_count(session, account_id, project_id, "failed"),
+        deferred=_capped_count(session, account_id, project_id, "deferred"),
     )

@@ -14,7 +14,7 @@ from app.dashboard import session
 # Colour families for the statuses providers and apps commonly send; anything else is neutral.
 _STATUS_TONES = {
     "good": {"active", "paid", "processed", "customer", "subscribed", "trialing_paid", "pro"},
-    "info": {"trial", "trialing", "free", "lead", "invited", "signed_up", "signup", "pending"},
+    "info": {"trial", "trialing", "free", "lead", "invited", "signed_up", "signup", "pending", "deferred"},
     "warn": {"past_due", "incomplete", "unpaid", "paused", "churning", "ignored"},
     "bad": {"canceled", "cancelled", "churned", "failed", "deleted", "blocked", "incomplete_expired"},
 }

@@ -28,6 +28,10 @@ from typing import Any
 import pytest
 import standardwebhooks
 
+from connectors.testing import stripe_headers
+from tests.connectors.stripe_helpers import API_KEY, SECRET
+from tests.connectors.stripe_helpers import event as stripe_event
+
 CHROMIUM = Path(os.environ.get("TRIBUTARY_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
 LOAD_FAILED = re.compile(r"Failed to load resource: the server responded with a status of (\d+)")
@@ -124,10 +128,11 @@ def _seed(server: Server) -> None:
     )  # fmt: skip
     assert status == 201
     _deliver_webhooks(server)
+    _failed_stripe_events(server)
 
     def applied() -> bool:
         status, body = server.call("GET", "/v1/customers?limit=10")
-        return status == 200 and len(body["data"]) == 4 and _settled(server)
+        return status == 200 and len(body["data"]) == 6 and _settled(server)
 
     _wait(applied, "the worker to apply the seed events")
     for name in ("ada", "bob", "cy"):
@@ -171,6 +176,59 @@ def _deliver_webhooks(server: Server) -> None:
             assert response.status in (200, 202)
 
 
+def _stripe_delivery(url: str, body: dict[str, Any]) -> None:
+    raw = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **stripe_headers(raw, SECRET)}
+    with urllib.request.urlopen(urllib.request.Request(url, data=raw, headers=headers), timeout=10) as answer:
+        assert answer.status == 200
+
+
+def _failed_stripe_events(server: Server) -> None:
+    """Two subscription updates whose customer lookup fails (the server's proxy for the Stripe API
+    refuses connections, and it retries nothing): `failed`, their jobs in the failed registry. Then
+    the customers' creations arrive, so applying the updates again would now succeed."""
+    status, source = server.call(
+        "POST", "/v1/sources", {"connector": "stripe", "project": "shop", "name": "Stripe with lookups",
+                                "secrets": [SECRET], "options": {"api_key": API_KEY}},
+    )  # fmt: skip
+    assert status == 201, source
+    people = {"failed_a": ("cus_BrowserAaaa01", "erin"), "failed_b": ("cus_BrowserBbbb02", "finn")}
+    names = {"erin": "Erin Cole", "finn": "Finn Hale"}
+    for label, (customer, _) in people.items():
+        body = stripe_event("customer.subscription.updated", event_id=f"evt_{label}", customer=customer)
+        _stripe_delivery(source["url"], body)
+
+    def failed() -> bool:
+        status, body = server.call("GET", "/v1/jobs/failed")
+        return status == 200 and len(body["data"]) == 2
+
+    _wait(failed, "the two lookups to fail")
+    for label, (customer, who) in people.items():
+        created = stripe_event(
+            "customer.created",
+            event_id=f"evt_created_{label}",
+            id=customer,
+            email=f"{who}@example.com",
+            name=names[who],
+        )
+        _stripe_delivery(source["url"], created)
+        server.ids[label] = next(
+            e["id"] for e in server.call("GET", "/v1/events?status=failed")[1]["data"]
+            if e["provider_event_id"] == f"evt_{label}"
+        )  # fmt: skip
+
+    def created() -> bool:
+        return all(
+            server.call("GET", f"/v1/customers/{who}@example.com")[0] == 200 for _, who in people.values()
+        )
+
+    _wait(created, "the customers' creations to be applied")
+    # A forged delivery: the Sources page lists it, the overview names the source.
+    forged = urllib.request.Request(source["url"], data=b"{}", headers={"Stripe-Signature": "t=1,v1=00"})
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(forged, timeout=10)
+
+
 def _settled(server: Server) -> bool:
     ada = server.call("GET", "/v1/customers/ada@example.com")
     cy = server.call("GET", "/v1/customers/cy@example.com")
@@ -187,6 +245,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     env = {k: v for k, v in env.items() if not k.startswith("TRIBUTARY_")}
     env["TRIBUTARY_HOME"] = str(home)
+    # Dead letters at once, for the failed-event tests: one immediate retry job and no more, and the
+    # Stripe API behind a proxy that refuses connections (nothing leaves the machine).
+    env["TRIBUTARY_RETRY_INTERVALS"] = "0"
+    env["HTTPS_PROXY"] = f"http://127.0.0.1:{_free_port()}"
+    env["NO_PROXY"] = "127.0.0.1,localhost"
     log = (home / "serve.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-P", "-m", "app.cli", "serve", "--port", str(port), "--web-workers", "1"],
@@ -323,7 +386,11 @@ def test_admin_walks_every_page(tab: Tab, server: Server) -> None:
         "07-sources": "/dashboard/sources",
         "08-keys": "/dashboard/keys",
     }
-    more = {"09-source-new": "/dashboard/sources/new", "13-failed-jobs": "/dashboard/failed-jobs"}
+    more = {
+        "09-source-new": "/dashboard/sources/new",
+        "13-failed-jobs": "/dashboard/failed-jobs",
+        "14-events-failed": "/dashboard/events?status=failed",
+    }
     for name, path in {**pages, **more}.items():
         assert tab.goto(path).status == 200
         tab.shot(name)
@@ -399,3 +466,54 @@ def test_csrf_less_post_is_refused(tab: Tab, server: Server) -> None:
     assert status == 403
     _, keys = server.call("GET", "/v1/keys")
     assert len(keys["data"]) == 3  # the first-start admin key and the two the seed made: none added
+
+
+def test_admin_replays_a_failed_event_and_retries_a_failed_job(tab: Tab, server: Server) -> None:
+    page = tab.page
+    tab.sign_in(server.admin)
+    failed_a, failed_b = server.ids["failed_a"], server.ids["failed_b"]
+
+    # Open the failed event from the failed list, preview its replay, then apply it.
+    tab.goto("/dashboard/events?status=failed")
+    page.locator(f'a[href="/dashboard/events/{failed_a}"]').click()
+    page.wait_for_url(re.compile(rf"/dashboard/events/{failed_a}$"))
+    assert page.locator("#event-status").inner_text() == "failed"
+    assert page.get_by_text("CustomerLookupFailed").count() >= 1
+    page.get_by_role("button", name="Preview replay").click()
+    diff = page.locator("table.diff")
+    diff.wait_for()
+    status_row = diff.locator("tr", has=page.locator("code", has_text="projects.shop.status"))
+    assert status_row.inner_text().split("\t") == [
+        "erin@example.com",
+        "projects.shop.status",
+        "null",
+        '→ "paid"',
+    ]
+    tab.shot("15-replay-preview", full_page=False)
+    page.get_by_role("button", name="Apply replay").click()
+    page.locator("#replay-result").wait_for()
+    assert page.locator("#event-status").inner_text() == "processed"
+    tab.shot("16-replayed")
+
+    # The replay settled A's dead-letter job; B's is still there. Delete asks first; retry requeues.
+    tab.goto("/dashboard/failed-jobs")
+    assert page.get_by_role("button", name=f"Retry event-{failed_a}").count() == 0
+    page.get_by_role("link", name=f"Delete event-{failed_b}").click()
+    page.get_by_role("button", name="Delete job").wait_for()
+    tab.shot("17-failed-job-delete")
+    page.get_by_role("link", name="Cancel").click()
+    page.get_by_role("button", name=f"Retry event-{failed_b}").click()
+    page.wait_for_url(re.compile(r"/dashboard/failed-jobs$"))
+
+    def processed() -> bool:
+        return server.call("GET", f"/v1/events/{failed_b}")[1]["status"] == "processed"
+
+    _wait(processed, "the worker to run the retried job")
+    tab.goto("/dashboard/failed-jobs")
+    page.get_by_text("No failed jobs.").wait_for()
+    tab.goto(f"/dashboard/events/{failed_b}")
+    assert page.locator("#event-status").inner_text() == "processed"
+    tab.goto("/dashboard/sources")
+    assert page.get_by_text("invalid_signature").count() >= 1
+    tab.goto("/dashboard/")
+    assert page.get_by_text("Sources refusing deliveries").count() == 1

@@ -5,8 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, current_app, render_template
 
 from app.dashboard import stats
+from app.dashboard.rejecting import rejecting
 from app.dashboard.stats import OverviewCache
-from app.dashboard.views import db, reader
+from app.dashboard.views import db, reader, runtime
+from app.sources import list_sources
 from models.base import utcnow
 
 
@@ -15,11 +17,21 @@ def overview() -> str:
     cache: OverviewCache = current_app.extensions.setdefault("tributary.dashboard.overview", OverviewCache())
     with db().session() as session:
         data = cache.get(session, r.account_id, r.project_id)
+        sources = [
+            (s.id, f"{s.connector} · {s.name or s.id}")
+            for s in list_sources(session, r.account_id, r.project_id)
+        ]
+    refusing = rejecting(runtime(), sources)
     now = utcnow()
     oldest_age = (now - data.oldest_pending).total_seconds() if data.oldest_pending else None
     charts = [s.chart(data.hours) for s in data.sources]
     return render_template(
-        "overview.html", data=data, charts=charts, oldest_age=oldest_age, cap=stats.COUNT_CAP
+        "overview.html",
+        data=data,
+        charts=charts,
+        oldest_age=oldest_age,
+        cap=stats.COUNT_CAP,
+        refusing=refusing,
     )
 
 

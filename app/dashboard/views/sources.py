@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from app.accounts import get_project
 from app.api.webhooks import source_cache
 from app.dashboard.guard import admin_only
+from app.dashboard.rejecting import for_source
 from app.dashboard.views import db, reader, runtime, visible_projects
 from app.errors import APIError
 from app.sources import create_source, list_sources, parse_option_pairs, source_json
@@ -34,7 +35,8 @@ def sources() -> str:
         rows = []
         for source in list_sources(session, r.account_id, r.project_id):
             last = _last_delivery(session, source.id)
-            rows.append({**source_json(session, source, public_url), "last": last})
+            refused = for_source(runtime(), source.id)
+            rows.append({**source_json(session, source, public_url), "last": last, "refused": refused})
     return render_template("sources.html", rows=rows)
 
 
