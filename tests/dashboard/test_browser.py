@@ -45,6 +45,10 @@ CHROMIUM_ARGS = [
 ]
 
 if not CHROMIUM.exists():
+    # On a developer's machine without it the suite is skipped; in CI (which installs it) a missing
+    # browser is a failure, so the browser tests can never pass unseen.
+    if os.environ.get("CI"):
+        pytest.fail(f"Chromium not found at {CHROMIUM}; .ci/run installs it", pytrace=False)
     pytest.skip(f"Chromium not found at {CHROMIUM} (apt-get install -y chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
 
