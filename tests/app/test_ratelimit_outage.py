@@ -120,3 +120,20 @@ def test_when_redis_answers_again_limits_apply_again(runtime: Runtime) -> None:
     with pytest.raises(APIError) as refused:
         limiter.hit("key_2")
     assert refused.value.status == 429
+
+
+@pytest.mark.timeout(30)
+def test_readiness_answers_503_at_once_when_redis_hangs(
+    runtime: Runtime, account_id: str, hung_redis: HungRedis
+) -> None:
+    config = {
+        "TRIBUTARY_HOME": str(runtime.settings.home),
+        "DATABASE_URL": runtime.settings.database_url,
+        "REDIS_URL": hung_redis.url,
+        "TRIBUTARY_SECRET_KEY": "test-secret",
+    }
+    broken = Runtime(Settings.load(config), db=runtime.db)
+    client = create_app({"TESTING": True}, runtime=broken).test_client()
+    response = client.get("/readyz")  # with the app's default client it hung until the timeout
+    assert response.status_code == 503
+    assert response.get_json()["checks"] == {"database": "ok", "redis": "error: TimeoutError"}
