@@ -39,6 +39,8 @@ class CustomerProject(Base):
         UniqueConstraint("customer_id", "project_id"),
         # Keyset pages of one project's customers by that project's activity (GET /v1/customers).
         Index("ix_customer_projects_project_activity", "project_id", "last_activity_at", "customer_id"),
+        # The overview's customers per project and status, counted from the index alone.
+        Index("ix_customer_projects_project_status", "project_id", "status"),
         # `params.<key>=` filters are JSONB containment, served by GIN on PostgreSQL. SQLite has no
         # such index and scans; there the index exists but covers no row (WHERE 0), costing nothing,
         # so both backends have the same schema for migrations and autogenerate to compare.

@@ -31,6 +31,9 @@ class Event(Base):
         Index("ix_events_email", "email"),
         # The operator's event list (newest first, since/until) and the retention purge.
         Index("ix_events_account_received", "account_id", "received_at", "id"),
+        # The event list filtered by status and the overview's backlog counts: a rare status is a
+        # seek here, not a walk over every event of the account.
+        Index("ix_events_account_status_received", "account_id", "status", "received_at", "id"),
         Index("ix_events_awaiting", "account_id", "awaiting_source", "awaiting_id"),
     )
 
