@@ -14,6 +14,10 @@
   after t, or whose E another identity asserted after T, may be a person who got E once this
   identity had left it, so it is never merged on (E is only remembered). Rows written before
   `since` was recorded have none and are never merged on this way.
+- The mirror case: a change naming E by address alone, at t, delivered when nobody holds E but an
+  identity's customer has E among its past addresses asserted at or after t, goes to that customer
+  (`Working.earlier_holder`): in order it would have created the customer that the identity then
+  joined or merged. A change after every such assertion creates a customer of its own.
 - `forget_identity` removes the link and leaves a tombstone (models/merges.py), so events from
   before the deletion that arrive after it still reach the same customer without linking again.
 """
