@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, tuple_
+from sqlalchemy import func, or_, select, tuple_, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from connectors.changes import CustomerChange
@@ -171,7 +172,7 @@ class Working:
             stmt = (
                 dialect_insert(session, Customer)
                 .on_conflict_do_nothing(index_elements=["account_id", "email"])
-                .returning(Customer.id)
+                .returning(Customer.id, Customer.email)
             )
             # The batch's own time, so a new customer is never created after it was last updated.
             stamp = {"created_at": self.now, "updated_at": self.now}
@@ -179,7 +180,10 @@ class Working:
                 {"account_id": account_id, "email": email, "past_emails": [], "clock": {}, **stamp}
                 for email in emails
             ]
-            self.created.update(session.scalars(stmt, new_rows))
+            fresh: list[tuple[str, str]] = [(row[0], row[1]) for row in session.execute(stmt, new_rows)]
+            self.created.update(customer_id for customer_id, _ in fresh)
+            # Addresses nobody holds now may be someone's past one (see `resolve`).
+            identity_customer_ids.extend(self._past_holders(account_id, sorted(e for _, e in fresh)))
         if not emails and not identity_customer_ids:
             return
         conditions = []
@@ -205,6 +209,28 @@ class Working:
             self.addresses[customer.id] = EmailRecord.load(
                 customer.email, customer.past_emails, customer.clock
             )
+
+    def _past_holders(self, account_id: str, emails: list[str]) -> list[str]:
+        if not emails:
+            return []
+        if is_postgres(self.session):
+            past = type_coerce(Customer.past_emails, JSONB())
+            had = or_(*(past.contains([email]) for email in emails))
+        else:
+            each = func.json_each(Customer.past_emails).table_valued("value")
+            had = select(each.c.value).where(each.c.value.in_(emails)).exists()
+        return list(self.session.scalars(select(Customer.id).where(Customer.account_id == account_id, had)))
+
+    def earlier_holder(self, account_id: str, email: str, t: int) -> str | None:
+        """The customer whose identity asserted `email` at or after `t` and has since moved on: a
+        change from `t` naming that address is that person's, as it would have been in order (the
+        identity joins or merges whoever held the address then; workers/identities.py)."""
+        candidates = [
+            (-address.past[email], customer_id)
+            for customer_id, address in self.addresses.items()
+            if address.past.get(email, 0) >= t and self.customers[customer_id].account_id == account_id
+        ]
+        return min(candidates)[1] if candidates else None
 
     def live(self, ref: Ref) -> str | None:
         """The customer an identity is linked to now (forgotten links are gone from both maps)."""
@@ -232,6 +258,12 @@ class Working:
             customer_id = self.by_email.get((account_id, change.email))
             if customer_id is None:
                 raise ApplyError(f"customer {change.email!r} could not be created")
+            if customer_id in self.created and customer_id not in self.used:
+                # Nobody had the address yet: an identity that had it by then may have moved on.
+                earlier = self.earlier_holder(account_id, change.email, to_micros(change.occurred_at))
+                if earlier is not None:
+                    self.displaced.add(customer_id)
+                    return earlier
             return customer_id
         if change.identity:
             ref = (account_id, change.identity.source, change.identity.external_id)

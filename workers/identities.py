@@ -4,7 +4,20 @@
 - A change flagged `email_change` carries a provider user id and the address that user had at the
   event time. It resolves through the identity first: a newer address renames the customer (the
   old one joins `past_emails`) or, when another customer has it, merges the two into the
-  identity's customer; an older one is only remembered as a past address.
+  identity's customer; an older one ("stale") is remembered as a past address.
+- A stale assertion of address E at t merges the customer O that holds E into the identity's
+  customer only when O provably had E by t: O was known with E at or before t (`EmailRecord.since`,
+  the earliest event time of any change that named O by E, or of E's assertion or rename) and no
+  identity asserted E on O after the identity's current address (asserted at T > t). Delivered in
+  order, the identity's first event at t would have found O by its address and joined it, and the
+  later rename would have taken O along: the merge gives that record. A customer first known with E
+  after t, or whose E another identity asserted after T, may be a person who got E once this
+  identity had left it, so it is never merged on (E is only remembered). Rows written before
+  `since` was recorded have none and are never merged on this way.
+- The mirror case: a change naming E by address alone, at t, delivered when nobody holds E but an
+  identity's customer has E among its past addresses asserted at or after t, goes to that customer
+  (`Working.earlier_holder`): in order it would have created the customer that the identity then
+  joined or merged. A change after every such assertion creates a customer of its own.
 - `forget_identity` removes the link and leaves a tombstone (models/merges.py), so events from
   before the deletion that arrive after it still reach the same customer without linking again.
 """
@@ -101,12 +114,20 @@ class EventIdentities:
         owner = self.owner(email)
         if verdict == "stale":
             # The identity's address before a change we have already applied. Whoever holds that
-            # address now may have got it afterwards, so it is remembered, never merged on.
+            # address now may have got it afterwards, so it is only remembered, unless that
+            # customer provably had it by `t`: then in order this identity would have joined it.
             if email not in current.past:
                 data["past_email_added"] = email
-            self.addresses[holder] = current.remembered(email, t)
-            if owner is not None and owner != holder and self.placeholder(owner):
+            other = self.address(owner) if owner is not None and owner != holder else None
+            assert current.asserted_at is not None
+            if owner is not None and other is not None and not self.placeholder(owner):
+                if other.held_for(t, current.asserted_at):
+                    self._merge(owner, holder, email, change, data)
+                    self.owners[(self.event.account_id, email)] = None
+                    return holder
+            elif owner is not None and other is not None:
                 self.displaced.add(owner)
+            self.addresses[holder] = current.remembered(email, t)
             return holder
         if owner is not None and owner != holder and not self.placeholder(owner):
             self._merge(owner, holder, email, change, data)
@@ -185,6 +206,9 @@ class EventIdentities:
         identity. If that deletion did not know its customer yet, this change names it: the
         tombstone and the timeline learn it now."""
         self.used.add(customer_id)
+        address = self.address(customer_id)
+        if change.email == address.email:
+            self.addresses[customer_id] = address.held(to_micros(change.occurred_at))
         if ref is None:
             return False
         tombstone = self.ghost(ref, change)

@@ -9,7 +9,9 @@ result does not depend on the order in which deliveries arrive:
   newer than the record (rename, or merge with whoever has E) when t is at least the recorded
   time, and stale otherwise (E was U's address earlier: it joins the past addresses). Addresses
   that were never asserted by an identity (a customer created by identify) have no time and give
-  way to any assertion.
+  way to any assertion. `since` is the earliest event time at which the customer is known to have
+  had its current address; a stale assertion merges a customer that had the address by then
+  (`held_for`, workers/identities.py).
 - **What is the union of two customers?** `unite_customers` / `unite_projects` join every clocked
   register (name, status, each params key): the value set by the later strong write wins, weak
   writes (`params_once`, signup statuses) are pooled, activity takes the maximum and first-seen
@@ -51,14 +53,22 @@ class EmailRecord:
     asserted_at: int | None = None
     # Past address -> event time it was last asserted (0 when unknown).
     past: Mapping[str, int] = field(default_factory=dict)
+    # Earliest event time at which this customer is known to have had `email`; None: unknown
+    # (a row written before this was recorded).
+    since: int | None = None
 
     @classmethod
     def load(cls, email: str, past_emails: list[Any], clock: Mapping[str, Any]) -> EmailRecord:
         entry = clock.get(EMAIL_CLOCK) or {}
         times = entry.get("past") or {}
         past = {str(a): int(times.get(a, 0)) for a in past_emails if isinstance(a, str) and a != email}
-        t = entry.get("t")
-        return cls(email, int(t) if isinstance(t, int) else None, past)
+        t, since = entry.get("t"), entry.get("since")
+        return cls(
+            email,
+            int(t) if isinstance(t, int) else None,
+            past,
+            int(since) if isinstance(since, int) else None,
+        )
 
     def past_emails(self) -> list[str]:
         """Oldest first: by the time each address was last asserted, then alphabetically."""
@@ -70,6 +80,8 @@ class EmailRecord:
             entry["t"] = self.asserted_at
         if any(self.past.values()):
             entry["past"] = {a: t for a, t in sorted(self.past.items()) if t}
+        if self.since is not None:
+            entry["since"] = self.since
         return entry or None
 
     def verdict(self, email: str, t: int) -> EmailVerdict:
@@ -81,16 +93,36 @@ class EmailRecord:
 
     def asserted(self, t: int) -> EmailRecord:
         """The current address asserted again at `t`."""
-        if self.asserted_at is not None and self.asserted_at >= t:
+        if (
+            self.asserted_at is not None
+            and self.asserted_at >= t
+            and self.since is not None
+            and self.since <= t
+        ):
             return self
-        return EmailRecord(self.email, t, self.past)
+        latest = t if self.asserted_at is None else max(self.asserted_at, t)
+        return EmailRecord(self.email, latest, self.past, _earliest(self.since, t))
+
+    def held(self, t: int) -> EmailRecord:
+        """A change at `t` named this customer by its current address."""
+        return EmailRecord(self.email, self.asserted_at, self.past, _earliest(self.since, t))
+
+    def held_for(self, t: int, left_by: int) -> bool:
+        """Whether this customer's address can be the one an identity asserted at `t` and had
+        left by `left_by` (a stale assertion): this customer had it at or before `t`, and no
+        identity asserted it here after `left_by` (whoever did may have got it later)."""
+        return (
+            self.since is not None
+            and self.since <= t
+            and (self.asserted_at is None or self.asserted_at <= left_by)
+        )
 
     def renamed(self, email: str, t: int) -> EmailRecord:
         """`email` becomes the address at `t`; the current one joins the past."""
         past = dict(self.past)
         past[self.email] = max(past.get(self.email, 0), self.asserted_at or 0)
         past.pop(email, None)
-        return EmailRecord(email, t, past)
+        return EmailRecord(email, t, past, t)
 
     def remembered(self, email: str, t: int) -> EmailRecord:
         """A stale assertion: `email` was the address before; keep it among the past ones."""
@@ -98,16 +130,29 @@ class EmailRecord:
             return self
         past = dict(self.past)
         past[email] = max(past.get(email, 0), t)
-        return EmailRecord(self.email, self.asserted_at, past)
+        return EmailRecord(self.email, self.asserted_at, past, self.since)
 
     def united(self, other: EmailRecord, email: str, t: int) -> EmailRecord:
-        """Both customers' addresses after a merge whose survivor takes `email` at `t`."""
+        """Both customers' addresses after a merge on `email` asserted at `t` for this one. A newer
+        assertion makes `email` the survivor's address; a stale one (`held_for`) leaves the
+        survivor's address as it is and `email` joins the past, as after the in-order rename."""
+        if self.verdict(email, t) == "stale":
+            past = dict(self.past)
+            for address, when in [*other.past.items(), (other.email, max(t, other.asserted_at or 0))]:
+                if address != self.email:
+                    past[address] = max(past.get(address, 0), when)
+            return EmailRecord(self.email, self.asserted_at, past, self.since)
         past = dict(self.past)
         for address, when in [*other.past.items(), (other.email, other.asserted_at or 0)]:
             past[address] = max(past.get(address, 0), when)
         merged = EmailRecord(self.email, self.asserted_at, past).renamed(email, t)
         latest = max(t, other.asserted_at or 0) if other.email == email else t
-        return EmailRecord(email, latest, merged.past)
+        since = _earliest(other.since, t) if other.email == email else t
+        return EmailRecord(email, latest, merged.past, since)
+
+
+def _earliest(a: int | None, b: int) -> int:
+    return b if a is None else min(a, b)
 
 
 def _order(value: Any) -> str:

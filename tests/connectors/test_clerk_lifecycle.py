@@ -1,7 +1,7 @@
-"""A Clerk user's life (created -> organization -> new primary email -> Clerk Billing
-subscription -> session -> deleted in the same millisecond),
-delivered in any order with redeliveries, ends in the record that in-order delivery gives: through
-the real endpoint, the real worker and the retries RQ would run later."""
+"""A Clerk user's life (on the waitlist by address alone -> created -> organization -> new primary
+email -> Clerk Billing subscription -> session -> deleted in the same millisecond), delivered in
+any order with redeliveries, ends in the record that in-order delivery gives: through the real
+endpoint, the real worker and the retries RQ would run later."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from workers.runtime import Runtime
 
 SECRET = "whsec_" + "QkVJTkcgQUxJVkUgSVMgQSBMT05HIFNUT1JZ"
 FIXTURE_USER = "user_2pX9dLrV7kQm3TzW8bN4cHfYs1A"
-# `waitlistEntry.created` is left out: a customer that exists by address only before the user's
-# first event and an email change that overtakes that first event do not converge (the stale
-# address never merges; issue #12 report).
+# The waitlist entry makes the person known by address alone before the user exists: whichever of
+# it, the signup and the email change comes first, they end as one customer (workers/identities.py).
 LIFECYCLE = [
+    "waitlistEntry.created",
     "user.created",
     "organizationMembership.created",
     "user.updated",
@@ -38,15 +38,15 @@ LIFECYCLE = [
 ]
 PAYLOADS = [fixture(f"clerk/{name}.json") for name in LIFECYCLE]
 # Clerk Billing names the payer by the address the user has then: the new primary one.
-for payload in PAYLOADS[3:6]:
+for payload in PAYLOADS[4:7]:
     for payer in [payload["data"]["payer"], *(i.get("payer") for i in payload["data"].get("items", []))]:
         if payer:
             payer["email"] = "Ada.Lovelace@Example.org"
 # Same-millisecond ties: the paid item and the whole subscription report one change; the user is
 # deleted while the session starts (an admin deleting a user who is signing in). In either order
 # the session reaches the person the deleted id belonged to.
-assert PAYLOADS[4]["timestamp"] == PAYLOADS[5]["timestamp"]
-PAYLOADS[7]["timestamp"] = PAYLOADS[6]["timestamp"]
+assert PAYLOADS[5]["timestamp"] == PAYLOADS[6]["timestamp"]
+PAYLOADS[8]["timestamp"] = PAYLOADS[7]["timestamp"]
 assert [p["timestamp"] for p in PAYLOADS] == sorted(p["timestamp"] for p in PAYLOADS)
 
 

@@ -286,6 +286,71 @@ def test_a_stale_address_never_merges(runtime: Runtime, client: FlaskClient, adm
     assert record(client, admin_key, "new@example.com")["past_emails"] == ["old@example.com"]
 
 
+@pytest.mark.parametrize("batches", ["separate", "one"])
+@pytest.mark.parametrize("order", ["in order", "update first"])
+def test_an_address_known_before_the_identity_converges_in_either_order(
+    runtime: Runtime, client: FlaskClient, admin_key: str, order: str, batches: str
+) -> None:
+    """ann@ was known by email alone (identify, a waitlist entry) before user_1 signed up with it
+    and then moved to bea@. A late signup is stale for user_1's customer, but the email-only
+    customer held ann@ before it: they are one person, in either order."""
+    known = CustomerChange(occurred_at=at(0), email="ann@example.com", params={"waitlist": True})
+    events = [signup("user_1", "ann@example.com", 1, name="Ann"), update("user_1", "bea@example.com", 10)]
+    if order == "update first":
+        events.reverse()
+    if batches == "one":
+        apply(runtime, known, *events)
+    else:
+        for event in (known, *events):
+            apply(runtime, event)
+    customer = record(client, admin_key, "bea@example.com")
+    assert customer_count(runtime) == 1
+    assert customer["past_emails"] == ["ann@example.com"] and customer["name"] == "Ann"
+    assert customer["identities"] == [{"source": "clerk", "external_id": "user_1"}]
+    assert customer["projects"]["default"]["params"] == {"waitlist": True}
+    assert show(client, admin_key, "ann@example.com").status_code == 404
+
+
+@pytest.mark.parametrize("last", ["signup", "email-only change"])
+def test_an_address_first_known_after_the_stale_assertion_never_merges(
+    runtime: Runtime, client: FlaskClient, admin_key: str, last: str
+) -> None:
+    """ann@ shows up by email alone only after user_1 had already moved to bea@: it may be
+    someone who got the address later, so it stays apart whichever arrives last."""
+    events = [
+        CustomerChange(occurred_at=at(20), email="ann@example.com", name="Someone"),
+        signup("user_1", "ann@example.com", 1),
+    ]
+    if last == "email-only change":
+        events.reverse()
+    for event in [update("user_1", "bea@example.com", 10), *events]:
+        apply(runtime, event)
+    assert customer_count(runtime) == 2
+    assert record(client, admin_key, "ann@example.com")["name"] == "Someone"
+    assert record(client, admin_key, "bea@example.com")["past_emails"] == ["ann@example.com"]
+
+
+@pytest.mark.parametrize("batches", ["separate", "one"])
+def test_an_address_known_before_the_identity_but_delivered_last_converges(
+    runtime: Runtime, client: FlaskClient, admin_key: str, batches: str
+) -> None:
+    """Nobody holds ann@ when the email-only change arrives, but user_1 asserted it at minute 1,
+    after that change: in order the signup would have joined that customer, so the change is
+    user_1's customer's."""
+    events = [
+        update("user_1", "bea@example.com", 10),
+        signup("user_1", "ann@example.com", 1, name="Ann"),
+        CustomerChange(occurred_at=at(0), email="ann@example.com", params={"waitlist": True}),
+    ]
+    if batches == "one":
+        apply(runtime, *events)
+    else:
+        for event in events:
+            apply(runtime, event)
+    assert customer_count(runtime) == 1
+    assert record(client, admin_key, "bea@example.com")["projects"]["default"]["params"] == {"waitlist": True}
+
+
 def test_merges_chain_within_one_batch(runtime: Runtime, client: FlaskClient, admin_key: str) -> None:
     apply(
         runtime,
