@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, tuple_, type_coerce
+from sqlalchemy import func, or_, select, text, tuple_, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from connectors.changes import CustomerChange
 from models import Customer, CustomerProject, Event, Identity, IdentityTombstone
 from models.base import isoformat, to_micros
+from models.customer import HAS_PAST_EMAILS
 from models.sql import dialect_insert, is_postgres
 from workers.merge import CustomerRecord, ProjectRecord
 from workers.merge_customers import EmailRecord
@@ -219,7 +220,12 @@ class Working:
         else:
             each = func.json_each(Customer.past_emails).table_valued("value")
             had = select(each.c.value).where(each.c.value.in_(emails)).exists()
-        return list(self.session.scalars(select(Customer.id).where(Customer.account_id == account_id, had)))
+        dialect = "postgresql" if is_postgres(self.session) else "sqlite"
+        # Served by the partial index on customers with past addresses (models/customer.py).
+        some_past = text(HAS_PAST_EMAILS[dialect])
+        return list(
+            self.session.scalars(select(Customer.id).where(Customer.account_id == account_id, some_past, had))
+        )
 
     def earlier_holder(self, account_id: str, email: str, t: int) -> str | None:
         """The customer whose identity asserted `email` at or after `t` and has since moved on: a
