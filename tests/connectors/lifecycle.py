@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from flask.testing import FlaskClient
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -66,3 +67,15 @@ def settle(runtime: Runtime, drain: Callable[[], None], rounds: int) -> None:
             with contextlib.suppress(EventFailed):
                 process_event(event_id)
     raise AssertionError("failed events left after every retry")
+
+
+def billing_record(client: FlaskClient, admin: dict[str, str], email: str) -> dict[str, Any]:
+    """A billing person's record as the events decide it: nothing that depends on who ran them or
+    when (ids, the email we minted, row times), and identities by connector only."""
+    response = client.get(f"/v1/customers/{email}", headers=admin)
+    assert response.status_code == 200, response.get_json()
+    record: dict[str, Any] = response.get_json()
+    for key in ("id", "email", "created_at", "updated_at"):
+        record.pop(key)
+    record["identities"] = [i["source"] for i in record["identities"]]
+    return record

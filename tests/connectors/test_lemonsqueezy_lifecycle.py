@@ -21,7 +21,7 @@ from sqlalchemy import select
 from connectors.lemonsqueezy import derived_event_id
 from connectors.testing import lemonsqueezy_headers
 from models import Event
-from tests.connectors.lifecycle import deliver, delivery_plans, settle
+from tests.connectors.lifecycle import billing_record, deliver, delivery_plans, settle
 from tests.connectors.provider_fixtures import dumps, fixture, make_source
 from workers.runtime import Runtime
 
@@ -74,13 +74,7 @@ def _post(client: FlaskClient, source_id: str, payload: dict[str, Any]) -> Any:
 
 
 def _record(client: FlaskClient, admin: dict[str, str], n: int) -> dict[str, Any]:
-    response = client.get(f"/v1/customers/p{n}@example.com", headers=admin)
-    assert response.status_code == 200, response.get_json()
-    record: dict[str, Any] = response.get_json()
-    for key in ("id", "email", "created_at", "updated_at"):
-        record.pop(key)
-    record["identities"] = [i["source"] for i in record["identities"]]
-    return record
+    return billing_record(client, admin, f"p{n}@example.com")
 
 
 deliveries = delivery_plans(len(LIFECYCLE), max_redeliveries=4)
