@@ -14,12 +14,12 @@ from flask.json.provider import JSONProvider
 from sqlalchemy import select
 
 from app.auth import KeyCache
-from app.config import Settings
 from app.errors import register_error_handlers
 from app.json_provider import StrictJSONProvider
 from app.ratelimit import RateLimiter
 from models import Project
-from workers.runtime import Runtime
+from runtime.config import Settings
+from runtime.process import Runtime
 
 __version__ = "0.1.0"
 

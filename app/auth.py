@@ -17,7 +17,7 @@ from sqlalchemy import select
 from app.errors import APIError
 from models import ApiKey
 from models.base import random_token
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 if TYPE_CHECKING:
     from app import Extensions

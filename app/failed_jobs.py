@@ -24,8 +24,7 @@ from app.customer_query import Reader
 from app.errors import APIError
 from models import Event
 from models.base import isoformat
-from workers.replay import replay_queue
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 EVENT_JOB_PREFIX = "event-"
 MAX_LISTED = 1000
@@ -34,7 +33,7 @@ MAX_LISTED = 1000
 def registries(runtime: Runtime) -> list[FailedJobRegistry]:
     return [
         FailedJobRegistry(queue=runtime.queue),
-        FailedJobRegistry(queue=replay_queue(runtime)),
+        FailedJobRegistry(queue=runtime.replay_queue),
     ]
 
 

@@ -11,12 +11,10 @@ from app.errors import APIError
 from app.sources import find_source
 from models import Import, Project
 from models.base import isoformat
-from workers.importers.pipeline import COUNT_NAMES
-from workers.imports import PROVIDER_KINDS
+from models.imports import IMPORT_COUNTS as COUNT_NAMES
+from models.imports import IMPORT_KINDS
 
 __all__ = ["IMPORT_KINDS", "create_import", "find_import", "import_json"]
-
-IMPORT_KINDS = (*PROVIDER_KINDS, "csv")
 
 
 def create_import(

@@ -35,7 +35,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from models import Event
 from models.base import utcnow
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -195,14 +195,13 @@ class TributaryCollector(Collector):
 
     def _redis_metrics(self) -> Iterator[Metric]:
         from app.failed_jobs import failed_count
-        from workers.replay import replay_queue
 
         runtime = self.runtime
         try:
             depth = GaugeMetricFamily(
                 "tributary_queue_depth", "Jobs waiting in each RQ queue.", labels=["queue"]
             )
-            for queue in (runtime.queue, replay_queue(runtime)):
+            for queue in (runtime.queue, runtime.replay_queue):
                 depth.add_metric([queue.name], queue.count)
             failed = failed_count(runtime)
             raw = runtime.redis.hgetall(REJECTIONS_KEY)

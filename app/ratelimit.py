@@ -22,7 +22,7 @@ from limits.strategies import FixedWindowRateLimiter
 from redis import Redis
 
 from app.errors import APIError
-from workers.runtime import fast_pool
+from runtime.process import fast_pool
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from werkzeug.exceptions import HTTPException
 from app.errors import _HTTP_CODES, APIError
 from app.metrics import REJECTIONS_KEY, SEP
 from models.base import isoformat, utcnow
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 log = logging.getLogger(__name__)
 

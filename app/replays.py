@@ -1,5 +1,6 @@
 """Replays as the API and the CLI share them: plan (dry run), create, find, render. The replaying
-itself is workers/replay.py."""
+itself is workers/replay.py, imported inside the functions that run it so that the web process
+loads the worker's graph only when a replay is asked for."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ from app.errors import APIError
 from models import Event, Replay
 from models.base import isoformat
 from models.event_query import EventFilters, event_statement
-from workers.replay import ReplayRefused, count_matching, replay_events
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 SAMPLE_SIZE = 20
 
 
 def replay_results(runtime: Runtime, event_ids: list[str], dry_run: bool) -> list[dict[str, Any]]:
+    from workers.replay import ReplayRefused, replay_events
+
     try:
         results = replay_events(runtime, event_ids, dry_run=dry_run)
     except ReplayRefused as exc:
@@ -29,6 +31,8 @@ def replay_results(runtime: Runtime, event_ids: list[str], dry_run: bool) -> lis
 
 def plan_replay(runtime: Runtime, filters: EventFilters) -> dict[str, Any]:
     """The dry run of a bulk replay: how many events, and the diffs of the oldest few."""
+    from workers.replay import count_matching
+
     with runtime.db.session() as session:
         count = count_matching(session, filters)
         sample_ids = list(
@@ -44,6 +48,8 @@ def plan_replay(runtime: Runtime, filters: EventFilters) -> dict[str, Any]:
 
 
 def create_replay(session: Session, filters: EventFilters, project_id: str | None) -> Replay:
+    from workers.replay import count_matching
+
     replay = Replay(
         account_id=filters.account_id,
         project_id=project_id,

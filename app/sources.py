@@ -25,7 +25,7 @@ from connectors.registry import UnknownConnector, registry
 from connectors.safe_json import bad_text
 from models import Project, Source
 from models.base import isoformat, random_token, utcnow
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 __all__ = [
     "MAX_SECRETS",

@@ -33,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app import create_app
 from app.accounts import create_key, ensure_account
-from app.config import Settings
 from models import (
     Customer,
     CustomerChange,
@@ -42,10 +41,11 @@ from models import (
     Project,
     Source,
 )
-from models.migrate import upgrade
 from models.session import normalize_url
+from runtime.config import Settings
+from runtime.migrate import upgrade
+from runtime.process import Runtime
 from tests.helpers import temporary_database
-from workers.runtime import Runtime
 
 CHUNK = 20_000
 STATUSES = ["trial", "paid", "paid", "paid", "free", "past_due", "canceled"]

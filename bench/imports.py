@@ -132,13 +132,13 @@ def child(port: int, home: str, database_url: str | None, redis_url: str | None)
     import stripe
 
     from app.accounts import ensure_account, get_project
-    from app.config import Settings
     from app.import_runs import create_import
     from app.sources import create_source
     from connectors import stripe as stripe_connector
-    from models.migrate import upgrade
+    from runtime.config import Settings
+    from runtime.migrate import upgrade
+    from runtime.process import Runtime, install
     from workers.imports import execute
-    from workers.runtime import Runtime, install
 
     overrides: dict[str, Any] = {"TRIBUTARY_HOME": home, "TRIBUTARY_SECRET_KEY": "bench"}
     if database_url:

@@ -88,7 +88,7 @@ class Config:
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
-    from app.config import Settings
+    from runtime.config import Settings
 
     parser = argparse.ArgumentParser(
         description="Benchmark identify ingest, the drain workers and their memory (see bench/README.md)."
@@ -821,8 +821,8 @@ class NoopRun:
 
 
 def _runtime(env: Environment, queue: str | None = None) -> Any:
-    from app.config import Settings
-    from workers.runtime import Runtime
+    from runtime.config import Settings
+    from runtime.process import Runtime
 
     overrides = {k: v for k, v in env.env().items() if k.startswith(TRIBUTARY_ENV)}
     if queue:
@@ -867,7 +867,7 @@ def measure_drain(
 ) -> DrainRun:
     from rq import Worker
 
-    from workers.jobs import ring
+    from runtime.doorbell import ring
 
     # A clean slate: no customers, no events, an empty queue. TRUNCATE … CASCADE follows every
     # foreign key, so tables added later are cleared too; accounts, projects and keys stay.

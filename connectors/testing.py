@@ -55,7 +55,7 @@ from connectors.registry import registry
 if TYPE_CHECKING:
     from flask import Flask
 
-    from workers.runtime import Runtime
+    from runtime.process import Runtime
 
 __all__ = [
     "AppHarness",
@@ -299,7 +299,7 @@ class AppHarness:
         return response.status_code, response.get_json(silent=True)
 
     def drain(self) -> None:
-        from workers.runtime import install
+        from runtime.process import install
         from workers.worker import TributaryWorker
 
         install(self.runtime)
@@ -331,10 +331,10 @@ def embedded_harness(home: Path) -> Iterator[AppHarness]:
     """A throwaway Tributary under `home`: SQLite, the embedded Redis, migrated, with its account."""
     from app import create_app
     from app.accounts import ensure_account
-    from app.config import Settings
-    from models.migrate import upgrade
-    from workers.embedded_redis import EmbeddedRedis
-    from workers.runtime import Runtime, install
+    from runtime.config import Settings
+    from runtime.embedded_redis import EmbeddedRedis
+    from runtime.migrate import upgrade
+    from runtime.process import Runtime, install
 
     home.mkdir(parents=True, exist_ok=True)
     redis = EmbeddedRedis(home / "redis")

@@ -11,7 +11,21 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, sortable_id, utcnow
 
-IMPORT_KINDS = ("stripe", "clerk", "workos", "supabase", "csv")
+# Providers whose user/customer lists `tributary import` reads (workers/imports.py), then CSV files.
+PROVIDER_IMPORT_KINDS = ("stripe", "clerk", "workos", "supabase")
+IMPORT_KINDS = (*PROVIDER_IMPORT_KINDS, "csv")
+# The keys of `Import.counts`, in the order runs report them (workers/importers/pipeline.py).
+IMPORT_COUNTS = (
+    "listed",
+    "stored",
+    "duplicates",
+    "created",
+    "updated",
+    "unchanged",
+    "skipped",
+    "failed",
+    "pending",
+)
 IMPORT_STATES = ("queued", "running", "completed", "failed")
 
 
@@ -26,7 +40,7 @@ class Import(Base):
     kind: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16), default="queued")
     dry_run: Mapped[bool] = mapped_column(default=False)
-    # listed, stored, duplicates, created, updated, unchanged, skipped, failed, pending
+    # IMPORT_COUNTS -> how many
     counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # reason -> how many objects were skipped for it
     skipped: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -21,12 +21,12 @@ from sqlalchemy import text
 
 from app import create_app
 from app.accounts import ensure_account
-from app.config import Settings
 from models import Base
-from models.migrate import upgrade
+from runtime.config import Settings
+from runtime.embedded_redis import EmbeddedRedis
+from runtime.migrate import upgrade
+from runtime.process import Runtime, install
 from tests.helpers import auth, make_key, temporary_database
-from workers.embedded_redis import EmbeddedRedis
-from workers.runtime import Runtime, install
 from workers.worker import TributaryWorker
 
 REDIS_DB_LOCK = "tributary:test-db-lock:{}"

@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 
 from app.accounts import create_key, ensure_account, get_project
 from models.session import normalize_url
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 
 @contextmanager

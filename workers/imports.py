@@ -18,17 +18,18 @@ from sqlalchemy import select, update
 from connectors.base import SourceConfig
 from models import Import, Project, Source
 from models.base import utcnow
+from models.imports import PROVIDER_IMPORT_KINDS
+from runtime.process import Runtime, current
 from workers.importers.csv_rows import CsvInvalid, check_csv, csv_items
 from workers.importers.items import Listed
 from workers.importers.pipeline import ImportTarget, Tally, load_checkpoints, run_pipeline
 from workers.importers.stripe_list import Backoff, ImportFailed, list_stripe
-from workers.runtime import Runtime, current
 
 __all__ = ["PROVIDER_KINDS", "ImportFailed", "execute", "reconcile_all", "reconcile_if_due", "run_import"]
 
 log = logging.getLogger(__name__)
 
-PROVIDER_KINDS = ("stripe", "clerk", "workos", "supabase")
+PROVIDER_KINDS = PROVIDER_IMPORT_KINDS
 
 Wrap = Callable[[Iterable[Listed]], Iterable[Listed]]
 

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from models import Event
 from models.base import utcnow
 from models.sql import is_postgres
+from runtime.process import Runtime
 from workers.apply import (
     MAX_ERROR_CHARS,
     BatchReport,
@@ -35,7 +36,6 @@ from workers.apply import (
     claim_events,
     record_attempts,
 )
-from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,10 @@
-"""RQ jobs and the doorbell that schedules them.
+"""The RQ jobs that apply events: `drain` (what the doorbell schedules, runtime/doorbell.py) and
+`process_event` (one event's retry or replay).
 
-Ingest does not enqueue a job per event. After committing an event it rings a doorbell: a Redis
-key set with NX. Only the request that sets it enqueues a `drain` job; the job clears the key when
-it starts, then claims batches until none are left. An event committed after the clear rings
-successfully and schedules the next job, so no wake-up is lost, and a burst of a thousand requests
-costs one job. A full batch rings again so idle workers join in (PostgreSQL's SKIP LOCKED keeps
-them on different events). Whatever a lost job leaves pending, the sweeper finds.
+`drain` clears the doorbell when it starts, then claims batches until none are left. An event
+committed after the clear rings successfully and schedules the next job, so no wake-up is lost. A
+full batch rings again so idle workers join in (PostgreSQL's SKIP LOCKED keeps them on different
+events). Whatever a lost job leaves pending, the sweeper finds.
 """
 
 from __future__ import annotations
@@ -17,40 +16,19 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 from rq import Retry
 
+from runtime.doorbell import DOORBELL_KEY, ring
+from runtime.process import Runtime, current
 from workers.apply import apply_events, claim_events, claim_pending
 from workers.failpoints import failpoint
 from workers.isolation import apply_isolated, isolable, record_failure
-from workers.runtime import Runtime, current
 
 log = logging.getLogger(__name__)
 
-DOORBELL_KEY = "tributary:drain:queued"
-# A queued drain job that never ran (Redis lost it) must not silence the doorbell forever.
-DOORBELL_TTL_SECONDS = 60
 # A drain job yields after this long so RQ heartbeats, timeouts and other jobs get their turn.
 DRAIN_SLICE_SECONDS = 30.0
 # Backoff for an event that failed: its own job, retried by RQ, then kept in the failed registry.
-# The default of `TRIBUTARY_RETRY_INTERVALS` (app/config.py); the runtime's settings decide.
+# The default of `TRIBUTARY_RETRY_INTERVALS` (runtime/config.py); the runtime's settings decide.
 RETRY_INTERVALS = [10, 60, 300, 1800]
-
-
-# After a Redis failure, skip the doorbell for a moment: requests stay fast during an outage and
-# the sweeper schedules what they stored.
-BREAKER_SECONDS = 5.0
-
-
-def ring(runtime: Runtime) -> bool:
-    """Make sure a drain job is queued. Never raises: the sweeper covers a Redis outage."""
-    if time.monotonic() < runtime.doorbell_paused_until:
-        return False
-    try:
-        if runtime.fast_redis.set(DOORBELL_KEY, 1, nx=True, ex=DOORBELL_TTL_SECONDS):
-            runtime.fast_queue.enqueue(drain, result_ttl=0, failure_ttl=7 * 86400, job_timeout=600)
-            return True
-    except RedisError as exc:
-        runtime.doorbell_paused_until = time.monotonic() + BREAKER_SECONDS
-        log.warning("could not schedule a drain job (%s); the sweeper will pick the events up", exc)
-    return False
 
 
 def schedule_retry(runtime: Runtime, event_id: str) -> None:

@@ -34,9 +34,9 @@ from connectors.registry import UnknownConnector, registry
 from models import Customer, CustomerProject, Event, Identity, Project, Replay
 from models.base import isoformat, utcnow
 from models.event_query import EventFilters, event_statement
+from runtime.process import Runtime, current
 from workers.apply import apply_events, claim_events
 from workers.normalize import API_CHANNELS, _source_config
-from workers.runtime import Runtime, current
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def forget_failed_jobs(runtime: Runtime, event_ids: Sequence[str]) -> None:
 
 
 def replay_queue(runtime: Runtime) -> Queue:
-    return Queue(runtime.settings.replay_queue_name, connection=runtime.redis)
+    return runtime.replay_queue
 
 
 def count_matching(session: Session, filters: EventFilters) -> int:

@@ -16,7 +16,7 @@ from sqlalchemy import null, select, update
 
 from models import Event
 from models.base import utcnow
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 log = logging.getLogger(__name__)
 

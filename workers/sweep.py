@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 
 from models import Event
 from models.base import utcnow
+from runtime.doorbell import DOORBELL_KEY, ring
+from runtime.process import Runtime
 from workers.deferred import expire_deferred, wake_known
-from workers.jobs import DOORBELL_KEY, ring
 from workers.retention import purge_if_due
-from workers.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

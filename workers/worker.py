@@ -14,12 +14,12 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from rq import Queue, SimpleWorker
+from rq import SimpleWorker
 from rq.exceptions import StopRequested
 from rq.utils import now as rq_now
 
+from runtime.process import Runtime
 from workers.imports import reconcile_if_due
-from workers.runtime import Runtime
 from workers.sweep import sweep, sweep_if_due
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class TributaryWorker(SimpleWorker):
         interval = runtime.settings.sweep_interval_seconds
         kwargs.setdefault("worker_ttl", max(interval + 15, 20))
         # RQ serves queues in order: background replays only run when no fresh event waits.
-        queues = [runtime.queue, Queue(runtime.settings.replay_queue_name, connection=runtime.redis)]
+        queues = [runtime.queue, runtime.replay_queue]
         super().__init__(queues, connection=runtime.redis, **kwargs)
         self.runtime = runtime
         self._registry_interval = self.maintenance_interval

@@ -23,7 +23,7 @@ from app.openapi import describe
 from app.schemas import ErrorBody, IdentifyRequest, PingRequest
 from models import Event
 from models.base import utcnow
-from workers.jobs import ring
+from runtime.doorbell import ring
 
 bp = Blueprint("batch", __name__)
 

@@ -36,8 +36,7 @@ from app.replays import create_replay, find_replay, plan_replay, replay_json, re
 from models import Replay
 from models.base import utcnow
 from models.event_query import EventFilters
-from workers.replay import cancel_replay, enqueue_replay
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 bp = Blueprint("events", __name__)
 
@@ -215,6 +214,8 @@ def replay_many() -> Response:
         return jsonify(plan_replay(runtime, filters))
     with runtime.db.session() as session, session.begin():
         data = replay_json(create_replay(session, filters, principal.project_id))
+    from workers.replay import enqueue_replay  # the worker's code, loaded when a replay is asked for
+
     try:
         enqueue_replay(runtime, data["id"])
     except RedisError:
@@ -255,6 +256,8 @@ def get_replay(replay_id: str) -> Response:
     errors=(401, 403, 404, 429),
 )
 def delete_replay(replay_id: str) -> Response:
+    from workers.replay import cancel_replay
+
     principal = authenticate("admin")
     with _runtime().db.write_session() as session, session.begin():
         replay = find_replay(session, _reader(principal), replay_id, lock=True)

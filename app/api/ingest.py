@@ -23,7 +23,7 @@ from connectors.safe_json import bad_text
 from models import Event
 from models.base import sortable_id, utcnow
 from models.sql import insert_for
-from workers.jobs import ring
+from runtime.doorbell import ring
 
 bp = Blueprint("ingest", __name__)
 

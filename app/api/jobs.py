@@ -11,7 +11,7 @@ from app.errors import APIError
 from app.failed_jobs import delete_failed, find_failed, list_failed, retry_failed
 from app.openapi import describe
 from app.ops_schemas import FailedJob, FailedJobList, RetryAllOut
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 bp = Blueprint("jobs", __name__)
 

@@ -13,7 +13,7 @@ from prometheus_client.registry import CollectorRegistry
 from app.errors import APIError
 from app.metrics import RequestTimings, TributaryCollector
 from app.openapi import describe
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 bp = Blueprint("metrics", __name__)
 

@@ -10,7 +10,7 @@ from app.openapi import describe
 from app.ops_schemas import RejectionsOut
 from app.rejections import rejections
 from app.sources import find_source
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 bp = Blueprint("rejections", __name__)
 

@@ -29,7 +29,7 @@ from app.sources import (
     source_json,
 )
 from models import Project
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 bp = Blueprint("sources", __name__)
 

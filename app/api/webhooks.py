@@ -34,8 +34,8 @@ from connectors.safe_json import bad_text, clean_text, problem, scrub
 from models import Event
 from models.base import sortable_id, utcnow
 from models.sql import insert_for
-from workers.jobs import ring
-from workers.runtime import Runtime
+from runtime.doorbell import ring
+from runtime.process import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
 from app.cli.data import describe_failure, settings_overrides
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 
 def _create_app() -> Any:

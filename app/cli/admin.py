@@ -21,7 +21,7 @@ from app.cli import cli, emit, runtime
 from app.errors import APIError
 from app.schemas import PROJECT_SLUG
 from models import SCOPES, ApiKey, Project
-from workers.embedded_redis import EmbeddedRedis
+from runtime.embedded_redis import EmbeddedRedis
 
 
 def _fail(exc: APIError) -> click.ClickException:

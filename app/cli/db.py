@@ -7,7 +7,7 @@ from sqlalchemy.engine import make_url
 
 from app.accounts import ensure_account
 from app.cli import cli, runtime
-from models.migrate import downgrade, upgrade
+from runtime.migrate import downgrade, upgrade
 
 
 @cli.group("db")

@@ -20,9 +20,9 @@ from sqlalchemy import select
 from app.accounts import create_key, ensure_account
 from app.cli import cli, runtime
 from app.cli.db import upgrade_and_bootstrap
-from app.config import record_public_url
 from models import ApiKey
-from workers.runtime import Runtime, install, redis_url_for
+from runtime.config import record_public_url
+from runtime.process import Runtime, install, redis_url_for
 from workers.sweep import sweep
 from workers.worker import TributaryWorker
 

@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from app.rejections import KEEP, rejections
 from models.base import utcnow
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 WINDOW = timedelta(hours=24)
 SHOWN = 10

@@ -23,9 +23,9 @@ from connectors.changes import CustomerChange, IdentityRef
 from connectors.registry import ConnectorRegistry, use_registry
 from models import Event, Project
 from models.base import sortable_id, utcnow
+from runtime.doorbell import ring
+from runtime.process import Runtime
 from tests.helpers import auth, identify
-from workers.jobs import ring
-from workers.runtime import Runtime
 
 
 class ImportConnector(Connector):

@@ -28,10 +28,10 @@ from werkzeug.routing import Rule
 
 from app.auth import _GRANTS
 from connectors.testing import stripe_headers
+from runtime.process import Runtime
 from tests.connectors.stripe_helpers import load
 from tests.helpers import auth, identify, make_key
 from tests.ops.test_events_access import _broken_event, _work
-from workers.runtime import Runtime
 
 SCOPES = ("ingest", "read", "admin")
 BINDINGS = ("*", "alpha", "beta")  # account-wide, the targets' project, another project

@@ -7,10 +7,10 @@ from sqlalchemy import select
 
 from app import create_app
 from app.auth import hash_key
-from app.config import Settings
 from models import ApiKey
+from runtime.config import Settings
+from runtime.process import Runtime
 from tests.helpers import auth, identify, make_key
-from workers.runtime import Runtime
 
 
 def test_keys_are_stored_hashed_never_in_clear(

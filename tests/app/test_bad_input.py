@@ -10,7 +10,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from models import Event
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 BAD_IDENTIFY: list[tuple[Any, str]] = [
     ({}, "validation_error"),

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from app.api.batch import MAX_MESSAGES
 from models import Event
+from runtime.process import Runtime
 from tests.helpers import auth, customer, identify, make_key
-from workers.runtime import Runtime
 
 
 def _post(client: FlaskClient, token: str, batch: Any) -> Any:

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from runtime.process import Runtime
 from tests.helpers import make_key
-from workers.runtime import Runtime
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ from app.cli import cli
 from connectors.registry import build_registry, use_registry
 from connectors.testing import stripe_signature
 from models import Customer, Event
+from runtime.process import Runtime
 from tests.connectors.fake_dist import fake_distribution
-from workers.runtime import Runtime
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "stripe"
 SECRET = "whsec_cli_test_0123456789"

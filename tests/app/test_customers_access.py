@@ -11,9 +11,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
+from runtime.process import Runtime
 from tests.app.customer_data import at, create_project, emails, listing, people
 from tests.helpers import auth, make_key
-from workers.runtime import Runtime
 
 
 @pytest.fixture

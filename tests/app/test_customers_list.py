@@ -11,6 +11,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event
 
+from runtime.process import Runtime
 from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse fixture
     at,
     create_project,
@@ -21,7 +22,6 @@ from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse 
     people,
 )
 from tests.helpers import customer
-from workers.runtime import Runtime
 
 
 @pytest.fixture

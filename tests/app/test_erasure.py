@@ -21,6 +21,7 @@ from models import (
     Identity,
     IdentityTombstone,
 )
+from runtime.process import Runtime
 from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse fixture
     at,
     create_project,
@@ -30,7 +31,6 @@ from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse 
 )
 from tests.helpers import auth, customer, identify, make_key
 from workers.apply import apply_events, claim_pending
-from workers.runtime import Runtime
 
 REDACTED = b'{"redacted": true}'
 

@@ -22,7 +22,7 @@ from schemathesis import GenerationMode
 from schemathesis.auths import AuthStorage
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 pytestmark = pytest.mark.fuzz
 

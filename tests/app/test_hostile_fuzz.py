@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from models import Event
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 pytestmark = pytest.mark.fuzz
 

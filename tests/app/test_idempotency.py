@@ -17,8 +17,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from models import Event
+from runtime.process import Runtime
 from tests.helpers import auth, customer
-from workers.runtime import Runtime
 
 
 def _post(client: FlaskClient, key: str, path: str, body: Any, **headers: str) -> tuple[int, Any]:

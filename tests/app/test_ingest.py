@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 
 from models import CustomerChange as ChangeRow
 from models import Event
+from runtime.process import Runtime
 from tests.helpers import auth, customer, identify
-from workers.runtime import Runtime
 
 
 def _events(runtime: Runtime) -> list[Event]:

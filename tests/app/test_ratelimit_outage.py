@@ -13,11 +13,11 @@ import pytest
 from redis import Redis
 
 from app import create_app
-from app.config import Settings
 from app.errors import APIError
 from app.ratelimit import BREAKER_SECONDS, RateLimiter
+from runtime.config import Settings
+from runtime.process import Runtime
 from tests.helpers import auth, make_key
-from workers.runtime import Runtime
 
 
 class HungRedis:

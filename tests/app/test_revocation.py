@@ -11,8 +11,8 @@ from redis import Redis
 
 from app import create_app
 from app.cli import cli
+from runtime.process import Runtime
 from tests.helpers import auth, make_key
-from workers.runtime import Runtime
 
 PING = {"email": "a@example.com"}
 

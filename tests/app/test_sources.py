@@ -15,8 +15,8 @@ from flask.testing import FlaskClient
 from app.cli import cli
 from app.sources import mask_secret
 from connectors.testing import stripe_headers
+from runtime.process import Runtime
 from tests.helpers import auth, make_key
-from workers.runtime import Runtime
 
 SECRET = "whsec_rotation_old_0123456789abcdef"
 NEW_SECRET = "whsec_rotation_new_fedcba9876543210"

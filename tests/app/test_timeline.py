@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from runtime.process import Runtime
 from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse fixture
     at,
     create_project,
@@ -17,7 +18,6 @@ from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse 
     people,
 )
 from tests.helpers import auth, customer, make_key
-from workers.runtime import Runtime
 
 
 def _timeline(client: FlaskClient, token: str, ref: str, query: str = "", status: int = 200) -> Any:

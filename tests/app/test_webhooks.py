@@ -31,7 +31,7 @@ from connectors.changes import CustomerChange
 from connectors.registry import ConnectorRegistry, registry, use_registry
 from connectors.testing import registered
 from models import Database, Event
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 TOKEN = "batch-token-0123456789"
 

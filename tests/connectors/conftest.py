@@ -10,7 +10,7 @@ from flask import Flask
 
 from connectors import stripe as stripe_connector
 from connectors.testing import AppHarness
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 
 @pytest.fixture

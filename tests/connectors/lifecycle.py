@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from models import Event
+from runtime.process import Runtime
 from workers.jobs import EventFailed, process_event
-from workers.runtime import Runtime
 
 
 def delivery_plans(events: int, max_redeliveries: int) -> st.SearchStrategy[Any]:

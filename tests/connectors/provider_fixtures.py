@@ -15,7 +15,7 @@ from connectors.base import Envelope, EventIgnored, InboundRequest, OfflineConte
 from connectors.changes import CustomerChange
 from connectors.registry import registry
 from models import Event
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

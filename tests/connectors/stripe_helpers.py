@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from connectors.testing import stripe_headers
 from models import Event
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "stripe"
 SECRET = "whsec_test_5Qm2Zt8bXc1LkdIwHu7ixPa9sD4hJ6gC"

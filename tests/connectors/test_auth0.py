@@ -14,6 +14,7 @@ from connectors.base import Headers, InboundRequest, MalformedPayload, Verificat
 from connectors.changes import CustomerChange, IdentityRef
 from connectors.registry import registry
 from connectors.testing import ConnectorContract, WebhookCase, static_secret_headers
+from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     dumps,
     envelopes,
@@ -25,7 +26,6 @@ from tests.connectors.provider_fixtures import (
     stored_events,
 )
 from tests.helpers import auth, customer
-from workers.runtime import Runtime
 
 TOKEN = "a0-stream-token-Vb7Qm2Xk9Lp4Rz8T"
 USER = "auth0|665b2f1c9e4d7a0012f3c8b1"

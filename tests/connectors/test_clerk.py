@@ -14,6 +14,7 @@ from connectors.base import Headers, InboundRequest, MalformedPayload, Verificat
 from connectors.changes import CustomerChange, IdentityRef
 from connectors.registry import registry
 from connectors.testing import ConnectorContract, WebhookCase, new_standard_secret, svix_headers
+from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     FIXTURES,
     dumps,
@@ -25,7 +26,6 @@ from tests.connectors.provider_fixtures import (
     source_config,
 )
 from tests.helpers import customer
-from workers.runtime import Runtime
 
 USER = "user_2pX9dLrV7kQm3TzW8bN4cHfYs1A"
 IDENTITY = IdentityRef("clerk", USER)

@@ -17,9 +17,9 @@ from sqlalchemy import func, select
 from connectors.testing import svix_headers
 from models import Customer, Event
 from models import CustomerChange as ChangeRow
+from runtime.process import Runtime
 from tests.connectors.lifecycle import deliver, delivery_plans, settle
 from tests.connectors.provider_fixtures import fixture, make_source
-from workers.runtime import Runtime
 
 SECRET = "whsec_" + "QkVJTkcgQUxJVkUgSVMgQSBMT05HIFNUT1JZ"
 FIXTURE_USER = "user_2pX9dLrV7kQm3TzW8bN4cHfYs1A"

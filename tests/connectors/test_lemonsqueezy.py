@@ -25,8 +25,8 @@ from connectors.changes import CustomerChange, IdentityRef
 from connectors.lemonsqueezy import derived_event_id
 from connectors.registry import registry
 from connectors.testing import ConnectorContract, WebhookCase, lemonsqueezy_headers
+from runtime.process import Runtime
 from tests.connectors.provider_fixtures import FIXTURES, dumps, fixture, make_source, source_config
-from workers.runtime import Runtime
 
 SECRET = "lsq_whsec_7Hq2Lm9Xv4Tz"
 OTHER_SECRET = "lsq_whsec_other_0000"

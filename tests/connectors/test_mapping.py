@@ -16,6 +16,7 @@ from flask.testing import FlaskClient
 from connectors.base import Headers, InboundRequest, InvalidOptions, MalformedPayload, VerificationFailed
 from connectors.registry import registry
 from connectors.testing import ConnectorContract, WebhookCase, static_secret_headers
+from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     dumps,
     envelopes,
@@ -25,7 +26,6 @@ from tests.connectors.provider_fixtures import (
     source_config,
 )
 from tests.helpers import auth, customer
-from workers.runtime import Runtime
 
 SECRET = "app-hook-secret-Nw3Gk8Vd1Qs6"
 FIELDS = {

@@ -12,6 +12,7 @@ from connectors.base import Challenge, Headers, InboundRequest, InvalidOptions, 
 from connectors.changes import IdentityRef
 from connectors.registry import registry
 from connectors.testing import ConnectorContract, WebhookCase, static_secret_headers
+from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     dumps,
     envelopes,
@@ -23,7 +24,6 @@ from tests.connectors.provider_fixtures import (
     stored_events,
 )
 from tests.helpers import customer
-from workers.runtime import Runtime
 
 SECRET = "okta-hook-secret-Tf6Lw2Qz9Bn3"
 USER = IdentityRef("okta", "00ub0oNGTSWTBKOLGLNR")

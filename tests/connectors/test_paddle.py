@@ -25,8 +25,8 @@ from connectors.base import (
 from connectors.changes import CustomerChange, IdentityRef
 from connectors.registry import registry
 from connectors.testing import ConnectorContract, WebhookCase, paddle_headers
+from runtime.process import Runtime
 from tests.connectors.provider_fixtures import FIXTURES, dumps, fixture, make_source, source_config
-from workers.runtime import Runtime
 
 SECRET = "pdl_ntfset_01hv8wrsmjy2s7qe9j3kz2b0xw_Q3KnT9fXmW2pLr8vYc4Hs6Jd"
 OTHER_SECRET = "pdl_ntfset_01hv8wrsmjy2s7qe9j3kz2b0xx_other0000000000000000000"

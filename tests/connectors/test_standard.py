@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 from connectors.base import Headers, InboundRequest, MalformedPayload
 from connectors.changes import CustomerChange
 from connectors.testing import ConnectorContract, WebhookCase, new_standard_secret, standard_webhook_headers
+from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     dumps,
     envelopes,
@@ -21,7 +22,6 @@ from tests.connectors.provider_fixtures import (
     normalize,
 )
 from tests.helpers import customer, identify
-from workers.runtime import Runtime
 
 SECRET = new_standard_secret()
 

@@ -27,6 +27,7 @@ from connectors.registry import registry
 from connectors.stripe import StripeConnector
 from connectors.stripe_mapping import monthly_amount, plan_name, subscription_params
 from connectors.testing import ConnectorContract, WebhookCase, stripe_headers
+from runtime.process import Runtime
 from tests.connectors.stripe_helpers import (
     API_KEY,
     CUSTOMER_ID,
@@ -43,7 +44,6 @@ from tests.connectors.stripe_helpers import (
     post,
 )
 from tests.helpers import customer
-from workers.runtime import Runtime
 
 T0 = 1767225600  # the fixtures' 2026-01-01T00:00:00Z
 ACTIVE_START = T0 + 14 * 86400 + 300

@@ -22,6 +22,7 @@ from connectors.testing import (
     standard_webhook_headers,
     static_secret_headers,
 )
+from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     dumps,
     envelopes,
@@ -33,7 +34,6 @@ from tests.connectors.provider_fixtures import (
     stored_events,
 )
 from tests.helpers import customer
-from workers.runtime import Runtime
 
 USER = "8c3f6a1e-2b7d-4e59-9f14-6d2a0c8b3e71"
 IDENTITY = IdentityRef("supabase", USER)

@@ -15,6 +15,7 @@ from connectors.changes import CustomerChange, IdentityRef
 from connectors.registry import registry
 from connectors.testing import ConnectorContract, WebhookCase, workos_headers, workos_signature
 from connectors.workos import parse_signature_header, verify_workos_signature
+from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     FIXTURES,
     dumps,
@@ -26,7 +27,6 @@ from tests.connectors.provider_fixtures import (
     source_config,
 )
 from tests.helpers import customer
-from workers.runtime import Runtime
 
 SECRET = "wos-endpoint-secret-Jc8Nq3Vx6Rt1"
 USER = IdentityRef("workos", "user_01HZQ3M8K5T7V2X9B4N6R1C0DE")

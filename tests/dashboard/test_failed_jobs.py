@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask.testing import FlaskClient
 
+from runtime.process import Runtime
 from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse fixture
     create_project,
     import_connector,
@@ -11,7 +12,6 @@ from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse 
 )
 from tests.dashboard.helpers import sign_in
 from tests.helpers import make_key
-from workers.runtime import Runtime
 from workers.worker import TributaryWorker
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from flask.testing import FlaskClient
 
+from runtime.process import Runtime
 from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse fixture
     at,
     import_connector,
@@ -17,7 +18,6 @@ from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse 
 )
 from tests.dashboard.helpers import sign_in
 from tests.helpers import customer
-from workers.runtime import Runtime
 
 
 def test_a_merge_is_shown_and_the_old_id_redirects(

@@ -12,9 +12,9 @@ from flask.testing import FlaskClient
 
 from app.dashboard.stats import id_floor
 from models.base import sortable_id, utcnow
+from runtime.process import Runtime
 from tests.dashboard.helpers import page_csrf, seed, sign_in
 from tests.helpers import auth, make_key
-from workers.runtime import Runtime
 
 
 def _text(client: FlaskClient, path: str, status: int = 200) -> str:

@@ -8,9 +8,9 @@ import pytest
 from flask.testing import FlaskClient
 
 from app.dashboard.session import COOKIE
+from runtime.process import Runtime
 from tests.dashboard.helpers import csrf_from, page_csrf, seed, sign_in
 from tests.helpers import auth, make_key
-from workers.runtime import Runtime
 
 PAGES = [
     "/dashboard/",

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 
 from app.cli import cli
 from models import Customer, Event
+from runtime.process import Runtime
 from tests.helpers import customer, identify
-from workers.runtime import Runtime
 
 GOOD = """email,name,status,params.plan,params.seats,params.flags,created_at
 Ada@Example.com,Ada Lovelace,paid,pro,3,"{""beta"": true}",2026-01-02T03:04:05Z

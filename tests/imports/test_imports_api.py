@@ -9,10 +9,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from models import Event
+from runtime.process import Runtime
 from tests.helpers import auth, customer, make_key
 from tests.imports.test_stripe_import import _source, _world
 from workers.imports import RECONCILE_KEY, reconcile_if_due
-from workers.runtime import Runtime
 
 
 def test_an_import_started_through_the_api_runs_to_completion_in_a_worker(

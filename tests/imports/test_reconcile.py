@@ -13,11 +13,11 @@ from sqlalchemy import select
 
 from app.cli import cli
 from models import CustomerProject, Identity
+from runtime.process import Runtime
 from tests.helpers import customer
 from tests.imports.fake_apis import FakeStripe
 from tests.imports.test_stripe_import import NO_WAIT, _source, _start, _world
 from workers.imports import execute, reconcile_if_due
-from workers.runtime import Runtime
 
 
 def _invoke(app: Flask, *args: str) -> tuple[int, str]:

@@ -17,12 +17,12 @@ from sqlalchemy import func, select
 
 from app.cli import cli
 from models import Event, ImportCheckpoint
+from runtime.process import Runtime
 from tests.connectors.stripe_helpers import API_KEY, SECRET, load, post
 from tests.helpers import customer
 from tests.imports.fake_apis import FakeStripe, stripe_customer, stripe_subscription
 from workers.importers.stripe_list import Backoff, ImportFailed
 from workers.imports import execute
-from workers.runtime import Runtime
 
 NO_WAIT = Backoff(attempts=3, base=0.0, cap=0.0)
 T0 = 1767225600

@@ -13,13 +13,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from models import Event, ImportCheckpoint
+from runtime.process import Runtime
 from tests.helpers import customer
 from tests.imports.fake_apis import FakeUsers, auth_user
 from tests.imports.test_stripe_import import NO_WAIT, _start
 from workers.importers import users as users_module
 from workers.importers.stripe_list import ImportFailed
 from workers.imports import execute
-from workers.runtime import Runtime
 
 T0 = 1767225600
 KINDS = ("clerk", "workos", "supabase")

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from models import Account, Customer, CustomerProject, Event, Project
 from models.base import utcnow
-from models.migrate import upgrade
+from runtime.migrate import upgrade
 
 NEW = ("ix_events_account_status_received", "ix_customer_projects_project_status")
 

@@ -12,10 +12,10 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
 
 from models import Base
-from models.migrate import downgrade, upgrade
 from models.session import normalize_url
+from runtime.migrate import downgrade, upgrade
+from runtime.process import Runtime
 from tests.helpers import temporary_database
-from workers.runtime import Runtime
 
 
 def test_migrated_schema_matches_the_models(runtime: Runtime) -> None:

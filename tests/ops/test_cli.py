@@ -20,9 +20,9 @@ from app.accounts import ensure_account, get_project
 from app.cli import cli
 from models import Event
 from models.base import utcnow
+from runtime.process import Runtime
 from tests.helpers import identify
 from tests.ops.test_events_access import _broken_event, _work
-from workers.runtime import Runtime
 
 
 def _run(app: Flask, *args: str) -> Result:

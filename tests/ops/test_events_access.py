@@ -15,9 +15,9 @@ from sqlalchemy import insert, select, update
 from app.accounts import create_project, ensure_account, get_project
 from models import Event, Project
 from models.base import sortable_id, utcnow
+from runtime.doorbell import ring
+from runtime.process import Runtime
 from tests.helpers import auth, identify, make_key
-from workers.jobs import ring
-from workers.runtime import Runtime
 from workers.worker import TributaryWorker
 
 

@@ -25,8 +25,8 @@ from sqlalchemy import update
 from app import create_app
 from models import Event
 from models.base import utcnow
+from runtime.process import Runtime
 from tests.helpers import auth, identify, make_key
-from workers.runtime import Runtime
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

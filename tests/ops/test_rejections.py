@@ -13,9 +13,9 @@ import app.cli.sources  # noqa: F401 - registers the command group, as main() do
 from app.cli import cli
 from app.rejections import KEEP
 from connectors.testing import stripe_headers
+from runtime.process import Runtime
 from tests.connectors.stripe_helpers import OTHER_SECRET, SECRET, create_source, load, post
 from tests.helpers import make_key
-from workers.runtime import Runtime
 
 GOOD = json.dumps(load("customer.created")).encode()
 

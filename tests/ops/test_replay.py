@@ -16,11 +16,11 @@ from app import create_app
 from app.accounts import ensure_account, get_project
 from models import Customer, CustomerChange, Event, Project, Replay, Source
 from models.base import sortable_id, utcnow
+from runtime.doorbell import ring
+from runtime.process import Runtime
 from tests.connectors.stripe_helpers import EMAIL, create_source, event, load, post
 from tests.helpers import identify
-from workers.jobs import ring
 from workers.replay import replay_step, run_replay
-from workers.runtime import Runtime
 from workers.worker import TributaryWorker
 
 

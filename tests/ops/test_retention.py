@@ -12,9 +12,9 @@ from sqlalchemy import select, update
 
 from models import Event
 from models.base import utcnow
+from runtime.process import Runtime
 from tests.helpers import identify
 from workers.retention import RETENTION_LOCK_KEY, purge
-from workers.runtime import Runtime
 from workers.sweep import SWEEP_LOCK_KEY, sweep_if_due
 
 

@@ -10,9 +10,9 @@ from sqlalchemy import select, update
 
 from models import CustomerChange as ChangeRow
 from models import Event
+from runtime.process import Runtime
 from tests.helpers import customer, identify
 from workers.jobs import drain_batch, process_event
-from workers.runtime import Runtime
 
 
 def _event(runtime: Runtime, event_id: str) -> Event:

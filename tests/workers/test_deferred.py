@@ -17,6 +17,7 @@ from connectors.changes import CustomerChange
 from connectors.testing import svix_headers
 from models import Customer, Event, Identity
 from models.base import utcnow
+from runtime.process import Runtime
 from tests.connectors.provider_fixtures import dumps, fixture, make_source
 from tests.workers.test_email_change import (  # noqa: F401 - the fixture registers the channel
     _changes_channel,
@@ -30,7 +31,6 @@ from tests.workers.test_email_change import (  # noqa: F401 - the fixture regist
 )
 from workers.deferred import count_deferred
 from workers.jobs import drain_batch
-from workers.runtime import Runtime
 from workers.sweep import sweep_deferred
 
 
@@ -116,7 +116,7 @@ def test_an_event_that_waited_too_long_is_ignored_with_the_reason(
 
 
 def test_defer_seconds_is_configurable() -> None:
-    from app.config import Settings
+    from runtime.config import Settings
 
     assert Settings.load({"TRIBUTARY_DEFER_SECONDS": "60", "TRIBUTARY_SECRET_KEY": "x"}).defer_seconds == 60
     assert Settings.load({"TRIBUTARY_SECRET_KEY": "x"}).defer_seconds == 7 * 86400

@@ -20,10 +20,10 @@ from app.accounts import ensure_account, get_project
 from connectors.changes import CustomerChange, IdentityRef
 from models import Customer, CustomerMerge, Event, Identity, IdentityTombstone
 from models import CustomerChange as ChangeRow
+from runtime.process import Runtime
 from tests.helpers import auth
 from workers.jobs import drain_batch
 from workers.normalize import _internal_channels, register_channel
-from workers.runtime import Runtime
 
 CHANNEL = "test-changes"
 _event_numbers = itertools.count(1)

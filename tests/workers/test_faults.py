@@ -22,8 +22,8 @@ from sqlalchemy import func, select
 from app import create_app
 from models import Customer, Event
 from models import CustomerChange as ChangeRow
+from runtime.process import Runtime
 from tests.helpers import auth, identify
-from workers.runtime import Runtime
 from workers.sweep import sweep
 
 pytestmark = pytest.mark.slow

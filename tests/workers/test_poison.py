@@ -30,11 +30,11 @@ from sqlalchemy.orm import Session
 from app.accounts import get_project
 from connectors.changes import CustomerChange
 from models import Customer, Database, Event, Project
+from runtime.process import Runtime
 from tests.helpers import auth, customer, identify
 from workers.isolation import apply_isolated
 from workers.jobs import EventFailed, drain_batch, process_event
 from workers.normalize import register_channel
-from workers.runtime import Runtime
 
 # kind -> (identify body, refused by SQLite too)
 HOSTILE_BODIES: dict[str, tuple[bytes, bool]] = {

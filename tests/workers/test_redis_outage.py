@@ -23,9 +23,9 @@ from sqlalchemy import func, select
 from app import create_app
 from models import CustomerChange as ChangeRow
 from models import Event
+from runtime.embedded_redis import redis_executable
+from runtime.process import Runtime
 from tests.helpers import identify
-from workers.embedded_redis import redis_executable
-from workers.runtime import Runtime
 
 pytestmark = pytest.mark.slow
 

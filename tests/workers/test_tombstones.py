@@ -7,6 +7,7 @@ from __future__ import annotations
 from flask.testing import FlaskClient
 
 from connectors.changes import CustomerChange
+from runtime.process import Runtime
 from tests.workers.test_email_change import (  # noqa: F401 - the fixture registers the channel
     _changes_channel,
     apply,
@@ -19,7 +20,6 @@ from tests.workers.test_email_change import (  # noqa: F401 - the fixture regist
     update,
 )
 from workers.jobs import drain_batch
-from workers.runtime import Runtime
 
 
 def activity(user: str, minute: int) -> CustomerChange:

@@ -22,24 +22,16 @@ from sqlalchemy import delete, select, update
 
 from models import Event, Import, ImportCheckpoint
 from models.base import sortable_id, utcnow
+from models.imports import IMPORT_COUNTS
 from models.sql import dialect_insert, insert_for
+from runtime.doorbell import ring
+from runtime.process import Runtime
 from workers.importers.items import IMPORT_CHANNEL, ImportEvent, Listed, changes_digest
-from workers.jobs import drain_batch, ring
-from workers.runtime import Runtime
+from workers.jobs import drain_batch
 
 __all__ = ["COUNT_NAMES", "ImportTarget", "Tally", "load_checkpoints", "run_pipeline"]
 
-COUNT_NAMES = (
-    "listed",
-    "stored",
-    "duplicates",
-    "created",
-    "updated",
-    "unchanged",
-    "skipped",
-    "failed",
-    "pending",
-)
+COUNT_NAMES = IMPORT_COUNTS
 MAX_ERRORS = 50
 MAX_REASONS = 50
 # `deferred` is finished for an import: it waits for its person, possibly for days (workers/deferred.py).

@@ -25,10 +25,10 @@ from connectors.changes import CustomerChange
 from connectors.registry import registry
 from connectors.stripe import client_for
 from models import Customer, CustomerProject, Identity, Project, Source
+from runtime.process import Runtime
 from workers.importers.items import ConnectorEvents, ImportEvent, Listed, Skip
 from workers.importers.pipeline import ImportTarget, Tally, run_pipeline
 from workers.importers.stripe_list import Backoff, ImportFailed, latest_change, list_pages
-from workers.runtime import Runtime
 
 __all__ = ["COMPARED", "Drift", "find_drift", "fix_drift", "reconcile_source"]
 

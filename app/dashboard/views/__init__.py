@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from app.customer_query import Reader
 from app.dashboard.guard import viewer
 from models import Database, Project
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 
 def runtime() -> Runtime:

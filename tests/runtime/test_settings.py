@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.config import Settings
+from runtime.config import Settings
 
 
 def test_defaults(tmp_path: Path) -> None:

@@ -17,10 +17,10 @@ from redis.retry import Retry
 from rq import Queue
 
 from models import Database
-from workers.embedded_redis import EmbeddedRedis
+from runtime.embedded_redis import EmbeddedRedis
 
 if TYPE_CHECKING:
-    from app.config import Settings
+    from runtime.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Runtime:
         self.settings = settings
         self.db = db or Database(settings.database_url)
         self._redis = redis
-        # Monotonic time until which ingest skips the doorbell after a Redis failure (workers/jobs.py).
+        # Monotonic time until which ingest skips the doorbell after a Redis failure (runtime/doorbell.py).
         self.doorbell_paused_until = 0.0
 
     @property
@@ -79,6 +79,11 @@ class Runtime:
     @cached_property
     def queue(self) -> Queue:
         return Queue(self.settings.queue_name, connection=self.redis)
+
+    @cached_property
+    def replay_queue(self) -> Queue:
+        """Background replays: workers serve it only when the main queue is empty."""
+        return Queue(self.settings.replay_queue_name, connection=self.redis)
 
     @cached_property
     def fast_redis(self) -> Redis:
