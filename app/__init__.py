@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask
+from flask import Flask, current_app
 from flask.json.provider import JSONProvider
 from sqlalchemy import select
 
@@ -17,6 +17,7 @@ from app.auth import KeyCache
 from app.errors import register_error_handlers
 from app.json_provider import StrictJSONProvider
 from app.ratelimit import RateLimiter
+from app.sources import SourceCache
 from models import Project
 from runtime.config import Settings
 from runtime.process import Runtime
@@ -53,6 +54,8 @@ class Extensions:
     key_cache: KeyCache
     rate_limiter: RateLimiter
     projects: ProjectCache
+    # Webhook sources by id for the delivery path; the sources API and dashboard invalidate it.
+    sources: SourceCache
 
 
 def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | None = None) -> Flask:
@@ -71,6 +74,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
         key_cache=KeyCache(settings.key_cache_seconds),
         rate_limiter=RateLimiter(lambda: runtime.redis, settings.rate_limit),
         projects=ProjectCache(settings.key_cache_seconds),
+        sources=SourceCache(settings.key_cache_seconds),
     )
     strict_json: JSONProvider = StrictJSONProvider(app)
     app.json = strict_json
@@ -109,3 +113,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
 def extensions(app: Flask) -> Extensions:
     ext: Extensions = app.extensions["tributary"]
     return ext
+
+
+def source_cache() -> SourceCache:
+    """The running app's cache of webhook sources."""
+    return extensions(current_app).sources

@@ -22,6 +22,7 @@ from flask import current_app, request
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
+from app import source_cache
 from app.errors import _HTTP_CODES, APIError
 from app.metrics import REJECTIONS_KEY, SEP
 from models.base import isoformat, utcnow
@@ -80,8 +81,6 @@ def record_rejections(view: F) -> F:
 
 
 def record(runtime: Runtime, source_id: str, reason: str, status: int, body: bytes | None) -> None:
-    from app.api.webhooks import source_cache
-
     if source_cache().get(runtime, source_id) is None:
         return
     entry = {

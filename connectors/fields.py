@@ -13,11 +13,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
-
 from connectors import safe_json
-from connectors.base import TIMESTAMP_TOLERANCE_SECONDS, MalformedPayload
+from connectors.base import MalformedPayload
 from connectors.changes import CustomerChange, IdentityRef
+from connectors.event_rules import FUTURE_TOLERANCE_SECONDS, email_or_none
 
 __all__ = [
     "check_event_time",
@@ -84,22 +83,14 @@ def check_event_time(moment: datetime, now: float | None = None) -> datetime:
     """An event time more than the tolerance ahead of now is refused, as the identify API does:
     it would pin every field it writes against all real updates (workers/merge.py clocks)."""
     ahead = moment.timestamp() - (time.time() if now is None else now)
-    if ahead > TIMESTAMP_TOLERANCE_SECONDS:
+    if ahead > FUTURE_TOLERANCE_SECONDS:
         raise MalformedPayload(f"the event time {moment.isoformat()} is {int(ahead)} s in the future")
     return moment
 
 
-def clean_email(value: Any) -> str | None:
-    """A trimmed, lower-cased address (the customer merge key), or None when the value is not an
-    address (Auth0's `user_name` may be a phone number, Okta's `alternateId` a login name)."""
-    if not isinstance(value, str) or not value.strip() or len(value) > 320:
-        return None
-    candidate = value.strip()
-    try:
-        validate_email(candidate, check_deliverability=False)
-    except EmailNotValidError:
-        return None
-    return candidate.lower()
+# The address as the customer merge key, or None when the value is not an address
+# (connectors/event_rules.py: the one email rule of every path).
+clean_email = email_or_none
 
 
 def full_name(*parts: Any) -> str | None:

@@ -30,6 +30,7 @@ from connectors.base import (
 )
 from connectors.changes import CustomerChange
 from connectors.fields import check_event_time, load_object, parse_time
+from connectors.identify import IdentifyRequest, PingRequest, identify_change
 from connectors.safe_json import problem
 from connectors.verification import verify_standard_webhook
 
@@ -47,13 +48,9 @@ EVENT_TYPES: Mapping[str, str] = {
 _NOT_IN_DATA = ("project", "timestamp", "message_id")
 
 
-def _validate(kind: str, data: Mapping[str, Any]) -> Any:
+def _validate(kind: str, data: Mapping[str, Any]) -> PingRequest:
     """The API's own request models, so both paths accept exactly the same fields."""
-    # Imported here: app.schemas has no Flask dependency, but importing the `app` package from
-    # a connector module at import time would tie the connector registry to the web app's import.
-    from app.schemas import IdentifyRequest, PingRequest
-
-    model = IdentifyRequest if kind == "identify" else PingRequest
+    model: type[PingRequest] = IdentifyRequest if kind == "identify" else PingRequest
     misplaced = [key for key in _NOT_IN_DATA if key in data]
     if misplaced:
         raise MalformedPayload(
@@ -108,18 +105,5 @@ class StandardConnector(Connector):
             raise EventIgnored(f"type {kind!r} is neither identify nor ping (see {DOCS})")
         data = envelope.payload.get("data")
         request = _validate(kind, data if isinstance(data, Mapping) else {})
-        if kind == "ping":
-            return [CustomerChange(occurred_at=envelope.occurred_at, email=request.email, activity=True)]
-        return [
-            CustomerChange(
-                occurred_at=envelope.occurred_at,
-                email=request.email,
-                name=request.name,
-                status=request.status,
-                params=request.params,
-                params_once=request.params_once,
-                params_unset=tuple(request.params_unset),
-                # As with the identify API: a call from the app means the person is using it now.
-                activity=True,
-            )
-        ]
+        # The identify API's own change builder: both doors make the same change.
+        return [identify_change(kind, envelope.occurred_at, request.email, request.model_dump())]

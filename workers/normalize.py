@@ -7,12 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 
 from connectors import safe_json
 from connectors.base import Envelope, EventIgnored, SourceConfig
 from connectors.changes import CustomerChange, IdentityRef
+from connectors.event_rules import InvalidEmail, normalize_email
+from connectors.identify import CHANNELS, identify_change
 from connectors.registry import UnknownConnector, registry
 from models import Customer, Identity, Project, Source
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 
     from models import Event
 
-API_CHANNELS = ("identify", "ping")
+API_CHANNELS = CHANNELS
 
 __all__ = [
     "API_CHANNELS",
@@ -29,7 +30,7 @@ __all__ = [
     "NormalizeError",
     "WorkerContext",
     "changes_for_event",
-    "clean_email",
+    "normalized_email",
     "register_channel",
     "storable_change",
 ]
@@ -63,19 +64,8 @@ def _api_change(event: Event) -> CustomerChange:
         raise NormalizeError(f"the stored {event.channel} message is not a JSON object")
     if (found := safe_json.problem(data)) is not None:
         raise NormalizeError(f"the stored {event.channel} message cannot be applied: {found}")
-    if event.channel == "ping":
-        return CustomerChange(occurred_at=event.occurred_at, email=event.email, activity=True)
-    return CustomerChange(
-        occurred_at=event.occurred_at,
-        email=event.email,
-        name=data.get("name"),
-        status=data.get("status"),
-        params=data.get("params") or {},
-        params_once=data.get("params_once") or {},
-        params_unset=tuple(data.get("params_unset") or ()),
-        # An identify call means the person is using the product right now.
-        activity=True,
-    )
+    # Validated when it was received; the `standard` connector builds its changes the same way.
+    return identify_change(event.channel, event.occurred_at, event.email, data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,18 +101,17 @@ def _source_config(session: Session, event: Event) -> SourceConfig:
     )
 
 
-def clean_email(change: CustomerChange, connector: str) -> CustomerChange:
-    """Emails are the merge key: one spelling per address, whatever the provider sent."""
+def normalized_email(change: CustomerChange, connector: str) -> CustomerChange:
+    """Emails are the merge key: one spelling per address (connectors/event_rules.py), whatever
+    the connector produced."""
     if change.email is None:
         return change
-    candidate = change.email.strip()
     try:
-        validate_email(candidate, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise NormalizeError(
-            f"the {connector} event names an invalid email {change.email!r}: {exc}"
-        ) from None
-    return replace(change, email=candidate.lower())
+        return replace(change, email=normalize_email(change.email))
+    except InvalidEmail as exc:
+        reason = str(exc).removeprefix("not a valid email address: ")
+        message = f"the {connector} event names an invalid email {change.email!r}: {reason}"
+        raise NormalizeError(message) from None
 
 
 def _clean(value: str | None) -> str | None:
@@ -175,7 +164,7 @@ def _connector_changes(session: Session, event: Event) -> list[CustomerChange]:
         raise NormalizeError(
             f"the {event.channel} connector returned {type(changes).__name__}, not a list of changes"
         )
-    return [clean_email(storable_change(change), event.channel) for change in changes]
+    return [normalized_email(storable_change(change), event.channel) for change in changes]
 
 
 def changes_for_event(session: Session, event: Event) -> list[CustomerChange]:

@@ -17,17 +17,17 @@ from sqlalchemy import select
 
 from app.auth import Principal, authenticate
 from app.errors import APIError, validation_error
+from app.event_rows import event_row as event_row_for
+from app.event_rows import refuse_future
 from app.openapi import describe
 from app.schemas import EventAccepted, IdentifyRequest, PingRequest
 from connectors.safe_json import bad_text
 from models import Event
-from models.base import sortable_id, utcnow
+from models.base import utcnow
 from models.sql import insert_for
 from runtime.doorbell import ring
 
 bp = Blueprint("ingest", __name__)
-
-FUTURE_TOLERANCE_SECONDS = 300
 
 
 def _resolve_project(principal: Principal, slug: str | None) -> str:
@@ -94,27 +94,19 @@ def event_row(
     """The `events` row for one validated identify/ping message (shared with `/v1/batch`).
     Raises `APIError` for a project the key may not use or a timestamp too far ahead."""
     project_id = _resolve_project(principal, payload.project)
-    occurred_at = payload.occurred_at or received_at
-    if (occurred_at - received_at).total_seconds() > FUTURE_TOLERANCE_SECONDS:
-        # A future event time would pin every field it writes against all real updates.
-        raise APIError(400, "timestamp_in_future", "timestamp is more than 5 minutes in the future")
-    return {
-        "id": sortable_id("evt"),
-        "account_id": principal.account_id,
-        "project_id": project_id,
-        "channel": channel,
-        "type": channel,
-        "provider_event_id": message_id,
-        "dedup_key": f"api:{project_id}:{message_id}" if message_id else None,
-        "body_hash": message_fingerprint(channel, payload) if message_id else None,
-        "email": payload.email,
-        "occurred_at": occurred_at,
-        "received_at": received_at,
-        "body": body,
-        "headers": {},
-        "status": "pending",
-        "attempts": 0,
-    }
+    return event_row_for(
+        account_id=principal.account_id,
+        project_id=project_id,
+        channel=channel,
+        type=channel,
+        occurred_at=refuse_future(payload.occurred_at or received_at, received_at, "timestamp"),
+        received_at=received_at,
+        body=body,
+        email=payload.email,
+        provider_event_id=message_id,
+        dedup_key=f"api:{project_id}:{message_id}" if message_id else None,
+        body_hash=message_fingerprint(channel, payload) if message_id else None,
+    )
 
 
 def message_fingerprint(channel: str, payload: PingRequest) -> str:

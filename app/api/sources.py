@@ -12,8 +12,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, Field, JsonValue
 from sqlalchemy.orm import Session
 
+from app import source_cache
 from app.accounts import get_project
-from app.api.webhooks import source_cache
 from app.auth import Principal, authenticate
 from app.errors import APIError
 from app.openapi import QueryParam, describe

@@ -10,18 +10,19 @@ included. Only after that commit does the provider get its 200 and the worker it
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, Field
 
+from app import source_cache
 from app.errors import APIError
+from app.event_rows import event_row, refuse_future
 from app.openapi import describe
 from app.rejections import record_rejections
-from app.sources import ResolvedSource, SourceCache
+from app.sources import ResolvedSource
 from connectors.base import (
-    TIMESTAMP_TOLERANCE_SECONDS,
     Connector,
     Envelope,
     Headers,
@@ -29,10 +30,11 @@ from connectors.base import (
     MalformedPayload,
     VerificationFailed,
 )
+from connectors.event_rules import email_or_none
 from connectors.registry import UnknownConnector, registry
 from connectors.safe_json import bad_text, clean_text, problem, scrub
 from models import Event
-from models.base import sortable_id, utcnow
+from models.base import utcnow
 from models.sql import insert_for
 from runtime.doorbell import ring
 from runtime.process import Runtime
@@ -43,7 +45,6 @@ bp = Blueprint("webhooks", __name__)
 
 MAX_EVENT_ID_CHARS = 255
 MAX_TYPE_CHARS = 200
-MAX_EMAIL_CHARS = 320
 
 
 class WebhookReceived(BaseModel):
@@ -51,14 +52,6 @@ class WebhookReceived(BaseModel):
 
     received: int = Field(description="Events stored by this delivery.")
     duplicates: int = Field(description="Events of this delivery already stored earlier (not applied again).")
-
-
-def source_cache() -> SourceCache:
-    ext = current_app.extensions
-    cache = ext.get("tributary.sources")
-    if cache is None:
-        cache = ext.setdefault("tributary.sources", SourceCache(_runtime().settings.key_cache_seconds))
-    return cache  # type: ignore[no-any-return]
 
 
 def _runtime() -> Runtime:
@@ -102,14 +95,7 @@ def _challenge(connector: Connector, source: ResolvedSource, inbound: InboundReq
     return response
 
 
-def _normalize_email(value: str | None) -> str | None:
-    if not value:
-        return None
-    email = clean_text(value).strip().lower()
-    return email if 0 < len(email) <= MAX_EMAIL_CHARS else None
-
-
-def _occurred_at(envelope: Envelope, limit: datetime) -> datetime:
+def _occurred_at(envelope: Envelope, received_at: datetime) -> datetime:
     """The envelope's event time, after checking the envelope fits the events table."""
     if not isinstance(envelope.event_id, str) or not envelope.event_id:
         raise APIError(400, "malformed_body", "an event in the delivery has no id")
@@ -120,10 +106,7 @@ def _occurred_at(envelope: Envelope, limit: datetime) -> datetime:
     occurred_at = envelope.occurred_at
     if occurred_at.tzinfo is None:
         occurred_at = occurred_at.replace(tzinfo=UTC)
-    if occurred_at > limit:
-        # A future event time would pin every field it writes against all real updates.
-        raise APIError(400, "timestamp_in_future", "an event's time is more than 5 minutes in the future")
-    return occurred_at
+    return refuse_future(occurred_at, received_at, "an event's time")
 
 
 def _storable_payload(envelope: Envelope) -> dict[str, Any]:
@@ -146,37 +129,33 @@ def _rows(
     except MalformedPayload as exc:
         raise APIError(400, "malformed_body", str(exc) or "the body cannot be parsed") from None
     received_at = utcnow()
-    limit = received_at + timedelta(seconds=TIMESTAMP_TOLERANCE_SECONDS)
     stored_headers = {
         name: inbound.headers[name] for name in connector.stored_headers if name in inbound.headers
     }
     rows: dict[str, dict[str, Any]] = {}
     repeats = 0
     for envelope in envelopes:
-        occurred_at = _occurred_at(envelope, limit)
+        occurred_at = _occurred_at(envelope, received_at)
         payload = _storable_payload(envelope)
         if envelope.event_id in rows:
             repeats += 1
             continue
-        rows[envelope.event_id] = {
-            "id": sortable_id("evt"),
-            "account_id": source.account_id,
-            "project_id": source.project_id,
-            "source_id": source.id,
-            "channel": connector.name,
-            "type": envelope.type,
-            "provider_event_id": envelope.event_id,
-            "dedup_key": f"{source.id}:{envelope.event_id}",
-            "email": _normalize_email(envelope.email),
-            "occurred_at": occurred_at,
-            "received_at": received_at,
+        rows[envelope.event_id] = event_row(
+            account_id=source.account_id,
+            project_id=source.project_id,
+            source_id=source.id,
+            channel=connector.name,
+            type=envelope.type,
+            provider_event_id=envelope.event_id,
+            dedup_key=f"{source.id}:{envelope.event_id}",
+            email=email_or_none(clean_text(envelope.email)) if envelope.email else None,
+            occurred_at=occurred_at,
+            received_at=received_at,
             # The raw delivery, unless the connector redacts credentials out of it (supabase).
-            "body": connector.stored_body(inbound, envelope),
-            "headers": stored_headers,
-            "payload": payload,
-            "status": "pending",
-            "attempts": 0,
-        }
+            body=connector.stored_body(inbound, envelope),
+            headers=stored_headers,
+            payload=payload,
+        )
     return list(rows.values()), repeats
 
 

@@ -27,7 +27,7 @@ from connectors.base import (
 )
 from connectors.registry import DISABLED_ENV, UnknownConnector, registry
 from models.base import isoformat
-from workers.normalize import clean_email
+from workers.normalize import normalized_email
 
 
 @cli.group("connectors")
@@ -91,7 +91,7 @@ def _envelope_report(connector: Connector, source: SourceConfig, envelope: Any) 
     }
     try:
         changes = [
-            clean_email(c, connector.name) for c in connector.normalize(envelope, OfflineContext(source))
+            normalized_email(c, connector.name) for c in connector.normalize(envelope, OfflineContext(source))
         ]
     except EventIgnored as exc:
         report["ignored"] = str(exc) or "event type not tracked"

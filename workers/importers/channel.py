@@ -14,7 +14,7 @@ from connectors.base import Envelope, SourceConfig
 from connectors.changes import CustomerChange
 from connectors.registry import UnknownConnector, registry
 from models import Project, Source
-from workers.normalize import NormalizeError, WorkerContext, clean_email
+from workers.normalize import NormalizeError, WorkerContext, normalized_email
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -44,7 +44,7 @@ def _config(session: Session, event: Event, connector: str) -> SourceConfig:
 def import_changes(session: Session, event: Event) -> list[CustomerChange]:
     payload = event.payload or {}
     if isinstance(payload.get("changes"), list):
-        return [clean_email(CustomerChange.from_json(c), "import") for c in payload["changes"]]
+        return [normalized_email(CustomerChange.from_json(c), "import") for c in payload["changes"]]
     name, provider_event = payload.get("connector"), payload.get("event")
     if not isinstance(name, str) or not isinstance(provider_event, dict):
         raise NormalizeError("the import event names no connector and event")
@@ -61,4 +61,4 @@ def import_changes(session: Session, event: Event) -> list[CustomerChange]:
         email=event.email,
     )
     changes = connector.normalize(envelope, WorkerContext(session, event.account_id, config))
-    return [clean_email(change, name) for change in changes]
+    return [normalized_email(change, name) for change in changes]

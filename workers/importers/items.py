@@ -19,7 +19,7 @@ from typing import Any
 
 from connectors.base import Connector, Envelope, EventIgnored, MalformedPayload, OfflineContext, SourceConfig
 from connectors.changes import CustomerChange
-from workers.normalize import NormalizeError, clean_email
+from workers.normalize import NormalizeError, normalized_email
 
 __all__ = [
     "IMPORT_CHANNEL",
@@ -100,7 +100,7 @@ def offline_changes(
 ) -> list[CustomerChange]:
     try:
         changes = connector.normalize(envelope, context)
-        return [clean_email(change, connector.name) for change in changes]
+        return [normalized_email(change, connector.name) for change in changes]
     except (EventIgnored, MalformedPayload, NormalizeError) as exc:
         raise Skip(reason_category(str(exc)) or type(exc).__name__) from None
 

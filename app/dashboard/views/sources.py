@@ -9,8 +9,8 @@ from flask import Blueprint, render_template, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app import source_cache
 from app.accounts import get_project
-from app.api.webhooks import source_cache
 from app.dashboard.guard import admin_only
 from app.dashboard.rejecting import for_source
 from app.dashboard.views import db, reader, runtime, visible_projects

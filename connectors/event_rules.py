@@ -1,0 +1,67 @@
+"""The two rules every event obeys whichever door it came in by (the identify API, `/v1/batch`, a
+webhook, an import): how an email address is normalized (the customer merge key) and how far
+ahead of the server's clock an event time may be.
+
+Both are here, beside the connectors and below the web app and the worker, so that every path
+imports one definition instead of restating it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+__all__ = [
+    "FUTURE_TOLERANCE_SECONDS",
+    "MAX_EMAIL_CHARS",
+    "InvalidEmail",
+    "email_or_none",
+    "normalize_email",
+    "seconds_ahead",
+]
+
+# The `email` columns' width; longer text is not looked at (email-validator's own limit is 254).
+MAX_EMAIL_CHARS = 320
+
+# An event time may be at most this far ahead of the server's clock. A future event time would pin
+# every field it writes against all real updates (workers/merge.py clocks); five minutes absorbs
+# ordinary clock skew between a sender and us. The same value as the signature timestamp tolerance
+# (connectors/base.py `TIMESTAMP_TOLERANCE_SECONDS`, SPEC §7), which is a different rule.
+FUTURE_TOLERANCE_SECONDS = 300
+
+
+class InvalidEmail(ValueError):
+    """Not an email address; the message says why."""
+
+
+def normalize_email(value: str) -> str:
+    """The one spelling of an address: surrounding whitespace trimmed, then valid syntax
+    (email-validator, no DNS lookup; it also refuses addresses over 254 characters), then the
+    whole address lower-cased (local part included: providers treat `Ada@x` and `ada@x` as one
+    person, and so do we)."""
+    candidate = value.strip()
+    try:
+        validate_email(candidate, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidEmail(f"not a valid email address: {exc}") from None
+    return candidate.lower()
+
+
+def email_or_none(value: Any) -> str | None:
+    """`normalize_email` for provider data, where a field that should hold an address may hold
+    something else (Auth0's `user_name` may be a phone number, Okta's `alternateId` a login
+    name): None for anything that is not a string holding a valid address."""
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_EMAIL_CHARS:
+        return None
+    try:
+        return normalize_email(value)
+    except InvalidEmail:
+        return None
+
+
+def seconds_ahead(occurred_at: datetime, now: datetime) -> float | None:
+    """How far `occurred_at` is ahead of `now` when that is beyond the tolerance, else None."""
+    ahead = (occurred_at - now).total_seconds()
+    return ahead if ahead > FUTURE_TOLERANCE_SECONDS else None
