@@ -20,21 +20,20 @@ import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import IO, Any
 
-from email_validator import EmailNotValidError, validate_email
-
 from connectors.changes import CustomerChange
+from connectors.event_rules import InvalidEmail, normalize_email, seconds_ahead
+from connectors.identify import PARAM_KEY, SLUG
 from workers.importers.items import ImportEvent, Listed
 
 __all__ = ["BadRow", "CsvInvalid", "check_csv", "csv_items"]
 
-STATUS = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-PARAM_KEY = re.compile(r"^[^\"\\\x00-\x1f\x7f]{1,128}$")
+# The identify API's own rules for a status and a param key.
+STATUS = re.compile(SLUG)
 MAX_NAME = 400
 MAX_BAD_ROWS = 100
-FUTURE_TOLERANCE = timedelta(minutes=5)
 FIXED_COLUMNS = ("email", "name", "status", "created_at")
 
 csv.field_size_limit(1024 * 1024)
@@ -97,9 +96,10 @@ def _change(columns: list[str], cells: list[str], default_time: datetime) -> tup
         raise ValueError(f"has {len(cells)} cells, the header has {len(columns)}")
     values = dict(zip(columns, (c.strip() for c in cells), strict=True))
     try:
-        email = validate_email(values["email"], check_deliverability=False).normalized.lower()
-    except EmailNotValidError as exc:
-        raise ValueError(f"email {values['email']!r} is not valid: {exc}") from None
+        email = normalize_email(values["email"])
+    except InvalidEmail as exc:
+        reason = str(exc).removeprefix("not a valid email address: ")
+        raise ValueError(f"email {values['email']!r} is not valid: {reason}") from None
     name = values.get("name") or None
     if name is not None and len(name) > MAX_NAME:
         raise ValueError(f"name is longer than {MAX_NAME} characters")
@@ -113,7 +113,7 @@ def _change(columns: list[str], cells: list[str], default_time: datetime) -> tup
         except ValueError:
             raise ValueError(f"created_at {stamp!r} is not ISO 8601 (2026-11-21T09:30:00Z)") from None
         occurred_at = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-        if occurred_at > datetime.now(UTC) + FUTURE_TOLERANCE:
+        if seconds_ahead(occurred_at, datetime.now(UTC)) is not None:
             raise ValueError(f"created_at {stamp!r} is in the future")
     params: dict[str, Any] = {}
     for column, text in values.items():
