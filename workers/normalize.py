@@ -1,21 +1,26 @@
-"""Turn a stored event into `CustomerChange`s: the identify/ping API directly, webhooks through their
-connector. Runs in the worker, never in the web process."""
+"""Turn a stored event into `CustomerChange`s: the channel's table names who does it. The API's
+identify and ping, and imports, are internal channels; every other channel is a webhook connector's
+name, normalized through the connector registry (workers/connector_changes.py). Runs in the
+worker, never in the web process."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
-
 from connectors import safe_json
-from connectors.base import Envelope, EventIgnored, SourceConfig
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.event_rules import InvalidEmail, normalize_email
+from connectors.base import EventIgnored
+from connectors.changes import CustomerChange
 from connectors.identify import CHANNELS, identify_change
-from connectors.registry import UnknownConnector, registry
-from models import Customer, Identity, Project, Source
+from workers.connector_changes import (
+    NormalizeError,
+    WorkerContext,
+    connector_changes,
+    normalized_email,
+    storable_change,
+)
+from workers.importers.channel import import_changes
+from workers.importers.items import IMPORT_CHANNEL
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -26,32 +31,20 @@ API_CHANNELS = CHANNELS
 
 __all__ = [
     "API_CHANNELS",
+    "INTERNAL_CHANNELS",
     "EventIgnored",
     "NormalizeError",
     "WorkerContext",
     "changes_for_event",
     "normalized_email",
-    "register_channel",
     "storable_change",
 ]
 
-
-class NormalizeError(Exception):
-    """The event cannot be turned into changes; the message is shown to operators."""
-
-
-# Internal channels that are not webhook connectors (test data loaders). Webhook events always go
-# through the connector registry; a name registered here shadows a connector of the same name.
 ChannelNormalizer = Callable[["Session", "Event"], list[CustomerChange]]
-_internal_channels: dict[str, ChannelNormalizer] = {}
 
 
-def register_channel(channel: str, normalizer: ChannelNormalizer) -> None:
-    """Handle events of `channel` with a plain function instead of a connector."""
-    _internal_channels[channel] = normalizer
-
-
-def _api_change(event: Event) -> CustomerChange:
+def api_changes(_session: Session, event: Event) -> list[CustomerChange]:
+    """An identify or ping message stored by the API."""
     # The API refuses unstorable values at the door; an event stored before it did fails alone,
     # with the reason, instead of failing every batch that holds it.
     try:
@@ -65,115 +58,18 @@ def _api_change(event: Event) -> CustomerChange:
     if (found := safe_json.problem(data)) is not None:
         raise NormalizeError(f"the stored {event.channel} message cannot be applied: {found}")
     # Validated when it was received; the `standard` connector builds its changes the same way.
-    return identify_change(event.channel, event.occurred_at, event.email, data)
+    return [identify_change(event.channel, event.occurred_at, event.email, data)]
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerContext:
-    """`NormalizeContext` in the worker: identity lookups read the batch's own session."""
-
-    session: Session
-    account_id: str
-    source: SourceConfig
-
-    def email_for(self, identity: IdentityRef) -> str | None:
-        email: str | None = self.session.scalar(
-            select(Customer.email)
-            .join(Identity, Identity.customer_id == Customer.id)
-            .where(
-                Identity.account_id == self.account_id,
-                Identity.source == identity.source,
-                Identity.external_id == identity.external_id,
-            )
-        )
-        return email
-
-
-def _source_config(session: Session, event: Event) -> SourceConfig:
-    # Secrets stay out of the worker: verification happened in the web process.
-    source = session.get(Source, event.source_id) if event.source_id else None
-    project = session.get(Project, event.project_id)
-    return SourceConfig(
-        id=source.id if source else "",
-        connector=event.channel,
-        project=project.slug if project else "",
-        options=dict(source.options) if source else {},
-    )
-
-
-def normalized_email(change: CustomerChange, connector: str) -> CustomerChange:
-    """Emails are the merge key: one spelling per address (connectors/event_rules.py), whatever
-    the connector produced."""
-    if change.email is None:
-        return change
-    try:
-        return replace(change, email=normalize_email(change.email))
-    except InvalidEmail as exc:
-        reason = str(exc).removeprefix("not a valid email address: ")
-        message = f"the {connector} event names an invalid email {change.email!r}: {reason}"
-        raise NormalizeError(message) from None
-
-
-def _clean(value: str | None) -> str | None:
-    return safe_json.clean_text(value) if value is not None else None
-
-
-def storable_change(change: CustomerChange) -> CustomerChange:
-    """`change` with NUL and lone surrogates removed from its text and non-finite numbers dropped
-    from its params: a connector's output is provider data, scrubbed rather than refused
-    (connectors/safe_json.py), whichever connector produced it."""
-    identity = change.identity
-    texts = [change.email, change.name, change.status, change.status_if_absent]
-    parts: list[Any] = [texts, change.params, change.params_once, list(change.params_unset)]
-    if identity is not None:
-        parts.append([identity.source, identity.external_id])
-    if safe_json.problem(parts) is None:
-        return change
-    if identity is not None:
-        identity = IdentityRef(
-            safe_json.clean_text(identity.source), safe_json.clean_text(identity.external_id)
-        )
-    return replace(
-        change,
-        email=_clean(change.email),
-        name=_clean(change.name),
-        status=_clean(change.status),
-        status_if_absent=_clean(change.status_if_absent),
-        identity=identity,
-        params=safe_json.scrub(dict(change.params)),
-        params_once=safe_json.scrub(dict(change.params_once)),
-        params_unset=tuple(safe_json.clean_text(key) for key in change.params_unset),
-    )
-
-
-def _connector_changes(session: Session, event: Event) -> list[CustomerChange]:
-    try:
-        connector = registry().get(event.channel)
-    except UnknownConnector as exc:
-        raise NormalizeError(f"{exc}; install or enable it, then replay the event") from None
-    envelope = Envelope(
-        event_id=event.provider_event_id or event.id,
-        type=event.type,
-        occurred_at=event.occurred_at,
-        payload=event.payload or {},
-        email=event.email,
-    )
-    context = WorkerContext(session, event.account_id, _source_config(session, event))
-    changes = connector.normalize(envelope, context)
-    if not isinstance(changes, list) or not all(isinstance(c, CustomerChange) for c in changes):
-        raise NormalizeError(
-            f"the {event.channel} connector returned {type(changes).__name__}, not a list of changes"
-        )
-    return [normalized_email(storable_change(change), event.channel) for change in changes]
+# Channels that are not webhook connectors -> how their events become changes. An entry here
+# shadows a connector of the same name.
+INTERNAL_CHANNELS: dict[str, ChannelNormalizer] = {
+    **{channel: api_changes for channel in API_CHANNELS},
+    IMPORT_CHANNEL: import_changes,
+}
 
 
 def changes_for_event(session: Session, event: Event) -> list[CustomerChange]:
-    if event.channel in API_CHANNELS:
-        return [_api_change(event)]
-    if (internal := _internal_channels.get(event.channel)) is not None:
+    if (internal := INTERNAL_CHANNELS.get(event.channel)) is not None:
         return internal(session, event)
-    if event.channel == "import":
-        from workers.importers.channel import import_changes  # imports from normalize: import here
-
-        return import_changes(session, event)
-    return _connector_changes(session, event)
+    return connector_changes(session, event)

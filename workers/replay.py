@@ -36,7 +36,8 @@ from models.base import isoformat, utcnow
 from models.event_query import EventFilters, event_statement
 from runtime.process import Runtime, current
 from workers.apply import apply_events, claim_events
-from workers.normalize import API_CHANNELS, _source_config
+from workers.connector_changes import source_config
+from workers.normalize import API_CHANNELS
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def refresh_payload(session: Session, event: Event) -> None:
         return  # normalizing will fail with the reason
     inbound = InboundRequest(body=event.body, headers=Headers(dict(event.headers or {})))
     try:
-        envelopes = connector.envelopes(inbound, _source_config(session, event))
+        envelopes = connector.envelopes(inbound, source_config(session, event))
     except (MalformedPayload, ValueError) as exc:
         log.info(
             "replay of %s: the connector no longer parses the body (%s); using the stored split",

@@ -27,7 +27,7 @@ from connectors.base import (
 )
 from connectors.registry import DISABLED_ENV, UnknownConnector, registry
 from models.base import isoformat
-from workers.normalize import normalized_email
+from workers.connector_changes import normalized_email
 
 
 @cli.group("connectors")

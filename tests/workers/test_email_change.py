@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +22,7 @@ from models import CustomerChange as ChangeRow
 from runtime.process import Runtime
 from tests.helpers import auth
 from workers.jobs import drain_batch
-from workers.normalize import _internal_channels, register_channel
+from workers.normalize import INTERNAL_CHANNELS
 
 CHANNEL = "test-changes"
 _event_numbers = itertools.count(1)
@@ -40,12 +39,12 @@ def clerk(user: str) -> IdentityRef:
 
 
 @pytest.fixture(autouse=True)
-def _changes_channel() -> Iterator[None]:
-    register_channel(
-        CHANNEL, lambda _session, event: [CustomerChange.from_json(c) for c in json.loads(event.body)]
+def _changes_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(
+        INTERNAL_CHANNELS,
+        CHANNEL,
+        lambda _session, event: [CustomerChange.from_json(c) for c in json.loads(event.body)],
     )
-    yield
-    _internal_channels.pop(CHANNEL, None)
 
 
 def post(runtime: Runtime, *changes: CustomerChange, project: str = "default", kind: str = "test") -> str:

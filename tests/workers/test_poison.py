@@ -34,7 +34,7 @@ from runtime.process import Runtime
 from tests.helpers import auth, customer, identify
 from workers.isolation import apply_isolated
 from workers.jobs import EventFailed, drain_batch, process_event
-from workers.normalize import register_channel
+from workers.normalize import INTERNAL_CHANNELS
 
 # kind -> (identify body, refused by SQLite too)
 HOSTILE_BODIES: dict[str, tuple[bytes, bool]] = {
@@ -72,8 +72,8 @@ def _raw_identify(_session: Session, event: Event) -> list[CustomerChange]:
 
 
 @pytest.fixture(autouse=True)
-def _raw_channel() -> None:
-    register_channel(RAW_CHANNEL, _raw_identify)
+def _raw_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(INTERNAL_CHANNELS, RAW_CHANNEL, _raw_identify)
 
 
 def insert_event(runtime: Runtime, project_id: str, email: str, body: bytes) -> str:

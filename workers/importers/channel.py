@@ -14,7 +14,7 @@ from connectors.base import Envelope, SourceConfig
 from connectors.changes import CustomerChange
 from connectors.registry import UnknownConnector, registry
 from models import Project, Source
-from workers.normalize import NormalizeError, WorkerContext, normalized_email
+from workers.connector_changes import NormalizeError, WorkerContext, normalized_email
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session

@@ -19,7 +19,7 @@ from typing import Any
 
 from connectors.base import Connector, Envelope, EventIgnored, MalformedPayload, OfflineContext, SourceConfig
 from connectors.changes import CustomerChange
-from workers.normalize import NormalizeError, normalized_email
+from workers.connector_changes import NormalizeError, normalized_email
 
 __all__ = [
     "IMPORT_CHANNEL",
