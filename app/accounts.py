@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.auth import generate_key, hash_key
-from app.errors import APIError
+from app.domain_errors import Conflict, NotFound
 from connectors.safe_json import bad_text
 from models import Account, ApiKey, Project
 from models.base import isoformat, utcnow
@@ -34,7 +34,7 @@ def ensure_account(session: Session) -> tuple[Account, bool]:
 def get_project(session: Session, account_id: str, slug: str) -> Project:
     project = session.scalar(select(Project).where(Project.account_id == account_id, Project.slug == slug))
     if project is None:
-        raise APIError(404, "project_not_found", f"no project with slug {slug!r}")
+        raise NotFound("project_not_found", f"no project with slug {slug!r}")
     return project
 
 
@@ -45,7 +45,7 @@ def create_project(session: Session, account_id: str, slug: str, name: str | Non
         session.flush()
     except IntegrityError:
         session.rollback()
-        raise APIError(409, "project_exists", f"a project with slug {slug!r} already exists") from None
+        raise Conflict("project_exists", f"a project with slug {slug!r} already exists") from None
     return project
 
 
@@ -106,7 +106,7 @@ def revoke_key(session: Session, account_id: str, key_id: str, project_id: str |
     # An id with NUL names no key, and PostgreSQL would refuse to even compare it.
     key = None if bad_text(key_id) else session.scalar(stmt)
     if key is None:
-        raise APIError(404, "key_not_found", f"no key with id {key_id!r}")
+        raise NotFound("key_not_found", f"no key with id {key_id!r}")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
     return key

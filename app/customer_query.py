@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select, type_coer
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from app.errors import APIError
+from app.domain_errors import Forbidden, Invalid, NotFound
 from app.pagination import CursorCodec, SortSpec, fetch_page, fingerprint
 from app.schemas import PARAM_KEY, PROJECT_SLUG, SLUG, normalize_email
 from models import Customer, CustomerMerge, CustomerProject, Identity, Project
@@ -87,7 +87,7 @@ class _Problems:
 
     def raise_any(self) -> None:
         if self.details:
-            raise APIError(400, "validation_error", "the query string is invalid", self.details)
+            raise Invalid("validation_error", "the query string is invalid", self.details)
 
 
 def parse_param_value(raw: str) -> ParamValue:
@@ -261,10 +261,10 @@ def resolve_project(session: Session, reader: Reader, slug: str | None) -> str |
     )
     if reader.project_id is not None:
         if project_id != reader.project_id:
-            raise APIError(403, "project_forbidden", "this key is bound to another project")
+            raise Forbidden("project_forbidden", "this key is bound to another project")
         return project_id
     if project_id is None:
-        raise APIError(404, "project_not_found", f"no project with slug {slug!r}")
+        raise NotFound("project_not_found", f"no project with slug {slug!r}")
     return project_id
 
 
@@ -407,7 +407,7 @@ def find_customer(session: Session, reader: Reader, ref: str) -> Customer:
     The id of a customer merged into another (an email change) is a 404 too, `customer_merged`,
     naming the survivor when the reader may see it: clients holding old ids learn where the person
     went, and nothing (least of all an erasure) silently lands on a record with another id."""
-    not_found = APIError(404, "customer_not_found", "no such customer")
+    not_found = NotFound("customer_not_found", "no such customer")
     if len(ref) > MAX_REF_CHARS or _UNSTORABLE.search(ref):
         raise not_found
     if "@" in ref:
@@ -425,8 +425,7 @@ def find_customer(session: Session, reader: Reader, ref: str) -> Customer:
             )
             merged_into = session.scalar(_visible(reader, select(Customer)).where(Customer.id.in_(survivor)))
             if merged_into is not None:
-                raise APIError(
-                    404,
+                raise NotFound(
                     "customer_merged",
                     f"this customer was merged into {merged_into.id}",
                     {"merged_into": merged_into.id},

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from sqlalchemy import case, delete, null, or_, select, union, update
 from sqlalchemy.orm import Session
 
-from app.errors import APIError
+from app.domain_errors import NotFound
 from models import (
     Customer,
     CustomerChange,
@@ -96,7 +96,7 @@ def erase_customer(session: Session, customer: Customer) -> int:
         lock = lock.with_for_update()
     current = session.scalar(lock)
     if current is None:
-        raise APIError(404, "customer_not_found", "no such customer")
+        raise NotFound("customer_not_found", "no such customer")
     event_ids = sorted(set(waited) | set(_event_ids(session, current, skip_locked=True)))
     _redact(session, event_ids)
     for table in (CustomerChange, Identity, IdentityTombstone, CustomerProject):

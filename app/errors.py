@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from app.domain_errors import Conflict, DomainError, Forbidden, Invalid, NotFound
 from connectors.safe_json import bad_text
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,18 @@ class APIError(Exception):
         self.message = message
         self.details = details
         self.headers = headers or {}
+
+
+# The one mapping of the domain's refusals to HTTP (the CLI's is app/cli/__init__.py).
+HTTP_STATUS: dict[type[DomainError], int] = {Invalid: 400, Forbidden: 403, NotFound: 404, Conflict: 409}
+
+
+def http_error(exc: DomainError | APIError) -> APIError:
+    """A domain error as the API answers it; an `APIError` as it is."""
+    if isinstance(exc, APIError):
+        return exc
+    status = next(code for kind, code in HTTP_STATUS.items() if isinstance(exc, kind))
+    return APIError(status, exc.code, exc.message, exc.details)
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> Response:
@@ -117,6 +130,10 @@ def register_error_handlers(app: Flask) -> None:
         response = error_response(exc.status, exc.code, exc.message, exc.details)
         response.headers.update(exc.headers)
         return response
+
+    @app.errorhandler(DomainError)
+    def _domain_error(exc: DomainError) -> Response:
+        return _api_error(http_error(exc))
 
     @app.errorhandler(ValidationError)
     def _validation(exc: ValidationError) -> Response:

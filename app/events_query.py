@@ -27,7 +27,7 @@ from app.customer_query import (
     parse_since,
     resolve_project,
 )
-from app.errors import APIError
+from app.domain_errors import NotFound
 from app.pagination import CursorCodec, SortSpec, fetch_page, fingerprint
 from app.schemas import PROJECT_SLUG, normalize_email
 from models import EVENT_STATUSES, Customer, CustomerChange, Event, EventAttempt, Project
@@ -198,7 +198,7 @@ def parse_page(args: Mapping[str, list[str]]) -> tuple[EventQuery, int, str | No
 def find_event(session: Session, reader: Reader, event_id: str, *, lock: bool = False) -> Event:
     """An event the reader may see, else 404 (the same answer whether or not it exists)."""
     if not re.fullmatch(r"evt_[0-9a-z]{26}", event_id):
-        raise APIError(404, "event_not_found", "no such event")
+        raise NotFound("event_not_found", "no such event")
     stmt = select(Event).where(Event.id == event_id, Event.account_id == reader.account_id)
     if reader.project_id is not None:
         stmt = stmt.where(Event.project_id == reader.project_id)
@@ -206,7 +206,7 @@ def find_event(session: Session, reader: Reader, event_id: str, *, lock: bool = 
         stmt = stmt.with_for_update()
     event = session.scalar(stmt)
     if event is None:
-        raise APIError(404, "event_not_found", "no such event")
+        raise NotFound("event_not_found", "no such event")
     return event
 
 

@@ -21,7 +21,7 @@ from rq.registry import FailedJobRegistry
 from sqlalchemy import select
 
 from app.customer_query import Reader
-from app.errors import APIError
+from app.domain_errors import Conflict, NotFound
 from models import Event
 from models.base import isoformat
 from runtime.process import Runtime
@@ -123,7 +123,7 @@ def list_failed(runtime: Runtime, reader: Reader) -> list[FailedJobView]:
 
 
 def find_failed(runtime: Runtime, reader: Reader, job_id: str) -> FailedJobView:
-    not_found = APIError(404, "job_not_found", "no such failed job")
+    not_found = NotFound("job_not_found", "no such failed job")
     if len(job_id) > 200:
         raise not_found
     for registry in registries(runtime):
@@ -153,7 +153,7 @@ def retry_failed(runtime: Runtime, view: FailedJobView) -> None:
     try:
         view.registry.requeue(job)
     except InvalidJobOperation:
-        raise APIError(409, "job_not_failed", "the job left the failed registry meanwhile") from None
+        raise Conflict("job_not_failed", "the job left the failed registry meanwhile") from None
 
 
 def delete_failed(view: FailedJobView) -> None:

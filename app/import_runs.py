@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.accounts import get_project
-from app.errors import APIError
+from app.domain_errors import Forbidden, Invalid, NotFound
 from app.sources import find_source
 from models import Import, Project
 from models.base import isoformat
@@ -33,25 +33,23 @@ def create_import(
     """A new run after checking what it names: a source of the right connector for provider
     imports, a project for CSV files (`bound_project_id`: a project-bound key's own project)."""
     if kind not in IMPORT_KINDS:
-        raise APIError(400, "invalid_kind", f"kind must be one of {', '.join(IMPORT_KINDS)}")
+        raise Invalid("invalid_kind", f"kind must be one of {', '.join(IMPORT_KINDS)}")
     if kind == "csv":
         if source_id is not None:
-            raise APIError(400, "validation_error", "a CSV import takes a project, not a source")
+            raise Invalid("validation_error", "a CSV import takes a project, not a source")
         if bound_project_id is not None:
             target = session.get(Project, bound_project_id)
             if target is None or (project is not None and target.slug != project):
-                raise APIError(403, "project_forbidden", "this key is bound to another project")
+                raise Forbidden("project_forbidden", "this key is bound to another project")
         else:
             target = get_project(session, account_id, project or "default")
         project_id, source = target.id, None
     else:
         if not source_id:
-            raise APIError(400, "validation_error", f"a {kind} import needs a source")
+            raise Invalid("validation_error", f"a {kind} import needs a source")
         source = find_source(session, account_id, source_id, bound_project_id)
         if source.connector != kind:
-            raise APIError(
-                400, "wrong_connector", f"source {source_id} is a {source.connector} source, not {kind}"
-            )
+            raise Invalid("wrong_connector", f"source {source_id} is a {source.connector} source, not {kind}")
         project_id = source.project_id
     row = Import(
         account_id=account_id,
@@ -78,7 +76,7 @@ def find_import(session: Session, account_id: str, import_id: str, project_id: s
         or row.account_id != account_id
         or (project_id is not None and row.project_id != project_id)
     ):
-        raise APIError(404, "import_not_found", f"no import with id {import_id!r}")
+        raise NotFound("import_not_found", f"no import with id {import_id!r}")
     return row
 
 

@@ -20,7 +20,7 @@ from itsdangerous import BadData, URLSafeSerializer
 from sqlalchemy import literal, tuple_
 from sqlalchemy.orm import QueryableAttribute, Session
 
-from app.errors import APIError
+from app.domain_errors import Invalid
 from models.base import from_micros, to_micros
 
 if TYPE_CHECKING:
@@ -64,8 +64,8 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:24]
 
 
-def _invalid(message: str) -> APIError:
-    return APIError(400, "invalid_cursor", message)
+def _invalid(message: str) -> Invalid:
+    return Invalid("invalid_cursor", message)
 
 
 class CursorCodec:

@@ -23,7 +23,8 @@ from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from app import source_cache
-from app.errors import _HTTP_CODES, APIError
+from app.domain_errors import DomainError
+from app.errors import _HTTP_CODES, APIError, http_error
 from app.metrics import REJECTIONS_KEY, SEP
 from models.base import isoformat, utcnow
 from runtime.process import Runtime
@@ -46,8 +47,8 @@ def _runtime() -> Runtime:
 
 
 def _reason(exc: Exception) -> tuple[int, str] | None:
-    if isinstance(exc, APIError):
-        status, code = exc.status, exc.code
+    if isinstance(exc, APIError | DomainError):
+        status, code = http_error(exc).status, exc.code
         if code == "invalid_signature" and any(marker in exc.message.lower() for marker in STALE_MARKERS):
             # Apart from forgeries: a sender's clock (or a queue delaying deliveries) is off.
             code = "timestamp_outside_tolerance"

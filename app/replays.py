@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.customer_query import Reader
-from app.errors import APIError
+from app.domain_errors import Conflict, NotFound
 from models import Event, Replay
 from models.base import isoformat
 from models.event_query import EventFilters, event_statement
@@ -25,7 +25,7 @@ def replay_results(runtime: Runtime, event_ids: list[str], dry_run: bool) -> lis
     try:
         results = replay_events(runtime, event_ids, dry_run=dry_run)
     except ReplayRefused as exc:
-        raise APIError(409, exc.code, str(exc)) from None
+        raise Conflict(exc.code, str(exc)) from None
     return [{**r.to_json(), "dry_run": dry_run} for r in results]
 
 
@@ -69,7 +69,7 @@ def find_replay(session: Session, reader: Reader, replay_id: str, *, lock: bool 
         stmt = stmt.with_for_update()
     replay = session.scalar(stmt)
     if replay is None:
-        raise APIError(404, "replay_not_found", "no such replay")
+        raise NotFound("replay_not_found", "no such replay")
     return replay
 
 

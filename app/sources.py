@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import APIError
+from app.domain_errors import Conflict, Invalid, NotFound
 from connectors.base import Connector, InvalidOptions, SourceConfig
 from connectors.registry import UnknownConnector, registry
 from connectors.safe_json import bad_text
@@ -69,16 +69,15 @@ def _clean_secret(secret: str) -> str:
     # Secrets are pasted from dashboards: surrounding whitespace is never part of them.
     value = secret.strip()
     if not value:
-        raise APIError(400, "invalid_secret", "a secret cannot be empty")
+        raise Invalid("invalid_secret", "a secret cannot be empty")
     if _PLACEHOLDER.search(value):
-        raise APIError(
-            400,
+        raise Invalid(
             "invalid_secret",
             "this looks like a placeholder, not a secret: paste the signing secret from the provider's "
             "dashboard",
         )
     if len(value) > MAX_SECRET_CHARS:
-        raise APIError(400, "invalid_secret", f"a secret is at most {MAX_SECRET_CHARS} characters")
+        raise Invalid("invalid_secret", f"a secret is at most {MAX_SECRET_CHARS} characters")
     return value
 
 
@@ -90,7 +89,7 @@ def _connector(name: str) -> Connector:
     try:
         return registry().get(name)
     except UnknownConnector as exc:
-        raise APIError(400, "unknown_connector", str(exc)) from None
+        raise Invalid("unknown_connector", str(exc)) from None
 
 
 def parse_option_pairs(pairs: Iterable[str]) -> dict[str, str]:
@@ -99,7 +98,7 @@ def parse_option_pairs(pairs: Iterable[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise APIError(400, "invalid_options", f"options are written key=value, got {pair!r}")
+            raise Invalid("invalid_options", f"options are written key=value, got {pair!r}")
         options[key.strip()] = value
     return options
 
@@ -108,9 +107,9 @@ def _validated_options(connector: Connector, options: Mapping[str, Any]) -> dict
     try:
         cleaned = connector.validate_options(dict(options))
     except InvalidOptions as exc:
-        raise APIError(400, "invalid_options", str(exc) or "the options are invalid") from None
+        raise Invalid("invalid_options", str(exc) or "the options are invalid") from None
     if len(json.dumps(cleaned, default=str)) > MAX_OPTIONS_BYTES:
-        raise APIError(400, "invalid_options", f"options are limited to {MAX_OPTIONS_BYTES} bytes of JSON")
+        raise Invalid("invalid_options", f"options are limited to {MAX_OPTIONS_BYTES} bytes of JSON")
     return dict(cleaned)
 
 
@@ -129,9 +128,9 @@ def create_source(
     impl = _connector(connector)
     values = [_clean_secret(s) for s in secrets]
     if len(values) > MAX_SECRETS:
-        raise APIError(400, "too_many_secrets", f"a source holds at most {MAX_SECRETS} secrets")
+        raise Invalid("too_many_secrets", f"a source holds at most {MAX_SECRETS} secrets")
     if len(set(values)) != len(values):
-        raise APIError(400, "invalid_secret", "the same secret is given twice")
+        raise Invalid("invalid_secret", "the same secret is given twice")
     source = Source(
         account_id=account_id,
         project_id=project.id,
@@ -155,7 +154,7 @@ def find_source(session: Session, account_id: str, source_id: str, project_id: s
     # An id with NUL names no source, and PostgreSQL would refuse to even compare it.
     source = None if bad_text(source_id) else session.scalar(stmt)
     if source is None:
-        raise APIError(404, "source_not_found", f"no source with id {source_id!r}")
+        raise NotFound("source_not_found", f"no source with id {source_id!r}")
     return source
 
 
@@ -178,10 +177,9 @@ def add_secret(session: Session, source: Source, secret: str) -> dict[str, str]:
     value = _clean_secret(secret)
     current = list(source.secrets)
     if any(record["value"] == value for record in current):
-        raise APIError(409, "secret_exists", "this secret is already active on the source")
+        raise Conflict("secret_exists", "this secret is already active on the source")
     if len(current) >= MAX_SECRETS:
-        raise APIError(
-            409,
+        raise Conflict(
             "too_many_secrets",
             f"a source holds at most {MAX_SECRETS} secrets; remove the old one first",
             details={"secrets": [_secret_json(r) for r in current]},
@@ -195,7 +193,7 @@ def remove_secret(session: Session, source: Source, secret_id: str) -> None:
     current = list(source.secrets)
     remaining = [r for r in current if r["id"] != secret_id]
     if len(remaining) == len(current):
-        raise APIError(404, "secret_not_found", f"the source has no secret with id {secret_id!r}")
+        raise NotFound("secret_not_found", f"the source has no secret with id {secret_id!r}")
     source.secrets = remaining
 
 

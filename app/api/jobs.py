@@ -7,7 +7,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from app.auth import Principal, authenticate
 from app.customer_query import Reader
-from app.errors import APIError
+from app.domain_errors import DomainError
 from app.failed_jobs import delete_failed, find_failed, list_failed, retry_failed
 from app.openapi import describe
 from app.ops_schemas import FailedJob, FailedJobList, RetryAllOut
@@ -84,7 +84,7 @@ def retry_all() -> Response:
     for view in list_failed(runtime, _reader(principal)):
         try:
             retry_failed(runtime, view)
-        except APIError:
+        except DomainError:
             continue  # it left the registry meanwhile (retried or deleted by someone else)
         requeued.append(view.job.id)
     response = jsonify(requeued=len(requeued), job_ids=requeued)

@@ -14,6 +14,8 @@ from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
 from app.cli.data import describe_failure, settings_overrides
+from app.customer_query import PARAM_PREFIX
+from app.domain_errors import DomainError
 from runtime.process import Runtime
 
 
@@ -33,7 +35,36 @@ def _version() -> str:
     return __version__
 
 
-cli = AppGroup(
+def _option(field: object) -> str:
+    """The CLI spelling of a query-string parameter named by a refused filter."""
+    name = str(field)
+    if name.startswith(PARAM_PREFIX):
+        return f"--param {name.removeprefix(PARAM_PREFIX)}"
+    return "--" + name.replace("_", "-")
+
+
+def cli_error(exc: DomainError) -> click.ClickException:
+    """The one mapping of the domain's refusals to the terminal (the API's is app/errors.py): the
+    message, or one line per refused option when the error names them."""
+    problems = [p for p in exc.details if isinstance(p, dict)] if isinstance(exc.details, list) else []
+    if exc.code != "validation_error" or not problems:
+        return click.ClickException(exc.message)
+    lines = ["invalid options:", *(f"  {_option(p.get('field'))}: {p.get('message')}" for p in problems)]
+    return click.ClickException("\n".join(lines))
+
+
+class TributaryGroup(AppGroup):
+    """Every command runs inside this group's `invoke`, so a domain error from any of them becomes
+    a CLI error here, with nothing to translate in the commands themselves."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DomainError as exc:
+            raise cli_error(exc) from None
+
+
+cli = TributaryGroup(
     name="tributary",
     help="Tributary: a headless CRM fed by webhooks.\n\nData: TRIBUTARY_HOME (default ./var, the SQLite "
     "database and embedded Redis), or DATABASE_URL and REDIS_URL.",

@@ -18,14 +18,9 @@ from app.accounts import (
 )
 from app.auth import announce_revocation
 from app.cli import cli, emit, runtime
-from app.errors import APIError
 from app.schemas import PROJECT_SLUG
 from models import SCOPES, ApiKey, Project
 from runtime.embedded_redis import EmbeddedRedis
-
-
-def _fail(exc: APIError) -> click.ClickException:
-    return click.ClickException(exc.message)
 
 
 @cli.group("projects")
@@ -42,10 +37,7 @@ def projects_create(slug: str, name: str | None, as_json: bool) -> None:
         raise click.BadParameter("lower-case letters, digits and dashes", param_hint="SLUG")
     with runtime().db.session() as session, session.begin():
         account, _ = ensure_account(session)
-        try:
-            project = create_project(session, account.id, slug, name)
-        except APIError as exc:
-            raise _fail(exc) from None
+        project = create_project(session, account.id, slug, name)
         data = project_json(project)
     emit(data, as_json, f"created project {slug} ({data['id']})")
 
@@ -82,10 +74,7 @@ def keys_create(scope: tuple[str, ...], project: str | None, name: str, as_json:
     scopes = _scopes(scope)
     with runtime().db.session() as session, session.begin():
         account, _ = ensure_account(session)
-        try:
-            bound = get_project(session, account.id, project) if project else None
-        except APIError as exc:
-            raise _fail(exc) from None
+        bound = get_project(session, account.id, project) if project else None
         new = create_key(session, account.id, scopes, bound, name)
         data = {**key_json(session, new.key), "key": new.token}
     emit(data, as_json, f"{new.token}\n(key {data['id']}, scopes {','.join(scopes)}; shown only once)")
@@ -115,10 +104,7 @@ def keys_list(as_json: bool) -> None:
 def keys_revoke(key_id: str) -> None:
     with runtime().db.session() as session, session.begin():
         account, _ = ensure_account(session)
-        try:
-            revoke_key(session, account.id, key_id)
-        except APIError as exc:
-            raise _fail(exc) from None
+        revoke_key(session, account.id, key_id)
     settings = runtime().settings
     # An embedded Redis nobody runs means no web process is up to be told (and none is started).
     if not settings.embedded_redis or EmbeddedRedis(settings.home).responding():

@@ -19,23 +19,6 @@ from app.customer_query import (
     list_customers,
     parse_list_args,
 )
-from app.errors import APIError
-
-
-def _option(field: object) -> str:
-    """The CLI spelling of a query-string parameter named in an API error."""
-    name = str(field)
-    if name.startswith(PARAM_PREFIX):
-        return f"--param {name.removeprefix(PARAM_PREFIX)}"
-    return "--" + name.replace("_", "-")
-
-
-def _fail(exc: APIError) -> click.ClickException:
-    if exc.code != "validation_error":
-        return click.ClickException(exc.message)
-    problems = [p for p in exc.details if isinstance(p, dict)] if isinstance(exc.details, list) else []
-    lines = ["invalid options:", *(f"  {_option(p.get('field'))}: {p.get('message')}" for p in problems)]
-    return click.ClickException("\n".join(lines))
 
 
 def _list_args(options: dict[str, str | None], params: tuple[str, ...]) -> dict[str, list[str]]:
@@ -117,11 +100,8 @@ def customers_list(
     }
     with runtime().db.session() as session, session.begin():
         account, _ = ensure_account(session)
-        try:
-            request = parse_list_args(_list_args(options, params))
-            page = list_customers(session, Reader(account.id), request, str(current_app.config["SECRET_KEY"]))
-        except APIError as exc:
-            raise _fail(exc) from None
+        request = parse_list_args(_list_args(options, params))
+        page = list_customers(session, Reader(account.id), request, str(current_app.config["SECRET_KEY"]))
         data = customer_json(session, page.customers)
     human = "\n".join(_summary(record) for record in data) or "no customers"
     if page.next_cursor:
@@ -136,9 +116,6 @@ def customers_show(ref: str, as_json: bool) -> None:
     """Show one customer by id (cus_…) or email."""
     with runtime().db.session() as session, session.begin():
         account, _ = ensure_account(session)
-        try:
-            customer = find_customer(session, Reader(account.id), ref)
-        except APIError as exc:
-            raise _fail(exc) from None
+        customer = find_customer(session, Reader(account.id), ref)
         record = customer_json(session, [customer])[0]
     emit(record, as_json, _details(record))

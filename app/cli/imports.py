@@ -18,7 +18,6 @@ import click
 
 from app.accounts import ensure_account
 from app.cli import cli, emit, runtime
-from app.errors import APIError
 from app.import_runs import create_import, import_json
 from app.sources import find_source
 from models import Import
@@ -31,10 +30,7 @@ from workers.imports import PROVIDER_KINDS, ImportFailed, execute
 def _create(**kwargs: Any) -> str:
     with runtime().db.session() as session, session.begin():
         account, _ = ensure_account(session)
-        try:
-            return create_import(session, account.id, state="running", **kwargs).id
-        except APIError as exc:
-            raise click.ClickException(exc.message) from None
+        return create_import(session, account.id, state="running", **kwargs).id
 
 
 def _show(import_id: str) -> dict[str, Any]:
@@ -169,10 +165,7 @@ def reconcile_stripe(source_id: str, fix: bool, as_json: bool) -> None:
 
     with runtime().db.session() as session:
         account, _ = ensure_account(session)
-        try:
-            source = find_source(session, account.id, source_id)
-        except APIError as exc:
-            raise click.ClickException(exc.message) from None
+        source = find_source(session, account.id, source_id)
         if source.connector != "stripe":
             raise click.ClickException(f"source {source_id} is a {source.connector} source, not stripe")
     try:

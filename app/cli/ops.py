@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -18,9 +17,8 @@ from sqlalchemy import func, select
 
 from app.accounts import ensure_account
 from app.cli import cli, emit, runtime
-from app.cli.customers import _fail
 from app.customer_query import DEFAULT_LIMIT, Reader
-from app.errors import APIError
+from app.domain_errors import DomainError
 from app.events_query import FILTER_ARGS, event_detail, find_event, list_events, parse_filters, parse_page
 from app.failed_jobs import delete_failed, find_failed, list_failed, retry_failed
 from app.replays import create_replay, find_replay, plan_replay, replay_json, replay_results
@@ -36,15 +34,6 @@ def _reader() -> Reader:
     with runtime().db.session() as session, session.begin():
         account, _ = ensure_account(session)
         return Reader(account.id)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """API errors become one clear line (or one line per bad option), never a traceback."""
-    try:
-        yield
-    except APIError as exc:
-        raise _fail(exc) from None
 
 
 def _filter_options(f: Callable[..., T]) -> Callable[..., T]:
@@ -128,7 +117,7 @@ def events() -> None:
 def events_list(as_json: bool, limit: int, cursor: str | None, **filters: str | None) -> None:
     """List events, newest first."""
     reader = _reader()
-    with _errors(), runtime().db.session() as session:
+    with runtime().db.session() as session:
         query, limit, cursor = parse_page(_args({**filters, "limit": limit, "cursor": cursor}))
         page = list_events(
             session,
@@ -150,7 +139,7 @@ def events_list(as_json: bool, limit: int, cursor: str | None, **filters: str | 
 def events_show(event_id: str, as_json: bool) -> None:
     """An event: raw body (with --json), attempts, errors and the changes it produced."""
     reader = _reader()
-    with _errors(), runtime().db.session() as session:
+    with runtime().db.session() as session:
         data = event_detail(session, find_event(session, reader, event_id))
     emit(data, as_json, _event_text(data))
 
@@ -168,29 +157,28 @@ def events_replay(
     reader = _reader()
     rt = runtime()
     given = {k: v for k, v in filters.items() if v is not None}
-    with _errors():
-        if event_id is not None:
-            if given:
-                raise click.UsageError("give an EVENT_ID or filters, not both")
-            with rt.db.session() as session:
-                target = find_event(session, reader, event_id).id
-            result = replay_results(rt, [target], dry_run)[0]
-            emit(result, as_json, _diff_text(result))
-            return
-        if not given:
-            raise click.UsageError(
-                f"give an EVENT_ID or at least one filter ({', '.join('--' + f for f in FILTER_ARGS)})"
-            )
-        query = parse_filters(_args(given))
+    if event_id is not None:
+        if given:
+            raise click.UsageError("give an EVENT_ID or filters, not both")
         with rt.db.session() as session:
-            bound = query.bind(session, reader)
-        if dry_run:
-            plan = plan_replay(rt, bound)
-            human = f"{plan['count']} events would be replayed; sample of {len(plan['sample'])}:\n"
-            emit(plan, as_json, human + "\n".join(_diff_text(r) for r in plan["sample"]))
-            return
-        with rt.db.session() as session, session.begin():
-            data = replay_json(create_replay(session, bound, None))
+            target = find_event(session, reader, event_id).id
+        result = replay_results(rt, [target], dry_run)[0]
+        emit(result, as_json, _diff_text(result))
+        return
+    if not given:
+        raise click.UsageError(
+            f"give an EVENT_ID or at least one filter ({', '.join('--' + f for f in FILTER_ARGS)})"
+        )
+    query = parse_filters(_args(given))
+    with rt.db.session() as session:
+        bound = query.bind(session, reader)
+    if dry_run:
+        plan = plan_replay(rt, bound)
+        human = f"{plan['count']} events would be replayed; sample of {len(plan['sample'])}:\n"
+        emit(plan, as_json, human + "\n".join(_diff_text(r) for r in plan["sample"]))
+        return
+    with rt.db.session() as session, session.begin():
+        data = replay_json(create_replay(session, bound, None))
     if background:
         enqueue_replay(rt, data["id"])
         emit(
@@ -287,8 +275,7 @@ def jobs_failed(as_json: bool) -> None:
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def jobs_show(job_id: str, as_json: bool) -> None:
-    with _errors():
-        data = find_failed(runtime(), _reader(), job_id).to_json()
+    data = find_failed(runtime(), _reader(), job_id).to_json()
     emit(data, as_json, "\n".join(f"{k}: {v}" for k, v in data.items()))
 
 
@@ -300,31 +287,29 @@ def jobs_retry(job_id: str | None, retry_all: bool) -> None:
     rt, reader = runtime(), _reader()
     if (job_id is None) == (not retry_all):
         raise click.UsageError("give a JOB_ID or --all")
-    with _errors():
-        if job_id is not None:
-            retry_failed(rt, find_failed(rt, reader, job_id))
-            click.echo(f"requeued {job_id}")
-            return
-        views = list_failed(rt, reader)
-        started, requeued, skipped = time.monotonic(), 0, 0
-        with click.progressbar(views, label="requeueing", show_pos=True) as bar:
-            for view in bar:
-                try:
-                    retry_failed(rt, view)
-                    requeued += 1
-                except APIError:
-                    skipped += 1
-        click.echo(
-            f"requeued {requeued} failed jobs ({skipped} had left the registry) {_rate(requeued, started)}"
-        )
+    if job_id is not None:
+        retry_failed(rt, find_failed(rt, reader, job_id))
+        click.echo(f"requeued {job_id}")
+        return
+    views = list_failed(rt, reader)
+    started, requeued, skipped = time.monotonic(), 0, 0
+    with click.progressbar(views, label="requeueing", show_pos=True) as bar:
+        for view in bar:
+            try:
+                retry_failed(rt, view)
+                requeued += 1
+            except DomainError:
+                skipped += 1
+    click.echo(
+        f"requeued {requeued} failed jobs ({skipped} had left the registry) {_rate(requeued, started)}"
+    )
 
 
 @jobs.command("delete")
 @click.argument("job_id")
 def jobs_delete(job_id: str) -> None:
     """Forget a failed job; its event stays failed and listed."""
-    with _errors():
-        delete_failed(find_failed(runtime(), _reader(), job_id))
+    delete_failed(find_failed(runtime(), _reader(), job_id))
     click.echo(f"deleted {job_id}")
 
 
@@ -343,7 +328,7 @@ def _replay_text(r: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def replays_show(replay_id: str, as_json: bool) -> None:
     reader = _reader()
-    with _errors(), runtime().db.session() as session:
+    with runtime().db.session() as session:
         data = replay_json(find_replay(session, reader, replay_id))
     emit(data, as_json, _replay_text(data))
 
@@ -353,7 +338,7 @@ def replays_show(replay_id: str, as_json: bool) -> None:
 def replays_cancel(replay_id: str) -> None:
     """Stop a replay after the batch in flight."""
     reader = _reader()
-    with _errors(), runtime().db.session() as session, session.begin():
+    with runtime().db.session() as session, session.begin():
         replay = find_replay(session, reader, replay_id, lock=True)
         cancel_replay(session, replay)
         data = replay_json(replay)

@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from app.accounts import ensure_account, get_project
 from app.cli import cli, emit, runtime
-from app.errors import APIError
 from app.rejections import rejections, rejections_text
 from app.sources import (
     MAX_SECRETS,
@@ -35,10 +34,7 @@ def _run(action: Callable[[Session, str], T]) -> T:
     """Run `action(session, account id)` in one transaction; API errors become CLI errors."""
     with runtime().db.session() as session, session.begin():
         account, _ = ensure_account(session)
-        try:
-            return action(session, account.id)
-        except APIError as exc:
-            raise click.ClickException(exc.message) from None
+        return action(session, account.id)
 
 
 def _public_url() -> str:

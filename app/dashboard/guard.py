@@ -14,7 +14,8 @@ from werkzeug.exceptions import HTTPException
 
 from app.dashboard import session
 from app.dashboard.session import Viewer
-from app.errors import APIError
+from app.domain_errors import DomainError
+from app.errors import APIError, http_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -107,8 +108,9 @@ def install(bp: Blueprint) -> None:
         return _error_page(exc.code or 500, exc.description or exc.name)
 
     @bp.errorhandler(APIError)
-    def _api(exc: APIError) -> tuple[str, int]:
-        return _error_page(exc.status, exc.message)
+    @bp.errorhandler(DomainError)
+    def _api(exc: APIError | DomainError) -> tuple[str, int]:
+        return _error_page(http_error(exc).status, exc.message)
 
     @bp.errorhandler(OperationalError)
     def _database(exc: OperationalError) -> tuple[str, int]:

@@ -11,8 +11,8 @@ from app.customer_query import customer_json, find_customer, parse_page_args
 from app.dashboard.guard import admin_only
 from app.dashboard.provenance import provenance
 from app.dashboard.views import db, reader, secret_key
+from app.domain_errors import NotFound
 from app.erasure import erase_customer
-from app.errors import APIError
 from app.timeline import customer_timeline
 
 TIMELINE_PAGE = 50
@@ -27,7 +27,7 @@ def customer(customer_id: str) -> Response | str:
     with db().session() as session:
         try:
             found = find_customer(session, r, customer_id)
-        except APIError as exc:
+        except NotFound as exc:
             merged_into = (exc.details or {}).get("merged_into") if exc.code == "customer_merged" else None
             if merged_into:
                 return redirect(url_for("dashboard.customer", customer_id=merged_into))  # type: ignore[return-value]

@@ -12,7 +12,8 @@ from werkzeug.datastructures import MultiDict
 
 from app.customer_query import PARAM_PREFIX, SORTS, customer_json, list_customers, parse_list_args
 from app.dashboard.views import db, reader, secret_key, visible_projects
-from app.errors import APIError
+from app.domain_errors import DomainError
+from app.errors import APIError, http_error
 
 MAX_PARAM_ROWS = 5
 SORT_LABELS = {
@@ -64,7 +65,8 @@ def customers() -> tuple[str, int]:
             page = list_customers(session, reader(), parsed, secret_key())
             rows = customer_json(session, page.customers, reader().project_id)
             next_cursor = page.next_cursor
-        except APIError as exc:
+        except (APIError, DomainError) as refused:
+            exc = http_error(refused)
             status = exc.status
             errors = exc.details or [{"field": None, "message": exc.message}]
     selected = args["project"][0] if "project" in args else None

@@ -13,7 +13,8 @@ from flask import Blueprint, render_template, request
 
 from app.dashboard.guard import admin_only
 from app.dashboard.views import db, reader, runtime, secret_key, visible_projects
-from app.errors import APIError
+from app.domain_errors import DomainError
+from app.errors import APIError, http_error
 from app.events_query import FILTER_ARGS, STATUSES, event_detail, find_event, list_events, parse_page
 from app.replays import replay_results
 from models import Source
@@ -49,7 +50,8 @@ def events() -> tuple[str, int]:
             query, _, cursor = parse_page(args)
             page = list_events(session, reader(), query, limit=PAGE, cursor=cursor, secret_key=secret_key())
             rows, next_cursor = page.events, page.next_cursor
-        except APIError as exc:
+        except (APIError, DomainError) as refused:
+            exc = http_error(refused)
             status = exc.status
             errors = exc.details or [{"field": None, "message": exc.message}]
     return render_template(

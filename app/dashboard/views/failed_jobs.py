@@ -11,7 +11,7 @@ from werkzeug.wrappers import Response
 
 from app.dashboard.guard import admin_only
 from app.dashboard.views import reader, runtime
-from app.errors import APIError
+from app.domain_errors import DomainError
 from app.failed_jobs import MAX_LISTED, FailedJobView, delete_failed, find_failed, list_failed, retry_failed
 
 
@@ -40,7 +40,7 @@ def retry_all() -> Response:
     for view in list_failed(runtime(), reader()):
         try:
             retry_failed(runtime(), view)
-        except APIError:
+        except DomainError:
             continue  # it left the registry meanwhile (retried or deleted by someone else)
     return redirect(url_for("dashboard.failed_jobs"))
 

@@ -10,7 +10,8 @@ from werkzeug.wrappers import Response
 from app.accounts import create_key, get_project, key_json, revoke_key
 from app.dashboard.guard import admin_only
 from app.dashboard.views import db, reader, visible_projects
-from app.errors import APIError
+from app.domain_errors import DomainError
+from app.errors import APIError, http_error
 from models import SCOPES, ApiKey
 
 
@@ -45,7 +46,8 @@ def _create() -> tuple[dict[str, object], str]:
 def create() -> str | tuple[str, int]:
     try:
         data, token = _create()
-    except APIError as exc:
+    except (APIError, DomainError) as refused:
+        exc = http_error(refused)
         with db().session() as session:
             projects = visible_projects(session)
         page = render_template("keys.html", rows=[], projects=projects, scopes=SCOPES, error=exc.message)

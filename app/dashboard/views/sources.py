@@ -14,7 +14,8 @@ from app.accounts import get_project
 from app.dashboard.guard import admin_only
 from app.dashboard.rejecting import for_source
 from app.dashboard.views import db, reader, runtime, visible_projects
-from app.errors import APIError
+from app.domain_errors import DomainError
+from app.errors import APIError, http_error
 from app.sources import create_source, list_sources, parse_option_pairs, source_json
 from connectors.registry import registry
 from models import Event
@@ -75,7 +76,8 @@ def create() -> str | tuple[str, int]:
             secret = f"whsec_{random_token(32)}"
         try:
             data = _create(secret)
-        except APIError as exc:
+        except (APIError, DomainError) as refused:
+            exc = http_error(refused)
             with db().session() as session:
                 context = _form_context(session, error=exc.message)
             return render_template("source_new.html", **context), exc.status
