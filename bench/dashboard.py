@@ -36,11 +36,11 @@ from app.accounts import create_key, ensure_account
 from app.config import Settings
 from models import (
     Customer,
-    CustomerChange,
     CustomerProject,
     Event,
     Project,
     Source,
+    TimelineEntry,
 )
 from models.migrate import upgrade
 from models.session import normalize_url
@@ -101,14 +101,14 @@ def _events(
             })  # fmt: skip
         if len(batch) >= CHUNK:
             conn.execute(insert(Event), batch)
-            conn.execute(insert(CustomerChange), changes)
+            conn.execute(insert(TimelineEntry), changes)
             batch, changes = [], []
             if (n + 1) % 200_000 == 0:
                 print(f"  events: {n + 1:,}", flush=True)
     if batch:
         conn.execute(insert(Event), batch)
     if changes:
-        conn.execute(insert(CustomerChange), changes)
+        conn.execute(insert(TimelineEntry), changes)
 
 
 def generate(runtime: Runtime, customers: int, events: int) -> dict[str, Any]:

@@ -90,7 +90,7 @@ class Identity(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class CustomerChange(Base):
+class TimelineEntry(Base):
     """One row per (event, customer, project) the worker touched: what changed, and what was ignored
     as stale. It is the timeline, the status history and the audit trail."""
 

@@ -17,7 +17,7 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 from rq import Retry
 
-from workers.apply import apply_events, claim_events, claim_pending
+from workers.batch.apply import apply_events, claim_events, claim_pending
 from workers.failpoints import failpoint
 from workers.isolation import apply_isolated, isolable, record_failure
 from workers.runtime import Runtime, current

@@ -34,7 +34,7 @@ from connectors.registry import UnknownConnector, registry
 from models import Customer, CustomerProject, Event, Identity, Project, Replay
 from models.base import isoformat, utcnow
 from models.event_query import EventFilters, event_statement
-from workers.apply import apply_events, claim_events
+from workers.batch.apply import apply_events, claim_events
 from workers.normalize import API_CHANNELS, _source_config
 from workers.runtime import Runtime, current
 

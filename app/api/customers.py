@@ -29,7 +29,7 @@ from app.openapi import QueryParam, describe
 from app.pagination import MAX_CURSOR_CHARS
 from app.schemas import NO_NUL, PROJECT_SLUG, SLUG, CustomerList, CustomerOut, Timeline
 from app.timeline import customer_timeline
-from models import Customer, CustomerChange, CustomerProject, Database
+from models import Customer, CustomerProject, Database, TimelineEntry
 
 __all__ = ["bp", "customer_json", "find_customer"]
 
@@ -104,8 +104,8 @@ def _known_elsewhere(session: Session, customer_id: str, project_id: str) -> boo
         select(CustomerProject.id).where(
             CustomerProject.customer_id == customer_id, CustomerProject.project_id != project_id
         ),
-        select(CustomerChange.id).where(
-            CustomerChange.customer_id == customer_id, CustomerChange.project_id != project_id
+        select(TimelineEntry.id).where(
+            TimelineEntry.customer_id == customer_id, TimelineEntry.project_id != project_id
         ),
     )
     return session.scalar(select(exists(elsewhere))) or False

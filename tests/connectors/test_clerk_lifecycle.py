@@ -15,8 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from sqlalchemy import func, select
 
 from connectors.testing import svix_headers
-from models import Customer, Event
-from models import CustomerChange as ChangeRow
+from models import Customer, Event, TimelineEntry
 from tests.connectors.lifecycle import deliver, delivery_plans, settle
 from tests.connectors.provider_fixtures import fixture, make_source
 from workers.runtime import Runtime
@@ -122,7 +121,7 @@ def test_any_delivery_order_with_duplicates_converges_to_the_in_order_record(
             deletion = session.scalar(
                 select(Event.id).where(Event.provider_event_id == f"msg_p{n}_{len(LIFECYCLE) - 1}")
             )
-            removed = session.scalars(select(ChangeRow.data).where(ChangeRow.event_id == deletion))
+            removed = session.scalars(select(TimelineEntry.data).where(TimelineEntry.event_id == deletion))
             assert {"identity_removed": ["clerk", f"user_person{n:04d}"]} in list(removed)
 
     check()

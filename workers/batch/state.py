@@ -1,8 +1,10 @@
-"""The working state of one worker batch: the customers, project rows, identities and tombstones
-the batch's events name, loaded in a fixed number of statements, and the snapshots merged so far.
+"""The state of one worker batch: the customers, project rows, identity links and tombstones the
+batch's events name, loaded (and locked) in a fixed number of statements, and the records merged so
+far by the events that committed.
 
-`workers/apply.py` drives a batch through it; `workers/identities.py` applies provider identity
-rules (email changes, merges, deletions) on top of it.
+Events change it only through `EventOverlay.commit` (workers/batch/overlay.py), one commit per event
+that merged cleanly; `workers/batch/write_back.py` then writes what it holds. The only statement here
+that is not a read is the load's insert of missing customers, which lives in write_back.py too.
 """
 
 from __future__ import annotations
@@ -19,31 +21,16 @@ from sqlalchemy.orm import Session
 
 from connectors.changes import CustomerChange
 from models import Customer, CustomerProject, Event, Identity, IdentityTombstone
-from models.base import isoformat, to_micros
 from models.customer import HAS_PAST_EMAILS
-from models.sql import dialect_insert, is_postgres
-from workers.merge import CustomerRecord, ProjectRecord
-from workers.merge_customers import EmailRecord
+from models.sql import is_postgres
+from workers.batch.email_record import EmailRecord
+from workers.batch.merge_rules import CustomerRecord, ProjectRecord
+from workers.batch.write_back import insert_missing_customers
 
-
-class ApplyError(Exception):
-    """A change that cannot be applied (for example, no way to tell whom it is about)."""
-
+__all__ = ["BatchState", "EventOutcome", "PlannedMerge", "Ref", "Tombstone"]
 
 # (account id, identity source, external id)
 Ref = tuple[str, str, str]
-
-
-class IdentityUnknown(ApplyError):
-    """No email and an identity nothing has linked yet: the event waits for the person
-    (`deferred`, workers/deferred.py) instead of failing."""
-
-    def __init__(self, ref: Ref) -> None:
-        self.ref = ref
-        super().__init__(
-            f"no customer is known for {ref[1]} id {ref[2]!r} yet and the event carries no email; "
-            "it is applied as soon as an event names this person"
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +46,8 @@ class Tombstone:
 
 @dataclass(frozen=True, slots=True)
 class PlannedMerge:
+    """Two customers found to be one person: `absorbed` is folded into `survivor` at write-back."""
+
     account_id: str
     absorbed_id: str
     survivor_id: str
@@ -67,49 +56,70 @@ class PlannedMerge:
     occurred_at: datetime
 
 
-def jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return isoformat(value)
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """What happened to one event: its new status, written with its attempt at write-back."""
+
+    event: Event
+    status: str
+    error: str | None = None
+    # The event's report (`events.changes`), for an event that was applied.
+    changes: list[Any] | None = None
+    # The identity a `deferred` event waits for (workers/deferred.py).
+    awaiting: Ref | None = None
 
 
-class Working:
-    """The batch's customers and project rows: ORM rows as loaded, snapshots as merged so far."""
+class BatchState:
+    """The batch's customers and project rows: ORM rows as loaded, records as merged so far, and
+    every pending write that the committed events produced."""
 
     def __init__(self, session: Session, now: datetime) -> None:
         self.session = session
         self.now = now
+        # Loaded rows, and how the batch finds them.
         self.customers: dict[str, Customer] = {}
-        self.by_email: dict[tuple[str, str], str] = {}
-        self.by_identity: dict[tuple[str, str, str], str] = {}
-        self.created: set[str] = set()
-        self.records: dict[str, CustomerRecord] = {}
         self.project_rows: dict[tuple[str, str], CustomerProject] = {}
+        self.by_email: dict[tuple[str, str], str] = {}
+        self.by_identity: dict[Ref, str] = {}
+        self.created: set[str] = set()
+        # Records as merged by the events committed so far.
+        self.records: dict[str, CustomerRecord] = {}
         self.project_records: dict[tuple[str, str], ProjectRecord] = {}
-        self.new_identities: dict[tuple[str, str, str], str] = {}
-        self.forgotten: set[tuple[str, str, str]] = set()
-        self.change_rows: list[dict[str, Any]] = []
-        # Customers whose creation is already on the timeline, and customers this batch touched.
-        self.announced: set[str] = set()
-        self.touched: set[str] = set()
-        # Email changes, merges and deleted identities (see EventIdentities below).
         self.addresses: dict[str, EmailRecord] = {}
         self.tombstones: dict[Ref, Tombstone] = {}
+        # Pending writes: identity links made and retired, tombstones, merges, renames, timeline.
+        self.new_identities: dict[Ref, str] = {}
+        self.forgotten: set[Ref] = set()
         self.tombstones_changed: set[Ref] = set()
         self.merges: list[PlannedMerge] = []
         self.absorbed: dict[str, str] = {}
         self.renamed: set[str] = set()
+        self.timeline: list[dict[str, Any]] = []
+        self.outcomes: list[EventOutcome] = []
+        # Customers whose creation is already on the timeline, and customers this batch touched.
+        self.announced: set[str] = set()
+        self.touched: set[str] = set()
         # Customers resolved by an applied change; and customers the load created for an address
         # that an email change took over, or that only a stale assertion named: unless some change
         # used them after all, they are deleted at write-back instead of lingering empty.
         self.used: set[str] = set()
         self.displaced: set[str] = set()
 
+    def finish(
+        self,
+        event: Event,
+        status: str,
+        *,
+        error: str | None = None,
+        changes: list[Any] | None = None,
+        awaiting: Ref | None = None,
+    ) -> None:
+        """Note an event's outcome (see `EventOutcome`); written at write-back."""
+        self.outcomes.append(EventOutcome(event, status, error, changes, awaiting))
+
     def load(self, planned: Iterable[tuple[Event, list[CustomerChange]]]) -> None:
+        """Create, lock and load every customer the planned changes name, by address or identity,
+        with their project rows, identity links and tombstones."""
         emails: dict[str, set[str]] = defaultdict(set)
         identities: dict[str, set[tuple[str, str]]] = defaultdict(set)
         for event, changes in planned:
@@ -169,21 +179,11 @@ class Working:
                 if owner is not None:
                     identity_customer_ids.append(owner)
         if emails:
-            # Sorted inserts: concurrent batches take unique-index locks in the same order.
-            stmt = (
-                dialect_insert(session, Customer)
-                .on_conflict_do_nothing(index_elements=["account_id", "email"])
-                .returning(Customer.id, Customer.email)
-            )
-            # The batch's own time, so a new customer is never created after it was last updated.
-            stamp = {"created_at": self.now, "updated_at": self.now}
-            new_rows = [
-                {"account_id": account_id, "email": email, "past_emails": [], "clock": {}, **stamp}
-                for email in emails
-            ]
-            fresh: list[tuple[str, str]] = [(row[0], row[1]) for row in session.execute(stmt, new_rows)]
+            # Every address the batch names gets its row first: the row is the lock (see
+            # `insert_missing_customers`), and a new customer needs an id before anything can merge.
+            fresh = insert_missing_customers(session, account_id, emails, self.now)
             self.created.update(customer_id for customer_id, _ in fresh)
-            # Addresses nobody holds now may be someone's past one (see `resolve`).
+            # Addresses nobody holds now may be someone's past one (see `resolve_customer`).
             identity_customer_ids.extend(self._past_holders(account_id, sorted(e for _, e in fresh)))
         if not emails and not identity_customer_ids:
             return
@@ -230,7 +230,7 @@ class Working:
     def earlier_holder(self, account_id: str, email: str, t: int) -> str | None:
         """The customer whose identity asserted `email` at or after `t` and has since moved on: a
         change from `t` naming that address is that person's, as it would have been in order (the
-        identity joins or merges whoever held the address then; workers/identities.py)."""
+        identity joins or merges whoever held the address then; identity_resolution.py)."""
         candidates = [
             (-address.past[email], customer_id)
             for customer_id, address in self.addresses.items()
@@ -242,53 +242,13 @@ class Working:
         """The customer an identity is linked to now (forgotten links are gone from both maps)."""
         return self.new_identities.get(ref) or self.by_identity.get(ref)
 
-    def routes_to_tombstone(self, ref: Ref, change: CustomerChange, tombstone: Tombstone) -> bool:
-        """Whether `change` about a deleted identity belongs to the customer it had. Events up to
-        the deletion's time do; so does a later event without an email while the id is not linked
-        again (nothing else could name the person). Only a later event with an email links a
-        re-created id again (tests/workers/test_email_change.py)."""
-        if to_micros(change.occurred_at) <= tombstone.forgotten_at:
-            return True
-        return not change.email and self.live(ref) is None
-
-    def resolve(self, account_id: str, change: CustomerChange) -> str:
-        if change.identity and not change.email:
-            # A deleted identity still names its customer: for events from before the deletion,
-            # from the same second (Stripe's cascade cancels subscriptions as it deletes the
-            # customer) and, while nothing has linked the id again, from after it.
-            ref = (account_id, change.identity.source, change.identity.external_id)
-            tombstone = self.tombstones.get(ref)
-            if tombstone and tombstone.customer_id and self.routes_to_tombstone(ref, change, tombstone):
-                return tombstone.customer_id
-        if change.email:
-            customer_id = self.by_email.get((account_id, change.email))
-            if customer_id is None:
-                raise ApplyError(f"customer {change.email!r} could not be created")
-            if customer_id in self.created and customer_id not in self.used:
-                # Nobody had the address yet: an identity that had it by then may have moved on.
-                earlier = self.earlier_holder(account_id, change.email, to_micros(change.occurred_at))
-                if earlier is not None:
-                    self.displaced.add(customer_id)
-                    return earlier
-            return customer_id
-        if change.identity:
-            ref = (account_id, change.identity.source, change.identity.external_id)
-            customer_id = self.live(ref)
-            if customer_id is None:
-                raise IdentityUnknown(ref)
-            return customer_id
-        raise ApplyError("the change names neither an email nor an identity")
-
-
-def change_row(
-    work: Working, event: Event, customer_id: str, change: CustomerChange, data: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "customer_id": customer_id,
-        "project_id": event.project_id,
-        "event_id": event.id,
-        "kind": event.type,
-        "data": data,
-        "occurred_at": change.occurred_at,
-        "recorded_at": work.now,
-    }
+    def known_identities(self) -> dict[str, set[tuple[str, str]]]:
+        """Per account, the identities this batch made known: new links, and deletions whose
+        customer an older event just named (deferred events waiting for them can be applied)."""
+        known: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        for ref in self.new_identities:
+            known[ref[0]].add((ref[1], ref[2]))
+        for ref in self.tombstones_changed:
+            if self.tombstones[ref].customer_id is not None:
+                known[ref[0]].add((ref[1], ref[2]))
+        return known
