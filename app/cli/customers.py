@@ -15,7 +15,7 @@ from app.customer_query import (
     SORTS,
     Reader,
     customer_json,
-    find_customer,
+    find_visible_customer,
     list_customers,
     parse_list_args,
 )
@@ -137,7 +137,7 @@ def customers_show(ref: str, as_json: bool) -> None:
     with runtime().db.session() as session, session.begin():
         account, _ = ensure_account(session)
         try:
-            customer = find_customer(session, Reader(account.id), ref)
+            customer = find_visible_customer(session, Reader(account.id), ref)
         except APIError as exc:
             raise _fail(exc) from None
         record = customer_json(session, [customer])[0]
