@@ -23,7 +23,8 @@ from workers.runtime import Runtime
 SECRET = "whsec_" + "QkVJTkcgQUxJVkUgSVMgQSBMT05HIFNUT1JZ"
 FIXTURE_USER = "user_2pX9dLrV7kQm3TzW8bN4cHfYs1A"
 # The waitlist entry makes the person known by address alone before the user exists: whichever of
-# it, the signup and the email change comes first, they end as one customer (workers/identities.py).
+# it, the signup and the email change comes first, they end as one customer
+# (workers/batch/identity_resolution.py).
 LIFECYCLE = [
     "waitlistEntry.created",
     "user.created",
