@@ -130,78 +130,77 @@ class BatchState:
                     identities[event.account_id].add((change.identity.source, change.identity.external_id))
         for account_id in sorted(emails.keys() | identities.keys()):
             self._load_account(account_id, sorted(emails[account_id]), sorted(identities[account_id]))
-        if self.customers:
-            rows = self.session.scalars(
-                select(CustomerProject).where(CustomerProject.customer_id.in_(list(self.customers)))
-            )
-            for row in rows:
-                key = (row.customer_id, row.project_id)
-                self.project_rows[key] = row
-                self.project_records[key] = ProjectRecord(
-                    first_seen_at=row.first_seen_at,
-                    status=row.status,
-                    params=row.params,
-                    clock=row.clock,
-                    last_activity_at=row.last_activity_at,
-                )
+        self._load_projects()
 
     def _load_account(self, account_id: str, emails: list[str], identities: list[tuple[str, str]]) -> None:
-        session = self.session
-        identity_customer_ids: list[str] = []
+        others: list[str] = []
         if identities:
-            rows = session.execute(
-                select(Identity.source, Identity.external_id, Identity.customer_id).where(
-                    Identity.account_id == account_id,
-                    tuple_(Identity.source, Identity.external_id).in_(identities),
-                )
-            )
-            for source, external_id, customer_id in rows:
-                self.by_identity[(account_id, source, external_id)] = customer_id
-                identity_customer_ids.append(customer_id)
-            # Deleted identities still route older events to their customer, which is locked too.
-            tombstones = session.execute(
-                select(
-                    IdentityTombstone.source,
-                    IdentityTombstone.external_id,
-                    IdentityTombstone.customer_id,
-                    IdentityTombstone.forgotten_at,
-                    IdentityTombstone.event_id,
-                    IdentityTombstone.event_type,
-                ).where(
-                    IdentityTombstone.account_id == account_id,
-                    tuple_(IdentityTombstone.source, IdentityTombstone.external_id).in_(identities),
-                )
-            )
-            for source, external_id, owner, forgotten_at, event_id, event_type in tombstones:
-                self.tombstones[(account_id, source, external_id)] = Tombstone(
-                    owner, forgotten_at, event_id, event_type
-                )
-                if owner is not None:
-                    identity_customer_ids.append(owner)
+            others += self._load_identities(account_id, identities)
+            others += self._load_tombstones(account_id, identities)
         if emails:
             # Every address the batch names gets its row first: the row is the lock (see
             # `insert_missing_customers`), and a new customer needs an id before anything can merge.
-            fresh = insert_missing_customers(session, account_id, emails, self.now)
+            fresh = insert_missing_customers(self.session, account_id, emails, self.now)
             self.created.update(customer_id for customer_id, _ in fresh)
             # Addresses nobody holds now may be someone's past one (see `resolve_customer`).
-            identity_customer_ids.extend(self._past_holders(account_id, sorted(e for _, e in fresh)))
-        if not emails and not identity_customer_ids:
-            return
+            others += self._past_holders(account_id, sorted(e for _, e in fresh))
+        if emails or others:
+            self._lock_customers(account_id, emails, others)
+
+    def _load_identities(self, account_id: str, identities: list[tuple[str, str]]) -> list[str]:
+        rows = self.session.execute(
+            select(Identity.source, Identity.external_id, Identity.customer_id).where(
+                Identity.account_id == account_id,
+                tuple_(Identity.source, Identity.external_id).in_(identities),
+            )
+        )
+        linked = []
+        for source, external_id, customer_id in rows:
+            self.by_identity[(account_id, source, external_id)] = customer_id
+            linked.append(customer_id)
+        return linked
+
+    def _load_tombstones(self, account_id: str, identities: list[tuple[str, str]]) -> list[str]:
+        # Deleted identities still route older events to their customer, which is locked too.
+        rows = self.session.execute(
+            select(
+                IdentityTombstone.source,
+                IdentityTombstone.external_id,
+                IdentityTombstone.customer_id,
+                IdentityTombstone.forgotten_at,
+                IdentityTombstone.event_id,
+                IdentityTombstone.event_type,
+            ).where(
+                IdentityTombstone.account_id == account_id,
+                tuple_(IdentityTombstone.source, IdentityTombstone.external_id).in_(identities),
+            )
+        )
+        owners = []
+        for source, external_id, owner, forgotten_at, event_id, event_type in rows:
+            self.tombstones[(account_id, source, external_id)] = Tombstone(
+                owner, forgotten_at, event_id, event_type
+            )
+            if owner is not None:
+                owners.append(owner)
+        return owners
+
+    def _lock_customers(self, account_id: str, emails: list[str], ids: list[str]) -> None:
+        """Load (and on PostgreSQL lock) the customers holding `emails` and those with `ids`."""
         conditions = []
         if emails:
             conditions.append(Customer.email.in_(emails))
-        if identity_customer_ids:
-            conditions.append(Customer.id.in_(identity_customer_ids))
+        if ids:
+            conditions.append(Customer.id.in_(ids))
         stmt = (
             select(Customer)
             .where(Customer.account_id == account_id, or_(*conditions))
             .order_by(Customer.id)
             .execution_options(populate_existing=True)
         )
-        if is_postgres(session):
+        if is_postgres(self.session):
             # The customer row is the lock that serializes workers writing the same person.
             stmt = stmt.with_for_update()
-        for customer in session.scalars(stmt):
+        for customer in self.session.scalars(stmt):
             self.customers[customer.id] = customer
             self.by_email[(account_id, customer.email)] = customer.id
             self.records[customer.id] = CustomerRecord(
@@ -209,6 +208,23 @@ class BatchState:
             )
             self.addresses[customer.id] = EmailRecord.load(
                 customer.email, customer.past_emails, customer.clock
+            )
+
+    def _load_projects(self) -> None:
+        if not self.customers:
+            return
+        rows = self.session.scalars(
+            select(CustomerProject).where(CustomerProject.customer_id.in_(list(self.customers)))
+        )
+        for row in rows:
+            key = (row.customer_id, row.project_id)
+            self.project_rows[key] = row
+            self.project_records[key] = ProjectRecord(
+                first_seen_at=row.first_seen_at,
+                status=row.status,
+                params=row.params,
+                clock=row.clock,
+                last_activity_at=row.last_activity_at,
             )
 
     def _past_holders(self, account_id: str, emails: list[str]) -> list[str]:
