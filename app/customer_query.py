@@ -400,7 +400,7 @@ def _visible(reader: Reader, stmt: Select[Customer]) -> Select[Customer]:
     return stmt.where(membership.exists())
 
 
-def find_customer(session: Session, reader: Reader, ref: str) -> Customer:
+def find_visible_customer(session: Session, reader: Reader, ref: str) -> Customer:
     """By id (`cus_…`) or email, within the reader's account and, for a bound key, its project.
     Anything out of reach is a 404, so a key learns nothing about customers it cannot see.
 

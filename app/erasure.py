@@ -20,13 +20,13 @@ from sqlalchemy.orm import Session
 from app.domain_errors import NotFound
 from models import (
     Customer,
-    CustomerChange,
     CustomerMerge,
     CustomerProject,
     Event,
     EventAttempt,
     Identity,
     IdentityTombstone,
+    TimelineEntry,
 )
 
 REDACTED_BODY = b'{"redacted": true}'
@@ -36,7 +36,7 @@ ERASED_NOTE = "redacted: the customer was erased"
 def _event_ids(session: Session, customer: Customer, *, skip_locked: bool) -> list[str]:
     emails = [customer.email, *customer.past_emails]
     linked = union(
-        select(CustomerChange.event_id).where(CustomerChange.customer_id == customer.id),
+        select(TimelineEntry.event_id).where(TimelineEntry.customer_id == customer.id),
         select(IdentityTombstone.event_id).where(IdentityTombstone.customer_id == customer.id),
         select(CustomerMerge.event_id).where(CustomerMerge.survivor_id == customer.id),
     )
@@ -99,7 +99,7 @@ def erase_customer(session: Session, customer: Customer) -> int:
         raise NotFound("customer_not_found", "no such customer")
     event_ids = sorted(set(waited) | set(_event_ids(session, current, skip_locked=True)))
     _redact(session, event_ids)
-    for table in (CustomerChange, Identity, IdentityTombstone, CustomerProject):
+    for table in (TimelineEntry, Identity, IdentityTombstone, CustomerProject):
         session.execute(delete(table).where(table.customer_id == current.id))
     # Merges into this customer name the absorbed customers' addresses.
     session.execute(delete(CustomerMerge).where(CustomerMerge.survivor_id == current.id))

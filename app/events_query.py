@@ -30,7 +30,7 @@ from app.customer_query import (
 from app.domain_errors import NotFound
 from app.pagination import CursorCodec, SortSpec, fetch_page, fingerprint
 from app.schemas import PROJECT_SLUG, normalize_email
-from models import EVENT_STATUSES, Customer, CustomerChange, Event, EventAttempt, Project
+from models import EVENT_STATUSES, Customer, Event, EventAttempt, Project, TimelineEntry
 from models.base import isoformat
 from models.event_query import EventFilters, event_statement
 
@@ -242,11 +242,11 @@ def event_detail(session: Session, event: Event) -> dict[str, Any]:
         for a in attempts
     ]
     rows = session.execute(
-        select(CustomerChange, Customer.email, Project.slug)
-        .outerjoin(Customer, Customer.id == CustomerChange.customer_id)
-        .outerjoin(Project, Project.id == CustomerChange.project_id)
-        .where(CustomerChange.event_id == event.id)
-        .order_by(CustomerChange.id)
+        select(TimelineEntry, Customer.email, Project.slug)
+        .outerjoin(Customer, Customer.id == TimelineEntry.customer_id)
+        .outerjoin(Project, Project.id == TimelineEntry.project_id)
+        .where(TimelineEntry.event_id == event.id)
+        .order_by(TimelineEntry.id)
         .limit(MAX_CHANGES_SHOWN)
     )
     data["changes"] = [

@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session
 
 from app.customer_query import Reader
 from app.pagination import CursorCodec, SortSpec, fetch_page, fingerprint
-from models import CustomerChange, Event, Project
+from models import Event, Project, TimelineEntry
 from models.base import isoformat
 
 # Event time orders the timeline, so a late delivery lands where it happened; the change id breaks ties.
-SORT = SortSpec(CustomerChange.occurred_at, CustomerChange.id, descending=True, nullable=False)
+SORT = SortSpec(TimelineEntry.occurred_at, TimelineEntry.id, descending=True, nullable=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +51,13 @@ def customer_timeline(
     after = codec.decode(cursor, binding, SORT) if cursor is not None else None
     # The event's descriptive columns only: its raw body and headers stay out of this query.
     stmt = (
-        select(CustomerChange, Project.slug, *EVENT_COLUMNS)
-        .outerjoin(Project, Project.id == CustomerChange.project_id)
-        .outerjoin(Event, Event.id == CustomerChange.event_id)
-        .where(CustomerChange.customer_id == customer_id)
+        select(TimelineEntry, Project.slug, *EVENT_COLUMNS)
+        .outerjoin(Project, Project.id == TimelineEntry.project_id)
+        .outerjoin(Event, Event.id == TimelineEntry.event_id)
+        .where(TimelineEntry.customer_id == customer_id)
     )
     if reader.project_id is not None:
-        stmt = stmt.where(CustomerChange.project_id == reader.project_id)
+        stmt = stmt.where(TimelineEntry.project_id == reader.project_id)
     rows, position = fetch_page(session, stmt, SORT, limit, after)
     entries = []
     for row in rows:

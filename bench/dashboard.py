@@ -35,11 +35,11 @@ from app import create_app
 from app.accounts import create_key, ensure_account
 from models import (
     Customer,
-    CustomerChange,
     CustomerProject,
     Event,
     Project,
     Source,
+    TimelineEntry,
 )
 from models.session import normalize_url
 from runtime.config import Settings
@@ -101,14 +101,14 @@ def _events(
             })  # fmt: skip
         if len(batch) >= CHUNK:
             conn.execute(insert(Event), batch)
-            conn.execute(insert(CustomerChange), changes)
+            conn.execute(insert(TimelineEntry), changes)
             batch, changes = [], []
             if (n + 1) % 200_000 == 0:
                 print(f"  events: {n + 1:,}", flush=True)
     if batch:
         conn.execute(insert(Event), batch)
     if changes:
-        conn.execute(insert(CustomerChange), changes)
+        conn.execute(insert(TimelineEntry), changes)
 
 
 def generate(runtime: Runtime, customers: int, events: int) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Tributary's own vocabulary for what an event says about a person.
 
 Connectors translate provider payloads into `CustomerChange`s; the identify/ping API produces them
-directly; the worker applies them with the rules in `workers/merge.py`. Nothing here touches the
+directly; the worker applies them with the rules in `workers/batch/merge_rules.py`. Nothing here touches the
 database or the network.
 """
 
@@ -30,7 +30,7 @@ class CustomerChange:
     """One event's effect on one person in one project.
 
     `email` is the merge key; when it is absent the worker resolves the person through `identity`.
-    `occurred_at` is the provider's event time and orders every write (see workers/merge.py).
+    `occurred_at` is the provider's event time and orders every write (see workers/batch/merge_rules.py).
     """
 
     occurred_at: datetime

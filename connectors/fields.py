@@ -81,7 +81,7 @@ def parse_time(value: Any, what: str = "timestamp") -> datetime:
 
 def check_event_time(moment: datetime, now: float | None = None) -> datetime:
     """An event time more than the tolerance ahead of now is refused, as the identify API does:
-    it would pin every field it writes against all real updates (workers/merge.py clocks)."""
+    it would pin every field it writes against all real updates (workers/batch/merge_rules.py clocks)."""
     ahead = moment.timestamp() - (time.time() if now is None else now)
     if ahead > FUTURE_TOLERANCE_SECONDS:
         raise MalformedPayload(f"the event time {moment.isoformat()} is {int(ahead)} s in the future")
@@ -124,7 +124,7 @@ def person_change(
     the email is what the provider says that user's primary address was at `occurred_at`, so it is
     flagged `email_change`: the worker resolves the person through the identity first and renames
     (or merges) instead of creating a second customer when the address differs. See
-    workers/identities.py and docs/connectors.md ("Email changes")."""
+    workers/batch/identity_resolution.py and docs/connectors.md ("Email changes")."""
     return CustomerChange(
         occurred_at=occurred_at,
         email=email,

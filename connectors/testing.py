@@ -308,13 +308,12 @@ class AppHarness:
     def events(self, source_id: str) -> list[StoredEvent]:
         from sqlalchemy import func, select
 
-        from models import CustomerChange as ChangeRow
-        from models import Event
+        from models import Event, TimelineEntry
 
         effects = (
             select(func.count())
-            .select_from(ChangeRow)
-            .where(ChangeRow.event_id == Event.id)
+            .select_from(TimelineEntry)
+            .where(TimelineEntry.event_id == Event.id)
             .scalar_subquery()
         )
         with self.runtime.db.session() as session:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from models.account import SCOPES, Account, ApiKey, Project
 from models.attempt import EventAttempt
 from models.base import Base
-from models.customer import Customer, CustomerChange, CustomerProject, Identity
+from models.customer import Customer, CustomerProject, Identity, TimelineEntry
 from models.event import EVENT_STATUSES, Event
 from models.imports import Import, ImportCheckpoint
 from models.merges import CustomerMerge, IdentityTombstone
@@ -21,7 +21,6 @@ __all__ = [
     "ApiKey",
     "Base",
     "Customer",
-    "CustomerChange",
     "CustomerMerge",
     "CustomerProject",
     "Database",
@@ -34,4 +33,5 @@ __all__ = [
     "Project",
     "Replay",
     "Source",
+    "TimelineEntry",
 ]

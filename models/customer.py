@@ -23,7 +23,7 @@ class Customer(Base):
         Index("ix_customers_account_activity", "account_id", "last_activity_at", "id"),
         Index("ix_customers_account_created", "account_id", "created_at", "id"),
         # The few customers that have had another address: a batch that creates customers looks
-        # among them for an earlier holder of each new address (workers/batch_state.py), which
+        # among them for an earlier holder of each new address (workers/batch/state.py), which
         # must not scan every customer.
         Index(
             "ix_customers_with_past_emails",
@@ -38,7 +38,8 @@ class Customer(Base):
     email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str | None] = mapped_column(String(400))
     past_emails: Mapped[list[Any]] = mapped_column(default=list)
-    # Event time (microseconds) of the write that set each customer-level field; see workers/merge.py.
+    # Event time (microseconds) of the write that set each customer-level field; see
+    # workers/batch/merge_rules.py.
     clock: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -90,7 +91,7 @@ class Identity(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class CustomerChange(Base):
+class TimelineEntry(Base):
     """One row per (event, customer, project) the worker touched: what changed, and what was ignored
     as stale. It is the timeline, the status history and the audit trail."""
 

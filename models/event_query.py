@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Select, or_, select
 
 from models.base import isoformat
-from models.customer import Customer, CustomerChange
+from models.customer import Customer, TimelineEntry
 from models.event import Event
 
 
@@ -62,8 +62,8 @@ def event_statement(filters: EventFilters, *columns: Any) -> Select[Any]:
     if f.email is not None:
         # Events whose payload named the address, and events that touched the customer holding it.
         touched = (
-            select(CustomerChange.event_id)
-            .join(Customer, Customer.id == CustomerChange.customer_id)
+            select(TimelineEntry.event_id)
+            .join(Customer, Customer.id == TimelineEntry.customer_id)
             .where(Customer.account_id == f.account_id, Customer.email == f.email)
         )
         stmt = stmt.where(or_(Event.email == f.email, Event.id.in_(touched)))

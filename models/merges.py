@@ -9,7 +9,8 @@
 - `CustomerMerge`: an email change made two customers one (SPEC §4). The absorbed customer's row
   is deleted; this row says where it went, so `GET /v1/customers/<old id>` can point there.
 
-Both are written only by the worker (workers/identities.py).
+Both are written only by the worker (workers/batch/write_back.py; the rules in
+workers/batch/identity_resolution.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class IdentityTombstone(Base):
     customer_id: Mapped[str | None] = mapped_column(
         ForeignKey("customers.id", ondelete="CASCADE"), index=True
     )
-    # Event time of the deletion, in microseconds like the merge clocks (workers/merge.py).
+    # Event time of the deletion, in microseconds like the merge clocks (workers/batch/merge_rules.py).
     forgotten_at: Mapped[int] = mapped_column(BigInteger)
     # The deletion event, for the timeline row written when a customer is found for it later.
     event_id: Mapped[str | None] = mapped_column(ForeignKey("events.id", ondelete="SET NULL"))

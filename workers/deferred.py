@@ -4,10 +4,12 @@ An event that names a person only by a provider id nothing has linked yet (a Cle
 user whose signup had no email, a Stripe subscription of a customer never seen with an email and
 no `api_key` to ask) cannot be attributed *yet*. That is not a failure: retrying it changes
 nothing until another event names the person. So it is parked with status `deferred` and the
-awaited identity in `events.awaiting_source` / `awaiting_id`, and:
+awaited identity in `events.awaiting_source` / `awaiting_id` (written with the event's outcome by
+workers/batch/write_back.py), and:
 
 - the batch that links that identity (or gives a deletion's tombstone its customer) claims the
-  events waiting for it and applies them in the same transaction (`claim_woken`);
+  events waiting for it (`BatchState.known_identities`) and applies them in the same transaction
+  (`claim_woken`);
 - the sweeper wakes any deferred event whose identity became known without waking it (two
   workers committing concurrently on PostgreSQL can miss each other) (`wake_known`);
 - after `TRIBUTARY_DEFER_SECONDS` (default 7 days) the sweeper marks what still waits `ignored`,
@@ -16,7 +18,6 @@ awaited identity in `events.awaiting_source` / `awaiting_id`, and:
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
@@ -25,30 +26,12 @@ from sqlalchemy.orm import Session
 
 from models import Event, Identity, IdentityTombstone
 from models.sql import is_postgres
-from workers.batch_state import Ref, Working
 
-__all__ = ["claim_woken", "count_deferred", "defer", "expire_deferred", "known_refs", "wake_known"]
+__all__ = ["claim_woken", "count_deferred", "expire_deferred", "wake_known"]
 
 DEFERRED = "deferred"
 # Bounds one statement's IN list.
 _CHUNK = 500
-
-
-def defer(event: Event, ref: Ref) -> None:
-    """Note which identity `event` waits for (its status is set by the caller)."""
-    event.awaiting_source, event.awaiting_id = ref[1], ref[2]
-
-
-def known_refs(work: Working) -> dict[str, set[tuple[str, str]]]:
-    """Per account, the identities this batch made known: new links, and deletions whose customer
-    an older event just named."""
-    known: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    for ref in work.new_identities:
-        known[ref[0]].add((ref[1], ref[2]))
-    for ref in work.tombstones_changed:
-        if work.tombstones[ref].customer_id is not None:
-            known[ref[0]].add((ref[1], ref[2]))
-    return known
 
 
 def claim_woken(session: Session, known: Mapping[str, Iterable[tuple[str, str]]]) -> list[Event]:

@@ -28,14 +28,9 @@ from models import Event
 from models.base import utcnow
 from models.sql import is_postgres
 from runtime.process import Runtime
-from workers.apply import (
-    MAX_ERROR_CHARS,
-    BatchReport,
-    _finish,
-    apply_events,
-    claim_events,
-    record_attempts,
-)
+from workers.batch.apply import MAX_ERROR_CHARS, BatchReport, apply_events, claim_events
+from workers.batch.state import EventOutcome
+from workers.batch.write_back import write_event_outcomes
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +79,8 @@ def record_failure(runtime: Runtime, event_id: str, exc: BaseException, *, retry
         status = events[0].status if events else None
         if status is None or (status in ("processed", "ignored") if retry else status != "pending"):
             return None
-        _finish(events[0], "failed", utcnow(), error=error)
-        record_attempts(session)  # the attempt history has this attempt too
+        # The attempt history has this attempt too.
+        write_event_outcomes(session, [EventOutcome(events[0], "failed", error)], utcnow())
     log.warning("event %s failed alone: %s", event_id, error)
     return error
 

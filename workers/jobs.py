@@ -18,7 +18,7 @@ from rq import Retry
 
 from runtime.doorbell import DOORBELL_KEY, ring
 from runtime.process import Runtime, current
-from workers.apply import apply_events, claim_events, claim_pending
+from workers.batch.apply import apply_events, claim_events, claim_pending
 from workers.failpoints import failpoint
 from workers.isolation import apply_isolated, isolable, record_failure
 

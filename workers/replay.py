@@ -35,7 +35,7 @@ from models import Customer, CustomerProject, Event, Identity, Project, Replay
 from models.base import isoformat, utcnow
 from models.event_query import EventFilters, event_statement
 from runtime.process import Runtime, current
-from workers.apply import apply_events, claim_events
+from workers.batch.apply import apply_events, claim_events
 from workers.connector_changes import source_config
 from workers.normalize import API_CHANNELS
 

@@ -19,19 +19,19 @@ from app.customer_query import (
     SORTS,
     Reader,
     customer_json,
+    find_visible_customer,
     list_customers,
     parse_list_args,
     parse_page_args,
 )
-from app.customer_query import find_customer as find_visible_customer
 from app.erasure import erase_customer
 from app.openapi import QueryParam, describe
 from app.pagination import MAX_CURSOR_CHARS
 from app.schemas import NO_NUL, PROJECT_SLUG, SLUG, CustomerList, CustomerOut, Timeline
 from app.timeline import customer_timeline
-from models import Customer, CustomerChange, CustomerProject, Database
+from models import Customer, CustomerProject, Database, TimelineEntry
 
-__all__ = ["bp", "customer_json", "find_customer"]
+__all__ = ["bp", "customer_json", "find_customer_for_key"]
 
 bp = Blueprint("customers", __name__)
 
@@ -104,14 +104,15 @@ def _known_elsewhere(session: Session, customer_id: str, project_id: str) -> boo
         select(CustomerProject.id).where(
             CustomerProject.customer_id == customer_id, CustomerProject.project_id != project_id
         ),
-        select(CustomerChange.id).where(
-            CustomerChange.customer_id == customer_id, CustomerChange.project_id != project_id
+        select(TimelineEntry.id).where(
+            TimelineEntry.customer_id == customer_id, TimelineEntry.project_id != project_id
         ),
     )
     return session.scalar(select(exists(elsewhere))) or False
 
 
-def find_customer(session: Session, principal: Principal, ref: str) -> Customer:
+def find_customer_for_key(session: Session, principal: Principal, ref: str) -> Customer:
+    """The customer `ref` names as the calling API key may see it (`find_visible_customer`)."""
     return find_visible_customer(session, _reader(principal), ref)
 
 
@@ -144,7 +145,7 @@ def list_customers_view() -> Response:
 def show_customer(ref: str) -> Response:
     principal = authenticate("read")
     with _db().session() as session:
-        customer = find_customer(session, principal, ref)
+        customer = find_customer_for_key(session, principal, ref)
         return jsonify(customer_json(session, [customer], principal.project_id)[0])
 
 
@@ -161,7 +162,7 @@ def timeline(ref: str) -> Response:
     principal = authenticate("read")
     limit, cursor = parse_page_args(_args())
     with _db().session() as session:
-        customer = find_customer(session, principal, ref)
+        customer = find_customer_for_key(session, principal, ref)
         page = customer_timeline(
             session, _reader(principal), customer.id, limit=limit, cursor=cursor, secret_key=_secret()
         )
@@ -180,7 +181,7 @@ def timeline(ref: str) -> Response:
 def erase(ref: str) -> Response:
     principal = authenticate("admin")
     with _db().write_session() as session, session.begin():
-        customer = find_customer(session, principal, ref)
+        customer = find_customer_for_key(session, principal, ref)
         if principal.project_id is not None and _known_elsewhere(session, customer.id, principal.project_id):
             # Erasure removes the whole person: a project-bound key may not take other projects' data.
             principal.require_account_wide("erasing a customer known to other projects")

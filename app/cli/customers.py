@@ -15,7 +15,7 @@ from app.customer_query import (
     SORTS,
     Reader,
     customer_json,
-    find_customer,
+    find_visible_customer,
     list_customers,
     parse_list_args,
 )
@@ -116,6 +116,6 @@ def customers_show(ref: str, as_json: bool) -> None:
     """Show one customer by id (cus_…) or email."""
     with runtime().db.session() as session, session.begin():
         account, _ = ensure_account(session)
-        customer = find_customer(session, Reader(account.id), ref)
+        customer = find_visible_customer(session, Reader(account.id), ref)
         record = customer_json(session, [customer])[0]
     emit(record, as_json, _details(record))

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.customer_query import Reader
-from models import CustomerChange, Event, Project
+from models import Event, Project, TimelineEntry
 
 # Enough for any real customer's history; a pathological one shows "unknown" for old writes.
 MAX_ROWS = 5000
@@ -38,16 +38,16 @@ Provenance = dict[tuple[str | None, str], Origin]
 def provenance(session: Session, reader: Reader, customer_id: str) -> Provenance:
     stmt = (
         select(
-            Project.slug, CustomerChange.data, CustomerChange.occurred_at, CustomerChange.event_id, Event.type
+            Project.slug, TimelineEntry.data, TimelineEntry.occurred_at, TimelineEntry.event_id, Event.type
         )
-        .outerjoin(Project, Project.id == CustomerChange.project_id)
-        .outerjoin(Event, Event.id == CustomerChange.event_id)
-        .where(CustomerChange.customer_id == customer_id)
-        .order_by(CustomerChange.occurred_at.desc(), CustomerChange.id.desc())
+        .outerjoin(Project, Project.id == TimelineEntry.project_id)
+        .outerjoin(Event, Event.id == TimelineEntry.event_id)
+        .where(TimelineEntry.customer_id == customer_id)
+        .order_by(TimelineEntry.occurred_at.desc(), TimelineEntry.id.desc())
         .limit(MAX_ROWS)
     )
     if reader.project_id is not None:
-        stmt = stmt.where(CustomerChange.project_id == reader.project_id)
+        stmt = stmt.where(TimelineEntry.project_id == reader.project_id)
     found: Provenance = {}
     for slug, data, occurred_at, event_id, event_type in session.execute(stmt):
         changed = (data or {}).get("changed") or {}

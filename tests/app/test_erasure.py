@@ -14,12 +14,12 @@ from sqlalchemy.orm import Session
 
 from models import (
     Customer,
-    CustomerChange,
     CustomerMerge,
     CustomerProject,
     Event,
     Identity,
     IdentityTombstone,
+    TimelineEntry,
 )
 from runtime.process import Runtime
 from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse fixture
@@ -30,7 +30,7 @@ from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse 
     people,
 )
 from tests.helpers import auth, customer, identify, make_key
-from workers.apply import apply_events, claim_pending
+from workers.batch.apply import apply_events, claim_pending
 
 REDACTED = b'{"redacted": true}'
 
@@ -43,7 +43,7 @@ def _rows(session: Session, model: Any, **where: Any) -> list[dict[str, Any]]:
     )
 
 
-TABLES = (Customer, CustomerProject, Identity, IdentityTombstone, CustomerMerge, CustomerChange, Event)
+TABLES = (Customer, CustomerProject, Identity, IdentityTombstone, CustomerMerge, TimelineEntry, Event)
 
 
 def _snapshot(runtime: Runtime) -> dict[str, list[dict[str, Any]]]:
@@ -120,7 +120,7 @@ def world(client: FlaskClient, admin_key: str, runtime: Runtime, drain: Callable
         assert len(_rows(session, CustomerMerge, survivor_id=ada["id"])) == 1
         assert len(_rows(session, IdentityTombstone, customer_id=ada["id"])) == 1
         applied = set(
-            session.scalars(select(CustomerChange.event_id).where(CustomerChange.customer_id == ada["id"]))
+            session.scalars(select(TimelineEntry.event_id).where(TimelineEntry.customer_id == ada["id"]))
         )
     # Not applied yet when the erasure comes: one under the old address, one under the current one.
     pending = [
@@ -281,6 +281,6 @@ def test_erasure_waits_for_a_batch_in_flight(
         event = session.get(Event, in_flight)
         assert event is not None and event.status == "processed" and event.body == REDACTED
         assert session.scalar(select(Customer).where(Customer.email == "ada@example.com")) is None
-        assert not session.scalars(select(CustomerChange).where(CustomerChange.customer_id == ada)).all()
+        assert not session.scalars(select(TimelineEntry).where(TimelineEntry.customer_id == ada)).all()
     drain()
     assert client.get("/v1/customers/ada@example.com", headers=auth(admin_key)).status_code == 404

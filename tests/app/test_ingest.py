@@ -7,8 +7,7 @@ import json
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from models import CustomerChange as ChangeRow
-from models import Event
+from models import Event, TimelineEntry
 from runtime.process import Runtime
 from tests.helpers import auth, customer, identify
 
@@ -72,4 +71,4 @@ def test_message_id_and_idempotency_key_deduplicate(
     # One effect: the conflicting name never landed, and each stored event was applied once.
     assert customer(client, admin_key, "a@example.com")["name"] is None
     with runtime.db.session() as session:
-        assert session.scalar(select(func.count()).select_from(ChangeRow)) == 2
+        assert session.scalar(select(func.count()).select_from(TimelineEntry)) == 2

@@ -15,8 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from sqlalchemy import func, select
 
 from connectors.testing import svix_headers
-from models import Customer, Event
-from models import CustomerChange as ChangeRow
+from models import Customer, Event, TimelineEntry
 from runtime.process import Runtime
 from tests.connectors.lifecycle import deliver, delivery_plans, settle
 from tests.connectors.provider_fixtures import fixture, make_source
@@ -24,7 +23,8 @@ from tests.connectors.provider_fixtures import fixture, make_source
 SECRET = "whsec_" + "QkVJTkcgQUxJVkUgSVMgQSBMT05HIFNUT1JZ"
 FIXTURE_USER = "user_2pX9dLrV7kQm3TzW8bN4cHfYs1A"
 # The waitlist entry makes the person known by address alone before the user exists: whichever of
-# it, the signup and the email change comes first, they end as one customer (workers/identities.py).
+# it, the signup and the email change comes first, they end as one customer
+# (workers/batch/identity_resolution.py).
 LIFECYCLE = [
     "waitlistEntry.created",
     "user.created",
@@ -122,7 +122,7 @@ def test_any_delivery_order_with_duplicates_converges_to_the_in_order_record(
             deletion = session.scalar(
                 select(Event.id).where(Event.provider_event_id == f"msg_p{n}_{len(LIFECYCLE) - 1}")
             )
-            removed = session.scalars(select(ChangeRow.data).where(ChangeRow.event_id == deletion))
+            removed = session.scalars(select(TimelineEntry.data).where(TimelineEntry.event_id == deletion))
             assert {"identity_removed": ["clerk", f"user_person{n:04d}"]} in list(removed)
 
     check()

@@ -14,7 +14,7 @@ from sqlalchemy import func, insert, select, update
 
 from app import create_app
 from app.accounts import ensure_account, get_project
-from models import Customer, CustomerChange, Event, Project, Replay, Source
+from models import Customer, Event, Project, Replay, Source, TimelineEntry
 from models.base import sortable_id, utcnow
 from runtime.doorbell import ring
 from runtime.process import Runtime
@@ -32,7 +32,7 @@ def _status(client: FlaskClient, admin: dict[str, str]) -> Any:
 
 def _counts(runtime: Runtime) -> tuple[int, int]:
     with runtime.db.session() as session:
-        changes = session.scalar(select(func.count()).select_from(CustomerChange))
+        changes = session.scalar(select(func.count()).select_from(TimelineEntry))
         customers = session.scalar(select(func.count()).select_from(Customer))
     return int(changes or 0), int(customers or 0)
 

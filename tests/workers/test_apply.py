@@ -8,8 +8,7 @@ from flask.testing import FlaskClient
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import select, update
 
-from models import CustomerChange as ChangeRow
-from models import Event
+from models import Event, TimelineEntry
 from runtime.process import Runtime
 from tests.helpers import customer, identify
 from workers.jobs import drain_batch, process_event
@@ -22,9 +21,9 @@ def _event(runtime: Runtime, event_id: str) -> Event:
         return event
 
 
-def _changes(runtime: Runtime) -> list[ChangeRow]:
+def _changes(runtime: Runtime) -> list[TimelineEntry]:
     with runtime.db.session() as session:
-        return list(session.scalars(select(ChangeRow).order_by(ChangeRow.id)))
+        return list(session.scalars(select(TimelineEntry).order_by(TimelineEntry.id)))
 
 
 def test_stale_writes_are_ignored_and_recorded(client: FlaskClient, admin_key: str, runtime: Runtime) -> None:

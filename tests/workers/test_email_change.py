@@ -17,8 +17,7 @@ from sqlalchemy import func, select
 
 from app.accounts import ensure_account, get_project
 from connectors.changes import CustomerChange, IdentityRef
-from models import Customer, CustomerMerge, Event, Identity, IdentityTombstone
-from models import CustomerChange as ChangeRow
+from models import Customer, CustomerMerge, Event, Identity, IdentityTombstone, TimelineEntry
 from runtime.process import Runtime
 from tests.helpers import auth
 from workers.jobs import drain_batch
@@ -117,11 +116,13 @@ def customer_count(runtime: Runtime) -> int:
         return int(session.scalar(select(func.count()).select_from(Customer)) or 0)
 
 
-def timeline_rows(runtime: Runtime, customer_id: str) -> list[ChangeRow]:
+def timeline_rows(runtime: Runtime, customer_id: str) -> list[TimelineEntry]:
     with runtime.db.session() as session:
         return list(
             session.scalars(
-                select(ChangeRow).where(ChangeRow.customer_id == customer_id).order_by(ChangeRow.id)
+                select(TimelineEntry)
+                .where(TimelineEntry.customer_id == customer_id)
+                .order_by(TimelineEntry.id)
             )
         )
 

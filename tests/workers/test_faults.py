@@ -20,8 +20,7 @@ from redis import Redis
 from sqlalchemy import func, select
 
 from app import create_app
-from models import Customer, Event
-from models import CustomerChange as ChangeRow
+from models import Customer, Event, TimelineEntry
 from runtime.process import Runtime
 from tests.helpers import auth, identify
 from workers.sweep import sweep
@@ -63,10 +62,12 @@ def _start(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
 
 def _exactly_once(runtime: Runtime, events: int) -> None:
     assert _count(runtime, Event, Event.status == "processed") == events
-    assert _count(runtime, ChangeRow) == events
+    assert _count(runtime, TimelineEntry) == events
     with runtime.db.session() as session:
         per_event = session.execute(
-            select(ChangeRow.event_id, func.count()).group_by(ChangeRow.event_id).having(func.count() > 1)
+            select(TimelineEntry.event_id, func.count())
+            .group_by(TimelineEntry.event_id)
+            .having(func.count() > 1)
         ).all()
     assert per_event == []
 

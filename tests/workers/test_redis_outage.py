@@ -21,8 +21,7 @@ from rq.scheduler import RQScheduler
 from sqlalchemy import func, select
 
 from app import create_app
-from models import CustomerChange as ChangeRow
-from models import Event
+from models import Event, TimelineEntry
 from runtime.embedded_redis import redis_executable
 from runtime.process import Runtime
 from tests.helpers import identify
@@ -168,7 +167,7 @@ def test_a_worker_rides_out_redis_dying_mid_job_and_while_idle(
 
     assert _count(runtime) == 35
     with runtime.db.session() as session:
-        assert session.scalar(select(func.count()).select_from(ChangeRow)) == 35
+        assert session.scalar(select(func.count()).select_from(TimelineEntry)) == 35
         assert set(session.scalars(select(Event.attempts))) == {1}
     text = log.read_text()
     assert "lost Redis while running job" in text

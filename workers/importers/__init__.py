@@ -3,7 +3,7 @@
 An import never writes customer records itself. Each listed object becomes one or more events on
 the `import` channel, stored and deduplicated like webhooks, and applied by the worker's batch code
 with the object's own time, so the merge clocks decide between an import and a webhook exactly as
-they decide between two webhooks (workers/merge.py).
+they decide between two webhooks (workers/batch/merge_rules.py).
 
 - `items.py`: what a provider module yields (`Listed`, `ImportEvent`) and the offline normalization
   that computes each event's changes and dedup digest with the connector's own `normalize`.

@@ -6,7 +6,7 @@ statuses, with its customer expanded so the email travels with it) becomes a
 time: the newest of its own timestamps that are already past (creation, start, trial start and
 end, renewal, cancellation, end). The state read is at least that new, and no newer than the
 moment it was read, so a webhook about a later change wins in either arrival order and an older
-webhook arriving late does not undo the import (workers/merge.py). Stripe keeps no update time for
+webhook arriving late does not undo the import (workers/batch/merge_rules.py). Stripe keeps no update time for
 customers, so a customer's name and email carry its creation time: any webhook about it wins.
 
 Rate limits: the library retries 5xx and connection errors itself (`max_network_retries`) but not

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-from app.customer_query import customer_json, find_customer, parse_page_args
+from app.customer_query import customer_json, find_visible_customer, parse_page_args
 from app.dashboard.guard import admin_only
 from app.dashboard.provenance import provenance
 from app.dashboard.views import db, reader, secret_key
@@ -26,7 +26,7 @@ def customer(customer_id: str) -> Response | str:
     r = reader()
     with db().session() as session:
         try:
-            found = find_customer(session, r, customer_id)
+            found = find_visible_customer(session, r, customer_id)
         except NotFound as exc:
             merged_into = (exc.details or {}).get("merged_into") if exc.code == "customer_merged" else None
             if merged_into:
@@ -48,10 +48,10 @@ def erase(customer_id: str) -> Response | str | tuple[str, int]:
     r = reader()
     if request.method == "GET":
         with db().session() as session:
-            found = find_customer(session, r, customer_id)
+            found = find_visible_customer(session, r, customer_id)
             return render_template("erase.html", c=found, error=None)
     with db().write_session() as session, session.begin():
-        found = find_customer(session, r, customer_id)
+        found = find_visible_customer(session, r, customer_id)
         typed = (request.form.get("confirm_email") or "").strip().lower()
         if typed != found.email:
             return render_template("erase.html", c=found, error="The email typed does not match."), 400

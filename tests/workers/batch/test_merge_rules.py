@@ -1,4 +1,5 @@
-"""The pure merge rules: every rule alone, then order-independence as a property."""
+"""The pure field merge rules (workers/batch/merge_rules.py): every rule alone, then order-independence
+as a property."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.changes import CustomerChange
-from workers.merge import CustomerRecord, ProjectRecord, apply_change, new_project_record
+from workers.batch.merge_rules import CustomerRecord, ProjectRecord, apply_change, new_project_record
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -1,0 +1,9 @@
+"""The worker's batch core: applying a batch of claimed events to customer records.
+
+- `apply.py` drives a batch: claim, normalize, merge each event, write back (`apply_events`).
+- `state.py` loads and holds the batch's rows (`BatchState`); no writes of its own.
+- `overlay.py` holds everything one event would change (`EventOverlay`), with one `commit`.
+- `identity_resolution.py`, `merge_rules.py`, `customer_union.py`, `email_record.py`: pure rules
+  (whose change it is; field merges; uniting two customers; address clocks).
+- `write_back.py` owns every SQL write of a batch.
+"""

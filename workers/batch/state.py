@@ -1,0 +1,270 @@
+"""The state of one worker batch: the customers, project rows, identity links and tombstones the
+batch's events name, loaded (and locked) in a fixed number of statements, and the records merged so
+far by the events that committed.
+
+Events change it only through `EventOverlay.commit` (workers/batch/overlay.py), one commit per event
+that merged cleanly; `workers/batch/write_back.py` then writes what it holds. The only statement here
+that is not a read is the load's insert of missing customers, which lives in write_back.py too.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select, text, tuple_, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Session
+
+from connectors.changes import CustomerChange
+from models import Customer, CustomerProject, Event, Identity, IdentityTombstone
+from models.customer import HAS_PAST_EMAILS
+from models.sql import is_postgres
+from workers.batch.email_record import EmailRecord
+from workers.batch.merge_rules import CustomerRecord, ProjectRecord
+from workers.batch.write_back import insert_missing_customers
+
+__all__ = ["BatchState", "EventOutcome", "PlannedMerge", "Ref", "Tombstone"]
+
+# (account id, identity source, external id)
+Ref = tuple[str, str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """A deleted provider user (models/merges.py): whose identity it was, and when it was deleted.
+    `customer_id` is None while no event has told us whose it was (the deletion came first)."""
+
+    customer_id: str | None
+    forgotten_at: int
+    event_id: str | None = None
+    event_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedMerge:
+    """Two customers found to be one person: `absorbed` is folded into `survivor` at write-back."""
+
+    account_id: str
+    absorbed_id: str
+    survivor_id: str
+    email: str
+    event_id: str
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    """What happened to one event: its new status, written with its attempt at write-back."""
+
+    event: Event
+    status: str
+    error: str | None = None
+    # The event's report (`events.changes`), for an event that was applied.
+    changes: list[Any] | None = None
+    # The identity a `deferred` event waits for (workers/deferred.py).
+    awaiting: Ref | None = None
+
+
+class BatchState:
+    """The batch's customers and project rows: ORM rows as loaded, records as merged so far, and
+    every pending write that the committed events produced."""
+
+    def __init__(self, session: Session, now: datetime) -> None:
+        self.session = session
+        self.now = now
+        # Loaded rows, and how the batch finds them.
+        self.customers: dict[str, Customer] = {}
+        self.project_rows: dict[tuple[str, str], CustomerProject] = {}
+        self.by_email: dict[tuple[str, str], str] = {}
+        self.by_identity: dict[Ref, str] = {}
+        self.created: set[str] = set()
+        # Records as merged by the events committed so far.
+        self.records: dict[str, CustomerRecord] = {}
+        self.project_records: dict[tuple[str, str], ProjectRecord] = {}
+        self.addresses: dict[str, EmailRecord] = {}
+        self.tombstones: dict[Ref, Tombstone] = {}
+        # Pending writes: identity links made and retired, tombstones, merges, renames, timeline.
+        self.new_identities: dict[Ref, str] = {}
+        self.forgotten: set[Ref] = set()
+        self.tombstones_changed: set[Ref] = set()
+        self.merges: list[PlannedMerge] = []
+        self.absorbed: dict[str, str] = {}
+        self.renamed: set[str] = set()
+        self.timeline: list[dict[str, Any]] = []
+        self.outcomes: list[EventOutcome] = []
+        # Customers whose creation is already on the timeline, and customers this batch touched.
+        self.announced: set[str] = set()
+        self.touched: set[str] = set()
+        # Customers resolved by an applied change; and customers the load created for an address
+        # that an email change took over, or that only a stale assertion named: unless some change
+        # used them after all, they are deleted at write-back instead of lingering empty.
+        self.used: set[str] = set()
+        self.displaced: set[str] = set()
+
+    def finish(
+        self,
+        event: Event,
+        status: str,
+        *,
+        error: str | None = None,
+        changes: list[Any] | None = None,
+        awaiting: Ref | None = None,
+    ) -> None:
+        """Note an event's outcome (see `EventOutcome`); written at write-back."""
+        self.outcomes.append(EventOutcome(event, status, error, changes, awaiting))
+
+    def load(self, planned: Iterable[tuple[Event, list[CustomerChange]]]) -> None:
+        """Create, lock and load every customer the planned changes name, by address or identity,
+        with their project rows, identity links and tombstones."""
+        emails: dict[str, set[str]] = defaultdict(set)
+        identities: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        for event, changes in planned:
+            for change in changes:
+                if change.email:
+                    emails[event.account_id].add(change.email)
+                if change.identity:
+                    identities[event.account_id].add((change.identity.source, change.identity.external_id))
+        for account_id in sorted(emails.keys() | identities.keys()):
+            self._load_account(account_id, sorted(emails[account_id]), sorted(identities[account_id]))
+        self._load_projects()
+
+    def _load_account(self, account_id: str, emails: list[str], identities: list[tuple[str, str]]) -> None:
+        others: list[str] = []
+        if identities:
+            others += self._load_identities(account_id, identities)
+            others += self._load_tombstones(account_id, identities)
+        if emails:
+            # Every address the batch names gets its row first: the row is the lock (see
+            # `insert_missing_customers`), and a new customer needs an id before anything can merge.
+            fresh = insert_missing_customers(self.session, account_id, emails, self.now)
+            self.created.update(customer_id for customer_id, _ in fresh)
+            # Addresses nobody holds now may be someone's past one (see `resolve_customer`).
+            others += self._past_holders(account_id, sorted(e for _, e in fresh))
+        if emails or others:
+            self._lock_customers(account_id, emails, others)
+
+    def _load_identities(self, account_id: str, identities: list[tuple[str, str]]) -> list[str]:
+        rows = self.session.execute(
+            select(Identity.source, Identity.external_id, Identity.customer_id).where(
+                Identity.account_id == account_id,
+                tuple_(Identity.source, Identity.external_id).in_(identities),
+            )
+        )
+        linked = []
+        for source, external_id, customer_id in rows:
+            self.by_identity[(account_id, source, external_id)] = customer_id
+            linked.append(customer_id)
+        return linked
+
+    def _load_tombstones(self, account_id: str, identities: list[tuple[str, str]]) -> list[str]:
+        # Deleted identities still route older events to their customer, which is locked too.
+        rows = self.session.execute(
+            select(
+                IdentityTombstone.source,
+                IdentityTombstone.external_id,
+                IdentityTombstone.customer_id,
+                IdentityTombstone.forgotten_at,
+                IdentityTombstone.event_id,
+                IdentityTombstone.event_type,
+            ).where(
+                IdentityTombstone.account_id == account_id,
+                tuple_(IdentityTombstone.source, IdentityTombstone.external_id).in_(identities),
+            )
+        )
+        owners = []
+        for source, external_id, owner, forgotten_at, event_id, event_type in rows:
+            self.tombstones[(account_id, source, external_id)] = Tombstone(
+                owner, forgotten_at, event_id, event_type
+            )
+            if owner is not None:
+                owners.append(owner)
+        return owners
+
+    def _lock_customers(self, account_id: str, emails: list[str], ids: list[str]) -> None:
+        """Load (and on PostgreSQL lock) the customers holding `emails` and those with `ids`."""
+        conditions = []
+        if emails:
+            conditions.append(Customer.email.in_(emails))
+        if ids:
+            conditions.append(Customer.id.in_(ids))
+        stmt = (
+            select(Customer)
+            .where(Customer.account_id == account_id, or_(*conditions))
+            .order_by(Customer.id)
+            .execution_options(populate_existing=True)
+        )
+        if is_postgres(self.session):
+            # The customer row is the lock that serializes workers writing the same person.
+            stmt = stmt.with_for_update()
+        for customer in self.session.scalars(stmt):
+            self.customers[customer.id] = customer
+            self.by_email[(account_id, customer.email)] = customer.id
+            self.records[customer.id] = CustomerRecord(
+                name=customer.name, clock=customer.clock, last_activity_at=customer.last_activity_at
+            )
+            self.addresses[customer.id] = EmailRecord.load(
+                customer.email, customer.past_emails, customer.clock
+            )
+
+    def _load_projects(self) -> None:
+        if not self.customers:
+            return
+        rows = self.session.scalars(
+            select(CustomerProject).where(CustomerProject.customer_id.in_(list(self.customers)))
+        )
+        for row in rows:
+            key = (row.customer_id, row.project_id)
+            self.project_rows[key] = row
+            self.project_records[key] = ProjectRecord(
+                first_seen_at=row.first_seen_at,
+                status=row.status,
+                params=row.params,
+                clock=row.clock,
+                last_activity_at=row.last_activity_at,
+            )
+
+    def _past_holders(self, account_id: str, emails: list[str]) -> list[str]:
+        if not emails:
+            return []
+        if is_postgres(self.session):
+            past = type_coerce(Customer.past_emails, JSONB())
+            had = or_(*(past.contains([email]) for email in emails))
+        else:
+            each = func.json_each(Customer.past_emails).table_valued("value")
+            had = select(each.c.value).where(each.c.value.in_(emails)).exists()
+        dialect = "postgresql" if is_postgres(self.session) else "sqlite"
+        # Served by the partial index on customers with past addresses (models/customer.py).
+        some_past = text(HAS_PAST_EMAILS[dialect])
+        return list(
+            self.session.scalars(select(Customer.id).where(Customer.account_id == account_id, some_past, had))
+        )
+
+    def earlier_holder(self, account_id: str, email: str, t: int) -> str | None:
+        """The customer whose identity asserted `email` at or after `t` and has since moved on: a
+        change from `t` naming that address is that person's, as it would have been in order (the
+        identity joins or merges whoever held the address then; identity_resolution.py)."""
+        candidates = [
+            (-address.past[email], customer_id)
+            for customer_id, address in self.addresses.items()
+            if address.past.get(email, 0) >= t and self.customers[customer_id].account_id == account_id
+        ]
+        return min(candidates)[1] if candidates else None
+
+    def live(self, ref: Ref) -> str | None:
+        """The customer an identity is linked to now (forgotten links are gone from both maps)."""
+        return self.new_identities.get(ref) or self.by_identity.get(ref)
+
+    def known_identities(self) -> dict[str, set[tuple[str, str]]]:
+        """Per account, the identities this batch made known: new links, and deletions whose
+        customer an older event just named (deferred events waiting for them can be applied)."""
+        known: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        for ref in self.new_identities:
+            known[ref[0]].add((ref[1], ref[2]))
+        for ref in self.tombstones_changed:
+            if self.tombstones[ref].customer_id is not None:
+                known[ref[0]].add((ref[1], ref[2]))
+        return known

@@ -1,0 +1,293 @@
+"""Every SQL write of a worker batch, in one place: customers (created, renamed, updated, merged,
+deleted), project rows, identity links, tombstones, merges, timeline rows and event outcomes with
+their attempts.
+
+`write_batch` takes the whole batch's pending writes at once (the `BatchState` its events committed
+into, workers/batch/state.py) and runs in the batch's transaction: event status and customer writes
+share it, so a worker killed mid-batch leaves its events pending and applies nothing. The only write
+that happens earlier is `insert_missing_customers`, which the load needs (a new customer's row is
+what the batch locks and merges into).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import case, delete, func, insert, literal, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from models import (
+    Customer,
+    CustomerMerge,
+    CustomerProject,
+    EventAttempt,
+    Identity,
+    IdentityTombstone,
+    TimelineEntry,
+)
+from models.sql import dialect_insert
+from workers.batch.email_record import clock_with_email
+
+if TYPE_CHECKING:
+    from workers.batch.state import BatchState, EventOutcome, PlannedMerge
+
+__all__ = ["insert_missing_customers", "write_batch", "write_event_outcomes"]
+
+_QUIET = {"synchronize_session": False}
+
+
+def insert_missing_customers(
+    session: Session, account_id: str, emails: Sequence[str], now: datetime
+) -> list[tuple[str, str]]:
+    """Create a customer for each address nobody holds; returns the new (id, email) pairs. The rows
+    are inserted in sorted order, so concurrent batches take unique-index locks in the same order and
+    never create two records for one person."""
+    stmt = (
+        dialect_insert(session, Customer)
+        .on_conflict_do_nothing(index_elements=["account_id", "email"])
+        .returning(Customer.id, Customer.email)
+    )
+    # The batch's own time, so a new customer is never created after it was last updated.
+    stamp = {"created_at": now, "updated_at": now}
+    rows = [
+        {"account_id": account_id, "email": email, "past_emails": [], "clock": {}, **stamp}
+        for email in sorted(emails)
+    ]
+    return [(row[0], row[1]) for row in session.execute(stmt, rows)]
+
+
+def write_batch(state: BatchState) -> None:
+    """Write everything the batch's committed events changed, and every event's outcome."""
+    _write_identity_changes(state)
+    _write_customers(state)
+    _write_projects(state)
+    _write_identities(state)
+    _write_tombstones(state)
+    if state.timeline:
+        state.session.execute(insert(TimelineEntry), state.timeline)
+    write_event_outcomes(state.session, state.outcomes, state.now)
+
+
+def write_event_outcomes(session: Session, outcomes: Sequence[EventOutcome], now: datetime) -> None:
+    """Each event's status, error and report, and one attempt row for it (the attempt history). The
+    attempts go in as one executemany in the caller's transaction: a rolled-back batch leaves none."""
+    attempts = []
+    for outcome in outcomes:
+        event = outcome.event
+        event.attempts += 1
+        event.status = outcome.status
+        event.last_error = outcome.error
+        event.processed_at = now
+        if outcome.changes is not None:
+            event.changes = outcome.changes
+        if outcome.awaiting is not None:
+            event.awaiting_source, event.awaiting_id = outcome.awaiting[1], outcome.awaiting[2]
+        attempts.append(
+            {
+                "event_id": event.id,
+                "number": event.attempts,
+                "outcome": outcome.status,
+                "error": outcome.error,
+                "attempted_at": now,
+            }
+        )
+    if attempts:
+        session.execute(insert(EventAttempt), attempts)
+
+
+def _write_identity_changes(state: BatchState) -> None:
+    """Placeholders, merges and renames, before any customer row is updated: they free the
+    addresses that renamed customers take, and the unique index on (account, email) must hold
+    after every statement."""
+    session = state.session
+    unused = sorted(state.displaced - state.used - state.absorbed.keys())
+    if unused:
+        session.execute(delete(Customer).where(Customer.id.in_(unused)), execution_options=_QUIET)
+        for customer_id in unused:
+            session.expunge(state.customers.pop(customer_id))
+            state.records.pop(customer_id, None)
+            state.addresses.pop(customer_id, None)
+    for merge in state.merges:
+        _write_merge(state, merge)
+    renamed = sorted(c for c in state.renamed if c in state.customers)
+    if renamed:
+        # Two steps, because renames can swap addresses (a -> b while b -> a): every renamed row
+        # first takes a placeholder unique to it, then its final address (set with the row below).
+        session.execute(
+            update(Customer)
+            .where(Customer.id.in_(renamed))
+            .values(email=literal("~renaming~") + Customer.id),
+            execution_options=_QUIET,
+        )
+        for customer_id in renamed:
+            set_committed_value(state.customers[customer_id], "email", f"~renaming~{customer_id}")
+
+
+def _write_merge(state: BatchState, merge: PlannedMerge) -> None:
+    session = state.session
+    absorbed, survivor = merge.absorbed_id, merge.survivor_id
+    for model in (Identity, IdentityTombstone, TimelineEntry):
+        session.execute(
+            update(model).where(model.customer_id == absorbed).values(customer_id=survivor),
+            execution_options=_QUIET,
+        )
+    # Where the absorbed customer's earlier merges point: always the current survivor.
+    session.execute(
+        update(CustomerMerge).where(CustomerMerge.survivor_id == absorbed).values(survivor_id=survivor),
+        execution_options=_QUIET,
+    )
+    for key in sorted(k for k in state.project_rows if k[0] == absorbed):
+        row = state.project_rows.pop(key)
+        target = (survivor, key[1])
+        if target in state.project_rows:
+            # Both had the project: the united record is written to the survivor's row.
+            session.execute(
+                delete(CustomerProject).where(CustomerProject.id == row.id), execution_options=_QUIET
+            )
+            session.expunge(row)
+        else:
+            session.execute(
+                update(CustomerProject).where(CustomerProject.id == row.id).values(customer_id=survivor),
+                execution_options=_QUIET,
+            )
+            set_committed_value(row, "customer_id", survivor)
+            state.project_rows[target] = row
+    gone = state.customers.pop(absorbed)
+    kept = state.customers[survivor]
+    kept.created_at = min(kept.created_at, gone.created_at)
+    session.execute(delete(Customer).where(Customer.id == absorbed), execution_options=_QUIET)
+    session.expunge(gone)
+    session.execute(
+        insert(CustomerMerge).values(
+            account_id=merge.account_id,
+            absorbed_id=absorbed,
+            survivor_id=survivor,
+            email=merge.email,
+            event_id=merge.event_id,
+            occurred_at=merge.occurred_at,
+            recorded_at=state.now,
+        )
+    )
+
+
+def _write_customers(state: BatchState) -> None:
+    """Name, clocks, activity and addresses (an email change lands here), through the ORM rows."""
+    for customer_id, record in state.records.items():
+        row = state.customers[customer_id]
+        address = state.addresses[customer_id]
+        clock = clock_with_email(record.clock, address)
+        if (row.name, row.clock, row.last_activity_at, row.email, row.past_emails) != (
+            record.name,
+            clock,
+            record.last_activity_at,
+            address.email,
+            address.past_emails(),
+        ):
+            row.name = record.name
+            row.clock = clock
+            row.last_activity_at = record.last_activity_at
+            row.email = address.email
+            row.past_emails = address.past_emails()
+            row.updated_at = state.now
+        elif customer_id in state.touched:
+            row.updated_at = state.now
+
+
+def _write_projects(state: BatchState) -> None:
+    for key, project in state.project_records.items():
+        existing = state.project_rows.get(key)
+        if existing is None:
+            state.session.add(
+                CustomerProject(
+                    customer_id=key[0],
+                    project_id=key[1],
+                    status=project.status,
+                    params=dict(project.params),
+                    clock=dict(project.clock),
+                    first_seen_at=project.first_seen_at,
+                    last_activity_at=project.last_activity_at,
+                    updated_at=state.now,
+                )
+            )
+        elif (
+            existing.status,
+            existing.params,
+            existing.clock,
+            existing.first_seen_at,
+            existing.last_activity_at,
+        ) != (
+            project.status,
+            project.params,
+            project.clock,
+            project.first_seen_at,
+            project.last_activity_at,
+        ):
+            existing.status = project.status
+            existing.params = dict(project.params)
+            existing.clock = dict(project.clock)
+            existing.first_seen_at = project.first_seen_at
+            existing.last_activity_at = project.last_activity_at
+            existing.updated_at = state.now
+
+
+def _write_identities(state: BatchState) -> None:
+    session = state.session
+    # Deletions first: an identity forgotten and then linked again in one batch ends up linked.
+    for account_id, source, external_id in sorted(state.forgotten):
+        session.execute(
+            delete(Identity).where(
+                Identity.account_id == account_id,
+                Identity.source == source,
+                Identity.external_id == external_id,
+            )
+        )
+    if state.new_identities:
+        stmt = dialect_insert(session, Identity).on_conflict_do_nothing(
+            index_elements=["account_id", "source", "external_id"]
+        )
+        session.execute(
+            stmt,
+            [
+                {"account_id": a, "source": s, "external_id": x, "customer_id": c}
+                for (a, s, x), c in sorted(state.new_identities.items())
+            ],
+        )
+
+
+def _write_tombstones(state: BatchState) -> None:
+    if not state.tombstones_changed:
+        return
+    table = IdentityTombstone.__table__
+    stmt = dialect_insert(state.session, IdentityTombstone)
+    # Concurrent deletions of one identity meet on the unique index: the later deletion wins and a
+    # known customer is never replaced by "unknown".
+    newer = stmt.excluded.forgotten_at >= table.c.forgotten_at
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["account_id", "source", "external_id"],
+        set_={
+            "customer_id": func.coalesce(stmt.excluded.customer_id, table.c.customer_id),
+            "forgotten_at": case((newer, stmt.excluded.forgotten_at), else_=table.c.forgotten_at),
+            "event_id": case((newer, stmt.excluded.event_id), else_=table.c.event_id),
+            "event_type": case((newer, stmt.excluded.event_type), else_=table.c.event_type),
+        },
+    )
+    state.session.execute(
+        stmt,
+        [
+            {
+                "account_id": ref[0],
+                "source": ref[1],
+                "external_id": ref[2],
+                "customer_id": tombstone.customer_id,
+                "forgotten_at": tombstone.forgotten_at,
+                "event_id": tombstone.event_id,
+                "event_type": tombstone.event_type,
+                "created_at": state.now,
+            }
+            for ref in sorted(state.tombstones_changed)
+            if (tombstone := state.tombstones[ref])
+        ],
+    )
