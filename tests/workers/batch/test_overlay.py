@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from connectors.changes import CustomerChange
 from models import Event, TimelineEntry
+from runtime.process import Runtime
 from tests.workers.test_email_change import (  # noqa: F401 - the fixture registers the channel
     _changes_channel,
     apply,
@@ -24,7 +25,6 @@ from workers.batch.email_record import EmailRecord
 from workers.batch.merge_rules import CustomerRecord, ProjectRecord
 from workers.batch.overlay import EventOverlay
 from workers.batch.state import BatchState, Tombstone
-from runtime.process import Runtime
 
 NOW = datetime(2026, 3, 2, tzinfo=UTC)
 REF = ("acc_1", "clerk", "user_1")
