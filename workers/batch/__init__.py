@@ -6,4 +6,7 @@
 - `identity_resolution.py`, `merge_rules.py`, `customer_union.py`, `email_record.py`: pure rules
   (whose change it is; field merges; uniting two customers; address clocks).
 - `write_back.py` owns every SQL write of a batch.
+
+Beside it: workers/isolation.py applies a batch the database refused again in halves, and
+workers/deferred.py holds the events that wait for their person.
 """
