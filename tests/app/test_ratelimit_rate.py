@@ -4,6 +4,7 @@ budget shared by every process that serves the key."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -79,3 +80,19 @@ def test_each_limit_of_a_spec_applies(runtime: Runtime) -> None:
     with pytest.raises(APIError) as refused:
         limiter.hit("key_two")
     assert refused.value.headers["RateLimit-Limit"] == "3"
+
+
+def test_threads_of_one_process_share_its_view(runtime: Runtime) -> None:
+    # gunicorn's gthread workers and `tributary serve` run requests on threads of one limiter.
+    limiter = RateLimiter(lambda: runtime.redis, "1000/minute")
+    counts: list[int] = []
+
+    def worker() -> None:
+        counts.append(_admitted(limiter, "key_threads", 200))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert 1000 <= sum(counts) <= 1000 + 17 * 5
