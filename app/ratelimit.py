@@ -1,25 +1,42 @@
-"""Per-key rate limits on Redis, through the `limits` library (fixed windows: one round trip).
+"""Per-key rate limits: a token bucket in Redis, shared by every process, spent in chunks.
 
-RateLimit-* headers (IETF draft names) and Retry-After go on 429 answers; reading the window on
-every request would cost a second round trip on the hottest path. When Redis is unreachable the
-limiter fails open: ingest stays up, and the event is durable in the database either way. It fails
-open fast: its own connections have short timeouts and no retries, and after a failure a breaker
-skips Redis for a few seconds (as the doorbell does), so an outage costs one slow request per
-process per interval instead of a wait on every request.
+A limit of N per period is a bucket of N tokens that refills at N per period; a request takes a
+token. So a key is refused only when, over some stretch of t seconds, it sent more than its
+rate times t plus one period's worth (the burst), counted across all processes. A fixed window
+refused below that whenever two bursts fell into one window (issue #10 measured 512 refusals of
+a key under 1000/s).
+
+Cheap: a process does not ask Redis for every request. Each bucket's state in Redis (level, time
+of the last refill, read on Redis's own clock) is what every process has reported; a process
+admits up to `chunk - 1` requests locally on its last view of it, then reports them in one
+atomic script call that also decides the next request. Unreported requests of other processes
+only make a view optimistic, never pessimistic, so:
+- a refusal is always right: it happens only when the view, which can only overestimate the
+  bucket, is empty (then no round trip either, which keeps a flood of 429s cheap too);
+- other processes may admit up to `chunk - 1` each above the burst before Redis hears of it;
+  that debt stays in the bucket and is paid back by refusing as long after.
+Limits of a few per period have a chunk of 1: every request is a round trip, exact.
+
+RateLimit-* headers (IETF draft names) and Retry-After go on 429 answers. When Redis is
+unreachable the limiter fails open: ingest stays up, and the event is durable in the database
+either way. It fails open fast: its own connections have short timeouts and no retries, and
+after a failure a breaker skips Redis for a few seconds (as the doorbell does), so an outage
+costs one slow request per process per interval instead of a wait on every request.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cached_property
 
-from limits import parse_many
-from limits.storage import RedisStorage
-from limits.strategies import FixedWindowRateLimiter
+from limits import RateLimitItem, parse_many
 from redis import Redis
+from redis.commands.core import Script
 
 from app.errors import APIError
 from runtime.process import fast_pool
@@ -29,45 +46,128 @@ log = logging.getLogger(__name__)
 
 # Skip Redis this long after a failure.
 BREAKER_SECONDS = 5.0
+# A chunk is this fraction of a limit's amount (1000/second: 10 requests per round trip), which
+# bounds both the round trips saved and what other processes may admit above the burst.
+CHUNK_FRACTION = 0.01
+MAX_CHUNK = 100
+# Report at least this often (as a fraction of the period), so other processes' views stay close.
+MAX_STALE_FRACTION = 0.1
+
+# KEYS[1]: the bucket. ARGV: refill per second, capacity, tokens already spent (admitted by the
+# caller since its last call), tokens wanted now. Returns {granted, level as a string}; the
+# level may go negative when processes admitted ahead of their reports (a debt, paid back).
+_SPEND = """
+local rate = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local spent = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'level', 'at')
+local level = tonumber(state[1]) or capacity
+local at = tonumber(state[2]) or now
+if now > at then
+  level = math.min(capacity, level + (now - at) * rate)
+end
+level = level - spent
+local granted = 0
+if want > 0 and level >= want then
+  level = level - want
+  granted = want
+end
+redis.call('HSET', KEYS[1], 'level', tostring(level), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - level) / rate * 1000) + 1000)
+return {granted, tostring(level)}
+"""
+
+
+@dataclass
+class _View:
+    """One process's view of one bucket: the level Redis reported, when, and what was admitted
+    here since (not yet reported)."""
+
+    level: float
+    synced_at: float
+    pending: int = 0
+
+
+class _Limit:
+    def __init__(self, item: RateLimitItem) -> None:
+        self.item = item
+        self.amount = item.amount
+        self.period = float(item.get_expiry())
+        self.rate = self.amount / self.period
+        self.chunk = max(1, min(MAX_CHUNK, int(self.amount * CHUNK_FRACTION)))
+        self.max_stale = self.period * MAX_STALE_FRACTION
+        self.prefix = f"tributary:rl:{self.amount}/{int(self.period)}:"
+        self.views: dict[str, _View] = {}
+
+    def estimate(self, view: _View, now: float) -> float:
+        """The most the bucket can hold now: other processes can only have spent more."""
+        return min(self.amount, view.level + (now - view.synced_at) * self.rate) - view.pending
+
+    def refusal(self, level: float) -> APIError:
+        wait = max(1, math.ceil((1 - level) / self.rate))
+        return APIError(
+            429,
+            "rate_limited",
+            f"rate limit of {self.item} exceeded for this key",
+            headers={
+                "Retry-After": str(wait),
+                "RateLimit-Limit": str(self.amount),
+                "RateLimit-Remaining": str(max(0, math.floor(level))),
+                "RateLimit-Reset": str(wait),
+            },
+        )
 
 
 class RateLimiter:
     def __init__(self, redis: Callable[[], Redis], spec: str) -> None:
-        self.items = parse_many(spec) if spec and spec.lower() != "off" else []
+        items = parse_many(spec) if spec and spec.lower() != "off" else []
+        self.limits = [_Limit(item) for item in items]
         self._redis = redis
         # Monotonic time until which requests skip the limiter (Redis failed just before).
         self.paused_until = 0.0
+        # Threaded servers (`tributary serve`) share the views.
+        self._lock = threading.Lock()
 
     @cached_property
-    def strategy(self) -> FixedWindowRateLimiter:
-        pool = fast_pool(self._redis().connection_pool)
-        return FixedWindowRateLimiter(
-            RedisStorage("redis://", connection_pool=pool, key_prefix="tributary:rl")
-        )
+    def _spend(self) -> Script:
+        client = Redis(connection_pool=fast_pool(self._redis().connection_pool))
+        return client.register_script(_SPEND)
 
     def hit(self, key_id: str) -> None:
-        if not self.items or time.monotonic() < self.paused_until:
+        if not self.limits or time.monotonic() < self.paused_until:
             return
-        for item in self.items:
-            try:
-                allowed = self.strategy.hit(item, key_id)
-                stats = None if allowed else self.strategy.get_window_stats(item, key_id)
-            except Exception as exc:
-                self.paused_until = time.monotonic() + BREAKER_SECONDS
-                log.warning(
-                    "rate limiter unavailable, allowing requests for %.0f s: %s", BREAKER_SECONDS, exc
-                )
-                return
-            if stats is not None:
-                reset = max(1, math.ceil(stats.reset_time - time.time()))
-                raise APIError(
-                    429,
-                    "rate_limited",
-                    f"rate limit of {item} exceeded for this key",
-                    headers={
-                        "Retry-After": str(reset),
-                        "RateLimit-Limit": str(item.amount),
-                        "RateLimit-Remaining": str(stats.remaining),
-                        "RateLimit-Reset": str(reset),
-                    },
-                )
+        with self._lock:
+            for limit in self.limits:
+                if not self._take(limit, key_id):
+                    return  # Redis failed: open
+
+    def _take(self, limit: _Limit, key_id: str) -> bool:
+        """Admit one request of `key_id` under `limit` or raise a 429; False if Redis failed."""
+        now = time.monotonic()
+        view = limit.views.get(key_id)
+        if view is not None:
+            level = limit.estimate(view, now)
+            if level < 1:
+                raise limit.refusal(level)
+            if view.pending + 1 < limit.chunk and now - view.synced_at < limit.max_stale:
+                view.pending += 1
+                return True
+        spent = view.pending if view is not None else 0
+        try:
+            granted, level_text = self._spend(
+                keys=[limit.prefix + key_id], args=[limit.rate, limit.amount, spent, 1]
+            )
+        except Exception as exc:
+            self.paused_until = time.monotonic() + BREAKER_SECONDS
+            # What this process admitted meanwhile is forgiven rather than charged later in a lump.
+            limit.views.pop(key_id, None)
+            log.warning("rate limiter unavailable, allowing requests for %.0f s: %s", BREAKER_SECONDS, exc)
+            return False
+        level = float(level_text)
+        limit.views[key_id] = _View(level=level, synced_at=now)
+        if not int(granted):
+            raise limit.refusal(level)
+        return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_S = 30
@@ -45,6 +47,31 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("sqlite_immediate") else "BEGIN")
 
 
+def _server_closed(dbapi_connection: Any) -> bool:
+    """Whether the server has closed this idle connection (restart, `pg_terminate_backend`, an idle
+    timeout): it then sent its last words and EOF, so the socket is readable, where a live idle
+    connection has nothing to say. One poll syscall, no round trip."""
+    try:
+        fd = dbapi_connection.fileno()
+    except Exception:
+        return True  # the driver already knows it is gone
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
+
+
+def _replace_closed_connections(engine: Engine) -> None:
+    # Instead of `pool_pre_ping` (a SELECT 1 round trip on every checkout, the ingest path's second
+    # round trip): look at the socket. A connection the server closed is replaced at checkout (the
+    # pool reconnects once), so the first request after a database restart succeeds. One that
+    # dies silently (a network partition) fails its statement as with pre-ping, and the pool is
+    # then invalidated so the next checkout reconnects.
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if _server_closed(dbapi_connection):
+            raise DisconnectionError("the server closed this pooled connection")
+
+
 class Database:
     """Owns the engine and the session factories.
 
@@ -57,7 +84,7 @@ class Database:
         self.url = normalize_url(url)
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
-        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+        kwargs: dict[str, Any] = {"echo": echo}
         if self.dialect == "sqlite":
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}
         else:
@@ -65,6 +92,8 @@ class Database:
         self.engine = create_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
+        else:
+            _replace_closed_connections(self.engine)
         self._write_engine = self.engine.execution_options(sqlite_immediate=True)
         self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.Session = sessionmaker(self.engine, expire_on_commit=False)

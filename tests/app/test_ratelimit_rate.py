@@ -1,0 +1,98 @@
+"""What a rate limit promises, against the real Redis: a key that keeps to its rate is never
+refused, however its requests fall against the clock, and a key above it is refused, with the
+budget shared by every process that serves the key."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from app.errors import APIError
+from app.ratelimit import RateLimiter
+from workers.runtime import Runtime
+
+
+def _admitted(limiter: RateLimiter, key_id: str, n: int) -> int:
+    admitted = 0
+    for _ in range(n):
+        try:
+            limiter.hit(key_id)
+        except APIError as exc:
+            assert exc.status == 429
+        else:
+            admitted += 1
+    return admitted
+
+
+def test_a_key_that_keeps_to_its_rate_is_never_refused(runtime: Runtime) -> None:
+    # 15 requests a second against 20/second, in bursts whose timing wobbles (a cron that sends a
+    # batch each second, a client's retries): 30 requests in 0.8 s, which is under the rate plus
+    # one second's burst. A fixed window opened by the first burst counted both bursts in one
+    # window and refused ten of them.
+    limiter = RateLimiter(lambda: runtime.redis, "20/second")
+    assert _admitted(limiter, "key_wobble", 15) == 15
+    time.sleep(0.8)
+    assert _admitted(limiter, "key_wobble", 15) == 15
+
+
+def test_the_budget_is_not_refused_below_the_rate_at_window_edges(runtime: Runtime) -> None:
+    # The whole per-second budget used just before a window would end, and again just after:
+    # that is two seconds' worth in about two seconds, so nothing may be refused.
+    limiter = RateLimiter(lambda: runtime.redis, "20/second")
+    assert _admitted(limiter, "key_edges", 1) == 1
+    time.sleep(0.9)
+    assert _admitted(limiter, "key_edges", 19) == 19
+    time.sleep(1.1)
+    assert _admitted(limiter, "key_edges", 20) == 20
+
+
+def test_above_the_rate_the_surplus_is_refused_with_headers(runtime: Runtime) -> None:
+    limiter = RateLimiter(lambda: runtime.redis, "5/minute")
+    assert _admitted(limiter, "key_over", 5) == 5
+    with pytest.raises(APIError) as refused:
+        limiter.hit("key_over")
+    headers = refused.value.headers
+    assert refused.value.status == 429
+    # One token comes back every 12 s.
+    assert 1 <= int(headers["Retry-After"]) <= 12
+    assert headers["RateLimit-Limit"] == "5"
+    assert headers["RateLimit-Remaining"] == "0"
+    assert headers["RateLimit-Reset"] == headers["Retry-After"]
+
+
+def test_processes_share_a_keys_budget(runtime: Runtime) -> None:
+    # Two limiters stand for two gunicorn processes. Together they admit the burst, not twice it,
+    # and never less than it; the surplus is at most what each other process may admit between
+    # two of its exchanges with Redis (plus what refills while the test runs: ~17 a second).
+    processes = [RateLimiter(lambda: runtime.redis, "1000/minute") for _ in range(2)]
+    admitted = 0
+    for _ in range(700):
+        admitted += sum(_admitted(limiter, "key_shared", 1) for limiter in processes)
+    chunk = processes[0].limits[0].chunk
+    assert 1000 <= admitted <= 1000 + chunk + 17 * 5
+
+
+def test_each_limit_of_a_spec_applies(runtime: Runtime) -> None:
+    limiter = RateLimiter(lambda: runtime.redis, "100/second;3/minute")
+    assert _admitted(limiter, "key_two", 10) == 3
+    with pytest.raises(APIError) as refused:
+        limiter.hit("key_two")
+    assert refused.value.headers["RateLimit-Limit"] == "3"
+
+
+def test_threads_of_one_process_share_its_view(runtime: Runtime) -> None:
+    # gunicorn's gthread workers and `tributary serve` run requests on threads of one limiter.
+    limiter = RateLimiter(lambda: runtime.redis, "1000/minute")
+    counts: list[int] = []
+
+    def worker() -> None:
+        counts.append(_admitted(limiter, "key_threads", 200))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert 1000 <= sum(counts) <= 1000 + 17 * 5
