@@ -12,8 +12,8 @@ from sqlalchemy.pool import NullPool
 
 from app import create_app
 from models import Event
+from runtime.process import Runtime
 from tests.helpers import auth, make_key
-from workers.runtime import Runtime
 
 
 def _terminate_other_backends(url: str) -> None:

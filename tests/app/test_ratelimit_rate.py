@@ -11,7 +11,7 @@ import pytest
 
 from app.errors import APIError
 from app.ratelimit import RateLimiter
-from workers.runtime import Runtime
+from runtime.process import Runtime
 
 
 def _admitted(limiter: RateLimiter, key_id: str, n: int) -> int:
