@@ -26,7 +26,6 @@ from connectors.base import (
     NormalizeContext,
     SourceConfig,
 )
-from connectors.billing import describe_handlers
 from connectors.changes import CustomerChange
 from connectors.clerk_events import HANDLERS, primary_email
 from connectors.fields import (
@@ -35,6 +34,7 @@ from connectors.fields import (
     parse_time,
     text_at,
 )
+from connectors.handlers import describe_handlers
 from connectors.verification import verify_standard_webhook
 
 __all__ = ["ClerkConnector"]

@@ -14,7 +14,7 @@ Signatures are checked by the `standardwebhooks` library (connectors/verificatio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -30,18 +30,13 @@ from connectors.base import (
 )
 from connectors.changes import CustomerChange
 from connectors.fields import check_event_time, load_object, parse_time
+from connectors.handlers import describe_handlers
 from connectors.safe_json import problem
 from connectors.verification import verify_standard_webhook
 
 __all__ = ["StandardConnector"]
 
 DOCS = "docs/standard-webhooks.md"
-
-# Body `type` -> what Tributary does (the same as the API endpoint of that name).
-EVENT_TYPES: Mapping[str, str] = {
-    "identify": "as POST /v1/identify: email, name, status, params, params_once, params_unset; activity",
-    "ping": "as POST /v1/ping: activity",
-}
 
 # Fields of the API requests that the envelope or the source supplies instead.
 _NOT_IN_DATA = ("project", "timestamp", "message_id")
@@ -72,7 +67,6 @@ def _validate(kind: str, data: Mapping[str, Any]) -> Any:
 class StandardConnector(Connector):
     name = "standard"
     title = "Custom app: identify/ping over Standard Webhooks"
-    event_types = EVENT_TYPES
     stored_headers = ("content-type", "user-agent", "webhook-id", "webhook-timestamp")
 
     def verify(self, request: InboundRequest, source: SourceConfig) -> None:
@@ -97,29 +91,52 @@ class StandardConnector(Connector):
             stamp = request.headers.get("webhook-timestamp")
         occurred_at = check_event_time(parse_time(stamp, "timestamp"))
         email = None
-        if kind in EVENT_TYPES:
+        if kind in HANDLERS:
             # Rejected at the door (400), as the API would, rather than failed later in the worker.
             email = _validate(kind, data).email
         return [Envelope(message_id, kind, occurred_at, body, email=email)]
 
     def normalize(self, envelope: Envelope, context: NormalizeContext) -> list[CustomerChange]:
-        kind = envelope.type
-        if kind not in EVENT_TYPES:
-            raise EventIgnored(f"type {kind!r} is neither identify nor ping (see {DOCS})")
-        data = envelope.payload.get("data")
-        request = _validate(kind, data if isinstance(data, Mapping) else {})
-        if kind == "ping":
-            return [CustomerChange(occurred_at=envelope.occurred_at, email=request.email, activity=True)]
-        return [
-            CustomerChange(
-                occurred_at=envelope.occurred_at,
-                email=request.email,
-                name=request.name,
-                status=request.status,
-                params=request.params,
-                params_once=request.params_once,
-                params_unset=tuple(request.params_unset),
-                # As with the identify API: a call from the app means the person is using it now.
-                activity=True,
-            )
-        ]
+        handler = HANDLERS.get(envelope.type)
+        if handler is None:
+            raise EventIgnored(f"type {envelope.type!r} is neither identify nor ping (see {DOCS})")
+        return handler(envelope)
+
+
+# -- the executable mapping table: {body `type`: handler}, each docstring says what it does --------
+
+
+def _data(envelope: Envelope) -> Mapping[str, Any]:
+    data = envelope.payload.get("data")
+    return data if isinstance(data, Mapping) else {}
+
+
+def _identify(envelope: Envelope) -> list[CustomerChange]:
+    """as POST /v1/identify: email, name, status, params, params_once, params_unset; activity"""
+    request = _validate("identify", _data(envelope))
+    return [
+        CustomerChange(
+            occurred_at=envelope.occurred_at,
+            email=request.email,
+            name=request.name,
+            status=request.status,
+            params=request.params,
+            params_once=request.params_once,
+            params_unset=tuple(request.params_unset),
+            # As with the identify API: a call from the app means the person is using it now.
+            activity=True,
+        )
+    ]
+
+
+def _ping(envelope: Envelope) -> list[CustomerChange]:
+    """as POST /v1/ping: activity"""
+    request = _validate("ping", _data(envelope))
+    return [CustomerChange(occurred_at=envelope.occurred_at, email=request.email, activity=True)]
+
+
+HANDLERS: Mapping[str, Callable[[Envelope], list[CustomerChange]]] = {
+    "identify": _identify,
+    "ping": _ping,
+}
+StandardConnector.event_types = describe_handlers(HANDLERS)

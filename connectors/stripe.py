@@ -36,8 +36,9 @@ from connectors.base import (
     VerificationFailed,
     check_timestamp,
 )
-from connectors.billing import describe_handlers, status_overrides
+from connectors.billing import status_overrides
 from connectors.changes import CustomerChange, IdentityRef
+from connectors.handlers import describe_handlers
 from connectors.stripe_client import CustomerLookupFailed, client_for, set_client_factory
 from connectors.stripe_mapping import (
     DEFAULT_STATUS_MAP,
@@ -54,7 +55,7 @@ __all__ = ["CustomerLookupFailed", "StripeConnector", "client_for", "set_client_
 class StripeConnector(Connector):
     name = "stripe"
     title = "Stripe customers, checkout, subscriptions and invoices"
-    # The mapping table is `_HANDLERS` below (https://docs.stripe.com/api/events/types); what each
+    # The mapping table is `HANDLERS` below (https://docs.stripe.com/api/events/types); what each
     # event does is its handler's docstring, listed in docs/connectors.md by `python -m connectors.doc`.
     stored_headers: ClassVar[tuple[str, ...]] = ("content-type", "user-agent")
     secret_options: ClassVar[frozenset[str]] = frozenset({"api_key"})
@@ -111,7 +112,7 @@ class StripeConnector(Connector):
     # -- worker -----------------------------------------------------------------------------------
 
     def normalize(self, envelope: Envelope, context: NormalizeContext) -> list[CustomerChange]:
-        handler = _HANDLERS.get(envelope.type)
+        handler = HANDLERS.get(envelope.type)
         if handler is None:
             raise EventIgnored(f"stripe event type {envelope.type!r} is not tracked")
         livemode = context.source.options.get("livemode")
@@ -208,9 +209,12 @@ class StripeConnector(Connector):
     def _subscription(
         self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
     ) -> list[CustomerChange]:
-        """status (mapped from the subscription's status) and params plan, mrr (net of expanded
-        discounts), currency, interval, subscription_status, current_period_end,
-        cancel_at_period_end"""
+        """status: `active` → paid, `trialing` → trial, `past_due`/`unpaid` → past_due, `canceled` →
+        churned, `incomplete`/`incomplete_expired`/`paused` → free (a source's `status.<stripe
+        status>` options override these); params `plan` (price lookup_key, else nickname, else
+        product name, else price id), `mrr` (minor units per month over all items, net of expanded
+        discounts, 0 unless active or past_due), `currency`, `interval`, `subscription_status`,
+        `current_period_end`, `cancel_at_period_end`"""
         identity = self._identity(obj)
         if identity is None:
             raise EventIgnored("the subscription names no customer")
@@ -232,7 +236,7 @@ class StripeConnector(Connector):
         self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
     ) -> list[CustomerChange]:
         """upsert: customer_email, customer_name, identity; params `last_payment_at` (paid, when
-        money moved), `last_payment_failed_at` (payment failed) or
+        money moved: not for a trial's $0 invoice), `last_payment_failed_at` (payment failed) or
         `last_payment_action_required_at` (the customer must authenticate the payment)"""
         identity = self._identity(obj)
         email = email_in(envelope.type, obj)
@@ -368,7 +372,7 @@ class StripeConnector(Connector):
 Handler = Callable[[StripeConnector, Envelope, Mapping[str, Any], NormalizeContext], list[CustomerChange]]
 
 _SUBSCRIPTION_EVENTS = ("created", "updated", "deleted", "paused", "resumed", "trial_will_end")
-_HANDLERS: dict[str, Handler] = {
+HANDLERS: dict[str, Handler] = {
     "customer.created": StripeConnector._customer,
     "customer.updated": StripeConnector._customer,
     "customer.deleted": StripeConnector._customer_deleted,
@@ -383,4 +387,4 @@ _HANDLERS: dict[str, Handler] = {
     "customer.discount.created": StripeConnector._discount,
     "customer.discount.deleted": StripeConnector._discount,
 }
-StripeConnector.event_types = describe_handlers(_HANDLERS)
+StripeConnector.event_types = describe_handlers(HANDLERS)
