@@ -38,6 +38,7 @@ from connectors.base import (
 )
 from connectors.billing import status_overrides
 from connectors.changes import CustomerChange, IdentityRef
+from connectors.fields import load_object, mapping_at, text_at
 from connectors.handlers import describe_handlers
 from connectors.stripe_client import CustomerLookupFailed, client_for, set_client_factory
 from connectors.stripe_mapping import (
@@ -47,7 +48,7 @@ from connectors.stripe_mapping import (
     timestamp_iso,
 )
 from connectors.stripe_options import validate_stripe_options
-from connectors.stripe_payload import created_time, data_object, email_in, load_event, text
+from connectors.stripe_payload import created_time, data_object, email_in
 
 __all__ = ["CustomerLookupFailed", "StripeConnector", "client_for", "set_client_factory"]
 
@@ -97,7 +98,7 @@ class StripeConnector(Connector):
         raise VerificationFailed(f"Stripe signature rejected: {reason}")
 
     def envelopes(self, request: InboundRequest, source: SourceConfig) -> list[Envelope]:
-        event = load_event(request.body)
+        event = load_object(request.body)
         event_id, event_type = event.get("id"), event.get("type")
         if not isinstance(event_id, str) or not event_id:
             raise MalformedPayload("the event has no id")
@@ -149,7 +150,7 @@ class StripeConnector(Connector):
         # A deleted customer comes back as {"id", "deleted": true}, without an email.
         if getattr(customer, "deleted", False):
             return None
-        return text(getattr(customer, "email", None))
+        return text_at(getattr(customer, "email", None))
 
     def _customer(
         self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
@@ -157,20 +158,18 @@ class StripeConnector(Connector):
         """upsert: email, name; the Stripe customer id linked as identity; an email changed in
         `previous_attributes` is an email change of the identity (rename or merge)"""
         identity = self._identity(obj, "id")
-        email = text(obj.get("email"))
+        email = text_at(obj, "email")
         if identity is None:
             raise EventIgnored("the customer object has no cus_ id")
         if email is None:
             raise EventIgnored(f"stripe customer {identity.external_id} has no email")
-        data = envelope.payload.get("data")
-        previous = data.get("previous_attributes") if isinstance(data, Mapping) else None
-        old_email = text(previous.get("email")) if isinstance(previous, Mapping) else None
+        old_email = text_at(envelope.payload, "data", "previous_attributes", "email")
         return [
             CustomerChange(
                 occurred_at=envelope.occurred_at,
                 email=email,
                 identity=identity,
-                name=text(obj.get("name")),
+                name=text_at(obj, "name"),
                 email_change=old_email is not None and old_email.lower() != email.lower(),
             )
         ]
@@ -198,8 +197,7 @@ class StripeConnector(Connector):
             email = self._email_for(identity, context)
         if email is None and identity is None:
             raise EventIgnored("the checkout session names neither an email nor a customer")
-        details = obj.get("customer_details")
-        name = text(details.get("name")) if isinstance(details, Mapping) else None
+        name = text_at(obj, "customer_details", "name")
         return [
             CustomerChange(
                 occurred_at=envelope.occurred_at, email=email, identity=identity, name=name, activity=True
@@ -249,8 +247,7 @@ class StripeConnector(Connector):
             amount = obj.get("amount_paid")
             # A trial's $0 invoice is "paid" too, but no payment happened.
             if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0:
-                transitions = obj.get("status_transitions")
-                paid_at = transitions.get("paid_at") if isinstance(transitions, Mapping) else None
+                paid_at = mapping_at(obj, "status_transitions").get("paid_at")
                 params["last_payment_at"] = timestamp_iso(paid_at) or timestamp_iso(
                     envelope.payload.get("created")
                 )
@@ -266,7 +263,7 @@ class StripeConnector(Connector):
                 # Stripe copies the customer's name onto the invoice when it finalizes it; for a
                 # customer created without one (a checkout that only collected billing details)
                 # it is the only name there is.
-                name=text(obj.get("customer_name")),
+                name=text_at(obj, "customer_name"),
                 params={k: v for k, v in params.items() if v is not None},
             )
         ]
@@ -296,8 +293,7 @@ class StripeConnector(Connector):
         """params `dispute_status` (the dispute's status: needs_response, won, lost, …) and, when
         opened, `last_dispute_at`; the person from evidence.customer_email_address, else the
         disputed charge's customer (looked up with the source's `api_key`)"""
-        evidence = obj.get("evidence")
-        email = text(evidence.get("customer_email_address")) if isinstance(evidence, Mapping) else None
+        email = text_at(obj, "evidence", "customer_email_address")
         identity: IdentityRef | None = None
         charge_id = obj.get("charge")
         if isinstance(charge_id, Mapping):
@@ -347,9 +343,8 @@ class StripeConnector(Connector):
                     occurred_at=envelope.occurred_at, email=email, identity=identity, params_unset=keys
                 )
             ]
-        coupon = obj.get("coupon")
-        coupon = coupon if isinstance(coupon, Mapping) else {}
-        params: dict[str, Any] = {"discount": text(coupon.get("name")) or text(coupon.get("id"))}
+        coupon = mapping_at(obj, "coupon")
+        params: dict[str, Any] = {"discount": text_at(coupon, "name") or text_at(coupon, "id")}
         percent, amount = coupon.get("percent_off"), coupon.get("amount_off")
         if isinstance(percent, int | float) and not isinstance(percent, bool):
             params["discount_percent_off"] = percent
