@@ -29,10 +29,10 @@ from connectors.base import (
     SourceConfig,
 )
 from connectors.changes import CustomerChange
-from connectors.fields import check_event_time, load_object, parse_time
+from connectors.fields import load_object
 from connectors.handlers import describe_handlers
 from connectors.safe_json import problem
-from connectors.verification import verify_standard_webhook
+from connectors.svix import read_message, verify_svix
 
 __all__ = ["StandardConnector"]
 
@@ -70,31 +70,24 @@ class StandardConnector(Connector):
     stored_headers = ("content-type", "user-agent", "webhook-id", "webhook-timestamp")
 
     def verify(self, request: InboundRequest, source: SourceConfig) -> None:
-        verify_standard_webhook(request.body, request.headers, source.secrets)
+        verify_svix(request, source.secrets)
 
     def envelopes(self, request: InboundRequest, source: SourceConfig) -> list[Envelope]:
         # Refused, not scrubbed: this is our own API over webhooks, so it answers as the API does.
         body = load_object(request.body, scrub=False)
         if (found := problem(body)) is not None:
             raise MalformedPayload(f"the body cannot be stored: {found}")
-        kind = body.get("type")
-        data = body.get("data")
-        message_id = request.headers.get("webhook-id")
-        if not isinstance(kind, str) or not kind or not isinstance(data, dict):
-            raise MalformedPayload(
-                'the body must be {"type": "identify"|"ping", "timestamp": …, "data": {…}}'
-            )
-        if not message_id:
-            raise MalformedPayload("missing webhook-id header")
-        stamp = body.get("timestamp")
-        if stamp is None:
-            stamp = request.headers.get("webhook-timestamp")
-        occurred_at = check_event_time(parse_time(stamp, "timestamp"))
+        message = read_message(
+            body,
+            request.headers,
+            shape='the body must be {"type": "identify"|"ping", "timestamp": …, "data": {…}}',
+        )
+        kind, data = message.type, message.data
         email = None
         if kind in HANDLERS:
             # Rejected at the door (400), as the API would, rather than failed later in the worker.
             email = _validate(kind, data).email
-        return [Envelope(message_id, kind, occurred_at, body, email=email)]
+        return [Envelope(message.message_id, kind, message.occurred_at, body, email=email)]
 
     def normalize(self, envelope: Envelope, context: NormalizeContext) -> list[CustomerChange]:
         handler = HANDLERS.get(envelope.type)
