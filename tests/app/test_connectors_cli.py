@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from app.cli import cli
 from connectors.registry import build_registry, use_registry
-from connectors.testing import stripe_signature
+from connectors.testkit import stripe_signature
 from models import Customer, Event
 from tests.connectors.fake_dist import fake_distribution
 from workers.runtime import Runtime

@@ -11,7 +11,7 @@ import pytest
 
 from connectors.base import Headers, InboundRequest, MalformedPayload, VerificationFailed
 from connectors.svix import read_message, verify_svix
-from connectors.testing import new_standard_secret, standard_webhook_headers
+from connectors.testkit import new_standard_secret, standard_webhook_headers
 
 PREFIXES = ("svix", "webhook")
 
