@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["describe_handlers", "group_event_types", "handler_doc"]
+__all__ = ["describe_handlers", "handler_doc"]
 
 
 def handler_doc(handler: Callable[..., Any]) -> str:
@@ -24,12 +24,3 @@ def handler_doc(handler: Callable[..., Any]) -> str:
 def describe_handlers(handlers: Mapping[str, Callable[..., Any]]) -> dict[str, str]:
     """`Connector.event_types` from an executable `{event type: handler}` table."""
     return {event_type: handler_doc(handler) for event_type, handler in handlers.items()}
-
-
-def group_event_types(event_types: Mapping[str, str]) -> list[tuple[list[str], str]]:
-    """Event types that share one description (one handler), in the table's order of first
-    appearance: `[(["customer.created", "customer.updated"], "upsert: …"), …]`."""
-    groups: dict[str, list[str]] = {}
-    for event_type, effect in event_types.items():
-        groups.setdefault(effect, []).append(event_type)
-    return [(kinds, effect) for effect, kinds in groups.items()]
