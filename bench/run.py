@@ -1317,7 +1317,7 @@ STRIPE_SECRET = "whsec_bench_stripe_signing_secret"
 
 def write_stripe_deliveries(path: Path, count: int, run_id: str) -> None:
     """`count` distinct `customer.created` events, signed now, one "<signature>\t<body>" per line."""
-    from connectors.testing import stripe_signature
+    from connectors.testkit import stripe_signature
 
     now = int(time.time())
     with path.open("w") as out:

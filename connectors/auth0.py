@@ -15,7 +15,8 @@ from `user_name` (which may also be a phone number or a username, then ignored).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -39,23 +40,14 @@ from connectors.fields import (
     person_change,
     text_at,
 )
+from connectors.handlers import describe_handlers
 from connectors.verification import verify_shared_secret
 
 __all__ = ["Auth0Connector", "split_records"]
 
 DOCS = "https://auth0.com/docs/deploy-monitor/logs/log-event-type-codes"
 
-# Auth0 log type code -> what Tributary does. Codes: https://auth0.com/docs/deploy-monitor/logs/log-event-type-codes
-EVENT_TYPES: Mapping[str, str] = {
-    "ss": "successful signup: email; status `free` unless the customer has one in the project",
-    "s": "successful login: activity",
-    "ssa": "successful silent authentication: activity",
-    "sce": "successful change email: the new address is an email change (rename or merge)",
-    "sapi": "Management API PATCH/PUT /api/v2/users/{id}: name and email; DELETE: like sdu",
-    "sdu": "successful user deletion: the Auth0 user id is removed from the customer, who is kept",
-    "du": "deleted user: as sdu",
-}
-
+NAME = "auth0"
 SIGNUP_STATUS = "free"
 MAX_RECORDS = 1000
 _USER_PATH = re.compile(r"^/api/v2/users/([^/?#]+)$")
@@ -115,7 +107,6 @@ def _user_id(log: Mapping[str, Any], *candidates: str | None) -> str | None:
 class Auth0Connector(Connector):
     name = "auth0"
     title = "Auth0 Log Streams (signups, logins, email changes, deletions)"
-    event_types = EVENT_TYPES
 
     def verify(self, request: InboundRequest, source: SourceConfig) -> None:
         verify_shared_secret(request.headers, "authorization", source.secrets)
@@ -136,55 +127,89 @@ class Auth0Connector(Connector):
         return envelopes
 
     def normalize(self, envelope: Envelope, context: NormalizeContext) -> list[CustomerChange]:
-        log = envelope.payload
-        kind = envelope.type
-        at = envelope.occurred_at
-        body = mapping_at(log, "details", "body")
-        if kind == "ss":
-            email = clean_email(body.get("email")) or clean_email(log.get("user_name"))
-            if email is None:
-                raise EventIgnored("the signup carries no email address")
-            identity = self._identity(log, text_at(log, "user_id"))
-            return [person_change(at, email=email, identity=identity, status_if_absent=SIGNUP_STATUS)]
-        if kind in ("s", "ssa"):
-            identity = self._identity(log, text_at(log, "user_id"))
-            email = clean_email(log.get("user_name"))
-            if identity is None and email is None:
-                raise EventIgnored("the login names no user")
-            return [person_change(at, email=email, identity=identity, activity=True)]
-        if kind == "sce":
-            identity = self._identity(log, text_at(body, "user_id"), text_at(log, "user_id"))
-            email = clean_email(body.get("newEmail"))
-            if identity is None or email is None:
-                raise EventIgnored("the email change names no user id or no new address")
-            return [person_change(at, email=email, identity=identity)]
-        if kind in ("sdu", "du"):
-            identity = self._identity(log, text_at(log, "user_id"), text_at(body, "user_id"))
-            if identity is None:
-                raise EventIgnored("the deletion names no user id")
-            return [CustomerChange(occurred_at=at, identity=identity, forget_identity=True)]
-        if kind == "sapi":
-            return self._management_api(log, at)
-        raise EventIgnored(f"Auth0 log type {kind!r} is not tracked (see {DOCS})")
+        handler = HANDLERS.get(envelope.type)
+        if handler is None:
+            raise EventIgnored(f"Auth0 log type {envelope.type!r} is not tracked (see {DOCS})")
+        return handler(envelope.payload, envelope.occurred_at)
 
-    def _identity(self, log: Mapping[str, Any], *candidates: str | None) -> IdentityRef | None:
-        user_id = _user_id(log, *candidates)
-        return IdentityRef(self.name, user_id) if user_id else None
 
-    def _management_api(self, log: Mapping[str, Any], at: Any) -> list[CustomerChange]:
-        """A Management API write: only user updates and deletions say something about a person."""
-        request = mapping_at(log, "details", "request")
-        method = str(request.get("method") or "").lower()
-        match = _USER_PATH.match(str(request.get("path") or ""))
-        if match is None or method not in ("patch", "put", "delete"):
-            raise EventIgnored("a Management API call that does not update or delete a user")
-        identity = IdentityRef(self.name, unquote(match.group(1)))
-        if method == "delete":
-            return [CustomerChange(occurred_at=at, identity=identity, forget_identity=True)]
-        # The response is the updated user; the request body is what was asked (may be partial).
-        user = mapping_at(log, "details", "response", "body") or mapping_at(request, "body")
-        email = clean_email(user.get("email"))
-        name = text_at(user, "name") or full_name(user.get("given_name"), user.get("family_name"))
-        if email is None and name is None:
-            raise EventIgnored("the user update changes neither the email nor the name")
-        return [person_change(at, email=email, identity=identity, name=name)]
+# -- the executable mapping table: {log type code: handler}, each docstring says what it does -------
+
+
+def _identity(log: Mapping[str, Any], *candidates: str | None) -> IdentityRef | None:
+    user_id = _user_id(log, *candidates)
+    return IdentityRef(NAME, user_id) if user_id else None
+
+
+def _signup(log: Mapping[str, Any], at: datetime) -> list[CustomerChange]:
+    """successful signup: email; status `free` unless the customer has one in the project"""
+    body = mapping_at(log, "details", "body")
+    email = clean_email(body.get("email")) or clean_email(log.get("user_name"))
+    if email is None:
+        raise EventIgnored("the signup carries no email address")
+    identity = _identity(log, text_at(log, "user_id"))
+    return [person_change(at, email=email, identity=identity, status_if_absent=SIGNUP_STATUS)]
+
+
+def _login(log: Mapping[str, Any], at: datetime) -> list[CustomerChange]:
+    """successful login (`s`) or silent authentication (`ssa`): activity"""
+    identity = _identity(log, text_at(log, "user_id"))
+    email = clean_email(log.get("user_name"))
+    if identity is None and email is None:
+        raise EventIgnored("the login names no user")
+    return [person_change(at, email=email, identity=identity, activity=True)]
+
+
+def _email_changed(log: Mapping[str, Any], at: datetime) -> list[CustomerChange]:
+    """successful change email: the new address is an email change (rename or merge)"""
+    body = mapping_at(log, "details", "body")
+    identity = _identity(log, text_at(body, "user_id"), text_at(log, "user_id"))
+    email = clean_email(body.get("newEmail"))
+    if identity is None or email is None:
+        raise EventIgnored("the email change names no user id or no new address")
+    return [person_change(at, email=email, identity=identity)]
+
+
+def _deleted(log: Mapping[str, Any], at: datetime) -> list[CustomerChange]:
+    """successful user deletion (`sdu`) or deleted user (`du`): the Auth0 user id is removed from
+    the customer, who is kept"""
+    body = mapping_at(log, "details", "body")
+    identity = _identity(log, text_at(log, "user_id"), text_at(body, "user_id"))
+    if identity is None:
+        raise EventIgnored("the deletion names no user id")
+    return [CustomerChange(occurred_at=at, identity=identity, forget_identity=True)]
+
+
+def _management_api(log: Mapping[str, Any], at: datetime) -> list[CustomerChange]:
+    """Management API PATCH/PUT /api/v2/users/{id}: name and email; DELETE: like sdu"""
+    # Only user updates and deletions say something about a person.
+    request = mapping_at(log, "details", "request")
+    method = str(request.get("method") or "").lower()
+    match = _USER_PATH.match(str(request.get("path") or ""))
+    if match is None or method not in ("patch", "put", "delete"):
+        raise EventIgnored("a Management API call that does not update or delete a user")
+    identity = IdentityRef(NAME, unquote(match.group(1)))
+    if method == "delete":
+        return [CustomerChange(occurred_at=at, identity=identity, forget_identity=True)]
+    # The response is the updated user; the request body is what was asked (may be partial).
+    user = mapping_at(log, "details", "response", "body") or mapping_at(request, "body")
+    email = clean_email(user.get("email"))
+    name = text_at(user, "name") or full_name(user.get("given_name"), user.get("family_name"))
+    if email is None and name is None:
+        raise EventIgnored("the user update changes neither the email nor the name")
+    return [person_change(at, email=email, identity=identity, name=name)]
+
+
+Handler = Callable[[Mapping[str, Any], datetime], list[CustomerChange]]
+
+# Codes: https://auth0.com/docs/deploy-monitor/logs/log-event-type-codes
+HANDLERS: Mapping[str, Handler] = {
+    "ss": _signup,
+    "s": _login,
+    "ssa": _login,
+    "sce": _email_changed,
+    "sapi": _management_api,
+    "sdu": _deleted,
+    "du": _deleted,
+}
+Auth0Connector.event_types = describe_handlers(HANDLERS)

@@ -6,7 +6,7 @@ each envelope is stored as an event before the provider gets its 2xx. In the wor
 turns one stored envelope into `CustomerChange`s in Tributary's vocabulary.
 
 Nothing here imports Flask: a connector sees an `InboundRequest`, so it can be exercised offline
-(`tributary connectors test`) and by the public test kit (`connectors/testing.py`).
+(`tributary connectors test`) and by the public test kit (`connectors.testkit`).
 """
 
 from __future__ import annotations

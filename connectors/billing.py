@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from fractions import Fraction
 from typing import Any
@@ -22,7 +22,6 @@ from connectors.fields import parse_time
 
 __all__ = [
     "MONTHS_PER_UNIT",
-    "describe_handlers",
     "iso_z",
     "monthly",
     "round_minor",
@@ -79,13 +78,3 @@ def iso_z(value: Any) -> str | None:
     except MalformedPayload:
         return None
     return moment.isoformat().replace("+00:00", "Z")
-
-
-def describe_handlers(handlers: Mapping[str, Callable[..., Any]]) -> dict[str, str]:
-    """`Connector.event_types` from an executable `{event type: handler}` table: each handler's
-    docstring (its first paragraph, on one line) says what Tributary does with the event."""
-    described: dict[str, str] = {}
-    for event_type, handler in handlers.items():
-        doc = (handler.__doc__ or "").strip().split("\n\n")[0]
-        described[event_type] = " ".join(doc.split())
-    return described

@@ -19,7 +19,11 @@ __all__ = ["CustomerChange", "IdentityRef"]
 
 @dataclass(frozen=True, slots=True)
 class IdentityRef:
-    """A person's id in another system: (`stripe`, `cus_9s6…`), (`clerk`, `user_29w…`)."""
+    """A person's id in another system: (`stripe`, `cus_9s6…`), (`clerk`, `user_29w…`).
+
+    `source` is the connector's name, not a source (endpoint) id: ids from every source of one
+    connector in an account are one namespace (stored as `identities.source`, models/customer.py).
+    """
 
     source: str
     external_id: str

@@ -26,20 +26,19 @@ from connectors.base import (
     NormalizeContext,
     SourceConfig,
 )
-from connectors.billing import describe_handlers
 from connectors.changes import CustomerChange
 from connectors.clerk_events import HANDLERS, primary_email
 from connectors.fields import (
-    check_event_time,
     load_object,
-    parse_time,
     text_at,
 )
-from connectors.verification import verify_standard_webhook
+from connectors.handlers import describe_handlers
+from connectors.svix import read_message, verify_svix
 
 __all__ = ["ClerkConnector"]
 
 DOCS = "https://clerk.com/docs/guides/development/webhooks/syncing"
+PREFIXES = ("svix", "webhook")
 
 
 class ClerkConnector(Connector):
@@ -60,28 +59,23 @@ class ClerkConnector(Connector):
     def verify(self, request: InboundRequest, source: SourceConfig) -> None:
         # Svix names its headers `svix-*`; deliveries through Standard Webhooks tooling use
         # `webhook-*`. Both carry the same signature, so either set is accepted.
-        prefix = "svix" if "svix-signature" in request.headers else "webhook"
-        verify_standard_webhook(request.body, request.headers, source.secrets, prefix=prefix)
+        verify_svix(request, source.secrets, PREFIXES)
 
     def envelopes(self, request: InboundRequest, source: SourceConfig) -> list[Envelope]:
         body = load_object(request.body)
-        event_type = body.get("type")
-        data = body.get("data")
-        if not isinstance(event_type, str) or not event_type or not isinstance(data, dict):
-            raise MalformedPayload("a Clerk event needs a string `type` and an object `data`")
-        message_id = request.headers.get("svix-id") or request.headers.get("webhook-id")
-        if not message_id:
-            raise MalformedPayload("missing svix-id header")
-        stamp = body.get("timestamp")
-        if stamp is None:  # the body's time is in milliseconds; the signed header's is close enough
-            stamp = request.headers.get("svix-timestamp") or request.headers.get("webhook-timestamp")
-        occurred_at = check_event_time(parse_time(stamp, "timestamp"))
+        message = read_message(
+            body,
+            request.headers,
+            prefixes=PREFIXES,
+            shape="a Clerk event needs a string `type` and an object `data`",
+        )
+        event_type, data = message.type, message.data
         if event_type in ("user.created", "user.updated", "user.deleted") and not text_at(data, "id"):
             raise MalformedPayload(f"{event_type} without data.id")
         if event_type == "session.created" and not text_at(data, "user_id"):
             raise MalformedPayload("session.created without data.user_id")
         email = primary_email(data) if event_type.startswith("user.") else None
-        return [Envelope(message_id, event_type, occurred_at, body, email=email)]
+        return [Envelope(message.message_id, event_type, message.occurred_at, body, email=email)]
 
     def normalize(self, envelope: Envelope, context: NormalizeContext) -> list[CustomerChange]:
         data = envelope.payload.get("data")

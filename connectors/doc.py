@@ -1,6 +1,6 @@
 """Generate the per-connector event tables of docs/connectors.md from the connectors' own
-`event_types` (for billing and most auth connectors, the executable `{event type: handler}` table
-with each handler's docstring), so the documentation cannot drift from the code.
+`event_types` (for every built-in, derived from its executable `{event type: handler}` table and
+each handler's docstring: connectors/handlers.py), so the documentation cannot drift from the code.
 
     python -m connectors.doc           # rewrite the generated section of docs/connectors.md
     python -m connectors.doc --check   # exit 1 if it is stale (tests/connectors/test_docs.py)

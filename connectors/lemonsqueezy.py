@@ -44,7 +44,6 @@ from connectors.base import (
 )
 from connectors.billing import (
     MONTHS_PER_UNIT,
-    describe_handlers,
     iso_z,
     monthly,
     round_minor,
@@ -61,6 +60,7 @@ from connectors.fields import (
     person_change,
     text_at,
 )
+from connectors.handlers import describe_handlers
 from connectors.verification import any_matches, hmac_digest
 
 __all__ = ["DEFAULT_STATUS_MAP", "LemonSqueezyConnector", "derived_event_id", "subscription_params"]

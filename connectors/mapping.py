@@ -32,7 +32,7 @@ import binascii
 import hashlib
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
@@ -55,6 +55,7 @@ from connectors.base import (
 )
 from connectors.changes import CustomerChange
 from connectors.fields import check_event_time, clean_email, load_object, parse_time
+from connectors.handlers import describe_handlers
 from connectors.verification import any_matches, hmac_digest, verify_shared_secret
 
 __all__ = ["MappingConnector"]
@@ -149,18 +150,9 @@ def _object_of_params(value: Any, what: str) -> dict[str, Any]:
     return {key: item for key, item in value.items() if item is not None}
 
 
-# The source's options decide the types; these are the outcomes.
-EVENT_TYPES: Mapping[str, str] = {
-    "<types matching `events`>": "identify-like: email, name, status, params, params_once; activity unless "
-    "activity=false",
-    "<any other type>": "stored and ignored",
-}
-
-
 class MappingConnector(Connector):
     name = "mapping"
     title = "Custom app: JMESPath mapping and HMAC/secret settings, no code"
-    event_types = EVENT_TYPES
 
     def validate_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(options) - set(EXPRESSIONS) - set(SETTINGS))
@@ -294,29 +286,53 @@ class MappingConnector(Connector):
     def normalize(self, envelope: Envelope, context: NormalizeContext) -> list[CustomerChange]:
         options = context.source.options
         patterns = options.get("events")
-        if patterns and not any(fnmatchcase(envelope.type, p) for p in patterns):
-            raise EventIgnored(f"event type {envelope.type!r} is not in the source's events filter")
-        body = envelope.payload
-        email = clean_email(_search(options.get("email"), body, "email"))
-        if email is None:
-            raise EventIgnored(f"no email address at {options.get('email')!r}")
-        name = _search(options.get("name"), body, "name")
-        name = name.strip()[:400] if isinstance(name, str) else None
-        status = _search(options.get("status"), body, "status")
-        if status is not None:
-            status = str(status).strip().lower()
-            if not STATUS.match(status):
-                raise MalformedPayload(f"status {status!r} is not a slug ([a-z0-9][a-z0-9_-]*)")
-        return [
-            CustomerChange(
-                occurred_at=envelope.occurred_at,
-                email=email,
-                name=name or None,
-                status=status,
-                params=_object_of_params(_search(options.get("params"), body, "params"), "params"),
-                params_once=_object_of_params(
-                    _search(options.get("params_once"), body, "params_once"), "params_once"
-                ),
-                activity=bool(options.get("activity", True)),
-            )
-        ]
+        matched = not patterns or any(fnmatchcase(envelope.type, p) for p in patterns)
+        return HANDLERS[MATCHED if matched else UNMATCHED](envelope, options)
+
+
+# -- the mapping table ---------------------------------------------------------------------------------
+# The event types are the source's to choose (its `events` option), so the table has the two
+# outcomes a mapping source can have rather than provider event types.
+
+MATCHED = "<types matching `events`>"
+UNMATCHED = "<any other type>"
+
+
+def _mapped(envelope: Envelope, options: Mapping[str, Any]) -> list[CustomerChange]:
+    """identify-like: email, name, status, params, params_once; activity unless activity=false"""
+    body = envelope.payload
+    email = clean_email(_search(options.get("email"), body, "email"))
+    if email is None:
+        raise EventIgnored(f"no email address at {options.get('email')!r}")
+    name = _search(options.get("name"), body, "name")
+    name = name.strip()[:400] if isinstance(name, str) else None
+    status = _search(options.get("status"), body, "status")
+    if status is not None:
+        status = str(status).strip().lower()
+        if not STATUS.match(status):
+            raise MalformedPayload(f"status {status!r} is not a slug ([a-z0-9][a-z0-9_-]*)")
+    return [
+        CustomerChange(
+            occurred_at=envelope.occurred_at,
+            email=email,
+            name=name or None,
+            status=status,
+            params=_object_of_params(_search(options.get("params"), body, "params"), "params"),
+            params_once=_object_of_params(
+                _search(options.get("params_once"), body, "params_once"), "params_once"
+            ),
+            activity=bool(options.get("activity", True)),
+        )
+    ]
+
+
+def _filtered_out(envelope: Envelope, options: Mapping[str, Any]) -> list[CustomerChange]:
+    """stored and ignored"""
+    raise EventIgnored(f"event type {envelope.type!r} is not in the source's events filter")
+
+
+HANDLERS: Mapping[str, Callable[[Envelope, Mapping[str, Any]], list[CustomerChange]]] = {
+    MATCHED: _mapped,
+    UNMATCHED: _filtered_out,
+}
+MappingConnector.event_types = describe_handlers(HANDLERS)

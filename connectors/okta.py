@@ -31,7 +31,6 @@ from connectors.base import (
     SourceConfig,
     VerificationFailed,
 )
-from connectors.billing import describe_handlers
 from connectors.changes import CustomerChange, IdentityRef
 from connectors.fields import (
     check_event_time,
@@ -42,6 +41,7 @@ from connectors.fields import (
     person_change,
     text_at,
 )
+from connectors.handlers import describe_handlers
 from connectors.verification import verify_shared_secret
 
 __all__ = ["OktaConnector"]

@@ -36,7 +36,6 @@ from connectors.base import (
     check_timestamp,
 )
 from connectors.billing import (
-    describe_handlers,
     iso_z,
     monthly,
     round_minor,
@@ -53,6 +52,7 @@ from connectors.fields import (
     person_change,
     text_at,
 )
+from connectors.handlers import describe_handlers
 from connectors.verification import any_matches, hmac_digest, keyed_signature_header
 
 __all__ = ["DEFAULT_STATUS_MAP", "PaddleConnector", "paddle_signature_parts", "subscription_params"]

@@ -14,7 +14,7 @@ Signatures are checked by the `standardwebhooks` library (connectors/verificatio
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -29,20 +29,15 @@ from connectors.base import (
     SourceConfig,
 )
 from connectors.changes import CustomerChange
-from connectors.fields import check_event_time, load_object, parse_time
+from connectors.fields import load_object
+from connectors.handlers import describe_handlers
 from connectors.identify import IdentifyRequest, PingRequest, identify_change
 from connectors.safe_json import problem
-from connectors.verification import verify_standard_webhook
+from connectors.svix import read_message, verify_svix
 
 __all__ = ["StandardConnector"]
 
 DOCS = "docs/standard-webhooks.md"
-
-# Body `type` -> what Tributary does (the same as the API endpoint of that name).
-EVENT_TYPES: Mapping[str, str] = {
-    "identify": "as POST /v1/identify: email, name, status, params, params_once, params_unset; activity",
-    "ping": "as POST /v1/ping: activity",
-}
 
 # Fields of the API requests that the envelope or the source supplies instead.
 _NOT_IN_DATA = ("project", "timestamp", "message_id")
@@ -69,41 +64,57 @@ def _validate(kind: str, data: Mapping[str, Any]) -> PingRequest:
 class StandardConnector(Connector):
     name = "standard"
     title = "Custom app: identify/ping over Standard Webhooks"
-    event_types = EVENT_TYPES
     stored_headers = ("content-type", "user-agent", "webhook-id", "webhook-timestamp")
 
     def verify(self, request: InboundRequest, source: SourceConfig) -> None:
-        verify_standard_webhook(request.body, request.headers, source.secrets)
+        verify_svix(request, source.secrets)
 
     def envelopes(self, request: InboundRequest, source: SourceConfig) -> list[Envelope]:
         # Refused, not scrubbed: this is our own API over webhooks, so it answers as the API does.
         body = load_object(request.body, scrub=False)
         if (found := problem(body)) is not None:
             raise MalformedPayload(f"the body cannot be stored: {found}")
-        kind = body.get("type")
-        data = body.get("data")
-        message_id = request.headers.get("webhook-id")
-        if not isinstance(kind, str) or not kind or not isinstance(data, dict):
-            raise MalformedPayload(
-                'the body must be {"type": "identify"|"ping", "timestamp": …, "data": {…}}'
-            )
-        if not message_id:
-            raise MalformedPayload("missing webhook-id header")
-        stamp = body.get("timestamp")
-        if stamp is None:
-            stamp = request.headers.get("webhook-timestamp")
-        occurred_at = check_event_time(parse_time(stamp, "timestamp"))
+        message = read_message(
+            body,
+            request.headers,
+            shape='the body must be {"type": "identify"|"ping", "timestamp": …, "data": {…}}',
+        )
+        kind, data = message.type, message.data
         email = None
-        if kind in EVENT_TYPES:
+        if kind in HANDLERS:
             # Rejected at the door (400), as the API would, rather than failed later in the worker.
             email = _validate(kind, data).email
-        return [Envelope(message_id, kind, occurred_at, body, email=email)]
+        return [Envelope(message.message_id, kind, message.occurred_at, body, email=email)]
 
     def normalize(self, envelope: Envelope, context: NormalizeContext) -> list[CustomerChange]:
-        kind = envelope.type
-        if kind not in EVENT_TYPES:
-            raise EventIgnored(f"type {kind!r} is neither identify nor ping (see {DOCS})")
-        data = envelope.payload.get("data")
-        request = _validate(kind, data if isinstance(data, Mapping) else {})
-        # The identify API's own change builder: both doors make the same change.
-        return [identify_change(kind, envelope.occurred_at, request.email, request.model_dump())]
+        handler = HANDLERS.get(envelope.type)
+        if handler is None:
+            raise EventIgnored(f"type {envelope.type!r} is neither identify nor ping (see {DOCS})")
+        return handler(envelope)
+
+
+# -- the executable mapping table: {body `type`: handler}, each docstring says what it does --------
+
+
+def _change(kind: str, envelope: Envelope) -> list[CustomerChange]:
+    data = envelope.payload.get("data")
+    request = _validate(kind, data if isinstance(data, Mapping) else {})
+    # The identify API's own change builder: both doors make the same change.
+    return [identify_change(kind, envelope.occurred_at, request.email, request.model_dump())]
+
+
+def _identify(envelope: Envelope) -> list[CustomerChange]:
+    """as POST /v1/identify: email, name, status, params, params_once, params_unset; activity"""
+    return _change("identify", envelope)
+
+
+def _ping(envelope: Envelope) -> list[CustomerChange]:
+    """as POST /v1/ping: activity"""
+    return _change("ping", envelope)
+
+
+HANDLERS: Mapping[str, Callable[[Envelope], list[CustomerChange]]] = {
+    "identify": _identify,
+    "ping": _ping,
+}
+StandardConnector.event_types = describe_handlers(HANDLERS)

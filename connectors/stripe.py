@@ -36,8 +36,10 @@ from connectors.base import (
     VerificationFailed,
     check_timestamp,
 )
-from connectors.billing import describe_handlers, status_overrides
+from connectors.billing import status_overrides
 from connectors.changes import CustomerChange, IdentityRef
+from connectors.fields import load_object, mapping_at, text_at
+from connectors.handlers import describe_handlers
 from connectors.stripe_client import CustomerLookupFailed, client_for, set_client_factory
 from connectors.stripe_mapping import (
     DEFAULT_STATUS_MAP,
@@ -46,7 +48,7 @@ from connectors.stripe_mapping import (
     timestamp_iso,
 )
 from connectors.stripe_options import validate_stripe_options
-from connectors.stripe_payload import created_time, data_object, email_in, load_event, text
+from connectors.stripe_payload import created_time, data_object, email_in
 
 __all__ = ["CustomerLookupFailed", "StripeConnector", "client_for", "set_client_factory"]
 
@@ -54,7 +56,7 @@ __all__ = ["CustomerLookupFailed", "StripeConnector", "client_for", "set_client_
 class StripeConnector(Connector):
     name = "stripe"
     title = "Stripe customers, checkout, subscriptions and invoices"
-    # The mapping table is `_HANDLERS` below (https://docs.stripe.com/api/events/types); what each
+    # The mapping table is `HANDLERS` below (https://docs.stripe.com/api/events/types); what each
     # event does is its handler's docstring, listed in docs/connectors.md by `python -m connectors.doc`.
     stored_headers: ClassVar[tuple[str, ...]] = ("content-type", "user-agent")
     secret_options: ClassVar[frozenset[str]] = frozenset({"api_key"})
@@ -96,7 +98,7 @@ class StripeConnector(Connector):
         raise VerificationFailed(f"Stripe signature rejected: {reason}")
 
     def envelopes(self, request: InboundRequest, source: SourceConfig) -> list[Envelope]:
-        event = load_event(request.body)
+        event = load_object(request.body)
         event_id, event_type = event.get("id"), event.get("type")
         if not isinstance(event_id, str) or not event_id:
             raise MalformedPayload("the event has no id")
@@ -111,7 +113,7 @@ class StripeConnector(Connector):
     # -- worker -----------------------------------------------------------------------------------
 
     def normalize(self, envelope: Envelope, context: NormalizeContext) -> list[CustomerChange]:
-        handler = _HANDLERS.get(envelope.type)
+        handler = HANDLERS.get(envelope.type)
         if handler is None:
             raise EventIgnored(f"stripe event type {envelope.type!r} is not tracked")
         livemode = context.source.options.get("livemode")
@@ -148,7 +150,7 @@ class StripeConnector(Connector):
         # A deleted customer comes back as {"id", "deleted": true}, without an email.
         if getattr(customer, "deleted", False):
             return None
-        return text(getattr(customer, "email", None))
+        return text_at(getattr(customer, "email", None))
 
     def _customer(
         self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
@@ -156,20 +158,18 @@ class StripeConnector(Connector):
         """upsert: email, name; the Stripe customer id linked as identity; an email changed in
         `previous_attributes` is an email change of the identity (rename or merge)"""
         identity = self._identity(obj, "id")
-        email = text(obj.get("email"))
+        email = text_at(obj, "email")
         if identity is None:
             raise EventIgnored("the customer object has no cus_ id")
         if email is None:
             raise EventIgnored(f"stripe customer {identity.external_id} has no email")
-        data = envelope.payload.get("data")
-        previous = data.get("previous_attributes") if isinstance(data, Mapping) else None
-        old_email = text(previous.get("email")) if isinstance(previous, Mapping) else None
+        old_email = text_at(envelope.payload, "data", "previous_attributes", "email")
         return [
             CustomerChange(
                 occurred_at=envelope.occurred_at,
                 email=email,
                 identity=identity,
-                name=text(obj.get("name")),
+                name=text_at(obj, "name"),
                 email_change=old_email is not None and old_email.lower() != email.lower(),
             )
         ]
@@ -197,8 +197,7 @@ class StripeConnector(Connector):
             email = self._email_for(identity, context)
         if email is None and identity is None:
             raise EventIgnored("the checkout session names neither an email nor a customer")
-        details = obj.get("customer_details")
-        name = text(details.get("name")) if isinstance(details, Mapping) else None
+        name = text_at(obj, "customer_details", "name")
         return [
             CustomerChange(
                 occurred_at=envelope.occurred_at, email=email, identity=identity, name=name, activity=True
@@ -208,9 +207,12 @@ class StripeConnector(Connector):
     def _subscription(
         self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
     ) -> list[CustomerChange]:
-        """status (mapped from the subscription's status) and params plan, mrr (net of expanded
-        discounts), currency, interval, subscription_status, current_period_end,
-        cancel_at_period_end"""
+        """status: `active` → paid, `trialing` → trial, `past_due`/`unpaid` → past_due, `canceled` →
+        churned, `incomplete`/`incomplete_expired`/`paused` → free (a source's `status.<stripe
+        status>` options override these); params `plan` (price lookup_key, else nickname, else
+        product name, else price id), `mrr` (minor units per month over all items, net of expanded
+        discounts, 0 unless active or past_due), `currency`, `interval`, `subscription_status`,
+        `current_period_end`, `cancel_at_period_end`"""
         identity = self._identity(obj)
         if identity is None:
             raise EventIgnored("the subscription names no customer")
@@ -232,7 +234,7 @@ class StripeConnector(Connector):
         self, envelope: Envelope, obj: Mapping[str, Any], context: NormalizeContext
     ) -> list[CustomerChange]:
         """upsert: customer_email, customer_name, identity; params `last_payment_at` (paid, when
-        money moved), `last_payment_failed_at` (payment failed) or
+        money moved: not for a trial's $0 invoice), `last_payment_failed_at` (payment failed) or
         `last_payment_action_required_at` (the customer must authenticate the payment)"""
         identity = self._identity(obj)
         email = email_in(envelope.type, obj)
@@ -245,8 +247,7 @@ class StripeConnector(Connector):
             amount = obj.get("amount_paid")
             # A trial's $0 invoice is "paid" too, but no payment happened.
             if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0:
-                transitions = obj.get("status_transitions")
-                paid_at = transitions.get("paid_at") if isinstance(transitions, Mapping) else None
+                paid_at = mapping_at(obj, "status_transitions").get("paid_at")
                 params["last_payment_at"] = timestamp_iso(paid_at) or timestamp_iso(
                     envelope.payload.get("created")
                 )
@@ -262,7 +263,7 @@ class StripeConnector(Connector):
                 # Stripe copies the customer's name onto the invoice when it finalizes it; for a
                 # customer created without one (a checkout that only collected billing details)
                 # it is the only name there is.
-                name=text(obj.get("customer_name")),
+                name=text_at(obj, "customer_name"),
                 params={k: v for k, v in params.items() if v is not None},
             )
         ]
@@ -292,8 +293,7 @@ class StripeConnector(Connector):
         """params `dispute_status` (the dispute's status: needs_response, won, lost, …) and, when
         opened, `last_dispute_at`; the person from evidence.customer_email_address, else the
         disputed charge's customer (looked up with the source's `api_key`)"""
-        evidence = obj.get("evidence")
-        email = text(evidence.get("customer_email_address")) if isinstance(evidence, Mapping) else None
+        email = text_at(obj, "evidence", "customer_email_address")
         identity: IdentityRef | None = None
         charge_id = obj.get("charge")
         if isinstance(charge_id, Mapping):
@@ -343,9 +343,8 @@ class StripeConnector(Connector):
                     occurred_at=envelope.occurred_at, email=email, identity=identity, params_unset=keys
                 )
             ]
-        coupon = obj.get("coupon")
-        coupon = coupon if isinstance(coupon, Mapping) else {}
-        params: dict[str, Any] = {"discount": text(coupon.get("name")) or text(coupon.get("id"))}
+        coupon = mapping_at(obj, "coupon")
+        params: dict[str, Any] = {"discount": text_at(coupon, "name") or text_at(coupon, "id")}
         percent, amount = coupon.get("percent_off"), coupon.get("amount_off")
         if isinstance(percent, int | float) and not isinstance(percent, bool):
             params["discount_percent_off"] = percent
@@ -368,7 +367,7 @@ class StripeConnector(Connector):
 Handler = Callable[[StripeConnector, Envelope, Mapping[str, Any], NormalizeContext], list[CustomerChange]]
 
 _SUBSCRIPTION_EVENTS = ("created", "updated", "deleted", "paused", "resumed", "trial_will_end")
-_HANDLERS: dict[str, Handler] = {
+HANDLERS: dict[str, Handler] = {
     "customer.created": StripeConnector._customer,
     "customer.updated": StripeConnector._customer,
     "customer.deleted": StripeConnector._customer_deleted,
@@ -383,4 +382,4 @@ _HANDLERS: dict[str, Handler] = {
     "customer.discount.created": StripeConnector._discount,
     "customer.discount.deleted": StripeConnector._discount,
 }
-StripeConnector.event_types = describe_handlers(_HANDLERS)
+StripeConnector.event_types = describe_handlers(HANDLERS)

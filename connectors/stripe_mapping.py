@@ -9,13 +9,15 @@ stand in for prices on old subscriptions.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
+
+from connectors.billing import MONTHS_PER_UNIT, monthly, round_minor
+from connectors.fields import mapping_at
 
 __all__ = [
     "DEFAULT_STATUS_MAP",
@@ -47,19 +49,7 @@ SUBSCRIPTION_STATUSES = frozenset(DEFAULT_STATUS_MAP)
 # zero towards MRR, as in Stripe's own billing analytics.
 MRR_STATUSES = frozenset({"active", "past_due"})
 
-# Average month length of each billing interval unit.
-_MONTHS_PER_UNIT: Mapping[str, Fraction] = {
-    "day": Fraction(12, 365),
-    "week": Fraction(12, 52),
-    "month": Fraction(1),
-    "year": Fraction(12),
-}
-
 _CUSTOMER_ID = re.compile(r"^cus_[0-9A-Za-z]{1,250}$")
-
-
-def _dict(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
 
 
 def customer_id(value: Any) -> str | None:
@@ -81,13 +71,13 @@ def timestamp_iso(value: Any) -> str | None:
 
 
 def _items(subscription: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    data = _dict(subscription.get("items")).get("data")
+    data = mapping_at(subscription.get("items")).get("data")
     return [item for item in data if isinstance(item, Mapping)] if isinstance(data, list) else []
 
 
 def _price(item: Mapping[str, Any]) -> Mapping[str, Any]:
     # Items carry a `price`; subscriptions created before prices existed only a `plan`.
-    return _dict(item.get("price")) or _dict(item.get("plan"))
+    return mapping_at(item.get("price")) or mapping_at(item.get("plan"))
 
 
 def plan_name(price: Mapping[str, Any]) -> str | None:
@@ -96,7 +86,7 @@ def plan_name(price: Mapping[str, Any]) -> str | None:
     for candidate in (
         price.get("lookup_key"),
         price.get("nickname"),
-        _dict(price.get("product")).get("name"),
+        mapping_at(price.get("product")).get("name"),
     ):
         if isinstance(candidate, str) and candidate.strip():
             return candidate.strip()
@@ -105,7 +95,7 @@ def plan_name(price: Mapping[str, Any]) -> str | None:
 
 
 def _interval(price: Mapping[str, Any]) -> tuple[str | None, int]:
-    recurring = _dict(price.get("recurring"))
+    recurring = mapping_at(price.get("recurring"))
     unit = recurring.get("interval", price.get("interval"))
     count = recurring.get("interval_count", price.get("interval_count")) or 1
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
@@ -131,16 +121,15 @@ def monthly_amount(item: Mapping[str, Any]) -> Fraction:
     amount, normalized by interval and interval count). Metered and tiered items count zero."""
     price = _price(item)
     unit, count = _interval(price)
-    months = _MONTHS_PER_UNIT.get(unit) if unit is not None else None
     amount = _unit_amount(price)
-    if months is None or amount is None:
+    if amount is None:
         return Fraction(0)
-    if _dict(price.get("recurring")).get("usage_type", price.get("usage_type")) == "metered":
+    if mapping_at(price.get("recurring")).get("usage_type", price.get("usage_type")) == "metered":
         return Fraction(0)
     quantity = item.get("quantity")
     if not isinstance(quantity, int) or isinstance(quantity, bool):
         quantity = 1
-    return amount * quantity / (months * count)
+    return monthly(amount, unit, count, quantity)
 
 
 def _period_end(subscription: Mapping[str, Any]) -> str | None:
@@ -157,11 +146,11 @@ def _period_end(subscription: Mapping[str, Any]) -> str | None:
 def _discounts(subscription: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The subscription's discounts as objects: the legacy `discount`, and `discounts` entries
     when they are expanded (with API versions that send only ids they cannot be read here)."""
-    found = [_dict(subscription.get("discount"))]
+    found = [mapping_at(subscription.get("discount"))]
     listed = subscription.get("discounts")
     if isinstance(listed, list):
-        found += [_dict(entry) for entry in listed]
-    return [d for d in found if _dict(d.get("coupon"))]
+        found += [mapping_at(entry) for entry in listed]
+    return [d for d in found if mapping_at(d.get("coupon"))]
 
 
 def net_of_discounts(monthly_total: Fraction, subscription: Mapping[str, Any], months: Fraction) -> Fraction:
@@ -170,7 +159,7 @@ def net_of_discounts(monthly_total: Fraction, subscription: Mapping[str, Any], m
     (`months` per billing period). Never below zero."""
     total = monthly_total
     for discount in _discounts(subscription):
-        coupon = _dict(discount.get("coupon"))
+        coupon = mapping_at(discount.get("coupon"))
         percent = coupon.get("percent_off")
         amount = coupon.get("amount_off")
         if isinstance(percent, int | float) and not isinstance(percent, bool) and 0 < percent <= 100:
@@ -192,10 +181,9 @@ def subscription_params(subscription: Mapping[str, Any]) -> dict[str, Any]:
     billing = status in MRR_STATUSES
     total = sum((monthly_amount(i) for i in items), Fraction(0))
     unit, count = _interval(first)
-    months = _MONTHS_PER_UNIT.get(unit, Fraction(0)) * count if unit is not None else Fraction(0)
+    months = MONTHS_PER_UNIT.get(unit, Fraction(0)) * count if unit is not None else Fraction(0)
     total = net_of_discounts(total, subscription, months)
-    # Half-up rounding to whole minor units (round() would round half to even).
-    params["mrr"] = math.floor(total + Fraction(1, 2)) if billing else 0
+    params["mrr"] = round_minor(total) if billing else 0
     currency = subscription.get("currency") or first.get("currency")
     if isinstance(currency, str) and currency:
         params["currency"] = currency.lower()

@@ -1,5 +1,5 @@
-"""Reading a Stripe webhook delivery: the event JSON (no NaN or Infinity), its time, its
-`data.object`, and the email the object itself states. Pure functions, no network."""
+"""Reading a Stripe webhook delivery: its time, its `data.object`, and the email the object itself
+states. Pure functions, no network; the generic readers are connectors/fields.py's."""
 
 from __future__ import annotations
 
@@ -7,21 +7,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors import safe_json
 from connectors.base import MalformedPayload
+from connectors.fields import mapping_at, text_at
 
-__all__ = ["created_time", "data_object", "email_in", "load_event", "text"]
-
-
-def load_event(body: bytes) -> dict[str, Any]:
-    # Strict numbers (NaN, Infinity, 1e400: 400) and text without NUL or lone surrogates.
-    try:
-        event = safe_json.scrub(safe_json.loads(body))
-    except (ValueError, RecursionError):
-        raise MalformedPayload("the body is not a JSON document") from None
-    if not isinstance(event, dict):
-        raise MalformedPayload("a Stripe event is a JSON object")
-    return event
+__all__ = ["created_time", "data_object", "email_in"]
 
 
 def created_time(value: Any) -> datetime:
@@ -38,28 +27,17 @@ def created_time(value: Any) -> datetime:
 
 
 def data_object(payload: Mapping[str, Any]) -> Mapping[str, Any]:
-    data = payload.get("data")
-    obj = data.get("object") if isinstance(data, Mapping) else None
-    return obj if isinstance(obj, Mapping) else {}
-
-
-def text(value: Any) -> str | None:
-    return value.strip() if isinstance(value, str) and value.strip() else None
+    return mapping_at(payload, "data", "object")
 
 
 def email_in(event_type: str, obj: Mapping[str, Any]) -> str | None:
     """The email the object itself states, if any (`customer.*`, checkout, invoices)."""
     if event_type.startswith("customer.") and not event_type.startswith("customer.subscription."):
-        return text(obj.get("email"))
+        return text_at(obj, "email")
     if event_type.startswith("checkout.session."):
-        details = obj.get("customer_details")
-        found = text(details.get("email")) if isinstance(details, Mapping) else None
-        return found or text(obj.get("customer_email"))
+        return text_at(obj, "customer_details", "email") or text_at(obj, "customer_email")
     if event_type.startswith("invoice."):
-        return text(obj.get("customer_email"))
+        return text_at(obj, "customer_email")
     if event_type == "charge.refunded":
-        details = obj.get("billing_details")
-        found = text(details.get("email")) if isinstance(details, Mapping) else None
-        return found or text(obj.get("receipt_email"))
-    customer = obj.get("customer")
-    return text(customer.get("email")) if isinstance(customer, Mapping) else None
+        return text_at(obj, "billing_details", "email") or text_at(obj, "receipt_email")
+    return text_at(obj, "customer", "email")

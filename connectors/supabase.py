@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,22 +55,14 @@ from connectors.fields import (
     person_change,
     text_at,
 )
+from connectors.handlers import describe_handlers
 from connectors.verification import verify_shared_secret, verify_standard_webhook
 
 __all__ = ["ROW_COLUMNS", "SupabaseConnector", "redact_row"]
 
 DOCS = "https://supabase.com/docs/guides/database/webhooks"
 
-# Supabase event -> what Tributary does. Database Webhooks: https://supabase.com/docs/guides/database/webhooks
-# Auth Hooks: https://supabase.com/docs/guides/auth/auth-hooks/before-user-created-hook
-EVENT_TYPES: Mapping[str, str] = {
-    "auth.users.insert": "signup: email, name; status `free` unless the customer has one in the project",
-    "auth.users.update": "name; a new email is an email change; a new last_sign_in_at is activity; "
-    "deleted_at set is a deletion",
-    "auth.users.delete": "the Supabase user id is removed from the customer, who is kept",
-    "hook.before-user-created": "signup (intent; the INSERT confirms it), as auth.users.insert",
-}
-
+NAME = "supabase"
 SIGNUP_STATUS = "free"
 DEFAULT_HEADER = "authorization"
 
@@ -127,7 +119,6 @@ def _canonical(value: Any) -> bytes:
 class SupabaseConnector(Connector):
     name = "supabase"
     title = "Supabase (Database Webhooks on auth.users, before-user-created Auth Hook)"
-    event_types = EVENT_TYPES
     stored_headers = ("content-type", "user-agent", "webhook-id", "webhook-timestamp")
     secret_options = frozenset({"api_key"})
 
@@ -234,52 +225,81 @@ class SupabaseConnector(Connector):
         return check_event_time(max(parsed))
 
     def normalize(self, envelope: Envelope, context: NormalizeContext) -> list[CustomerChange]:
-        payload = envelope.payload
-        kind = envelope.type
-        at = envelope.occurred_at
-        if kind == "hook.before-user-created":
-            return self._signup(mapping_at(payload, "user"), at)
-        if kind not in EVENT_TYPES:
-            raise EventIgnored(f"Supabase event {kind!r} is not tracked (see {DOCS})")
-        record, old = mapping_at(payload, "record"), mapping_at(payload, "old_record")
-        if kind == "auth.users.insert":
-            return self._signup(record, at)
-        if kind == "auth.users.delete":
-            return [CustomerChange(occurred_at=at, identity=self._identity(old), forget_identity=True)]
-        # UPDATE
-        if old and all(record.get(c) == old.get(c) for c in TRACKED_COLUMNS):
-            raise EventIgnored(
-                "no tracked column changed (email, name metadata, last_sign_in_at, deleted_at)"
-            )
-        identity = self._identity(record)
-        if record.get("deleted_at") and not old.get("deleted_at"):
-            return [CustomerChange(occurred_at=at, identity=identity, forget_identity=True)]
-        signed_in = record.get("last_sign_in_at") is not None and record.get("last_sign_in_at") != old.get(
-            "last_sign_in_at"
+        handler = HANDLERS.get(envelope.type)
+        if handler is None:
+            raise EventIgnored(f"Supabase event {envelope.type!r} is not tracked (see {DOCS})")
+        return handler(envelope.payload, envelope.occurred_at)
+
+
+# -- the executable mapping table: {event type: handler}, each docstring says what it does ----------
+# Database Webhooks: https://supabase.com/docs/guides/database/webhooks
+# Auth Hooks: https://supabase.com/docs/guides/auth/auth-hooks/before-user-created-hook
+
+
+def _identity(row: Mapping[str, Any]) -> IdentityRef:
+    return IdentityRef(NAME, str(row.get("id")))
+
+
+def _signup(user: Mapping[str, Any], at: datetime) -> list[CustomerChange]:
+    email = clean_email(user.get("email"))
+    if email is None:
+        raise EventIgnored("the Supabase user has no email address (phone or anonymous sign-up)")
+    return [
+        person_change(
+            at,
+            email=email,
+            identity=_identity(user),
+            name=_name(user),
+            status_if_absent=SIGNUP_STATUS,
         )
-        return [
-            person_change(
-                at,
-                email=clean_email(record.get("email")),
-                identity=identity,
-                name=_name(record),
-                activity=signed_in,
-            )
-        ]
+    ]
 
-    def _identity(self, row: Mapping[str, Any]) -> IdentityRef:
-        return IdentityRef(self.name, str(row.get("id")))
 
-    def _signup(self, user: Mapping[str, Any], at: datetime) -> list[CustomerChange]:
-        email = clean_email(user.get("email"))
-        if email is None:
-            raise EventIgnored("the Supabase user has no email address (phone or anonymous sign-up)")
-        return [
-            person_change(
-                at,
-                email=email,
-                identity=self._identity(user),
-                name=_name(user),
-                status_if_absent=SIGNUP_STATUS,
-            )
-        ]
+def _inserted(payload: Mapping[str, Any], at: datetime) -> list[CustomerChange]:
+    """signup: email, name; status `free` unless the customer has one in the project"""
+    return _signup(mapping_at(payload, "record"), at)
+
+
+def _updated(payload: Mapping[str, Any], at: datetime) -> list[CustomerChange]:
+    """name; a new email is an email change; a new last_sign_in_at is activity; deleted_at set is
+    a deletion"""
+    record, old = mapping_at(payload, "record"), mapping_at(payload, "old_record")
+    if old and all(record.get(c) == old.get(c) for c in TRACKED_COLUMNS):
+        raise EventIgnored("no tracked column changed (email, name metadata, last_sign_in_at, deleted_at)")
+    identity = _identity(record)
+    if record.get("deleted_at") and not old.get("deleted_at"):
+        return [CustomerChange(occurred_at=at, identity=identity, forget_identity=True)]
+    signed_in = record.get("last_sign_in_at") is not None and record.get("last_sign_in_at") != old.get(
+        "last_sign_in_at"
+    )
+    return [
+        person_change(
+            at,
+            email=clean_email(record.get("email")),
+            identity=identity,
+            name=_name(record),
+            activity=signed_in,
+        )
+    ]
+
+
+def _deleted(payload: Mapping[str, Any], at: datetime) -> list[CustomerChange]:
+    """the Supabase user id is removed from the customer, who is kept"""
+    old = mapping_at(payload, "old_record")
+    return [CustomerChange(occurred_at=at, identity=_identity(old), forget_identity=True)]
+
+
+def _before_user_created(payload: Mapping[str, Any], at: datetime) -> list[CustomerChange]:
+    """signup (intent; the INSERT confirms it), as auth.users.insert"""
+    return _signup(mapping_at(payload, "user"), at)
+
+
+Handler = Callable[[Mapping[str, Any], datetime], list[CustomerChange]]
+
+HANDLERS: Mapping[str, Handler] = {
+    "auth.users.insert": _inserted,
+    "auth.users.update": _updated,
+    "auth.users.delete": _deleted,
+    "hook.before-user-created": _before_user_created,
+}
+SupabaseConnector.event_types = describe_handlers(HANDLERS)

@@ -28,7 +28,6 @@ from connectors.base import (
     VerificationFailed,
     check_timestamp,
 )
-from connectors.billing import describe_handlers
 from connectors.changes import CustomerChange, IdentityRef
 from connectors.fields import (
     check_event_time,
@@ -39,6 +38,7 @@ from connectors.fields import (
     person_change,
     text_at,
 )
+from connectors.handlers import describe_handlers
 from connectors.verification import any_matches, hmac_digest, keyed_signature_header
 
 __all__ = ["WorkOSConnector", "parse_signature_header", "verify_workos_signature"]

@@ -78,7 +78,12 @@ class CustomerProject(Base):
 
 
 class Identity(Base):
-    """(connector name, external id) -> customer, for events that carry no email."""
+    """(connector name, external id) -> customer, for events that carry no email.
+
+    `source` holds a connector's name (`stripe`, `clerk`: connectors.IdentityRef.source), not a
+    `Source` (an endpoint, `src_…`): every endpoint of one connector shares its identities. The
+    column keeps its name; renaming it would take a migration for no change in behaviour.
+    """
 
     __tablename__ = "identities"
     __table_args__ = (UniqueConstraint("account_id", "source", "external_id"),)

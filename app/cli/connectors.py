@@ -1,4 +1,8 @@
-"""`tributary connectors list` and `tributary connectors test <connector> <payload file>`.
+"""`tributary connectors list`, `tributary connectors show <connector>` and
+`tributary connectors test <connector> <payload file>`.
+
+`show` (and `list --events`) prints each event type a connector maps and what Tributary does with
+it: the docstring of its handler (connectors/handlers.py).
 
 `test` runs a delivery through a connector offline: verify (when a secret is given), split into
 envelopes, normalize each, and print the changes the worker would apply. Nothing is written;
@@ -36,17 +40,57 @@ def connectors_group() -> None:
 
 
 @connectors_group.command("list")
+@click.option("--events", is_flag=True, help="Also list each connector's event types and what they do.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def connectors_list(as_json: bool) -> None:
+def connectors_list(events: bool, as_json: bool) -> None:
     reg = registry()
-    rows = [r.to_json() for r in reg]
+    rows: list[dict[str, Any]] = []
     lines = []
-    for r in rows:
-        provenance = f"{r['distribution'] or r['module']} {r['version'] or ''}".strip()
-        lines.append(f"{r['name']:<12} {r['origin']:<12} {provenance:<24} {r['title']}")
+    for registration in reg:
+        row: dict[str, Any] = registration.to_json()
+        provenance = f"{row['distribution'] or row['module']} {row['version'] or ''}".strip()
+        lines.append(f"{row['name']:<12} {row['origin']:<12} {provenance:<24} {row['title']}")
+        if events:
+            row["event_types"] = dict(registration.connector.event_types)
+            lines.extend(f"    {line}" for line in _event_lines(registration.connector))
+        rows.append(row)
     if reg.blocked:
         lines.append(f"disabled ({DISABLED_ENV}): {', '.join(sorted(reg.blocked))}")
     emit(rows, as_json, "\n".join(lines) or "no connectors")
+
+
+def _event_lines(connector: Connector) -> list[str]:
+    if not connector.event_types:
+        return ["no fixed event types"]
+    return [f"{kind}: {effect}" for kind, effect in connector.event_types.items()]
+
+
+@connectors_group.command("show")
+@click.argument("connector_name", metavar="CONNECTOR")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def connectors_show(connector_name: str, as_json: bool) -> None:
+    """One connector: where it comes from, and every event type it maps with what Tributary does.
+
+    Event types it does not list are stored and marked `ignored` with the reason.
+    """
+    try:
+        registration = registry().registration(connector_name)
+    except UnknownConnector as exc:
+        raise click.ClickException(str(exc)) from None
+    connector = registration.connector
+    data: dict[str, Any] = {
+        **registration.to_json(),
+        "secret_options": sorted(connector.secret_options),
+        "event_types": dict(connector.event_types),
+    }
+    provenance = f"{data['distribution'] or data['module']} {data['version'] or ''}".strip()
+    lines = [
+        f"{data['name']}: {data['title']}",
+        f"origin: {data['origin']} ({provenance})",
+        "event types:",
+        *(f"  {line}" for line in _event_lines(connector)),
+    ]
+    emit(data, as_json, "\n".join(lines))
 
 
 def _parse_header(value: str) -> tuple[str, str]:

@@ -27,7 +27,7 @@ from flask.testing import FlaskClient
 from werkzeug.routing import Rule
 
 from app.auth import _GRANTS
-from connectors.testing import stripe_headers
+from connectors.testkit import stripe_headers
 from runtime.process import Runtime
 from tests.connectors.stripe_helpers import load
 from tests.helpers import auth, identify, make_key

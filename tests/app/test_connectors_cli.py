@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from app.cli import cli
 from connectors.registry import build_registry, use_registry
-from connectors.testing import stripe_signature
+from connectors.testkit import stripe_signature
 from models import Customer, Event
 from runtime.process import Runtime
 from tests.connectors.fake_dist import fake_distribution
@@ -76,6 +76,44 @@ class Plugin(Connector):
     assert acme_line.split()[:4] == ["acme", "entry_point", "tributary-acme", "2.0.1"]
     assert not any(line.startswith("okta") for line in out.splitlines())
     assert "disabled (TRIBUTARY_DISABLED_CONNECTORS): okta" in out
+
+
+def test_show_prints_each_event_type_with_its_handler_docstring(app: Flask) -> None:
+    from connectors.auth0 import HANDLERS as AUTH0_HANDLERS
+    from connectors.handlers import handler_doc
+    from connectors.stripe import HANDLERS as STRIPE_HANDLERS
+
+    code, out = _invoke(app, "connectors", "show", "stripe")
+    assert code == 0, out
+    assert out.startswith("stripe: Stripe customers")
+    for kind, handler in STRIPE_HANDLERS.items():
+        assert f"  {kind}: {handler_doc(handler)}\n" in out, kind
+    code, out = _invoke(app, "connectors", "show", "auth0", "--json")
+    assert code == 0, out
+    shown = json.loads(out)
+    assert shown["origin"] == "builtin" and shown["secret_options"] == []
+    assert shown["event_types"] == {kind: handler_doc(h) for kind, h in AUTH0_HANDLERS.items()}
+    assert shown["event_types"]["sdu"].endswith("the Auth0 user id is removed from the customer, who is kept")
+    code, out = _invoke(app, "connectors", "show", "nope")
+    assert code == 1 and "no connector named 'nope'" in out
+
+
+def test_list_with_events_prints_every_connectors_table(app: Flask) -> None:
+    from connectors.registry import registry
+
+    code, out = _invoke(app, "connectors", "list", "--events")
+    assert code == 0, out
+    for registration in registry():
+        for kind, effect in registration.connector.event_types.items():
+            assert f"    {kind}: {effect}\n" in out + "\n", (registration.name, kind)
+    code, out = _invoke(app, "connectors", "list", "--events", "--json")
+    rows = {row["name"]: row for row in json.loads(out)}
+    assert rows["standard"]["event_types"] == {
+        "identify": "as POST /v1/identify: email, name, status, params, params_once, params_unset; activity",
+        "ping": "as POST /v1/ping: activity",
+    }
+    code, out = _invoke(app, "connectors", "list", "--json")
+    assert "event_types" not in json.loads(out)[0]
 
 
 def test_test_verifies_and_prints_changes_without_writing(

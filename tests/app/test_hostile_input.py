@@ -20,7 +20,7 @@ from flask import Flask, jsonify
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 
-from connectors.testing import new_standard_secret, standard_webhook_headers
+from connectors.testkit import new_standard_secret, standard_webhook_headers
 from models import ApiKey, Customer, Event, Project, Source
 from runtime.process import Runtime
 from tests.connectors.provider_fixtures import make_source

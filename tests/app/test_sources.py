@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from app.cli import cli
 from app.sources import mask_secret
-from connectors.testing import stripe_headers
+from connectors.testkit import stripe_headers
 from runtime.process import Runtime
 from tests.helpers import auth, make_key
 

@@ -29,7 +29,7 @@ from connectors.base import (
 )
 from connectors.changes import CustomerChange
 from connectors.registry import ConnectorRegistry, registry, use_registry
-from connectors.testing import registered
+from connectors.testkit import registered
 from models import Database, Event
 from runtime.process import Runtime
 

@@ -8,8 +8,8 @@ import pytest
 import stripe
 from flask import Flask
 
+from app.testing import AppHarness
 from connectors import stripe as stripe_connector
-from connectors.testing import AppHarness
 from runtime.process import Runtime
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from connectors.testing import stripe_headers
+from connectors.testkit import stripe_headers
 from models import Event
 from runtime.process import Runtime
 

@@ -13,7 +13,7 @@ from connectors.auth0 import split_records
 from connectors.base import Headers, InboundRequest, MalformedPayload, VerificationFailed
 from connectors.changes import CustomerChange, IdentityRef
 from connectors.registry import registry
-from connectors.testing import ConnectorContract, WebhookCase, static_secret_headers
+from connectors.testkit import ConnectorContract, WebhookCase, static_secret_headers
 from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     dumps,

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from connectors.base import Headers, InboundRequest, MalformedPayload, VerificationFailed
 from connectors.changes import CustomerChange, IdentityRef
 from connectors.registry import registry
-from connectors.testing import ConnectorContract, WebhookCase, new_standard_secret, svix_headers
+from connectors.testkit import ConnectorContract, WebhookCase, new_standard_secret, svix_headers
 from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     FIXTURES,

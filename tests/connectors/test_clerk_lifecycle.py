@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from sqlalchemy import func, select
 
-from connectors.testing import svix_headers
+from connectors.testkit import svix_headers
 from models import Customer, Event, TimelineEntry
 from runtime.process import Runtime
 from tests.connectors.lifecycle import deliver, delivery_plans, settle

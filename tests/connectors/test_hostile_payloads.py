@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from app.testing import AppHarness
 from connectors import safe_json
 from connectors.base import MalformedPayload
 from connectors.changes import CustomerChange, IdentityRef
 from connectors.fields import load_json, parse_time
-from connectors.testing import AppHarness, WebhookCase
+from connectors.testkit import WebhookCase
 from models import Event
 from tests.connectors.test_auth0 import Auth0Case
 from tests.connectors.test_clerk import ClerkCase

@@ -24,7 +24,7 @@ from connectors.base import (
 from connectors.changes import CustomerChange, IdentityRef
 from connectors.lemonsqueezy import derived_event_id
 from connectors.registry import registry
-from connectors.testing import ConnectorContract, WebhookCase, lemonsqueezy_headers
+from connectors.testkit import ConnectorContract, WebhookCase, lemonsqueezy_headers
 from runtime.process import Runtime
 from tests.connectors.provider_fixtures import FIXTURES, dumps, fixture, make_source, source_config
 

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from sqlalchemy import select
 
 from connectors.lemonsqueezy import derived_event_id
-from connectors.testing import lemonsqueezy_headers
+from connectors.testkit import lemonsqueezy_headers
 from models import Event
 from runtime.process import Runtime
 from tests.connectors.lifecycle import billing_record, deliver, delivery_plans, settle

@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 from connectors.base import Challenge, Headers, InboundRequest, InvalidOptions, MalformedPayload
 from connectors.changes import IdentityRef
 from connectors.registry import registry
-from connectors.testing import ConnectorContract, WebhookCase, static_secret_headers
+from connectors.testkit import ConnectorContract, WebhookCase, static_secret_headers
 from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     dumps,

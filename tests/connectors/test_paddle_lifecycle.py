@@ -18,7 +18,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from sqlalchemy import select
 
-from connectors.testing import paddle_headers
+from connectors.testkit import paddle_headers
 from models import Event
 from runtime.process import Runtime
 from tests.connectors.lifecycle import billing_record, deliver, delivery_plans, settle

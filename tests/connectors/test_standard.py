@@ -11,7 +11,7 @@ from flask.testing import FlaskClient
 
 from connectors.base import Headers, InboundRequest, MalformedPayload
 from connectors.changes import CustomerChange
-from connectors.testing import ConnectorContract, WebhookCase, new_standard_secret, standard_webhook_headers
+from connectors.testkit import ConnectorContract, WebhookCase, new_standard_secret, standard_webhook_headers
 from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     dumps,

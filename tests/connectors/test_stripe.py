@@ -26,7 +26,7 @@ from connectors.changes import CustomerChange, IdentityRef
 from connectors.registry import registry
 from connectors.stripe import StripeConnector
 from connectors.stripe_mapping import monthly_amount, plan_name, subscription_params
-from connectors.testing import ConnectorContract, WebhookCase, stripe_headers
+from connectors.testkit import ConnectorContract, WebhookCase, stripe_headers
 from runtime.process import Runtime
 from tests.connectors.stripe_helpers import (
     API_KEY,

@@ -15,7 +15,7 @@ from connectors.base import Headers, InboundRequest, InvalidOptions, MalformedPa
 from connectors.changes import CustomerChange, IdentityRef
 from connectors.registry import registry
 from connectors.supabase import ROW_COLUMNS
-from connectors.testing import (
+from connectors.testkit import (
     ConnectorContract,
     WebhookCase,
     new_standard_secret,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.base import Headers, VerificationFailed
-from connectors.testing import new_standard_secret, standard_webhook_headers
+from connectors.testkit import new_standard_secret, standard_webhook_headers
 from connectors.verification import standard_secrets, verify_shared_secret, verify_standard_webhook
 
 # shared/reference/auth-provider-webhooks.md §1.3

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from connectors.base import EventIgnored, Headers, InboundRequest, MalformedPayload, VerificationFailed
 from connectors.changes import CustomerChange, IdentityRef
 from connectors.registry import registry
-from connectors.testing import ConnectorContract, WebhookCase, workos_headers, workos_signature
+from connectors.testkit import ConnectorContract, WebhookCase, workos_headers, workos_signature
 from connectors.workos import parse_signature_header, verify_workos_signature
 from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import standardwebhooks
 
-from connectors.testing import stripe_headers
+from connectors.testkit import stripe_headers
 from tests.connectors.stripe_helpers import API_KEY, SECRET
 from tests.connectors.stripe_helpers import event as stripe_event
 

@@ -125,7 +125,7 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 def _post_clerk(client: FlaskClient, source_id: str, body: dict[str, object]) -> None:
     import json
 
-    from connectors.testing import svix_headers
+    from connectors.testkit import svix_headers
 
     raw = json.dumps(body).encode()
     headers = {"Content-Type": "application/json", **svix_headers(raw, SECRET, msg_id="msg_renamed")}
@@ -146,7 +146,7 @@ def _deliver(
     """The provider's webhook for `user` at Unix time `at`, signed the provider's way."""
     import json
 
-    from connectors.testing import static_secret_headers, svix_headers, workos_headers
+    from connectors.testkit import static_secret_headers, svix_headers, workos_headers
 
     secret = WEBHOOK_SECRETS[kind]
     if kind == "clerk":

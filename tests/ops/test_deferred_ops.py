@@ -9,7 +9,7 @@ from collections.abc import Callable
 from flask import Flask
 from flask.testing import FlaskClient
 
-from connectors.testing import svix_headers
+from connectors.testkit import svix_headers
 from models import Event
 from runtime.process import Runtime
 from tests.connectors.provider_fixtures import dumps, fixture, make_source

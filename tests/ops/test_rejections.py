@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 import app.cli.sources  # noqa: F401 - registers the command group, as main() does
 from app.cli import cli
 from app.rejections import KEEP
-from connectors.testing import stripe_headers
+from connectors.testkit import stripe_headers
 from runtime.process import Runtime
 from tests.connectors.stripe_helpers import OTHER_SECRET, SECRET, create_source, load, post
 from tests.helpers import make_key

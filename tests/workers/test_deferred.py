@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 
 from app.accounts import ensure_account
 from connectors.changes import CustomerChange
-from connectors.testing import svix_headers
+from connectors.testkit import svix_headers
 from models import Customer, Event, Identity
 from models.base import utcnow
 from runtime.process import Runtime

@@ -1,40 +1,24 @@
-"""The public connector test kit: signers for every scheme Tributary verifies, and the contract
-suite every connector passes.
+"""The connector contract suite: the tests every connector passes, and what a connector author
+supplies to run it (a `WebhookCase`).
 
-A connector author writes a small `WebhookCase` (how to build a valid delivery, an unknown-type
-delivery, how to sign a body) and inherits the suite::
-
-    from connectors.testing import ConnectorContract, WebhookCase, new_standard_secret
-
-    class AcmeCase(WebhookCase):
-        connector = "acme"
-        secret = new_standard_secret()
-        ...
-
-    class TestAcmeContract(ConnectorContract):
-        case = AcmeCase()
-
-The suite posts real signed deliveries to `POST /webhooks/<source id>` and runs the real worker,
-through a `Harness`. Tributary's own tests provide the fixture `tributary_harness` on their
-database; a third-party package gets an embedded one (SQLite and the embedded Redis in a temporary
-folder) by adding `pytest_plugins = ["connectors.testing"]` to its `conftest.py`.
+Part of the public connector test kit (`connectors.testkit`). The suite posts real signed
+deliveries to `POST /webhooks/<source id>` and runs the real worker through a `Harness`, a
+protocol: Tributary's app layer provides one (`app.testing.AppHarness`) as the pytest fixture
+`tributary_harness`, so nothing here imports the app or the workers. Tributary's own tests
+provide it on their database (tests/connectors/conftest.py); a third-party package gets an
+embedded one by adding `pytest_plugins = ["app.testing"]` to its `conftest.py`.
 
 This module needs pytest (it is a test kit); connectors never import it.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import secrets
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import pytest
 
@@ -51,112 +35,9 @@ from connectors.base import (
 )
 from connectors.changes import CustomerChange
 from connectors.registry import registry
+from connectors.testkit.signers import _now
 
-if TYPE_CHECKING:
-    from flask import Flask
-
-    from runtime.process import Runtime
-
-__all__ = [
-    "AppHarness",
-    "ConnectorContract",
-    "Harness",
-    "StoredEvent",
-    "WebhookCase",
-    "embedded_harness",
-    "lemonsqueezy_headers",
-    "new_standard_secret",
-    "paddle_headers",
-    "paddle_signature",
-    "registered",
-    "standard_webhook_headers",
-    "static_secret_headers",
-    "stripe_headers",
-    "stripe_signature",
-    "svix_headers",
-    "workos_headers",
-    "workos_signature",
-]
-
-
-# -- signers ---------------------------------------------------------------------------------------
-
-
-def _now() -> int:
-    return int(time.time())
-
-
-def stripe_signature(body: bytes, secret: str, timestamp: int | None = None) -> str:
-    """`Stripe-Signature`: `t=<s>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`."""
-    t = _now() if timestamp is None else timestamp
-    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={digest}"
-
-
-def stripe_headers(body: bytes, secret: str, timestamp: int | None = None) -> dict[str, str]:
-    return {"Stripe-Signature": stripe_signature(body, secret, timestamp)}
-
-
-def new_standard_secret() -> str:
-    """A fresh Svix / Standard Webhooks secret: `whsec_` + base64 of 24 random bytes."""
-    return "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
-
-
-def standard_webhook_headers(
-    body: bytes, secret: str, *, msg_id: str, timestamp: int | None = None, prefix: str = "webhook"
-) -> dict[str, str]:
-    """Standard Webhooks (`prefix="webhook"`) or Svix (`prefix="svix"`) headers: base64
-    HMAC-SHA256 over `<id>.<timestamp>.<body>`, keyed with the base64-decoded `whsec_` secret."""
-    t = _now() if timestamp is None else timestamp
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    digest = hmac.new(key, f"{msg_id}.{t}.".encode() + body, hashlib.sha256).digest()
-    return {
-        f"{prefix}-id": msg_id,
-        f"{prefix}-timestamp": str(t),
-        f"{prefix}-signature": "v1," + base64.b64encode(digest).decode(),
-    }
-
-
-def svix_headers(body: bytes, secret: str, *, msg_id: str, timestamp: int | None = None) -> dict[str, str]:
-    return standard_webhook_headers(body, secret, msg_id=msg_id, timestamp=timestamp, prefix="svix")
-
-
-def workos_signature(body: bytes, secret: str, timestamp_ms: int | None = None) -> str:
-    """`WorkOS-Signature`: `t=<ms>, v1=<hex HMAC-SHA256(secret as UTF-8, "<t>.<body>")>`."""
-    t = _now() * 1000 if timestamp_ms is None else timestamp_ms
-    digest = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t}, v1={digest}"
-
-
-def workos_headers(body: bytes, secret: str, timestamp_ms: int | None = None) -> dict[str, str]:
-    return {"WorkOS-Signature": workos_signature(body, secret, timestamp_ms)}
-
-
-def paddle_signature(body: bytes, secret: str, timestamp: int | None = None) -> str:
-    """`Paddle-Signature`: `ts=<s>;h1=<hex HMAC-SHA256(secret as UTF-8, "<ts>:<body>")>`."""
-    t = _now() if timestamp is None else timestamp
-    digest = hmac.new(secret.encode(), f"{t}:".encode() + body, hashlib.sha256).hexdigest()
-    return f"ts={t};h1={digest}"
-
-
-def paddle_headers(body: bytes, secret: str, timestamp: int | None = None) -> dict[str, str]:
-    return {"Paddle-Signature": paddle_signature(body, secret, timestamp)}
-
-
-def lemonsqueezy_headers(body: bytes, secret: str, event_name: str | None = None) -> dict[str, str]:
-    """`X-Signature`: hex HMAC-SHA256 of the raw body, keyed with the signing secret as UTF-8
-    (Lemon Squeezy signs no timestamp); `X-Event-Name` as Lemon Squeezy sends it."""
-    headers = {"X-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}
-    if event_name:
-        headers["X-Event-Name"] = event_name
-    return headers
-
-
-def static_secret_headers(
-    secret: str, header: str = "Authorization", scheme: str | None = None
-) -> dict[str, str]:
-    """A shared secret sent as a header value (Okta, Auth0 log streams, Supabase database webhooks)."""
-    return {header: f"{scheme} {secret}" if scheme else secret}
+__all__ = ["ConnectorContract", "Harness", "StoredEvent", "WebhookCase", "registered"]
 
 
 # -- what a connector author supplies ------------------------------------------------------------------
@@ -235,9 +116,6 @@ class WebhookCase:
         )
 
 
-# -- how the suite reaches Tributary ----------------------------------------------------------------
-
-
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     id: str
@@ -259,117 +137,6 @@ class Harness(Protocol):
     def drain(self) -> None: ...
 
     def events(self, source_id: str) -> list[StoredEvent]: ...
-
-
-class AppHarness:
-    """A `Harness` over a Tributary app and its runtime (database, Redis, queue). Thread-safe:
-    each `post` uses its own test client."""
-
-    def __init__(self, app: Flask, runtime: Runtime) -> None:
-        self.app = app
-        self.runtime = runtime
-
-    def create_source(
-        self, connector: str, *, secrets: Sequence[str] = (), options: Mapping[str, Any] | None = None
-    ) -> str:
-        from app.accounts import ensure_account, get_project
-        from app.sources import create_source
-
-        with self.runtime.db.session() as session, session.begin():
-            account, _ = ensure_account(session)
-            project = get_project(session, account.id, "default")
-            source = create_source(
-                session,
-                account.id,
-                connector=connector,
-                project=project,
-                secrets=secrets,
-                options=options or {},
-            )
-            return source.id
-
-    def post(self, source_id: str, request: InboundRequest) -> tuple[int, Any]:
-        response = self.app.test_client().open(
-            f"/webhooks/{source_id}",
-            method=request.method,
-            data=request.body,
-            headers=list(request.headers.items()),
-            query_string=dict(request.query),
-        )
-        return response.status_code, response.get_json(silent=True)
-
-    def drain(self) -> None:
-        from runtime.process import install
-        from workers.worker import TributaryWorker
-
-        install(self.runtime)
-        TributaryWorker(self.runtime).work(burst=True, logging_level="WARNING")
-
-    def events(self, source_id: str) -> list[StoredEvent]:
-        from sqlalchemy import func, select
-
-        from models import Event, TimelineEntry
-
-        effects = (
-            select(func.count())
-            .select_from(TimelineEntry)
-            .where(TimelineEntry.event_id == Event.id)
-            .scalar_subquery()
-        )
-        with self.runtime.db.session() as session:
-            rows = session.execute(
-                select(Event.id, Event.provider_event_id, Event.type, Event.status, Event.last_error, effects)
-                .where(Event.source_id == source_id)
-                .order_by(Event.id)
-            )
-            return [StoredEvent(*row) for row in rows]
-
-
-@contextmanager
-def embedded_harness(home: Path) -> Iterator[AppHarness]:
-    """A throwaway Tributary under `home`: SQLite, the embedded Redis, migrated, with its account."""
-    from app import create_app
-    from app.accounts import ensure_account
-    from runtime.config import Settings
-    from runtime.embedded_redis import EmbeddedRedis
-    from runtime.migrate import upgrade
-    from runtime.process import Runtime, install
-
-    home.mkdir(parents=True, exist_ok=True)
-    redis = EmbeddedRedis(home / "redis")
-    url = redis.ensure_running()
-    settings = Settings.load(
-        {
-            "TRIBUTARY_HOME": str(home),
-            "DATABASE_URL": f"sqlite:///{home / 'tributary.db'}",
-            "REDIS_URL": url,
-            "TRIBUTARY_SECRET_KEY": "connector-test-kit",
-            "TRIBUTARY_RATE_LIMIT": "off",
-            "TRIBUTARY_KEY_CACHE_SECONDS": 0,
-        }
-    )
-    upgrade(settings.database_url)
-    runtime = install(Runtime(settings))
-    with runtime.db.session() as session, session.begin():
-        ensure_account(session)
-    try:
-        yield AppHarness(create_app({"TESTING": True}, runtime=runtime), runtime)
-    finally:
-        runtime.db.dispose()
-        redis.stop()
-
-
-@pytest.fixture(scope="session")
-def _tributary_embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppHarness]:
-    with embedded_harness(tmp_path_factory.mktemp("tributary")) as harness:
-        yield harness
-
-
-@pytest.fixture
-def tributary_harness(_tributary_embedded: AppHarness) -> AppHarness:
-    """The default harness for third-party packages (`pytest_plugins = ["connectors.testing"]`).
-    A `tributary_harness` fixture in a conftest.py overrides it."""
-    return _tributary_embedded
 
 
 @contextmanager
