@@ -13,14 +13,14 @@ from flask import Flask, current_app
 from flask.json.provider import JSONProvider
 from sqlalchemy import select
 
-from app.auth import KeyCache
-from app.errors import register_error_handlers
-from app.json_provider import StrictJSONProvider
-from app.ratelimit import RateLimiter
-from app.sources import SourceCache
-from models import Project
-from runtime.config import Settings
-from runtime.process import Runtime
+from tributary.app.auth import KeyCache
+from tributary.app.errors import register_error_handlers
+from tributary.app.json_provider import StrictJSONProvider
+from tributary.app.ratelimit import RateLimiter
+from tributary.app.sources import SourceCache
+from tributary.models import Project
+from tributary.runtime.config import Settings
+from tributary.runtime.process import Runtime
 
 __version__ = "0.1.0"
 
@@ -82,7 +82,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
     logging.getLogger("tributary").setLevel(logging.INFO)
     register_error_handlers(app)
 
-    from app.api import (
+    from tributary.app.api import (
         admin,
         batch,
         customers,
@@ -96,8 +96,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
         sources,
         webhooks,
     )
-    from app.dashboard import register as register_dashboard
-    from connectors.registry import registry
+    from tributary.app.dashboard import register as register_dashboard
+    from tributary.connectors.registry import registry
 
     # Load every connector now: a broken plugin or a bad TRIBUTARY_CONNECTOR_MODULES fails at
     # startup, not on the first delivery.

@@ -8,11 +8,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.auth import generate_key, hash_key
-from app.domain_errors import Conflict, NotFound
-from connectors.safe_json import bad_text
-from models import Account, ApiKey, Project
-from models.base import isoformat, utcnow
+from tributary.app.auth import generate_key, hash_key
+from tributary.app.domain_errors import Conflict, NotFound
+from tributary.connectors.safe_json import bad_text
+from tributary.models import Account, ApiKey, Project
+from tributary.models.base import isoformat, utcnow
 
 DEFAULT_PROJECT = "default"
 

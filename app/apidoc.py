@@ -1,7 +1,7 @@
 """The API reference in Markdown, rendered from the app's OpenAPI document (`/openapi.json`).
 
 `docs/api.md` is this module's output, regenerated with one command whenever a route or a schema
-changes: `python -m app.apidoc > docs/api.md` (or `tributary openapi --markdown > docs/api.md`).
+changes: `python -m tributary.app.apidoc > docs/api.md` (or `tributary openapi --markdown > docs/api.md`).
 A test fails when the file is stale.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-REGENERATE = "python -m app.apidoc > docs/api.md"
+REGENERATE = "python -m tributary.app.apidoc > docs/api.md"
 
 
 def _type(schema: dict[str, Any]) -> str:
@@ -124,8 +124,8 @@ def markdown() -> str:
     """The reference of the app as installed, with a configuration that touches no data."""
     import tempfile
 
-    from app import create_app
-    from app.openapi import build_document
+    from tributary.app import create_app
+    from tributary.app.openapi import build_document
 
     with tempfile.TemporaryDirectory() as home:
         app = create_app(

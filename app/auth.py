@@ -14,13 +14,13 @@ from flask import current_app, g, request
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
-from app.errors import APIError
-from models import ApiKey
-from models.base import random_token
-from runtime.process import Runtime
+from tributary.app.errors import APIError
+from tributary.models import ApiKey
+from tributary.models.base import random_token
+from tributary.runtime.process import Runtime
 
 if TYPE_CHECKING:
-    from app import Extensions
+    from tributary.app import Extensions
 
 log = logging.getLogger(__name__)
 

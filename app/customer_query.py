@@ -27,11 +27,11 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, select, type_coer
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from app.domain_errors import Forbidden, Invalid, NotFound
-from app.pagination import CursorCodec, SortSpec, fetch_page, fingerprint
-from app.schemas import PARAM_KEY, PROJECT_SLUG, SLUG, normalize_email
-from models import Customer, CustomerMerge, CustomerProject, Identity, Project
-from models.base import isoformat
+from tributary.app.domain_errors import Forbidden, Invalid, NotFound
+from tributary.app.pagination import CursorCodec, SortSpec, fetch_page, fingerprint
+from tributary.app.schemas import PARAM_KEY, PROJECT_SLUG, SLUG, normalize_email
+from tributary.models import Customer, CustomerMerge, CustomerProject, Identity, Project
+from tributary.models.base import isoformat
 
 SORTS = ("-last_activity_at", "last_activity_at", "-created_at", "created_at")
 DEFAULT_SORT = "-last_activity_at"

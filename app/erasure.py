@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from sqlalchemy import case, delete, null, or_, select, union, update
 from sqlalchemy.orm import Session
 
-from app.domain_errors import NotFound
-from models import (
+from tributary.app.domain_errors import NotFound
+from tributary.models import (
     Customer,
     CustomerMerge,
     CustomerProject,

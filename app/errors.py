@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from app.domain_errors import Conflict, DomainError, Forbidden, Invalid, NotFound
-from connectors.safe_json import bad_text
+from tributary.app.domain_errors import Conflict, DomainError, Forbidden, Invalid, NotFound
+from tributary.connectors.safe_json import bad_text
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from app.errors import APIError
-from connectors.event_rules import FUTURE_TOLERANCE_SECONDS, seconds_ahead
-from models.base import sortable_id
+from tributary.app.errors import APIError
+from tributary.connectors.event_rules import FUTURE_TOLERANCE_SECONDS, seconds_ahead
+from tributary.models.base import sortable_id
 
 __all__ = ["event_row", "refuse_future"]
 

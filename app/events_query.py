@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.customer_query import (
+from tributary.app.customer_query import (
     MAX_VALUE_CHARS,
     Reader,
     _limit,
@@ -27,12 +27,12 @@ from app.customer_query import (
     parse_since,
     resolve_project,
 )
-from app.domain_errors import NotFound
-from app.pagination import CursorCodec, SortSpec, fetch_page, fingerprint
-from app.schemas import PROJECT_SLUG, normalize_email
-from models import EVENT_STATUSES, Customer, Event, EventAttempt, Project, TimelineEntry
-from models.base import isoformat
-from models.event_query import EventFilters, event_statement
+from tributary.app.domain_errors import NotFound
+from tributary.app.pagination import CursorCodec, SortSpec, fetch_page, fingerprint
+from tributary.app.schemas import PROJECT_SLUG, normalize_email
+from tributary.models import EVENT_STATUSES, Customer, Event, EventAttempt, Project, TimelineEntry
+from tributary.models.base import isoformat
+from tributary.models.event_query import EventFilters, event_statement
 
 # `deferred` (waiting for an identity) is a status the worker may set; filtering on it is valid.
 STATUSES = EVENT_STATUSES

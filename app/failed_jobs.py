@@ -20,11 +20,11 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 from sqlalchemy import select
 
-from app.customer_query import Reader
-from app.domain_errors import Conflict, NotFound
-from models import Event
-from models.base import isoformat
-from runtime.process import Runtime
+from tributary.app.customer_query import Reader
+from tributary.app.domain_errors import Conflict, NotFound
+from tributary.models import Event
+from tributary.models.base import isoformat
+from tributary.runtime.process import Runtime
 
 EVENT_JOB_PREFIX = "event-"
 MAX_LISTED = 1000

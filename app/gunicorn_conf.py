@@ -1,5 +1,6 @@
 """gunicorn settings for every Tributary web process: the Procfile's `web` and `tributary serve` both
-run `gunicorn -c python:app.gunicorn_conf app.wsgi:app` (options given on the command line win).
+run `gunicorn -c python:tributary.app.gunicorn_conf tributary.app.wsgi:app` (options given on the
+command line win).
 
 Why these values:
 - `gthread` workers: a connection whose request has not fully arrived ties up one thread, not the

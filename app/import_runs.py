@@ -6,13 +6,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.accounts import get_project
-from app.domain_errors import Forbidden, Invalid, NotFound
-from app.sources import find_source
-from models import Import, Project
-from models.base import isoformat
-from models.imports import IMPORT_COUNTS as COUNT_NAMES
-from models.imports import IMPORT_KINDS
+from tributary.app.accounts import get_project
+from tributary.app.domain_errors import Forbidden, Invalid, NotFound
+from tributary.app.sources import find_source
+from tributary.models import Import, Project
+from tributary.models.base import isoformat
+from tributary.models.imports import IMPORT_COUNTS as COUNT_NAMES
+from tributary.models.imports import IMPORT_KINDS
 
 __all__ = ["IMPORT_KINDS", "create_import", "find_import", "import_json"]
 

@@ -33,9 +33,9 @@ from redis.exceptions import RedisError
 from sqlalchemy import Float, case, cast, func, literal, select
 from sqlalchemy.sql.elements import ColumnElement
 
-from models import Event
-from models.base import utcnow
-from runtime.process import Runtime
+from tributary.models import Event
+from tributary.models.base import utcnow
+from tributary.runtime.process import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ class TributaryCollector(Collector):
         yield latency
 
     def _redis_metrics(self) -> Iterator[Metric]:
-        from app.failed_jobs import failed_count
+        from tributary.app.failed_jobs import failed_count
 
         runtime = self.runtime
         try:

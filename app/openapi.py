@@ -15,7 +15,7 @@ from flask import Flask
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from app.schemas import ErrorResponse
+from tributary.app.schemas import ErrorResponse
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -20,8 +20,8 @@ from itsdangerous import BadData, URLSafeSerializer
 from sqlalchemy import literal, tuple_
 from sqlalchemy.orm import QueryableAttribute, Session
 
-from app.domain_errors import Invalid
-from models.base import from_micros, to_micros
+from tributary.app.domain_errors import Invalid
+from tributary.models.base import from_micros, to_micros
 
 if TYPE_CHECKING:
     from sqlalchemy import Row, Select

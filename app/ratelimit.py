@@ -38,8 +38,8 @@ from limits import RateLimitItem, parse_many
 from redis import Redis
 from redis.commands.core import Script
 
-from app.errors import APIError
-from runtime.process import fast_pool
+from tributary.app.errors import APIError
+from tributary.runtime.process import fast_pool
 
 log = logging.getLogger(__name__)
 

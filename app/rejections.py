@@ -22,12 +22,12 @@ from flask import current_app, request
 from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
-from app import source_cache
-from app.domain_errors import DomainError
-from app.errors import _HTTP_CODES, APIError, http_error
-from app.metrics import REJECTIONS_KEY, SEP
-from models.base import isoformat, utcnow
-from runtime.process import Runtime
+from tributary.app import source_cache
+from tributary.app.domain_errors import DomainError
+from tributary.app.errors import _HTTP_CODES, APIError, http_error
+from tributary.app.metrics import REJECTIONS_KEY, SEP
+from tributary.models.base import isoformat, utcnow
+from tributary.runtime.process import Runtime
 
 log = logging.getLogger(__name__)
 

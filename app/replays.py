@@ -9,18 +9,18 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.customer_query import Reader
-from app.domain_errors import Conflict, NotFound
-from models import Event, Replay
-from models.base import isoformat
-from models.event_query import EventFilters, event_statement
-from runtime.process import Runtime
+from tributary.app.customer_query import Reader
+from tributary.app.domain_errors import Conflict, NotFound
+from tributary.models import Event, Replay
+from tributary.models.base import isoformat
+from tributary.models.event_query import EventFilters, event_statement
+from tributary.runtime.process import Runtime
 
 SAMPLE_SIZE = 20
 
 
 def replay_results(runtime: Runtime, event_ids: list[str], dry_run: bool) -> list[dict[str, Any]]:
-    from workers.replay import ReplayRefused, replay_events
+    from tributary.workers.replay import ReplayRefused, replay_events
 
     try:
         results = replay_events(runtime, event_ids, dry_run=dry_run)
@@ -31,7 +31,7 @@ def replay_results(runtime: Runtime, event_ids: list[str], dry_run: bool) -> lis
 
 def plan_replay(runtime: Runtime, filters: EventFilters) -> dict[str, Any]:
     """The dry run of a bulk replay: how many events, and the diffs of the oldest few."""
-    from workers.replay import count_matching
+    from tributary.workers.replay import count_matching
 
     with runtime.db.session() as session:
         count = count_matching(session, filters)
@@ -48,7 +48,7 @@ def plan_replay(runtime: Runtime, filters: EventFilters) -> dict[str, Any]:
 
 
 def create_replay(session: Session, filters: EventFilters, project_id: str | None) -> Replay:
-    from workers.replay import count_matching
+    from tributary.workers.replay import count_matching
 
     replay = Replay(
         account_id=filters.account_id,

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from connectors.event_rules import normalize_email
-from connectors.identify import (
+from tributary.connectors.event_rules import normalize_email
+from tributary.connectors.identify import (
     NO_NUL,
     PARAM_KEY,
     PROJECT_SLUG,
@@ -20,7 +20,7 @@ from connectors.identify import (
     StrictModel,
     parse_timestamp,
 )
-from models.account import SCOPES
+from tributary.models.account import SCOPES
 
 __all__ = [
     "NO_NUL",

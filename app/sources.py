@@ -19,13 +19,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.domain_errors import Conflict, Invalid, NotFound
-from connectors.base import Connector, InvalidOptions, SourceConfig
-from connectors.registry import UnknownConnector, registry
-from connectors.safe_json import bad_text
-from models import Project, Source
-from models.base import isoformat, random_token, utcnow
-from runtime.process import Runtime
+from tributary.app.domain_errors import Conflict, Invalid, NotFound
+from tributary.connectors.base import Connector, InvalidOptions, SourceConfig
+from tributary.connectors.registry import UnknownConnector, registry
+from tributary.connectors.safe_json import bad_text
+from tributary.models import Project, Source
+from tributary.models.base import isoformat, random_token, utcnow
+from tributary.runtime.process import Runtime
 
 __all__ = [
     "MAX_SECRETS",

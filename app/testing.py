@@ -1,13 +1,13 @@
-"""The app harness of the connector test kit: a `connectors.testkit.Harness` over a running
+"""The app harness of the connector test kit: a `tributary.connectors.testkit.Harness` over a running
 Tributary (its Flask app and its runtime), and the pytest plugin that provides it.
 
-A third-party connector package adds `pytest_plugins = ["app.testing"]` to its `conftest.py` and
+A third-party connector package adds `pytest_plugins = ["tributary.app.testing"]` to its `conftest.py` and
 gets the fixture `tributary_harness`: a throwaway Tributary (SQLite and the embedded Redis in a
-temporary folder) on which `connectors.testkit.ConnectorContract` runs. Tributary's own tests
+temporary folder) on which `tributary.connectors.testkit.ConnectorContract` runs. Tributary's own tests
 override the fixture with a harness on the suite's database (tests/connectors/conftest.py).
 
 It lives in the app layer because it boots the app and runs the worker; the suite and the signers
-stay in `connectors.testkit`.
+stay in `tributary.connectors.testkit`.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from connectors.base import InboundRequest
-from connectors.testkit.contract import StoredEvent
+from tributary.connectors.base import InboundRequest
+from tributary.connectors.testkit.contract import StoredEvent
 
 if TYPE_CHECKING:
     from flask import Flask
 
-    from runtime.process import Runtime
+    from tributary.runtime.process import Runtime
 
 __all__ = ["AppHarness", "embedded_harness", "tributary_harness"]
 
@@ -41,8 +41,8 @@ class AppHarness:
     def create_source(
         self, connector: str, *, secrets: Sequence[str] = (), options: Mapping[str, Any] | None = None
     ) -> str:
-        from app.accounts import ensure_account, get_project
-        from app.sources import create_source
+        from tributary.app.accounts import ensure_account, get_project
+        from tributary.app.sources import create_source
 
         with self.runtime.db.session() as session, session.begin():
             account, _ = ensure_account(session)
@@ -68,8 +68,8 @@ class AppHarness:
         return response.status_code, response.get_json(silent=True)
 
     def drain(self) -> None:
-        from runtime.process import install
-        from workers.worker import TributaryWorker
+        from tributary.runtime.process import install
+        from tributary.workers.worker import TributaryWorker
 
         install(self.runtime)
         TributaryWorker(self.runtime).work(burst=True, logging_level="WARNING")
@@ -77,7 +77,7 @@ class AppHarness:
     def events(self, source_id: str) -> list[StoredEvent]:
         from sqlalchemy import func, select
 
-        from models import Event, TimelineEntry
+        from tributary.models import Event, TimelineEntry
 
         effects = (
             select(func.count())
@@ -97,12 +97,12 @@ class AppHarness:
 @contextmanager
 def embedded_harness(home: Path) -> Iterator[AppHarness]:
     """A throwaway Tributary under `home`: SQLite, the embedded Redis, migrated, with its account."""
-    from app import create_app
-    from app.accounts import ensure_account
-    from runtime.config import Settings
-    from runtime.embedded_redis import EmbeddedRedis
-    from runtime.migrate import upgrade
-    from runtime.process import Runtime, install
+    from tributary.app import create_app
+    from tributary.app.accounts import ensure_account
+    from tributary.runtime.config import Settings
+    from tributary.runtime.embedded_redis import EmbeddedRedis
+    from tributary.runtime.migrate import upgrade
+    from tributary.runtime.process import Runtime, install
 
     home.mkdir(parents=True, exist_ok=True)
     redis = EmbeddedRedis(home / "redis")
@@ -136,6 +136,6 @@ def _tributary_embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ap
 
 @pytest.fixture
 def tributary_harness(_tributary_embedded: AppHarness) -> AppHarness:
-    """The default harness for third-party packages (`pytest_plugins = ["app.testing"]`).
+    """The default harness for third-party packages (`pytest_plugins = ["tributary.app.testing"]`).
     A `tributary_harness` fixture in a conftest.py overrides it."""
     return _tributary_embedded

@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.customer_query import Reader
-from app.pagination import CursorCodec, SortSpec, fetch_page, fingerprint
-from models import Event, Project, TimelineEntry
-from models.base import isoformat
+from tributary.app.customer_query import Reader
+from tributary.app.pagination import CursorCodec, SortSpec, fetch_page, fingerprint
+from tributary.models import Event, Project, TimelineEntry
+from tributary.models.base import isoformat
 
 # Event time orders the timeline, so a late delivery lands where it happened; the change id breaks ties.
 SORT = SortSpec(TimelineEntry.occurred_at, TimelineEntry.id, descending=True, nullable=False)

@@ -1,7 +1,7 @@
-"""WSGI entry point for gunicorn: `gunicorn app.wsgi:app`."""
+"""WSGI entry point for gunicorn: `gunicorn tributary.app.wsgi:app`."""
 
 from __future__ import annotations
 
-from app import create_app
+from tributary.app import create_app
 
 app = create_app()

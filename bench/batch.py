@@ -111,7 +111,7 @@ def main() -> int:
         wait_for_quiet(cfg.wait_quiet)
         token = env.prepare()
         server = start_server(
-            procs, "tributary", "Tributary", "app.wsgi:app", env.env(), cfg.web_workers, token
+            procs, "tributary", "Tributary", "tributary.app.wsgi:app", env.env(), cfg.web_workers, token
         )
         run = itertools.count()
         log(f"single /v1/identify, {args.connections} connections, {args.duration} s")

@@ -26,10 +26,10 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import Connection
 
-from app import create_app
-from app.api import ingest
-from app.schemas import IdentifyRequest
-from models.session import Database
+from tributary.app import create_app
+from tributary.app.api import ingest
+from tributary.app.schemas import IdentifyRequest
+from tributary.models.session import Database
 
 CALLS = int(os.environ.get("BENCH_BREAKDOWN_CALLS", "3000"))
 WARMUP = max(100, CALLS // 10)

@@ -31,9 +31,10 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from app import create_app
-from app.accounts import create_key, ensure_account
-from models import (
+from tests.helpers import temporary_database
+from tributary.app import create_app
+from tributary.app.accounts import create_key, ensure_account
+from tributary.models import (
     Customer,
     CustomerProject,
     Event,
@@ -41,11 +42,10 @@ from models import (
     Source,
     TimelineEntry,
 )
-from models.session import normalize_url
-from runtime.config import Settings
-from runtime.migrate import upgrade
-from runtime.process import Runtime
-from tests.helpers import temporary_database
+from tributary.models.session import normalize_url
+from tributary.runtime.config import Settings
+from tributary.runtime.migrate import upgrade
+from tributary.runtime.process import Runtime
 
 CHUNK = 20_000
 STATUSES = ["trial", "paid", "paid", "paid", "free", "past_due", "canceled"]

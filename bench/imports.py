@@ -4,7 +4,7 @@
 A local fake Stripe API (its own process, objects generated on the fly, Stripe's paging:
 newest first, `starting_after`, `has_more`, 100 per page) serves N customers and, for 4 in 5 of
 them, a subscription with the customer expanded. A child process runs the real import
-(`workers.imports.execute`, what `tributary import stripe` runs) end to end: listed, stored,
+(`tributary.workers.imports.execute`, what `tributary import stripe` runs) end to end: listed, stored,
 applied by the worker's batch code, tallied. Reported: objects per second until everything is
 applied, and the child's peak RSS (VmHWM) before and after the import, which shows whether the
 import streams.
@@ -131,14 +131,14 @@ def child(port: int, home: str, database_url: str | None, redis_url: str | None)
     """Runs the import in this process and prints the figures as JSON."""
     import stripe
 
-    from app.accounts import ensure_account, get_project
-    from app.import_runs import create_import
-    from app.sources import create_source
-    from connectors import stripe as stripe_connector
-    from runtime.config import Settings
-    from runtime.migrate import upgrade
-    from runtime.process import Runtime, install
-    from workers.imports import execute
+    from tributary.app.accounts import ensure_account, get_project
+    from tributary.app.import_runs import create_import
+    from tributary.app.sources import create_source
+    from tributary.connectors import stripe as stripe_connector
+    from tributary.runtime.config import Settings
+    from tributary.runtime.migrate import upgrade
+    from tributary.runtime.process import Runtime, install
+    from tributary.workers.imports import execute
 
     overrides: dict[str, Any] = {"TRIBUTARY_HOME": home, "TRIBUTARY_SECRET_KEY": "bench"}
     if database_url:

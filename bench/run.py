@@ -88,7 +88,7 @@ class Config:
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
-    from runtime.config import Settings
+    from tributary.runtime.config import Settings
 
     parser = argparse.ArgumentParser(
         description="Benchmark identify ingest, the drain workers and their memory (see bench/README.md)."
@@ -821,8 +821,8 @@ class NoopRun:
 
 
 def _runtime(env: Environment, queue: str | None = None) -> Any:
-    from runtime.config import Settings
-    from runtime.process import Runtime
+    from tributary.runtime.config import Settings
+    from tributary.runtime.process import Runtime
 
     overrides = {k: v for k, v in env.env().items() if k.startswith(TRIBUTARY_ENV)}
     if queue:
@@ -867,7 +867,7 @@ def measure_drain(
 ) -> DrainRun:
     from rq import Worker
 
-    from runtime.doorbell import ring
+    from tributary.runtime.doorbell import ring
 
     # A clean slate: no customers, no events, an empty queue. TRUNCATE … CASCADE follows every
     # foreign key, so tables added later are cleared too; accounts, projects and keys stay.
@@ -914,7 +914,7 @@ def measure_drain(
     for proc in started:
         procs.stop(proc)
     jobs = [
-        _jobs_ok(procs.log_dir / f"drain{workers}-worker{i}.log", "workers.jobs.drain")
+        _jobs_ok(procs.log_dir / f"drain{workers}-worker{i}.log", "tributary.workers.jobs.drain")
         for i in range(workers)
     ]
     with env.engine.connect() as conn:  # type: ignore[union-attr]
@@ -1272,15 +1272,17 @@ def ingest_phase(
     """Start the three servers, measure each at every connection count, stop all but Tributary."""
     if cfg.skip_ingest:
         label = "Tributary (only stored the drain events)"
-        server = start_server(procs, "tributary", label, "app.wsgi:app", env.env(), cfg.web_workers, token)
+        server = start_server(
+            procs, "tributary", label, "tributary.app.wsgi:app", env.env(), cfg.web_workers, token
+        )
         return server, []
     apps = [
         ("bare", "bare Flask (bench/bare_app.py)", "bench.bare_app:app", env.env()),
-        ("tributary", "Tributary, rate limit off", "app.wsgi:app", env.env()),
+        ("tributary", "Tributary, rate limit off", "tributary.app.wsgi:app", env.env()),
         (
             "tributary-limiter",
             "Tributary, default limiter",
-            "app.wsgi:app",
+            "tributary.app.wsgi:app",
             env.env(TRIBUTARY_RATE_LIMIT=None),
         ),
     ]
@@ -1317,7 +1319,7 @@ STRIPE_SECRET = "whsec_bench_stripe_signing_secret"
 
 def write_stripe_deliveries(path: Path, count: int, run_id: str) -> None:
     """`count` distinct `customer.created` events, signed now, one "<signature>\t<body>" per line."""
-    from connectors.testkit import stripe_signature
+    from tributary.connectors.testkit import stripe_signature
 
     now = int(time.time())
     with path.open("w") as out:

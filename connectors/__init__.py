@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.changes import CustomerChange, IdentityRef
 
 __all__ = ["CustomerChange", "IdentityRef"]

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlparse
 
-from connectors.base import InvalidOptions
+from tributary.connectors.base import InvalidOptions
 
 __all__ = ["API_OPTIONS", "validate_api_options"]
 

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import unquote
 
-from connectors.base import (
+from tributary.connectors.base import (
     Connector,
     Envelope,
     EventIgnored,
@@ -29,8 +29,8 @@ from connectors.base import (
     NormalizeContext,
     SourceConfig,
 )
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.fields import (
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.fields import (
     check_event_time,
     clean_email,
     full_name,
@@ -40,8 +40,8 @@ from connectors.fields import (
     person_change,
     text_at,
 )
-from connectors.handlers import describe_handlers
-from connectors.verification import verify_shared_secret
+from tributary.connectors.handlers import describe_handlers
+from tributary.connectors.verification import verify_shared_secret
 
 __all__ = ["Auth0Connector", "split_records"]
 

@@ -6,7 +6,7 @@ each envelope is stored as an event before the provider gets its 2xx. In the wor
 turns one stored envelope into `CustomerChange`s in Tributary's vocabulary.
 
 Nothing here imports Flask: a connector sees an `InboundRequest`, so it can be exercised offline
-(`tributary connectors test`) and by the public test kit (`connectors.testkit`).
+(`tributary connectors test`) and by the public test kit (`tributary.connectors.testkit`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
-from connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.changes import CustomerChange, IdentityRef
 
 __all__ = [
     "TIMESTAMP_TOLERANCE_SECONDS",

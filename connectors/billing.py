@@ -17,8 +17,8 @@ from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
-from connectors.base import InvalidOptions, MalformedPayload
-from connectors.fields import parse_time
+from tributary.connectors.base import InvalidOptions, MalformedPayload
+from tributary.connectors.fields import parse_time
 
 __all__ = [
     "MONTHS_PER_UNIT",

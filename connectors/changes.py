@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from models.base import from_micros, to_micros
+from tributary.models.base import from_micros, to_micros
 
 __all__ = ["CustomerChange", "IdentityRef"]
 

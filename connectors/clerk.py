@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.api_options import API_OPTIONS, validate_api_options
-from connectors.base import (
+from tributary.connectors.api_options import API_OPTIONS, validate_api_options
+from tributary.connectors.base import (
     Connector,
     Envelope,
     EventIgnored,
@@ -26,14 +26,14 @@ from connectors.base import (
     NormalizeContext,
     SourceConfig,
 )
-from connectors.changes import CustomerChange
-from connectors.clerk_events import HANDLERS, primary_email
-from connectors.fields import (
+from tributary.connectors.changes import CustomerChange
+from tributary.connectors.clerk_events import HANDLERS, primary_email
+from tributary.connectors.fields import (
     load_object,
     text_at,
 )
-from connectors.handlers import describe_handlers
-from connectors.svix import read_message, verify_svix
+from tributary.connectors.handlers import describe_handlers
+from tributary.connectors.svix import read_message, verify_svix
 
 __all__ = ["ClerkConnector"]
 

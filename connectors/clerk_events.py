@@ -1,5 +1,5 @@
 """Clerk's executable mapping table: `{event type: handler}`, each handler's docstring saying what
-Tributary does with the event (docs/connectors.md lists them, `python -m connectors.doc`).
+Tributary does with the event (docs/connectors.md lists them, `python -m tributary.connectors.doc`).
 
 Payloads: https://clerk.com/docs/guides/development/webhooks/syncing (users, sessions),
 https://clerk.com/docs/guides/development/webhooks/billing (Clerk Billing: subscriptions, their
@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping
 from fractions import Fraction
 from typing import Any
 
-from connectors.base import Envelope, EventIgnored
-from connectors.billing import iso_z, monthly, round_minor
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.fields import clean_email, full_name, mapping_at, person_change, text_at
+from tributary.connectors.base import Envelope, EventIgnored
+from tributary.connectors.billing import iso_z, monthly, round_minor
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.fields import clean_email, full_name, mapping_at, person_change, text_at
 
 __all__ = ["HANDLERS", "primary_email"]
 

@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors import safe_json
-from connectors.base import MalformedPayload
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.event_rules import FUTURE_TOLERANCE_SECONDS, email_or_none
+from tributary.connectors import safe_json
+from tributary.connectors.base import MalformedPayload
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.event_rules import FUTURE_TOLERANCE_SECONDS, email_or_none
 
 __all__ = [
     "check_event_time",

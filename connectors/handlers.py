@@ -2,7 +2,7 @@
 
 Every built-in connector dispatches `normalize` through such a table, and the handler's docstring
 says what Tributary does with the event (anymail's per-provider mapping table, made executable).
-`Connector.event_types`, which docs/connectors.md (`python -m connectors.doc`) and
+`Connector.event_types`, which docs/connectors.md (`python -m tributary.connectors.doc`) and
 `tributary connectors show` print, is derived from the table here, so the description of an event
 type cannot drift from the code that handles it.
 """

@@ -16,9 +16,9 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from connectors.changes import CustomerChange
-from connectors.event_rules import FUTURE_TOLERANCE_SECONDS, MAX_EMAIL_CHARS, normalize_email
-from connectors.safe_json import problem
+from tributary.connectors.changes import CustomerChange
+from tributary.connectors.event_rules import FUTURE_TOLERANCE_SECONDS, MAX_EMAIL_CHARS, normalize_email
+from tributary.connectors.safe_json import problem
 
 __all__ = [
     "CHANNELS",

@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from fractions import Fraction
 from typing import Any, ClassVar
 
-from connectors.base import (
+from tributary.connectors.base import (
     Connector,
     Envelope,
     EventIgnored,
@@ -42,7 +42,7 @@ from connectors.base import (
     VerificationFailed,
     option_flag,
 )
-from connectors.billing import (
+from tributary.connectors.billing import (
     MONTHS_PER_UNIT,
     iso_z,
     monthly,
@@ -50,8 +50,8 @@ from connectors.billing import (
     status_overrides,
     validate_status_option,
 )
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.fields import (
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.fields import (
     check_event_time,
     clean_email,
     load_object,
@@ -60,8 +60,8 @@ from connectors.fields import (
     person_change,
     text_at,
 )
-from connectors.handlers import describe_handlers
-from connectors.verification import any_matches, hmac_digest
+from tributary.connectors.handlers import describe_handlers
+from tributary.connectors.verification import any_matches, hmac_digest
 
 __all__ = ["DEFAULT_STATUS_MAP", "LemonSqueezyConnector", "derived_event_id", "subscription_params"]
 

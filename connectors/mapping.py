@@ -40,7 +40,7 @@ from typing import Any
 import jmespath
 from jmespath import exceptions as jmespath_errors
 
-from connectors.base import (
+from tributary.connectors.base import (
     Connector,
     Envelope,
     EventIgnored,
@@ -53,10 +53,10 @@ from connectors.base import (
     check_timestamp,
     option_flag,
 )
-from connectors.changes import CustomerChange
-from connectors.fields import check_event_time, clean_email, load_object, parse_time
-from connectors.handlers import describe_handlers
-from connectors.verification import any_matches, hmac_digest, verify_shared_secret
+from tributary.connectors.changes import CustomerChange
+from tributary.connectors.fields import check_event_time, clean_email, load_object, parse_time
+from tributary.connectors.handlers import describe_handlers
+from tributary.connectors.verification import any_matches, hmac_digest, verify_shared_secret
 
 __all__ = ["MappingConnector"]
 

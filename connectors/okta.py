@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from connectors.base import (
+from tributary.connectors.base import (
     Challenge,
     Connector,
     Envelope,
@@ -31,8 +31,8 @@ from connectors.base import (
     SourceConfig,
     VerificationFailed,
 )
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.fields import (
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.fields import (
     check_event_time,
     clean_email,
     full_name,
@@ -41,8 +41,8 @@ from connectors.fields import (
     person_change,
     text_at,
 )
-from connectors.handlers import describe_handlers
-from connectors.verification import verify_shared_secret
+from tributary.connectors.handlers import describe_handlers
+from tributary.connectors.verification import verify_shared_secret
 
 __all__ = ["OktaConnector"]
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from fractions import Fraction
 from typing import Any, ClassVar
 
-from connectors.base import (
+from tributary.connectors.base import (
     Connector,
     Envelope,
     EventIgnored,
@@ -35,15 +35,15 @@ from connectors.base import (
     VerificationFailed,
     check_timestamp,
 )
-from connectors.billing import (
+from tributary.connectors.billing import (
     iso_z,
     monthly,
     round_minor,
     status_overrides,
     validate_status_option,
 )
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.fields import (
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.fields import (
     check_event_time,
     clean_email,
     load_object,
@@ -52,8 +52,8 @@ from connectors.fields import (
     person_change,
     text_at,
 )
-from connectors.handlers import describe_handlers
-from connectors.verification import any_matches, hmac_digest, keyed_signature_header
+from tributary.connectors.handlers import describe_handlers
+from tributary.connectors.verification import any_matches, hmac_digest, keyed_signature_header
 
 __all__ = ["DEFAULT_STATUS_MAP", "PaddleConnector", "paddle_signature_parts", "subscription_params"]
 

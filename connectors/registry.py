@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
-from connectors.base import Connector
+from tributary.connectors.base import Connector
 
 __all__ = [
     "BUILTIN_CONNECTORS",
@@ -50,16 +50,16 @@ __all__ = [
 
 # Built-in connectors, one per line: name -> "module:Class" (imported when the registry is built).
 BUILTIN_CONNECTORS: dict[str, str] = {
-    "stripe": "connectors.stripe:StripeConnector",
-    "clerk": "connectors.clerk:ClerkConnector",
-    "supabase": "connectors.supabase:SupabaseConnector",
-    "auth0": "connectors.auth0:Auth0Connector",
-    "workos": "connectors.workos:WorkOSConnector",
-    "okta": "connectors.okta:OktaConnector",
-    "paddle": "connectors.paddle:PaddleConnector",
-    "lemonsqueezy": "connectors.lemonsqueezy:LemonSqueezyConnector",
-    "standard": "connectors.standard:StandardConnector",
-    "mapping": "connectors.mapping:MappingConnector",
+    "stripe": "tributary.connectors.stripe:StripeConnector",
+    "clerk": "tributary.connectors.clerk:ClerkConnector",
+    "supabase": "tributary.connectors.supabase:SupabaseConnector",
+    "auth0": "tributary.connectors.auth0:Auth0Connector",
+    "workos": "tributary.connectors.workos:WorkOSConnector",
+    "okta": "tributary.connectors.okta:OktaConnector",
+    "paddle": "tributary.connectors.paddle:PaddleConnector",
+    "lemonsqueezy": "tributary.connectors.lemonsqueezy:LemonSqueezyConnector",
+    "standard": "tributary.connectors.standard:StandardConnector",
+    "mapping": "tributary.connectors.mapping:MappingConnector",
 }
 
 ENTRY_POINT_GROUP = "tributary.connectors"

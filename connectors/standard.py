@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from connectors.base import (
+from tributary.connectors.base import (
     Connector,
     Envelope,
     EventIgnored,
@@ -28,12 +28,12 @@ from connectors.base import (
     NormalizeContext,
     SourceConfig,
 )
-from connectors.changes import CustomerChange
-from connectors.fields import load_object
-from connectors.handlers import describe_handlers
-from connectors.identify import IdentifyRequest, PingRequest, identify_change
-from connectors.safe_json import problem
-from connectors.svix import read_message, verify_svix
+from tributary.connectors.changes import CustomerChange
+from tributary.connectors.fields import load_object
+from tributary.connectors.handlers import describe_handlers
+from tributary.connectors.identify import IdentifyRequest, PingRequest, identify_change
+from tributary.connectors.safe_json import problem
+from tributary.connectors.svix import read_message, verify_svix
 
 __all__ = ["StandardConnector"]
 

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import stripe
 
-from connectors.base import (
+from tributary.connectors.base import (
     TIMESTAMP_TOLERANCE_SECONDS,
     Connector,
     Envelope,
@@ -36,19 +36,19 @@ from connectors.base import (
     VerificationFailed,
     check_timestamp,
 )
-from connectors.billing import status_overrides
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.fields import load_object, mapping_at, text_at
-from connectors.handlers import describe_handlers
-from connectors.stripe_client import CustomerLookupFailed, client_for, set_client_factory
-from connectors.stripe_mapping import (
+from tributary.connectors.billing import status_overrides
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.fields import load_object, mapping_at, text_at
+from tributary.connectors.handlers import describe_handlers
+from tributary.connectors.stripe_client import CustomerLookupFailed, client_for, set_client_factory
+from tributary.connectors.stripe_mapping import (
     DEFAULT_STATUS_MAP,
     customer_id,
     subscription_params,
     timestamp_iso,
 )
-from connectors.stripe_options import validate_stripe_options
-from connectors.stripe_payload import created_time, data_object, email_in
+from tributary.connectors.stripe_options import validate_stripe_options
+from tributary.connectors.stripe_payload import created_time, data_object, email_in
 
 __all__ = ["CustomerLookupFailed", "StripeConnector", "client_for", "set_client_factory"]
 

@@ -16,8 +16,8 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any
 
-from connectors.billing import MONTHS_PER_UNIT, monthly, round_minor
-from connectors.fields import mapping_at
+from tributary.connectors.billing import MONTHS_PER_UNIT, monthly, round_minor
+from tributary.connectors.fields import mapping_at
 
 __all__ = [
     "DEFAULT_STATUS_MAP",

@@ -7,9 +7,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from connectors.base import InvalidOptions, option_flag
-from connectors.billing import validate_status_option
-from connectors.stripe_mapping import SUBSCRIPTION_STATUSES
+from tributary.connectors.base import InvalidOptions, option_flag
+from tributary.connectors.billing import validate_status_option
+from tributary.connectors.stripe_mapping import SUBSCRIPTION_STATUSES
 
 __all__ = ["validate_stripe_options"]
 

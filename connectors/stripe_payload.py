@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.base import MalformedPayload
-from connectors.fields import mapping_at, text_at
+from tributary.connectors.base import MalformedPayload
+from tributary.connectors.fields import mapping_at, text_at
 
 __all__ = ["created_time", "data_object", "email_in"]
 

@@ -33,8 +33,8 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.api_options import API_OPTIONS, validate_api_options
-from connectors.base import (
+from tributary.connectors.api_options import API_OPTIONS, validate_api_options
+from tributary.connectors.base import (
     Connector,
     Envelope,
     EventIgnored,
@@ -44,8 +44,8 @@ from connectors.base import (
     NormalizeContext,
     SourceConfig,
 )
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.fields import (
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.fields import (
     check_event_time,
     clean_email,
     full_name,
@@ -55,8 +55,8 @@ from connectors.fields import (
     person_change,
     text_at,
 )
-from connectors.handlers import describe_handlers
-from connectors.verification import verify_shared_secret, verify_standard_webhook
+from tributary.connectors.handlers import describe_handlers
+from tributary.connectors.verification import verify_shared_secret, verify_standard_webhook
 
 __all__ = ["ROW_COLUMNS", "SupabaseConnector", "redact_row"]
 

@@ -3,7 +3,7 @@
 
 Svix names its headers `svix-*` (Clerk); Standard Webhooks tooling `webhook-*` (the `standard`
 connector, Supabase's Auth Hooks). Both carry the same signature, checked with the
-`standardwebhooks` library by `connectors.verification.verify_standard_webhook`. This module adds
+`standardwebhooks` library by `tributary.connectors.verification.verify_standard_webhook`. This module adds
 what such connectors share around it: which header set a delivery uses, and the envelope's id,
 type, time and data.
 """
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from connectors.base import InboundRequest, MalformedPayload
-from connectors.fields import check_event_time, parse_time
-from connectors.verification import verify_standard_webhook
+from tributary.connectors.base import InboundRequest, MalformedPayload
+from tributary.connectors.fields import check_event_time, parse_time
+from tributary.connectors.verification import verify_standard_webhook
 
 __all__ = ["SvixMessage", "read_message", "verify_svix"]
 

@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 
 from standardwebhooks.webhooks import Webhook
 
-from connectors.base import VerificationFailed, check_timestamp
+from tributary.connectors.base import VerificationFailed, check_timestamp
 
 __all__ = [
     "HMAC_ALGORITHMS",

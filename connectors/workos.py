@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from connectors.api_options import API_OPTIONS, validate_api_options
-from connectors.base import (
+from tributary.connectors.api_options import API_OPTIONS, validate_api_options
+from tributary.connectors.base import (
     Connector,
     Envelope,
     EventIgnored,
@@ -28,8 +28,8 @@ from connectors.base import (
     VerificationFailed,
     check_timestamp,
 )
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.fields import (
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.fields import (
     check_event_time,
     clean_email,
     full_name,
@@ -38,8 +38,8 @@ from connectors.fields import (
     person_change,
     text_at,
 )
-from connectors.handlers import describe_handlers
-from connectors.verification import any_matches, hmac_digest, keyed_signature_header
+from tributary.connectors.handlers import describe_handlers
+from tributary.connectors.verification import any_matches, hmac_digest, keyed_signature_header
 
 __all__ = ["WorkOSConnector", "parse_signature_header", "verify_workos_signature"]
 

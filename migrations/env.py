@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from models import Base
-from models.session import normalize_url
+from tributary.models import Base
+from tributary.models.session import normalize_url
 
 config = context.config
 target_metadata = Base.metadata

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from models.account import SCOPES, Account, ApiKey, Project
-from models.attempt import EventAttempt
-from models.base import Base
-from models.customer import Customer, CustomerProject, Identity, TimelineEntry
-from models.event import EVENT_STATUSES, Event
-from models.imports import Import, ImportCheckpoint
-from models.merges import CustomerMerge, IdentityTombstone
-from models.replay import REPLAY_STATES, Replay
-from models.session import Database
-from models.source import Source
+from tributary.models.account import SCOPES, Account, ApiKey, Project
+from tributary.models.attempt import EventAttempt
+from tributary.models.base import Base
+from tributary.models.customer import Customer, CustomerProject, Identity, TimelineEntry
+from tributary.models.event import EVENT_STATUSES, Event
+from tributary.models.imports import Import, ImportCheckpoint
+from tributary.models.merges import CustomerMerge, IdentityTombstone
+from tributary.models.replay import REPLAY_STATES, Replay
+from tributary.models.session import Database
+from tributary.models.source import Source
 
 __all__ = [
     "EVENT_STATUSES",

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, sortable_id, utcnow
+from tributary.models.base import Base, sortable_id, utcnow
 
 SCOPES = ("ingest", "read", "admin")
 

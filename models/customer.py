@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigIntPK, sortable_id, utcnow
+from tributary.models.base import Base, BigIntPK, sortable_id, utcnow
 
 # The partial index's predicate, per dialect; queries repeat it verbatim so the planner can use it.
 HAS_PAST_EMAILS = {"postgresql": "past_emails != '[]'::jsonb", "sqlite": "past_emails != '[]'"}

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, sortable_id, utcnow
+from tributary.models.base import Base, sortable_id, utcnow
 
 # `deferred`: waiting for an event that makes its person known (workers/deferred.py).
 EVENT_STATUSES = ("pending", "processed", "ignored", "failed", "deferred")

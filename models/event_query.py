@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Select, or_, select
 
-from models.base import isoformat
-from models.customer import Customer, TimelineEntry
-from models.event import Event
+from tributary.models.base import isoformat
+from tributary.models.customer import Customer, TimelineEntry
+from tributary.models.event import Event
 
 
 @dataclass(frozen=True, slots=True)

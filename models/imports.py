@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, sortable_id, utcnow
+from tributary.models.base import Base, sortable_id, utcnow
 
 # Providers whose user/customer lists `tributary import` reads (workers/imports.py), then CSV files.
 PROVIDER_IMPORT_KINDS = ("stripe", "clerk", "workos", "supabase")

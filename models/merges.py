@@ -20,7 +20,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigIntPK, utcnow
+from tributary.models.base import Base, BigIntPK, utcnow
 
 
 class IdentityTombstone(Base):

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, random_token, utcnow
+from tributary.models.base import Base, random_token, utcnow
 
 
 def new_source_id() -> str:

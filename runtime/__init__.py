@@ -9,7 +9,7 @@ take what it needs to ingest without loading the worker, and the worker without 
 
 from __future__ import annotations
 
-from runtime.config import Settings
-from runtime.process import Runtime, current, install
+from tributary.runtime.config import Settings
+from tributary.runtime.process import Runtime, current, install
 
 __all__ = ["Runtime", "Settings", "current", "install"]

@@ -4,7 +4,7 @@ Ingest does not enqueue a job per event. After committing an event it rings a do
 key set with NX. Only the request that sets it enqueues a `drain` job, so a burst of a thousand
 requests costs one job. The job itself lives in the worker (workers/jobs.py) and is named here by
 its dotted path: RQ stores jobs by that name anyway, and importing the worker's graph into the web
-process just to take a function's name would load every merge rule at `import app.wsgi`.
+process just to take a function's name would load every merge rule at `import tributary.app.wsgi`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 
 from redis.exceptions import RedisError
 
-from runtime.process import Runtime
+from tributary.runtime.process import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ DOORBELL_KEY = "tributary:drain:queued"
 # A queued drain job that never ran (Redis lost it) must not silence the doorbell forever.
 DOORBELL_TTL_SECONDS = 60
 # The job the doorbell schedules (workers/jobs.py `drain`).
-DRAIN_JOB = "workers.jobs.drain"
+DRAIN_JOB = "tributary.workers.jobs.drain"
 # After a Redis failure, skip the doorbell for a moment: requests stay fast during an outage and
 # the sweeper schedules what they stored.
 BREAKER_SECONDS = 5.0

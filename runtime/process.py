@@ -16,11 +16,11 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from rq import Queue
 
-from models import Database
-from runtime.embedded_redis import EmbeddedRedis
+from tributary.models import Database
+from tributary.runtime.embedded_redis import EmbeddedRedis
 
 if TYPE_CHECKING:
-    from runtime.config import Settings
+    from tributary.runtime.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,15 @@ from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import text
 
-from app import create_app
-from app.accounts import ensure_account
-from models import Base
-from runtime.config import Settings
-from runtime.embedded_redis import EmbeddedRedis
-from runtime.migrate import upgrade
-from runtime.process import Runtime, install
 from tests.helpers import auth, make_key, temporary_database
-from workers.worker import TributaryWorker
+from tributary.app import create_app
+from tributary.app.accounts import ensure_account
+from tributary.models import Base
+from tributary.runtime.config import Settings
+from tributary.runtime.embedded_redis import EmbeddedRedis
+from tributary.runtime.migrate import upgrade
+from tributary.runtime.process import Runtime, install
+from tributary.workers.worker import TributaryWorker
 
 REDIS_DB_LOCK = "tributary:test-db-lock:{}"
 

@@ -10,9 +10,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from app.accounts import create_key, ensure_account, get_project
-from models.session import normalize_url
-from runtime.process import Runtime
+from tributary.app.accounts import create_key, ensure_account, get_project
+from tributary.models.session import normalize_url
+from tributary.runtime.process import Runtime
 
 
 @contextmanager

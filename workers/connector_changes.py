@@ -12,17 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from connectors import safe_json
-from connectors.base import Envelope, SourceConfig
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.event_rules import InvalidEmail, normalize_email
-from connectors.registry import UnknownConnector, registry
-from models import Customer, Identity, Project, Source
+from tributary.connectors import safe_json
+from tributary.connectors.base import Envelope, SourceConfig
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.event_rules import InvalidEmail, normalize_email
+from tributary.connectors.registry import UnknownConnector, registry
+from tributary.models import Customer, Identity, Project, Source
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from models import Event
+    from tributary.models import Event
 
 __all__ = [
     "NormalizeError",

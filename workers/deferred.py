@@ -24,8 +24,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, exists, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from models import Event, Identity, IdentityTombstone
-from models.sql import is_postgres
+from tributary.models import Event, Identity, IdentityTombstone
+from tributary.models.sql import is_postgres
 
 __all__ = ["claim_woken", "count_deferred", "expire_deferred", "wake_known"]
 

@@ -15,15 +15,15 @@ from typing import IO, Any
 
 from sqlalchemy import select, update
 
-from connectors.base import SourceConfig
-from models import Import, Project, Source
-from models.base import utcnow
-from models.imports import PROVIDER_IMPORT_KINDS
-from runtime.process import Runtime, current
-from workers.importers.csv_rows import CsvInvalid, check_csv, csv_items
-from workers.importers.items import Listed
-from workers.importers.pipeline import ImportTarget, Tally, load_checkpoints, run_pipeline
-from workers.importers.stripe_list import Backoff, ImportFailed, list_stripe
+from tributary.connectors.base import SourceConfig
+from tributary.models import Import, Project, Source
+from tributary.models.base import utcnow
+from tributary.models.imports import PROVIDER_IMPORT_KINDS
+from tributary.runtime.process import Runtime, current
+from tributary.workers.importers.csv_rows import CsvInvalid, check_csv, csv_items
+from tributary.workers.importers.items import Listed
+from tributary.workers.importers.pipeline import ImportTarget, Tally, load_checkpoints, run_pipeline
+from tributary.workers.importers.stripe_list import Backoff, ImportFailed, list_stripe
 
 __all__ = ["PROVIDER_KINDS", "ImportFailed", "execute", "reconcile_all", "reconcile_if_due", "run_import"]
 
@@ -57,7 +57,7 @@ def provider_items(
     checkpoints = load_checkpoints(runtime, source_id)
     if kind == "stripe":
         return list_stripe(config, checkpoints, backoff=backoff)
-    from workers.importers.users import list_users
+    from tributary.workers.importers.users import list_users
 
     return list_users(kind, config, checkpoints, backoff=backoff)
 
@@ -158,7 +158,7 @@ RECONCILE_KEY = "tributary:reconcile:scheduled"
 
 def reconcile_all() -> dict[str, Any]:
     """The periodic reconcile job: every Stripe source with an api_key, drift fixed."""
-    from workers.importers.reconcile import reconcile_source
+    from tributary.workers.importers.reconcile import reconcile_source
 
     runtime = current()
     with runtime.db.session() as session:

@@ -24,13 +24,13 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
-from models import Event
-from models.base import utcnow
-from models.sql import is_postgres
-from runtime.process import Runtime
-from workers.batch.apply import MAX_ERROR_CHARS, BatchReport, apply_events, claim_events
-from workers.batch.state import EventOutcome
-from workers.batch.write_back import write_event_outcomes
+from tributary.models import Event
+from tributary.models.base import utcnow
+from tributary.models.sql import is_postgres
+from tributary.runtime.process import Runtime
+from tributary.workers.batch.apply import MAX_ERROR_CHARS, BatchReport, apply_events, claim_events
+from tributary.workers.batch.state import EventOutcome
+from tributary.workers.batch.write_back import write_event_outcomes
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 from rq import Retry
 
-from runtime.doorbell import DOORBELL_KEY, ring
-from runtime.process import Runtime, current
-from workers.batch.apply import apply_events, claim_events, claim_pending
-from workers.failpoints import failpoint
-from workers.isolation import apply_isolated, isolable, record_failure
+from tributary.runtime.doorbell import DOORBELL_KEY, ring
+from tributary.runtime.process import Runtime, current
+from tributary.workers.batch.apply import apply_events, claim_events, claim_pending
+from tributary.workers.failpoints import failpoint
+from tributary.workers.isolation import apply_isolated, isolable, record_failure
 
 log = logging.getLogger(__name__)
 

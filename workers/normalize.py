@@ -8,24 +8,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from connectors import safe_json
-from connectors.base import EventIgnored
-from connectors.changes import CustomerChange
-from connectors.identify import CHANNELS, identify_change
-from workers.connector_changes import (
+from tributary.connectors import safe_json
+from tributary.connectors.base import EventIgnored
+from tributary.connectors.changes import CustomerChange
+from tributary.connectors.identify import CHANNELS, identify_change
+from tributary.workers.connector_changes import (
     NormalizeError,
     WorkerContext,
     connector_changes,
     normalized_email,
     storable_change,
 )
-from workers.importers.channel import import_changes
-from workers.importers.items import IMPORT_CHANNEL
+from tributary.workers.importers.channel import import_changes
+from tributary.workers.importers.items import IMPORT_CHANNEL
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from models import Event
+    from tributary.models import Event
 
 API_CHANNELS = CHANNELS
 

@@ -29,15 +29,15 @@ from rq.registry import FailedJobRegistry
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from connectors.base import Headers, InboundRequest, MalformedPayload
-from connectors.registry import UnknownConnector, registry
-from models import Customer, CustomerProject, Event, Identity, Project, Replay
-from models.base import isoformat, utcnow
-from models.event_query import EventFilters, event_statement
-from runtime.process import Runtime, current
-from workers.batch.apply import apply_events, claim_events
-from workers.connector_changes import source_config
-from workers.normalize import API_CHANNELS
+from tributary.connectors.base import Headers, InboundRequest, MalformedPayload
+from tributary.connectors.registry import UnknownConnector, registry
+from tributary.models import Customer, CustomerProject, Event, Identity, Project, Replay
+from tributary.models.base import isoformat, utcnow
+from tributary.models.event_query import EventFilters, event_statement
+from tributary.runtime.process import Runtime, current
+from tributary.workers.batch.apply import apply_events, claim_events
+from tributary.workers.connector_changes import source_config
+from tributary.workers.normalize import API_CHANNELS
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 from sqlalchemy import null, select, update
 
-from models import Event
-from models.base import utcnow
-from runtime.process import Runtime
+from tributary.models import Event
+from tributary.models.base import utcnow
+from tributary.runtime.process import Runtime
 
 log = logging.getLogger(__name__)
 

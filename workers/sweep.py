@@ -9,12 +9,12 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
-from models import Event
-from models.base import utcnow
-from runtime.doorbell import DOORBELL_KEY, ring
-from runtime.process import Runtime
-from workers.deferred import expire_deferred, wake_known
-from workers.retention import purge_if_due
+from tributary.models import Event
+from tributary.models.base import utcnow
+from tributary.runtime.doorbell import DOORBELL_KEY, ring
+from tributary.runtime.process import Runtime
+from tributary.workers.deferred import expire_deferred, wake_known
+from tributary.workers.retention import purge_if_due
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from rq import SimpleWorker
 from rq.exceptions import StopRequested
 from rq.utils import now as rq_now
 
-from runtime.process import Runtime
-from workers.imports import reconcile_if_due
-from workers.sweep import sweep, sweep_if_due
+from tributary.runtime.process import Runtime
+from tributary.workers.imports import reconcile_if_due
+from tributary.workers.sweep import sweep, sweep_if_due
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from app.accounts import (
+from tributary.app.accounts import (
     create_key,
     create_project,
     get_project,
@@ -14,11 +14,19 @@ from app.accounts import (
     visible_keys,
     visible_projects,
 )
-from app.auth import announce_revocation, authenticate
-from app.errors import APIError
-from app.openapi import describe
-from app.schemas import KeyCreate, KeyCreated, KeyList, KeyOut, ProjectCreate, ProjectList, ProjectOut
-from models import Database
+from tributary.app.auth import announce_revocation, authenticate
+from tributary.app.errors import APIError
+from tributary.app.openapi import describe
+from tributary.app.schemas import (
+    KeyCreate,
+    KeyCreated,
+    KeyList,
+    KeyOut,
+    ProjectCreate,
+    ProjectList,
+    ProjectOut,
+)
+from tributary.models import Database
 
 bp = Blueprint("admin", __name__)
 

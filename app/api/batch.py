@@ -1,7 +1,7 @@
 """`POST /v1/batch`: many identify/ping messages in one request, the SDKs' transport.
 
 Each message goes through the same schema and row building as `/v1/identify` and `/v1/ping`
-(`app.api.ingest`), so a rule added there applies here. The valid ones are stored by one multi-row
+(`tributary.app.api.ingest`), so a rule added there applies here. The valid ones are stored by one multi-row
 INSERT (deduplicated by `message_id` through the same unique index), committed before the answer,
 and one doorbell ring wakes the worker. The answer has one result per message, in order.
 """
@@ -16,14 +16,14 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 
-from app.api.ingest import _insert_event, event_row, stored_fingerprint
-from app.auth import Principal, authenticate
-from app.errors import APIError, validation_error
-from app.openapi import describe
-from app.schemas import ErrorBody, IdentifyRequest, PingRequest
-from models import Event
-from models.base import utcnow
-from runtime.doorbell import ring
+from tributary.app.api.ingest import _insert_event, event_row, stored_fingerprint
+from tributary.app.auth import Principal, authenticate
+from tributary.app.errors import APIError, validation_error
+from tributary.app.openapi import describe
+from tributary.app.schemas import ErrorBody, IdentifyRequest, PingRequest
+from tributary.models import Event
+from tributary.models.base import utcnow
+from tributary.runtime.doorbell import ring
 
 bp = Blueprint("batch", __name__)
 

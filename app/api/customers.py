@@ -9,8 +9,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy import exists, select, union
 from sqlalchemy.orm import Session
 
-from app.auth import Principal, authenticate
-from app.customer_query import (
+from tributary.app.auth import Principal, authenticate
+from tributary.app.customer_query import (
     DEFAULT_LIMIT,
     DEFAULT_SORT,
     MAX_LIMIT,
@@ -24,12 +24,12 @@ from app.customer_query import (
     parse_list_args,
     parse_page_args,
 )
-from app.erasure import erase_customer
-from app.openapi import QueryParam, describe
-from app.pagination import MAX_CURSOR_CHARS
-from app.schemas import NO_NUL, PROJECT_SLUG, SLUG, CustomerList, CustomerOut, Timeline
-from app.timeline import customer_timeline
-from models import Customer, CustomerProject, Database, TimelineEntry
+from tributary.app.erasure import erase_customer
+from tributary.app.openapi import QueryParam, describe
+from tributary.app.pagination import MAX_CURSOR_CHARS
+from tributary.app.schemas import NO_NUL, PROJECT_SLUG, SLUG, CustomerList, CustomerOut, Timeline
+from tributary.app.timeline import customer_timeline
+from tributary.models import Customer, CustomerProject, Database, TimelineEntry
 
 __all__ = ["bp", "customer_json", "find_customer_for_key"]
 

@@ -11,10 +11,10 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
-from app.auth import Principal, authenticate
-from app.customer_query import MAX_LIMIT, Reader, _Problems
-from app.errors import APIError
-from app.events_query import (
+from tributary.app.auth import Principal, authenticate
+from tributary.app.customer_query import MAX_LIMIT, Reader, _Problems
+from tributary.app.errors import APIError
+from tributary.app.events_query import (
     FILTER_ARGS,
     STATUSES,
     event_detail,
@@ -23,8 +23,8 @@ from app.events_query import (
     parse_filter_body,
     parse_page,
 )
-from app.openapi import QueryParam, describe
-from app.ops_schemas import (
+from tributary.app.openapi import QueryParam, describe
+from tributary.app.ops_schemas import (
     EventDetail,
     EventList,
     EventReplayOut,
@@ -32,11 +32,11 @@ from app.ops_schemas import (
     ReplayPlan,
     ReplayRequest,
 )
-from app.replays import create_replay, find_replay, plan_replay, replay_json, replay_results
-from models import Replay
-from models.base import utcnow
-from models.event_query import EventFilters
-from runtime.process import Runtime
+from tributary.app.replays import create_replay, find_replay, plan_replay, replay_json, replay_results
+from tributary.models import Replay
+from tributary.models.base import utcnow
+from tributary.models.event_query import EventFilters
+from tributary.runtime.process import Runtime
 
 bp = Blueprint("events", __name__)
 
@@ -214,7 +214,9 @@ def replay_many() -> Response:
         return jsonify(plan_replay(runtime, filters))
     with runtime.db.session() as session, session.begin():
         data = replay_json(create_replay(session, filters, principal.project_id))
-    from workers.replay import enqueue_replay  # the worker's code, loaded when a replay is asked for
+    from tributary.workers.replay import (
+        enqueue_replay,  # the worker's code, loaded when a replay is asked for
+    )
 
     try:
         enqueue_replay(runtime, data["id"])
@@ -256,7 +258,7 @@ def get_replay(replay_id: str) -> Response:
     errors=(401, 403, 404, 429),
 )
 def delete_replay(replay_id: str) -> Response:
-    from workers.replay import cancel_replay
+    from tributary.workers.replay import cancel_replay
 
     principal = authenticate("admin")
     with _runtime().db.write_session() as session, session.begin():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from app.openapi import build_document, describe
-from app.schemas import Health
+from tributary.app.openapi import build_document, describe
+from tributary.app.schemas import Health
 
 bp = Blueprint("health", __name__)
 

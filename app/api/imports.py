@@ -16,19 +16,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy import update
 
-from app.auth import authenticate
-from app.errors import APIError, validation_error
-from app.import_runs import create_import, find_import, import_json
-from app.openapi import describe
-from app.schemas import PROJECT_SLUG
-from models import Import
-from runtime.process import Runtime
+from tributary.app.auth import authenticate
+from tributary.app.errors import APIError, validation_error
+from tributary.app.import_runs import create_import, find_import, import_json
+from tributary.app.openapi import describe
+from tributary.app.schemas import PROJECT_SLUG
+from tributary.models import Import
+from tributary.runtime.process import Runtime
 
 bp = Blueprint("imports", __name__)
 
 JOB_TIMEOUT_SECONDS = 6 * 3600
 # workers/imports.py `run_import`, named by its path: the web process does not load the importers.
-RUN_IMPORT_JOB = "workers.imports.run_import"
+RUN_IMPORT_JOB = "tributary.workers.imports.run_import"
 
 
 class ImportCreate(BaseModel):
@@ -89,7 +89,7 @@ def _runtime() -> Runtime:
 
 def _check_csv(text: str) -> bytes:
     # The worker's own row rules, so a file the API accepts is one the import job can read.
-    from workers.importers.csv_rows import CsvInvalid, check_csv
+    from tributary.workers.importers.csv_rows import CsvInvalid, check_csv
 
     try:
         check_csv(lambda: io.StringIO(text))

@@ -15,17 +15,17 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from app.auth import Principal, authenticate
-from app.errors import APIError, validation_error
-from app.event_rows import event_row as event_row_for
-from app.event_rows import refuse_future
-from app.openapi import describe
-from app.schemas import EventAccepted, IdentifyRequest, PingRequest
-from connectors.safe_json import bad_text
-from models import Event
-from models.base import utcnow
-from models.sql import insert_for
-from runtime.doorbell import ring
+from tributary.app.auth import Principal, authenticate
+from tributary.app.errors import APIError, validation_error
+from tributary.app.event_rows import event_row as event_row_for
+from tributary.app.event_rows import refuse_future
+from tributary.app.openapi import describe
+from tributary.app.schemas import EventAccepted, IdentifyRequest, PingRequest
+from tributary.connectors.safe_json import bad_text
+from tributary.models import Event
+from tributary.models.base import utcnow
+from tributary.models.sql import insert_for
+from tributary.runtime.doorbell import ring
 
 bp = Blueprint("ingest", __name__)
 

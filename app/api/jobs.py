@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from app.auth import Principal, authenticate
-from app.customer_query import Reader
-from app.domain_errors import DomainError
-from app.failed_jobs import delete_failed, find_failed, list_failed, retry_failed
-from app.openapi import describe
-from app.ops_schemas import FailedJob, FailedJobList, RetryAllOut
-from runtime.process import Runtime
+from tributary.app.auth import Principal, authenticate
+from tributary.app.customer_query import Reader
+from tributary.app.domain_errors import DomainError
+from tributary.app.failed_jobs import delete_failed, find_failed, list_failed, retry_failed
+from tributary.app.openapi import describe
+from tributary.app.ops_schemas import FailedJob, FailedJobList, RetryAllOut
+from tributary.runtime.process import Runtime
 
 bp = Blueprint("jobs", __name__)
 

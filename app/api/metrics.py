@@ -10,10 +10,10 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from app.errors import APIError
-from app.metrics import RequestTimings, TributaryCollector
-from app.openapi import describe
-from runtime.process import Runtime
+from tributary.app.errors import APIError
+from tributary.app.metrics import RequestTimings, TributaryCollector
+from tributary.app.openapi import describe
+from tributary.runtime.process import Runtime
 
 bp = Blueprint("metrics", __name__)
 

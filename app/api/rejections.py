@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from app.auth import authenticate
-from app.openapi import describe
-from app.ops_schemas import RejectionsOut
-from app.rejections import rejections
-from app.sources import find_source
-from runtime.process import Runtime
+from tributary.app.auth import authenticate
+from tributary.app.openapi import describe
+from tributary.app.ops_schemas import RejectionsOut
+from tributary.app.rejections import rejections
+from tributary.app.sources import find_source
+from tributary.runtime.process import Runtime
 
 bp = Blueprint("rejections", __name__)
 

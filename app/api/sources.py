@@ -12,13 +12,13 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, Field, JsonValue
 from sqlalchemy.orm import Session
 
-from app import source_cache
-from app.accounts import get_project
-from app.auth import Principal, authenticate
-from app.errors import APIError
-from app.openapi import QueryParam, describe
-from app.schemas import NO_NUL, PROJECT_SLUG, StrictModel
-from app.sources import (
+from tributary.app import source_cache
+from tributary.app.accounts import get_project
+from tributary.app.auth import Principal, authenticate
+from tributary.app.errors import APIError
+from tributary.app.openapi import QueryParam, describe
+from tributary.app.schemas import NO_NUL, PROJECT_SLUG, StrictModel
+from tributary.app.sources import (
     MAX_SECRETS,
     add_secret,
     create_source,
@@ -28,8 +28,8 @@ from app.sources import (
     remove_secret,
     source_json,
 )
-from models import Project
-from runtime.process import Runtime
+from tributary.models import Project
+from tributary.runtime.process import Runtime
 
 bp = Blueprint("sources", __name__)
 

@@ -16,13 +16,13 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, Field
 
-from app import source_cache
-from app.errors import APIError
-from app.event_rows import event_row, refuse_future
-from app.openapi import describe
-from app.rejections import record_rejections
-from app.sources import ResolvedSource
-from connectors.base import (
+from tributary.app import source_cache
+from tributary.app.errors import APIError
+from tributary.app.event_rows import event_row, refuse_future
+from tributary.app.openapi import describe
+from tributary.app.rejections import record_rejections
+from tributary.app.sources import ResolvedSource
+from tributary.connectors.base import (
     Connector,
     Envelope,
     Headers,
@@ -30,14 +30,14 @@ from connectors.base import (
     MalformedPayload,
     VerificationFailed,
 )
-from connectors.event_rules import email_or_none
-from connectors.registry import UnknownConnector, registry
-from connectors.safe_json import bad_text, clean_text, problem, scrub
-from models import Event
-from models.base import utcnow
-from models.sql import insert_for
-from runtime.doorbell import ring
-from runtime.process import Runtime
+from tributary.connectors.event_rules import email_or_none
+from tributary.connectors.registry import UnknownConnector, registry
+from tributary.connectors.safe_json import bad_text, clean_text, problem, scrub
+from tributary.models import Event
+from tributary.models.base import utcnow
+from tributary.models.sql import insert_for
+from tributary.runtime.doorbell import ring
+from tributary.runtime.process import Runtime
 
 log = logging.getLogger(__name__)
 

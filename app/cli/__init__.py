@@ -13,15 +13,15 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
-from app.cli.data import describe_failure, settings_overrides
-from app.customer_query import PARAM_PREFIX
-from app.domain_errors import DomainError
-from runtime.process import Runtime
+from tributary.app.cli.data import describe_failure, settings_overrides
+from tributary.app.customer_query import PARAM_PREFIX
+from tributary.app.domain_errors import DomainError
+from tributary.runtime.process import Runtime
 
 
 def _create_app() -> Any:
-    from app import create_app
-    from app.cli.data import check_database
+    from tributary.app import create_app
+    from tributary.app.cli.data import check_database
 
     # Which data a command uses is decided before the app exists, so nothing is created by mistake.
     app = create_app(settings_overrides(click.get_current_context(silent=True)))
@@ -30,7 +30,7 @@ def _create_app() -> Any:
 
 
 def _version() -> str:
-    from app import __version__
+    from tributary.app import __version__
 
     return __version__
 
@@ -84,8 +84,8 @@ def emit(data: Any, as_json: bool, human: str) -> None:
 
 
 def main() -> None:
-    import app.cli.docs  # noqa: F401 - `tributary openapi`
-    from app.cli import admin, connectors, customers, db, imports, ops, run, sources  # noqa: F401 - registers the commands
+    import tributary.app.cli.docs  # noqa: F401 - `tributary openapi`
+    from tributary.app.cli import admin, connectors, customers, db, imports, ops, run, sources  # noqa: F401 - registers the commands
 
     info = ScriptInfo(create_app=_create_app, set_debug_flag=False, load_dotenv_defaults=False)
     try:

@@ -7,7 +7,7 @@ import re
 import click
 from sqlalchemy import select
 
-from app.accounts import (
+from tributary.app.accounts import (
     create_key,
     create_project,
     ensure_account,
@@ -16,11 +16,11 @@ from app.accounts import (
     project_json,
     revoke_key,
 )
-from app.auth import announce_revocation
-from app.cli import cli, emit, runtime
-from app.schemas import PROJECT_SLUG
-from models import SCOPES, ApiKey, Project
-from runtime.embedded_redis import EmbeddedRedis
+from tributary.app.auth import announce_revocation
+from tributary.app.cli import cli, emit, runtime
+from tributary.app.schemas import PROJECT_SLUG
+from tributary.models import SCOPES, ApiKey, Project
+from tributary.runtime.embedded_redis import EmbeddedRedis
 
 
 @cli.group("projects")

@@ -17,8 +17,8 @@ from typing import IO, Any
 
 import click
 
-from app.cli import cli, emit
-from connectors.base import (
+from tributary.app.cli import cli, emit
+from tributary.connectors.base import (
     Connector,
     EventIgnored,
     Headers,
@@ -29,9 +29,9 @@ from connectors.base import (
     SourceConfig,
     VerificationFailed,
 )
-from connectors.registry import DISABLED_ENV, UnknownConnector, registry
-from models.base import isoformat
-from workers.connector_changes import normalized_email
+from tributary.connectors.registry import DISABLED_ENV, UnknownConnector, registry
+from tributary.models.base import isoformat
+from tributary.workers.connector_changes import normalized_email
 
 
 @cli.group("connectors")

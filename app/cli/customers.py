@@ -7,9 +7,9 @@ from typing import Any
 import click
 from flask import current_app
 
-from app.accounts import ensure_account
-from app.cli import cli, emit, runtime
-from app.customer_query import (
+from tributary.app.accounts import ensure_account
+from tributary.app.cli import cli, emit, runtime
+from tributary.app.customer_query import (
     DEFAULT_LIMIT,
     PARAM_PREFIX,
     SORTS,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 from sqlalchemy.engine import make_url
 
-from app.accounts import ensure_account
-from app.cli import cli, runtime
-from runtime.migrate import downgrade, upgrade
+from tributary.app.accounts import ensure_account
+from tributary.app.cli import cli, runtime
+from tributary.runtime.migrate import downgrade, upgrade
 
 
 @cli.group("db")

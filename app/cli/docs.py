@@ -8,9 +8,9 @@ import json
 import click
 from flask import current_app
 
-from app.apidoc import render
-from app.cli import cli
-from app.openapi import build_document
+from tributary.app.apidoc import render
+from tributary.app.cli import cli
+from tributary.app.openapi import build_document
 
 
 @cli.command("openapi")

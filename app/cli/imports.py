@@ -16,15 +16,15 @@ from typing import Any
 
 import click
 
-from app.accounts import ensure_account
-from app.cli import cli, emit, runtime
-from app.import_runs import create_import, import_json
-from app.sources import find_source
-from models import Import
-from workers.importers.csv_rows import CsvInvalid, check_csv
-from workers.importers.items import Listed
-from workers.importers.pipeline import Tally
-from workers.imports import PROVIDER_KINDS, ImportFailed, execute
+from tributary.app.accounts import ensure_account
+from tributary.app.cli import cli, emit, runtime
+from tributary.app.import_runs import create_import, import_json
+from tributary.app.sources import find_source
+from tributary.models import Import
+from tributary.workers.importers.csv_rows import CsvInvalid, check_csv
+from tributary.workers.importers.items import Listed
+from tributary.workers.importers.pipeline import Tally
+from tributary.workers.imports import PROVIDER_KINDS, ImportFailed, execute
 
 
 def _create(**kwargs: Any) -> str:
@@ -161,7 +161,7 @@ def reconcile_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def reconcile_stripe(source_id: str, fix: bool, as_json: bool) -> None:
     """Each Stripe customer's status, plan and MRR against Stripe's current subscriptions."""
-    from workers.importers.reconcile import reconcile_source
+    from tributary.workers.importers.reconcile import reconcile_source
 
     with runtime().db.session() as session:
         account, _ = ensure_account(session)

@@ -15,17 +15,24 @@ import click
 from flask import current_app
 from sqlalchemy import func, select
 
-from app.accounts import ensure_account
-from app.cli import cli, emit, runtime
-from app.customer_query import DEFAULT_LIMIT, Reader
-from app.domain_errors import DomainError
-from app.events_query import FILTER_ARGS, event_detail, find_event, list_events, parse_filters, parse_page
-from app.failed_jobs import delete_failed, find_failed, list_failed, retry_failed
-from app.replays import create_replay, find_replay, plan_replay, replay_json, replay_results
-from models import Event, Replay
-from models.base import utcnow
-from workers.replay import cancel_replay, enqueue_replay, replay_step
-from workers.retention import PURGEABLE, purge
+from tributary.app.accounts import ensure_account
+from tributary.app.cli import cli, emit, runtime
+from tributary.app.customer_query import DEFAULT_LIMIT, Reader
+from tributary.app.domain_errors import DomainError
+from tributary.app.events_query import (
+    FILTER_ARGS,
+    event_detail,
+    find_event,
+    list_events,
+    parse_filters,
+    parse_page,
+)
+from tributary.app.failed_jobs import delete_failed, find_failed, list_failed, retry_failed
+from tributary.app.replays import create_replay, find_replay, plan_replay, replay_json, replay_results
+from tributary.models import Event, Replay
+from tributary.models.base import utcnow
+from tributary.workers.replay import cancel_replay, enqueue_replay, replay_step
+from tributary.workers.retention import PURGEABLE, purge
 
 T = TypeVar("T")
 

@@ -17,14 +17,14 @@ from typing import Any
 import click
 from sqlalchemy import select
 
-from app.accounts import create_key, ensure_account
-from app.cli import cli, runtime
-from app.cli.db import upgrade_and_bootstrap
-from models import ApiKey
-from runtime.config import record_public_url
-from runtime.process import Runtime, install, redis_url_for
-from workers.sweep import sweep
-from workers.worker import TributaryWorker
+from tributary.app.accounts import create_key, ensure_account
+from tributary.app.cli import cli, runtime
+from tributary.app.cli.db import upgrade_and_bootstrap
+from tributary.models import ApiKey
+from tributary.runtime.config import record_public_url
+from tributary.runtime.process import Runtime, install, redis_url_for
+from tributary.workers.sweep import sweep
+from tributary.workers.worker import TributaryWorker
 
 
 @cli.command("worker")
@@ -73,10 +73,10 @@ def serve(host: str, port: int, web_workers: int) -> None:
     # caller's working directory cannot shadow Tributary's packages.
     python = [sys.executable, "-P", "-m"]
     gunicorn = [
-        *python, "gunicorn", "-c", "python:app.gunicorn_conf", "app.wsgi:app",
+        *python, "gunicorn", "-c", "python:tributary.app.gunicorn_conf", "tributary.app.wsgi:app",
         "--bind", f"{host}:{port}", "--chdir", str(settings.home), "--workers", str(web_workers),
     ]  # fmt: skip
-    worker = Restarting("worker", [*python, "app.cli", "worker"], env=env, cwd=settings.home)
+    worker = Restarting("worker", [*python, "tributary.app.cli", "worker"], env=env, cwd=settings.home)
     web: subprocess.Popen[bytes] | None = None
     exit_code = 0
     try:

@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 import click
 from sqlalchemy.orm import Session
 
-from app.accounts import ensure_account, get_project
-from app.cli import cli, emit, runtime
-from app.rejections import rejections, rejections_text
-from app.sources import (
+from tributary.app.accounts import ensure_account, get_project
+from tributary.app.cli import cli, emit, runtime
+from tributary.app.rejections import rejections, rejections_text
+from tributary.app.sources import (
     MAX_SECRETS,
     add_secret,
     create_source,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, redirect, url_for
 
-from app.openapi import describe
+from tributary.app.openapi import describe
 
 
 @describe(summary="Redirect to the dashboard", tag="dashboard", responses={302: "To /dashboard/"}, errors=())
@@ -18,8 +18,17 @@ def root() -> Response:
 
 
 def register(app: Flask) -> None:
-    from app.dashboard import guard, templating
-    from app.dashboard.views import auth, customer, customers, events, failed_jobs, keys, overview, sources
+    from tributary.app.dashboard import guard, templating
+    from tributary.app.dashboard.views import (
+        auth,
+        customer,
+        customers,
+        events,
+        failed_jobs,
+        keys,
+        overview,
+        sources,
+    )
 
     # A fresh blueprint per app: tests build many apps in one process.
     bp = Blueprint(

@@ -12,10 +12,10 @@ from flask import Blueprint, Response, abort, g, redirect, render_template, requ
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from app.dashboard import session
-from app.dashboard.session import Viewer
-from app.domain_errors import DomainError
-from app.errors import APIError, http_error
+from tributary.app.dashboard import session
+from tributary.app.dashboard.session import Viewer
+from tributary.app.domain_errors import DomainError
+from tributary.app.errors import APIError, http_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.customer_query import Reader
-from models import Event, Project, TimelineEntry
+from tributary.app.customer_query import Reader
+from tributary.models import Event, Project, TimelineEntry
 
 # Enough for any real customer's history; a pathological one shows "unknown" for old writes.
 MAX_ROWS = 5000

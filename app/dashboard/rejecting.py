@@ -1,4 +1,4 @@
-"""Refused webhook deliveries for the Sources and Overview pages, read through `app.rejections`
+"""Refused webhook deliveries for the Sources and Overview pages, read through `tributary.app.rejections`
 (the module `GET /v1/sources/<id>/rejections` and `tributary sources show` use)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from app.rejections import KEEP, rejections
-from models.base import utcnow
-from runtime.process import Runtime
+from tributary.app.rejections import KEEP, rejections
+from tributary.models.base import utcnow
+from tributary.runtime.process import Runtime
 
 WINDOW = timedelta(hours=24)
 SHOWN = 10

@@ -17,8 +17,8 @@ from flask import Response, current_app, g, request
 from itsdangerous import BadData, URLSafeTimedSerializer
 from sqlalchemy import select
 
-from app.auth import Principal
-from models import ApiKey, Project
+from tributary.app.auth import Principal
+from tributary.models import ApiKey, Project
 
 COOKIE = "trb_dashboard"
 COOKIE_PATH = "/dashboard"

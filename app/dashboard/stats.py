@@ -1,7 +1,7 @@
 """The overview's figures, each one grouped query: customers per project and status, the last
 24 hours of events per source and hour, and the pending backlog.
 
-Event ids are time-ordered (a millisecond clock then random bits, see `models.base.sortable_id`)
+Event ids are time-ordered (a millisecond clock then random bits, see `tributary.models.base.sortable_id`)
 and minted when a delivery is received, so "received in the last 24 hours" is a range on the
 primary key: no extra index, and the cost follows the window, not the table.
 """
@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from models import Customer, CustomerProject, Event, Project, Source
-from models.base import utcnow
+from tributary.models import Customer, CustomerProject, Event, Project, Source
+from tributary.models.base import utcnow
 
 HOURS = 24
 COUNT_CAP = 1_000

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, g
 
-from app.dashboard import session
+from tributary.app.dashboard import session
 
 # Colour families for the statuses providers and apps commonly send; anything else is neutral.
 _STATUS_TONES = {

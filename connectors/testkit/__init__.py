@@ -1,9 +1,9 @@
 """The public connector test kit: signers for every scheme Tributary verifies
-(`connectors.testkit.signers`) and the contract suite every connector passes
-(`connectors.testkit.contract`). A connector author writes a small `WebhookCase` and inherits the
+(`tributary.connectors.testkit.signers`) and the contract suite every connector passes
+(`tributary.connectors.testkit.contract`). A connector author writes a small `WebhookCase` and inherits the
 suite::
 
-    from connectors.testkit import ConnectorContract, WebhookCase, new_standard_secret
+    from tributary.connectors.testkit import ConnectorContract, WebhookCase, new_standard_secret
 
     class AcmeCase(WebhookCase):
         connector = "acme"
@@ -13,20 +13,20 @@ suite::
     class TestAcmeContract(ConnectorContract):
         case = AcmeCase()
 
-and adds `pytest_plugins = ["app.testing"]` to its `conftest.py` for the harness the suite runs
-on (a throwaway Tributary: the app layer's `app.testing`). docs/connectors.md, "Testing it".
+and adds `pytest_plugins = ["tributary.app.testing"]` to its `conftest.py` for the harness the suite runs
+on (a throwaway Tributary: the app layer's `tributary.app.testing`). docs/connectors.md, "Testing it".
 """
 
 from __future__ import annotations
 
-from connectors.testkit.contract import (
+from tributary.connectors.testkit.contract import (
     ConnectorContract,
     Harness,
     StoredEvent,
     WebhookCase,
     registered,
 )
-from connectors.testkit.signers import (
+from tributary.connectors.testkit.signers import (
     lemonsqueezy_headers,
     new_standard_secret,
     paddle_headers,

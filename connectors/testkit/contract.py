@@ -1,12 +1,12 @@
 """The connector contract suite: the tests every connector passes, and what a connector author
 supplies to run it (a `WebhookCase`).
 
-Part of the public connector test kit (`connectors.testkit`). The suite posts real signed
+Part of the public connector test kit (`tributary.connectors.testkit`). The suite posts real signed
 deliveries to `POST /webhooks/<source id>` and runs the real worker through a `Harness`, a
-protocol: Tributary's app layer provides one (`app.testing.AppHarness`) as the pytest fixture
+protocol: Tributary's app layer provides one (`tributary.app.testing.AppHarness`) as the pytest fixture
 `tributary_harness`, so nothing here imports the app or the workers. Tributary's own tests
 provide it on their database (tests/connectors/conftest.py); a third-party package gets an
-embedded one by adding `pytest_plugins = ["app.testing"]` to its `conftest.py`.
+embedded one by adding `pytest_plugins = ["tributary.app.testing"]` to its `conftest.py`.
 
 This module needs pytest (it is a test kit); connectors never import it.
 """
@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Protocol
 
 import pytest
 
-from connectors.base import (
+from tributary.connectors.base import (
     TIMESTAMP_TOLERANCE_SECONDS,
     Connector,
     EventIgnored,
@@ -33,9 +33,9 @@ from connectors.base import (
     SourceConfig,
     VerificationFailed,
 )
-from connectors.changes import CustomerChange
-from connectors.registry import registry
-from connectors.testkit.signers import _now
+from tributary.connectors.changes import CustomerChange
+from tributary.connectors.registry import registry
+from tributary.connectors.testkit.signers import _now
 
 __all__ = ["ConnectorContract", "Harness", "StoredEvent", "WebhookCase", "registered"]
 

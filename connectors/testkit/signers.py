@@ -1,6 +1,6 @@
 """Signers for every scheme Tributary verifies: the headers a provider would send with a body.
 
-Part of the public connector test kit (`connectors.testkit`). Standard Webhooks and Svix
+Part of the public connector test kit (`tributary.connectors.testkit`). Standard Webhooks and Svix
 signatures come from the `standardwebhooks` library, the same code that verifies them
 (connectors/verification.py); the other schemes have no library of their own here, so their HMACs
 are written out as each provider documents them.

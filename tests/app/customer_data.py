@@ -18,14 +18,14 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from connectors.base import Connector, Envelope, InboundRequest, NormalizeContext, SourceConfig
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.registry import ConnectorRegistry, use_registry
-from models import Event, Project
-from models.base import sortable_id, utcnow
-from runtime.doorbell import ring
-from runtime.process import Runtime
 from tests.helpers import auth, identify
+from tributary.connectors.base import Connector, Envelope, InboundRequest, NormalizeContext, SourceConfig
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.registry import ConnectorRegistry, use_registry
+from tributary.models import Event, Project
+from tributary.models.base import sortable_id, utcnow
+from tributary.runtime.doorbell import ring
+from tributary.runtime.process import Runtime
 
 
 class ImportConnector(Connector):

@@ -26,12 +26,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.routing import Rule
 
-from app.auth import _GRANTS
-from connectors.testkit import stripe_headers
-from runtime.process import Runtime
 from tests.connectors.stripe_helpers import load
 from tests.helpers import auth, identify, make_key
 from tests.ops.test_events_access import _broken_event, _work
+from tributary.app.auth import _GRANTS
+from tributary.connectors.testkit import stripe_headers
+from tributary.runtime.process import Runtime
 
 SCOPES = ("ingest", "read", "admin")
 BINDINGS = ("*", "alpha", "beta")  # account-wide, the targets' project, another project

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask.testing import FlaskClient
 
-from runtime.process import Runtime
 from tests.helpers import auth, make_key
+from tributary.runtime.process import Runtime
 
 
 def test_projects_create_list_and_conflict(client: FlaskClient, admin: dict[str, str]) -> None:

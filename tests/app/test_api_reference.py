@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.apidoc import REGENERATE, markdown
+from tributary.app.apidoc import REGENERATE, markdown
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
@@ -20,7 +20,7 @@ def test_the_cli_prints_the_same_reference_anywhere(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIBUTARY_", "DATABASE_", "REDIS_"))}
     env["PYTHONPATH"] = str(DOC.parents[1])
     result = subprocess.run(
-        [sys.executable, "-P", "-m", "app.cli", "openapi", "--markdown"],
+        [sys.executable, "-P", "-m", "tributary.app.cli", "openapi", "--markdown"],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -5,12 +5,12 @@ from __future__ import annotations
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from app import create_app
-from app.auth import hash_key
-from models import ApiKey
-from runtime.config import Settings
-from runtime.process import Runtime
 from tests.helpers import auth, identify, make_key
+from tributary.app import create_app
+from tributary.app.auth import hash_key
+from tributary.models import ApiKey
+from tributary.runtime.config import Settings
+from tributary.runtime.process import Runtime
 
 
 def test_keys_are_stored_hashed_never_in_clear(

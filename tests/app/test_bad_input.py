@@ -9,8 +9,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from models import Event
-from runtime.process import Runtime
+from tributary.models import Event
+from tributary.runtime.process import Runtime
 
 BAD_IDENTIFY: list[tuple[Any, str]] = [
     ({}, "validation_error"),

@@ -8,10 +8,10 @@ from typing import Any
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from app.api.batch import MAX_MESSAGES
-from models import Event
-from runtime.process import Runtime
 from tests.helpers import auth, customer, identify, make_key
+from tributary.app.api.batch import MAX_MESSAGES
+from tributary.models import Event
+from tributary.runtime.process import Runtime
 
 
 def _post(client: FlaskClient, token: str, batch: Any) -> Any:

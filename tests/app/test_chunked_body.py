@@ -14,8 +14,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from runtime.process import Runtime
 from tests.helpers import make_key
+from tributary.runtime.process import Runtime
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +35,7 @@ def server(subprocess_env: dict[str, str], runtime: Runtime) -> Iterator[int]:
         sys.executable,
         "-m",
         "gunicorn",
-        "app.wsgi:app",
+        "tributary.app.wsgi:app",
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",

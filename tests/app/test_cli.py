@@ -8,8 +8,8 @@ import json
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.cli import cli
 from tests.helpers import auth, identify
+from tributary.app.cli import cli
 
 
 def _invoke(app: Flask, *args: str) -> tuple[int, str]:

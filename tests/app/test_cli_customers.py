@@ -11,10 +11,10 @@ from click.testing import Result
 from flask import Flask
 from flask.testing import FlaskClient
 
-import app.cli.customers  # noqa: F401 - registers the command group, as main() does
-from app.cli import cli
+import tributary.app.cli.customers  # noqa: F401 - registers the command group, as main() does
 from tests.app.customer_data import at, create_project, listing, people
 from tests.helpers import auth, customer
+from tributary.app.cli import cli
 
 
 def _run(app: Flask, *args: str) -> Result:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app import __version__
+from tributary.app import __version__
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("TRIBUTARY_", "DATABASE_", "REDIS_"))}
     clean["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     return subprocess.run(
-        [sys.executable, "-P", "-m", "app.cli", *args],
+        [sys.executable, "-P", "-m", "tributary.app.cli", *args],
         cwd=cwd,
         env={**clean, **env},
         capture_output=True,

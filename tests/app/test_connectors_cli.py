@@ -11,19 +11,19 @@ import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
-from app.cli import cli
-from connectors.registry import build_registry, use_registry
-from connectors.testkit import stripe_signature
-from models import Customer, Event
-from runtime.process import Runtime
 from tests.connectors.fake_dist import fake_distribution
+from tributary.app.cli import cli
+from tributary.connectors.registry import build_registry, use_registry
+from tributary.connectors.testkit import stripe_signature
+from tributary.models import Customer, Event
+from tributary.runtime.process import Runtime
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "stripe"
 SECRET = "whsec_cli_test_0123456789"
 
 
 def _invoke(app: Flask, *args: str) -> tuple[int, str]:
-    importlib.import_module("app.cli.connectors")
+    importlib.import_module("tributary.app.cli.connectors")
     result = app.test_cli_runner().invoke(cli, list(args))
     return result.exit_code, result.output
 
@@ -46,7 +46,7 @@ def test_list_shows_origin_distribution_and_version(app: Flask, tmp_path: Path) 
     stripe = next(r for r in json.loads(out) if r["name"] == "stripe")
     assert stripe["origin"] == "builtin" and stripe["distribution"] == "tributary" and stripe["version"]
     plugin = """
-from connectors.base import Connector
+from tributary.connectors.base import Connector
 
 class Plugin(Connector):
     name = "acme"
@@ -79,9 +79,9 @@ class Plugin(Connector):
 
 
 def test_show_prints_each_event_type_with_its_handler_docstring(app: Flask) -> None:
-    from connectors.auth0 import HANDLERS as AUTH0_HANDLERS
-    from connectors.handlers import handler_doc
-    from connectors.stripe import HANDLERS as STRIPE_HANDLERS
+    from tributary.connectors.auth0 import HANDLERS as AUTH0_HANDLERS
+    from tributary.connectors.handlers import handler_doc
+    from tributary.connectors.stripe import HANDLERS as STRIPE_HANDLERS
 
     code, out = _invoke(app, "connectors", "show", "stripe")
     assert code == 0, out
@@ -99,7 +99,7 @@ def test_show_prints_each_event_type_with_its_handler_docstring(app: Flask) -> N
 
 
 def test_list_with_events_prints_every_connectors_table(app: Flask) -> None:
-    from connectors.registry import registry
+    from tributary.connectors.registry import registry
 
     code, out = _invoke(app, "connectors", "list", "--events")
     assert code == 0, out

@@ -10,10 +10,10 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app import create_app
-from runtime.process import Runtime
 from tests.app.customer_data import at, create_project, emails, listing, people
 from tests.helpers import auth, make_key
+from tributary.app import create_app
+from tributary.runtime.process import Runtime
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event
 
-from runtime.process import Runtime
 from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse fixture
     at,
     create_project,
@@ -22,6 +21,7 @@ from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse 
     people,
 )
 from tests.helpers import customer
+from tributary.runtime.process import Runtime
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from runtime.process import Runtime
 from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse fixture
     at,
     create_project,
@@ -18,6 +17,7 @@ from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse 
     people,
     walk,
 )
+from tributary.runtime.process import Runtime
 
 SORTS = ["-last_activity_at", "last_activity_at", "-created_at", "created_at"]
 

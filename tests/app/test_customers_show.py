@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from runtime.process import Runtime
 from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse fixture
     at,
     create_project,
@@ -18,6 +17,7 @@ from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse 
     people,
 )
 from tests.helpers import auth, customer, make_key
+from tributary.runtime.process import Runtime
 
 
 def _get(client: FlaskClient, token: str, ref: str, status: int = 200) -> Any:

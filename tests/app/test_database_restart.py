@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.pool import NullPool
 
-from app import create_app
-from models import Event
-from runtime.process import Runtime
 from tests.helpers import auth, make_key
+from tributary.app import create_app
+from tributary.models import Event
+from tributary.runtime.process import Runtime
 
 
 def _terminate_other_backends(url: str) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.cli import cli_error
-from app.domain_errors import Conflict, DomainError, Forbidden, Invalid, NotFound
-from app.errors import HTTP_STATUS, http_error
+from tributary.app.cli import cli_error
+from tributary.app.domain_errors import Conflict, DomainError, Forbidden, Invalid, NotFound
+from tributary.app.errors import HTTP_STATUS, http_error
 
 
 @pytest.mark.parametrize(

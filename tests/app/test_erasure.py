@@ -12,16 +12,6 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import (
-    Customer,
-    CustomerMerge,
-    CustomerProject,
-    Event,
-    Identity,
-    IdentityTombstone,
-    TimelineEntry,
-)
-from runtime.process import Runtime
 from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse fixture
     at,
     create_project,
@@ -30,7 +20,17 @@ from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse 
     people,
 )
 from tests.helpers import auth, customer, identify, make_key
-from workers.batch.apply import apply_events, claim_pending
+from tributary.models import (
+    Customer,
+    CustomerMerge,
+    CustomerProject,
+    Event,
+    Identity,
+    IdentityTombstone,
+    TimelineEntry,
+)
+from tributary.runtime.process import Runtime
+from tributary.workers.batch.apply import apply_events, claim_pending
 
 REDACTED = b'{"redacted": true}'
 

@@ -22,7 +22,7 @@ from schemathesis import GenerationMode
 from schemathesis.auths import AuthStorage
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from runtime.process import Runtime
+from tributary.runtime.process import Runtime
 
 pytestmark = pytest.mark.fuzz
 

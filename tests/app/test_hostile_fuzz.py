@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from models import Event
-from runtime.process import Runtime
+from tributary.models import Event
+from tributary.runtime.process import Runtime
 
 pytestmark = pytest.mark.fuzz
 

@@ -20,12 +20,12 @@ from flask import Flask, jsonify
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 
-from connectors.testkit import new_standard_secret, standard_webhook_headers
-from models import ApiKey, Customer, Event, Project, Source
-from runtime.process import Runtime
 from tests.connectors.provider_fixtures import make_source
 from tests.connectors.stripe_helpers import SECRET as STRIPE_SECRET
 from tests.connectors.stripe_helpers import load, stripe_headers
+from tributary.connectors.testkit import new_standard_secret, standard_webhook_headers
+from tributary.models import ApiKey, Customer, Event, Project, Source
+from tributary.runtime.process import Runtime
 
 STANDARD_SECRET = new_standard_secret()
 OVERFLOWING_TIMES = ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-23:59")

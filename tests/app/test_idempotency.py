@@ -16,9 +16,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
-from models import Event
-from runtime.process import Runtime
 from tests.helpers import auth, customer
+from tributary.models import Event
+from tributary.runtime.process import Runtime
 
 
 def _post(client: FlaskClient, key: str, path: str, body: Any, **headers: str) -> tuple[int, Any]:

@@ -7,9 +7,9 @@ import json
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from models import Event, TimelineEntry
-from runtime.process import Runtime
 from tests.helpers import auth, customer, identify
+from tributary.models import Event, TimelineEntry
+from tributary.runtime.process import Runtime
 
 
 def _events(runtime: Runtime) -> list[Event]:

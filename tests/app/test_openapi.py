@@ -6,7 +6,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from openapi_spec_validator import validate
 
-from app.openapi import openapi_path
+from tributary.app.openapi import openapi_path
 
 UNDOCUMENTED = {"/static/<path:filename>", "/openapi.json"}
 

@@ -12,12 +12,12 @@ from types import TracebackType
 import pytest
 from redis import Redis
 
-from app import create_app
-from app.errors import APIError
-from app.ratelimit import BREAKER_SECONDS, RateLimiter
-from runtime.config import Settings
-from runtime.process import Runtime
 from tests.helpers import auth, make_key
+from tributary.app import create_app
+from tributary.app.errors import APIError
+from tributary.app.ratelimit import BREAKER_SECONDS, RateLimiter
+from tributary.runtime.config import Settings
+from tributary.runtime.process import Runtime
 
 
 class HungRedis:

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from app.errors import APIError
-from app.ratelimit import RateLimiter
-from runtime.process import Runtime
+from tributary.app.errors import APIError
+from tributary.app.ratelimit import RateLimiter
+from tributary.runtime.process import Runtime
 
 
 def _admitted(limiter: RateLimiter, key_id: str, n: int) -> int:

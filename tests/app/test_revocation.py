@@ -9,10 +9,10 @@ import importlib
 from flask import Flask
 from redis import Redis
 
-from app import create_app
-from app.cli import cli
-from runtime.process import Runtime
 from tests.helpers import auth, make_key
+from tributary.app import create_app
+from tributary.app.cli import cli
+from tributary.runtime.process import Runtime
 
 PING = {"email": "a@example.com"}
 
@@ -45,7 +45,7 @@ def test_a_key_revoked_with_the_cli_stops_working_in_a_running_process(
     root = make_key(runtime, ["admin"])
     created = web.post("/v1/keys", json={"scopes": ["ingest"]}, headers=auth(root)).get_json()
     assert web.post("/v1/ping", json=PING, headers=auth(created["key"])).status_code == 202
-    importlib.import_module("app.cli.admin")
+    importlib.import_module("tributary.app.cli.admin")
     result = app.test_cli_runner().invoke(cli, ["keys", "revoke", created["id"]])
     assert result.exit_code == 0, result.output
     assert web.post("/v1/ping", json=PING, headers=auth(created["key"])).status_code == 401

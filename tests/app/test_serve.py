@@ -55,7 +55,7 @@ def test_serve_runs_web_and_worker_on_the_embedded_default(tmp_path: Path) -> No
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     env["TRIBUTARY_HOME"] = str(tmp_path / "home")
     process = subprocess.Popen(
-        [sys.executable, "-P", "-m", "app.cli", "serve", "--port", str(port), "--web-workers", "1"],
+        [sys.executable, "-P", "-m", "tributary.app.cli", "serve", "--port", str(port), "--web-workers", "1"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -93,7 +93,17 @@ def test_serve_runs_web_and_worker_on_the_embedded_default(tmp_path: Path) -> No
         status, api_source = _call("POST", f"{base}/v1/sources", key, {"connector": "stripe"})
         assert status == 201 and api_source["url"].startswith(f"{base}/webhooks/src_")
         cli = subprocess.run(
-            [sys.executable, "-P", "-m", "app.cli", "sources", "create", "--connector", "stripe", "--json"],
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "tributary.app.cli",
+                "sources",
+                "create",
+                "--connector",
+                "stripe",
+                "--json",
+            ],
             env=env,
             cwd=tmp_path,
             capture_output=True,
@@ -120,7 +130,7 @@ def test_second_start_keeps_data_and_prints_no_new_key(tmp_path: Path) -> None:
                 sys.executable,
                 "-P",
                 "-m",
-                "app.cli",
+                "tributary.app.cli",
                 "serve",
                 "--port",
                 str(_free_port()),
@@ -151,7 +161,7 @@ def test_serve_on_a_taken_port_fails_clearly_and_prints_no_url(tmp_path: Path) -
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "-P", "-m", "app.cli", "serve", "--port", str(port)],
+            [sys.executable, "-P", "-m", "tributary.app.cli", "serve", "--port", str(port)],
             env=env,
             capture_output=True,
             text=True,

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from app.cli.run import Restarting
+from tributary.app.cli.run import Restarting
 
 pytestmark = pytest.mark.slow
 
@@ -54,13 +54,13 @@ def _wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> None:
 
 
 def _workers_of(pid: int) -> list[int]:
-    """The `app.cli worker` children of process `pid`."""
+    """The `tributary.app.cli worker` children of process `pid`."""
     found = []
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     for child in map(int, children):
         with contextlib.suppress(FileNotFoundError):
             argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-            if b"app.cli" in argv and b"worker" in argv:
+            if b"tributary.app.cli" in argv and b"worker" in argv:
                 found.append(child)
     return found
 
@@ -72,7 +72,17 @@ def test_serve_restarts_a_worker_that_dies(tmp_path: Path) -> None:
     errors = tmp_path / "serve.err"
     with errors.open("wb") as err:
         process = subprocess.Popen(
-            [sys.executable, "-P", "-m", "app.cli", "serve", "--port", str(port), "--web-workers", "1"],
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "tributary.app.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--web-workers",
+                "1",
+            ],
             env=env,
             stdout=subprocess.PIPE,
             stderr=err,

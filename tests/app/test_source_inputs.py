@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from flask.testing import FlaskClient
 
-from connectors.base import InvalidOptions
-from connectors.stripe import StripeConnector
+from tributary.connectors.base import InvalidOptions
+from tributary.connectors.stripe import StripeConnector
 
 
 @pytest.mark.parametrize(

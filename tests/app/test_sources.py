@@ -12,11 +12,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from app.cli import cli
-from app.sources import mask_secret
-from connectors.testkit import stripe_headers
-from runtime.process import Runtime
 from tests.helpers import auth, make_key
+from tributary.app.cli import cli
+from tributary.app.sources import mask_secret
+from tributary.connectors.testkit import stripe_headers
+from tributary.runtime.process import Runtime
 
 SECRET = "whsec_rotation_old_0123456789abcdef"
 NEW_SECRET = "whsec_rotation_new_fedcba9876543210"
@@ -175,7 +175,7 @@ def test_project_bound_admin_keys_only_see_their_project(
 def test_public_url_setting_builds_the_url(runtime: Runtime, account_id: str) -> None:
     import dataclasses
 
-    from app import create_app
+    from tributary.app import create_app
 
     settings = dataclasses.replace(runtime.settings, public_url="https://crm.example.com")
     app = create_app({"TESTING": True}, runtime=Runtime(settings, db=runtime.db, redis=runtime.redis))
@@ -190,7 +190,7 @@ def test_public_url_setting_builds_the_url(runtime: Runtime, account_id: str) ->
 
 
 def _invoke(app: Flask, *args: str, input: str | None = None) -> tuple[int, str]:
-    importlib.import_module("app.cli.sources")
+    importlib.import_module("tributary.app.cli.sources")
     result = app.test_cli_runner().invoke(cli, list(args), input=input)
     return result.exit_code, result.output
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from app.testing import embedded_harness
-from connectors.testkit import registered
 from tests.connectors.test_contract import AcmeCase, LaxConnector, example_connector_source
+from tributary.app.testing import embedded_harness
+from tributary.connectors.testkit import registered
 
 
 def test_the_embedded_harness_runs_without_the_suite_fixtures(tmp_path: Path) -> None:
@@ -34,16 +34,16 @@ def test_the_embedded_harness_runs_without_the_suite_fixtures(tmp_path: Path) ->
 @pytest.mark.slow
 def test_a_third_party_package_runs_the_kit_with_the_plugin_alone(tmp_path: Path) -> None:
     """What a connector author outside this repository does: an app-local connector module named in
-    TRIBUTARY_CONNECTOR_MODULES, `pytest_plugins = ["app.testing"]`, a case, the suite."""
+    TRIBUTARY_CONNECTOR_MODULES, `pytest_plugins = ["tributary.app.testing"]`, a case, the suite."""
     (tmp_path / "acme_local.py").write_text(
-        example_connector_source() + "\nfrom connectors.registry import register_connector\n"
+        example_connector_source() + "\nfrom tributary.connectors.registry import register_connector\n"
         "register_connector(AcmeConnector)\n"
     )
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["app.testing"]\n')
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["tributary.app.testing"]\n')
     case_source = inspect.getsource(AcmeCase)
     (tmp_path / "test_acme.py").write_text(
         "import json\n"
-        "from connectors.testkit import ConnectorContract, WebhookCase, stripe_signature\n\n\n"
+        "from tributary.connectors.testkit import ConnectorContract, WebhookCase, stripe_signature\n\n\n"
         f"{case_source}\n\n"
         "class TestAcme(ConnectorContract):\n"
         "    case = AcmeCase()\n"

@@ -39,14 +39,21 @@ def _get(url: str, timeout: float = PROBE_TIMEOUT) -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`gunicorn -c python:app.gunicorn_conf app.wsgi:app`, the Procfile's line, on a free port, with
-    the same 2 processes `tributary serve` starts."""
+    """`gunicorn -c python:tributary.app.gunicorn_conf tributary.app.wsgi:app`, the Procfile's line,
+    on a free port, with the same 2 processes `tributary serve` starts."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIBUTARY_", "DATABASE_", "REDIS_"))}
     env.update(TRIBUTARY_HOME=str(tmp_path_factory.mktemp("home")), PORT=str(port), WEB_CONCURRENCY="2")
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "python:app.gunicorn_conf", "app.wsgi:app"],
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "python:tributary.app.gunicorn_conf",
+            "tributary.app.wsgi:app",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

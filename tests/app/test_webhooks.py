@@ -15,8 +15,8 @@ from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import select
 
-from app import create_app
-from connectors.base import (
+from tributary.app import create_app
+from tributary.connectors.base import (
     Challenge,
     Connector,
     Envelope,
@@ -27,11 +27,11 @@ from connectors.base import (
     SourceConfig,
     VerificationFailed,
 )
-from connectors.changes import CustomerChange
-from connectors.registry import ConnectorRegistry, registry, use_registry
-from connectors.testkit import registered
-from models import Database, Event
-from runtime.process import Runtime
+from tributary.connectors.changes import CustomerChange
+from tributary.connectors.registry import ConnectorRegistry, registry, use_registry
+from tributary.connectors.testkit import registered
+from tributary.models import Database, Event
+from tributary.runtime.process import Runtime
 
 TOKEN = "batch-token-0123456789"
 

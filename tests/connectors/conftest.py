@@ -8,9 +8,9 @@ import pytest
 import stripe
 from flask import Flask
 
-from app.testing import AppHarness
-from connectors import stripe as stripe_connector
-from runtime.process import Runtime
+from tributary.app.testing import AppHarness
+from tributary.connectors import stripe as stripe_connector
+from tributary.runtime.process import Runtime
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ from flask.testing import FlaskClient
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from models import Event
-from runtime.process import Runtime
-from workers.jobs import EventFailed, process_event
+from tributary.models import Event
+from tributary.runtime.process import Runtime
+from tributary.workers.jobs import EventFailed, process_event
 
 
 def delivery_plans(events: int, max_redeliveries: int) -> st.SearchStrategy[Any]:

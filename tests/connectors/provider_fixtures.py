@@ -9,13 +9,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from app.accounts import ensure_account, get_project
-from app.sources import create_source
-from connectors.base import Envelope, EventIgnored, InboundRequest, OfflineContext, SourceConfig
-from connectors.changes import CustomerChange
-from connectors.registry import registry
-from models import Event
-from runtime.process import Runtime
+from tributary.app.accounts import ensure_account, get_project
+from tributary.app.sources import create_source
+from tributary.connectors.base import Envelope, EventIgnored, InboundRequest, OfflineContext, SourceConfig
+from tributary.connectors.changes import CustomerChange
+from tributary.connectors.registry import registry
+from tributary.models import Event
+from tributary.runtime.process import Runtime
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

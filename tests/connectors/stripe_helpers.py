@@ -10,9 +10,9 @@ from typing import Any
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from connectors.testkit import stripe_headers
-from models import Event
-from runtime.process import Runtime
+from tributary.connectors.testkit import stripe_headers
+from tributary.models import Event
+from tributary.runtime.process import Runtime
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "stripe"
 SECRET = "whsec_test_5Qm2Zt8bXc1LkdIwHu7ixPa9sD4hJ6gC"

@@ -9,12 +9,6 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from connectors.auth0 import split_records
-from connectors.base import Headers, InboundRequest, MalformedPayload, VerificationFailed
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.registry import registry
-from connectors.testkit import ConnectorContract, WebhookCase, static_secret_headers
-from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     dumps,
     envelopes,
@@ -26,6 +20,12 @@ from tests.connectors.provider_fixtures import (
     stored_events,
 )
 from tests.helpers import auth, customer
+from tributary.connectors.auth0 import split_records
+from tributary.connectors.base import Headers, InboundRequest, MalformedPayload, VerificationFailed
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.registry import registry
+from tributary.connectors.testkit import ConnectorContract, WebhookCase, static_secret_headers
+from tributary.runtime.process import Runtime
 
 TOKEN = "a0-stream-token-Vb7Qm2Xk9Lp4Rz8T"
 USER = "auth0|665b2f1c9e4d7a0012f3c8b1"

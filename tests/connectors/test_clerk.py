@@ -10,11 +10,6 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from connectors.base import Headers, InboundRequest, MalformedPayload, VerificationFailed
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.registry import registry
-from connectors.testkit import ConnectorContract, WebhookCase, new_standard_secret, svix_headers
-from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     FIXTURES,
     dumps,
@@ -26,6 +21,11 @@ from tests.connectors.provider_fixtures import (
     source_config,
 )
 from tests.helpers import customer
+from tributary.connectors.base import Headers, InboundRequest, MalformedPayload, VerificationFailed
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.registry import registry
+from tributary.connectors.testkit import ConnectorContract, WebhookCase, new_standard_secret, svix_headers
+from tributary.runtime.process import Runtime
 
 USER = "user_2pX9dLrV7kQm3TzW8bN4cHfYs1A"
 IDENTITY = IdentityRef("clerk", USER)
@@ -155,7 +155,7 @@ def test_malformed_events_are_refused_at_the_door(path: str, edit: Any) -> None:
 
 
 def test_the_published_vector_verifies_with_frozen_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("connectors.base.time.time", lambda: VECTOR_TIMESTAMP + 1.0)
+    monkeypatch.setattr("tributary.connectors.base.time.time", lambda: VECTOR_TIMESTAMP + 1.0)
     headers = Headers(
         {"svix-id": VECTOR_ID, "svix-timestamp": str(VECTOR_TIMESTAMP), "svix-signature": VECTOR_SIGNATURE}
     )
@@ -164,7 +164,7 @@ def test_the_published_vector_verifies_with_frozen_time(monkeypatch: pytest.Monk
     # The same vector, one byte changed, or read 301 s later, fails.
     with pytest.raises(VerificationFailed):
         registry().get("clerk").verify(InboundRequest(VECTOR_BODY.replace(b"2", b"3"), headers), source)
-    monkeypatch.setattr("connectors.base.time.time", lambda: VECTOR_TIMESTAMP + 301.0)
+    monkeypatch.setattr("tributary.connectors.base.time.time", lambda: VECTOR_TIMESTAMP + 301.0)
     with pytest.raises(VerificationFailed, match="old"):
         registry().get("clerk").verify(InboundRequest(VECTOR_BODY, headers), source)
 

@@ -14,11 +14,11 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from sqlalchemy import func, select
 
-from connectors.testkit import svix_headers
-from models import Customer, Event, TimelineEntry
-from runtime.process import Runtime
 from tests.connectors.lifecycle import deliver, delivery_plans, settle
 from tests.connectors.provider_fixtures import fixture, make_source
+from tributary.connectors.testkit import svix_headers
+from tributary.models import Customer, Event, TimelineEntry
+from tributary.runtime.process import Runtime
 
 SECRET = "whsec_" + "QkVJTkcgQUxJVkUgSVMgQSBMT05HIFNUT1JZ"
 FIXTURE_USER = "user_2pX9dLrV7kQm3TzW8bN4cHfYs1A"

@@ -12,8 +12,9 @@ from typing import Any, ClassVar
 
 import pytest
 
-from app.testing import AppHarness
-from connectors.base import (
+from tests.connectors.fake_dist import fake_distribution
+from tributary.app.testing import AppHarness
+from tributary.connectors.base import (
     Connector,
     Envelope,
     InboundRequest,
@@ -21,10 +22,9 @@ from connectors.base import (
     SourceConfig,
     VerificationFailed,
 )
-from connectors.changes import CustomerChange
-from connectors.registry import build_registry, use_registry
-from connectors.testkit import ConnectorContract, WebhookCase, registered, stripe_signature
-from tests.connectors.fake_dist import fake_distribution
+from tributary.connectors.changes import CustomerChange
+from tributary.connectors.registry import build_registry, use_registry
+from tributary.connectors.testkit import ConnectorContract, WebhookCase, registered, stripe_signature
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "connectors.md"
 

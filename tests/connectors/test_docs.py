@@ -3,14 +3,14 @@ connectors' own tables: this fails when the documentation is stale."""
 
 from __future__ import annotations
 
-from connectors.doc import DOC_PATH, END, START, main, render_event_tables, rewrite
-from connectors.registry import BUILTIN_CONNECTORS, build_registry
+from tributary.connectors.doc import DOC_PATH, END, START, main, render_event_tables, rewrite
+from tributary.connectors.registry import BUILTIN_CONNECTORS, build_registry
 
 
 def test_the_generated_section_of_docs_connectors_md_is_current() -> None:
     text = DOC_PATH.read_text()
     assert START in text and END in text
-    assert rewrite(text) == text, "docs/connectors.md is stale: run `python -m connectors.doc`"
+    assert rewrite(text) == text, "docs/connectors.md is stale: run `python -m tributary.connectors.doc`"
     assert main(["--check"]) == 0
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connectors.event_rules import (
+from tributary.connectors.event_rules import (
     FUTURE_TOLERANCE_SECONDS,
     MAX_EMAIL_CHARS,
     InvalidEmail,
@@ -14,8 +14,8 @@ from connectors.event_rules import (
     normalize_email,
     seconds_ahead,
 )
-from connectors.fields import clean_email
-from connectors.identify import IdentifyRequest
+from tributary.connectors.fields import clean_email
+from tributary.connectors.identify import IdentifyRequest
 
 
 @pytest.mark.parametrize(

@@ -13,13 +13,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from app.testing import AppHarness
-from connectors import safe_json
-from connectors.base import MalformedPayload
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.fields import load_json, parse_time
-from connectors.testkit import WebhookCase
-from models import Event
 from tests.connectors.test_auth0 import Auth0Case
 from tests.connectors.test_clerk import ClerkCase
 from tests.connectors.test_mapping import MappingCase
@@ -27,7 +20,14 @@ from tests.connectors.test_okta import OktaCase
 from tests.connectors.test_stripe import StripeCase
 from tests.connectors.test_supabase import AuthHookCase, DatabaseWebhookCase
 from tests.connectors.test_workos import WorkOSCase
-from workers.normalize import storable_change
+from tributary.app.testing import AppHarness
+from tributary.connectors import safe_json
+from tributary.connectors.base import MalformedPayload
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.fields import load_json, parse_time
+from tributary.connectors.testkit import WebhookCase
+from tributary.models import Event
+from tributary.workers.normalize import storable_change
 
 PROVIDERS: list[WebhookCase] = [
     Auth0Case(),

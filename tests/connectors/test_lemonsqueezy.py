@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from connectors.base import (
+from tests.connectors.provider_fixtures import FIXTURES, dumps, fixture, make_source, source_config
+from tributary.connectors.base import (
     EventIgnored,
     Headers,
     InboundRequest,
@@ -21,12 +22,11 @@ from connectors.base import (
     OfflineContext,
     VerificationFailed,
 )
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.lemonsqueezy import derived_event_id
-from connectors.registry import registry
-from connectors.testkit import ConnectorContract, WebhookCase, lemonsqueezy_headers
-from runtime.process import Runtime
-from tests.connectors.provider_fixtures import FIXTURES, dumps, fixture, make_source, source_config
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.lemonsqueezy import derived_event_id
+from tributary.connectors.registry import registry
+from tributary.connectors.testkit import ConnectorContract, WebhookCase, lemonsqueezy_headers
+from tributary.runtime.process import Runtime
 
 SECRET = "lsq_whsec_7Hq2Lm9Xv4Tz"
 OTHER_SECRET = "lsq_whsec_other_0000"

@@ -18,12 +18,12 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from sqlalchemy import select
 
-from connectors.lemonsqueezy import derived_event_id
-from connectors.testkit import lemonsqueezy_headers
-from models import Event
-from runtime.process import Runtime
 from tests.connectors.lifecycle import billing_record, deliver, delivery_plans, settle
 from tests.connectors.provider_fixtures import dumps, fixture, make_source
+from tributary.connectors.lemonsqueezy import derived_event_id
+from tributary.connectors.testkit import lemonsqueezy_headers
+from tributary.models import Event
+from tributary.runtime.process import Runtime
 
 SECRET = "lsq_whsec_7Hq2Lm9Xv4Tz"
 OPTIONS = {"price.84211": "900/month", "currency": "usd"}

@@ -13,10 +13,6 @@ from typing import Any, ClassVar
 import pytest
 from flask.testing import FlaskClient
 
-from connectors.base import Headers, InboundRequest, InvalidOptions, MalformedPayload, VerificationFailed
-from connectors.registry import registry
-from connectors.testkit import ConnectorContract, WebhookCase, static_secret_headers
-from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     dumps,
     envelopes,
@@ -26,6 +22,16 @@ from tests.connectors.provider_fixtures import (
     source_config,
 )
 from tests.helpers import auth, customer
+from tributary.connectors.base import (
+    Headers,
+    InboundRequest,
+    InvalidOptions,
+    MalformedPayload,
+    VerificationFailed,
+)
+from tributary.connectors.registry import registry
+from tributary.connectors.testkit import ConnectorContract, WebhookCase, static_secret_headers
+from tributary.runtime.process import Runtime
 
 SECRET = "app-hook-secret-Nw3Gk8Vd1Qs6"
 FIELDS = {
@@ -161,7 +167,7 @@ def test_the_events_filter_and_missing_emails_ignore_events() -> None:
 
 
 def ignored_reason_for(envelope: Any, source: Any) -> str:
-    from connectors.base import EventIgnored
+    from tributary.connectors.base import EventIgnored
 
     with pytest.raises(EventIgnored) as caught:
         normalize("mapping", envelope, source)

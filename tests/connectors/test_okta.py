@@ -8,11 +8,6 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from connectors.base import Challenge, Headers, InboundRequest, InvalidOptions, MalformedPayload
-from connectors.changes import IdentityRef
-from connectors.registry import registry
-from connectors.testkit import ConnectorContract, WebhookCase, static_secret_headers
-from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     dumps,
     envelopes,
@@ -24,6 +19,11 @@ from tests.connectors.provider_fixtures import (
     stored_events,
 )
 from tests.helpers import customer
+from tributary.connectors.base import Challenge, Headers, InboundRequest, InvalidOptions, MalformedPayload
+from tributary.connectors.changes import IdentityRef
+from tributary.connectors.registry import registry
+from tributary.connectors.testkit import ConnectorContract, WebhookCase, static_secret_headers
+from tributary.runtime.process import Runtime
 
 SECRET = "okta-hook-secret-Tf6Lw2Qz9Bn3"
 USER = IdentityRef("okta", "00ub0oNGTSWTBKOLGLNR")

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from connectors.base import (
+from tests.connectors.provider_fixtures import FIXTURES, dumps, fixture, make_source, source_config
+from tributary.connectors.base import (
     EventIgnored,
     Headers,
     InboundRequest,
@@ -22,11 +23,10 @@ from connectors.base import (
     OfflineContext,
     VerificationFailed,
 )
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.registry import registry
-from connectors.testkit import ConnectorContract, WebhookCase, paddle_headers
-from runtime.process import Runtime
-from tests.connectors.provider_fixtures import FIXTURES, dumps, fixture, make_source, source_config
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.registry import registry
+from tributary.connectors.testkit import ConnectorContract, WebhookCase, paddle_headers
+from tributary.runtime.process import Runtime
 
 SECRET = "pdl_ntfset_01hv8wrsmjy2s7qe9j3kz2b0xw_Q3KnT9fXmW2pLr8vYc4Hs6Jd"
 OTHER_SECRET = "pdl_ntfset_01hv8wrsmjy2s7qe9j3kz2b0xx_other0000000000000000000"

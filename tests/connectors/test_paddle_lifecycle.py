@@ -18,11 +18,11 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from sqlalchemy import select
 
-from connectors.testkit import paddle_headers
-from models import Event
-from runtime.process import Runtime
 from tests.connectors.lifecycle import billing_record, deliver, delivery_plans, settle
 from tests.connectors.provider_fixtures import dumps, fixture, make_source
+from tributary.connectors.testkit import paddle_headers
+from tributary.models import Event
+from tributary.runtime.process import Runtime
 
 SECRET = "pdl_ntfset_01hv8wrsmjy2s7qe9j3kz2b0xw_Q3KnT9fXmW2pLr8vYc4Hs6Jd"
 CUSTOMER = "ctm_01hv8wt8nffez4p2t6tgt0bqaw"

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from connectors.base import Connector, Envelope, InboundRequest, NormalizeContext, SourceConfig
-from connectors.changes import CustomerChange
-from connectors.registry import (
+from tests.connectors.fake_dist import fake_distribution
+from tributary.connectors.base import Connector, Envelope, InboundRequest, NormalizeContext, SourceConfig
+from tributary.connectors.changes import CustomerChange
+from tributary.connectors.registry import (
     BUILTIN_CONNECTORS,
     ConnectorRegistrationError,
     ConnectorRegistry,
@@ -20,7 +21,6 @@ from connectors.registry import (
     register_connector,
     registry,
 )
-from tests.connectors.fake_dist import fake_distribution
 
 
 class Valid(Connector):
@@ -129,8 +129,8 @@ def _write_module(root: Path, name: str, source: str) -> None:
 
 
 LOCAL_MODULE = """
-    from connectors.base import Connector
-    from connectors.registry import register_connector
+    from tributary.connectors.base import Connector
+    from tributary.connectors.registry import register_connector
 
 
     @register_connector
@@ -200,7 +200,7 @@ def test_disabled_environment_blocks_local_connectors(
 
 
 PLUGIN = """
-    from connectors.base import Connector
+    from tributary.connectors.base import Connector
 
 
     class Plugin(Connector):

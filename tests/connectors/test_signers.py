@@ -11,7 +11,7 @@ import pytest
 import stripe
 from standardwebhooks.webhooks import Webhook
 
-from connectors.testkit import (
+from tributary.connectors.testkit import (
     new_standard_secret,
     standard_webhook_headers,
     static_secret_headers,

@@ -9,10 +9,6 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from connectors.base import Headers, InboundRequest, MalformedPayload
-from connectors.changes import CustomerChange
-from connectors.testkit import ConnectorContract, WebhookCase, new_standard_secret, standard_webhook_headers
-from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     dumps,
     envelopes,
@@ -22,6 +18,15 @@ from tests.connectors.provider_fixtures import (
     normalize,
 )
 from tests.helpers import customer, identify
+from tributary.connectors.base import Headers, InboundRequest, MalformedPayload
+from tributary.connectors.changes import CustomerChange
+from tributary.connectors.testkit import (
+    ConnectorContract,
+    WebhookCase,
+    new_standard_secret,
+    standard_webhook_headers,
+)
+from tributary.runtime.process import Runtime
 
 SECRET = new_standard_secret()
 

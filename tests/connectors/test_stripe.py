@@ -13,21 +13,6 @@ import pytest
 import responses
 from flask.testing import FlaskClient
 
-from connectors.base import (
-    EventIgnored,
-    Headers,
-    InboundRequest,
-    InvalidOptions,
-    OfflineContext,
-    SourceConfig,
-    VerificationFailed,
-)
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.registry import registry
-from connectors.stripe import StripeConnector
-from connectors.stripe_mapping import monthly_amount, plan_name, subscription_params
-from connectors.testkit import ConnectorContract, WebhookCase, stripe_headers
-from runtime.process import Runtime
 from tests.connectors.stripe_helpers import (
     API_KEY,
     CUSTOMER_ID,
@@ -44,6 +29,21 @@ from tests.connectors.stripe_helpers import (
     post,
 )
 from tests.helpers import customer
+from tributary.connectors.base import (
+    EventIgnored,
+    Headers,
+    InboundRequest,
+    InvalidOptions,
+    OfflineContext,
+    SourceConfig,
+    VerificationFailed,
+)
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.registry import registry
+from tributary.connectors.stripe import StripeConnector
+from tributary.connectors.stripe_mapping import monthly_amount, plan_name, subscription_params
+from tributary.connectors.testkit import ConnectorContract, WebhookCase, stripe_headers
+from tributary.runtime.process import Runtime
 
 T0 = 1767225600  # the fixtures' 2026-01-01T00:00:00Z
 ACTIVE_START = T0 + 14 * 86400 + 300

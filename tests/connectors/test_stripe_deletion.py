@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pytest
 from flask.testing import FlaskClient
 
-from runtime.process import Runtime
 from tests.connectors.stripe_helpers import EMAIL, create_source, event, event_by_provider_id, load, post
+from tributary.runtime.process import Runtime
 
 ACTIVE = load("customer.subscription.updated")
 

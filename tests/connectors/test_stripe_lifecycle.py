@@ -13,10 +13,10 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from sqlalchemy import select
 
-from models import Event
-from runtime.process import Runtime
 from tests.connectors.lifecycle import billing_record, deliver, delivery_plans, settle
 from tests.connectors.stripe_helpers import CUSTOMER_ID, create_source, load, post
+from tributary.models import Event
+from tributary.runtime.process import Runtime
 
 T0 = 1767225600
 DAY = 86400

@@ -11,18 +11,6 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from connectors.base import Headers, InboundRequest, InvalidOptions, MalformedPayload, VerificationFailed
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.registry import registry
-from connectors.supabase import ROW_COLUMNS
-from connectors.testkit import (
-    ConnectorContract,
-    WebhookCase,
-    new_standard_secret,
-    standard_webhook_headers,
-    static_secret_headers,
-)
-from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     dumps,
     envelopes,
@@ -34,6 +22,24 @@ from tests.connectors.provider_fixtures import (
     stored_events,
 )
 from tests.helpers import customer
+from tributary.connectors.base import (
+    Headers,
+    InboundRequest,
+    InvalidOptions,
+    MalformedPayload,
+    VerificationFailed,
+)
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.registry import registry
+from tributary.connectors.supabase import ROW_COLUMNS
+from tributary.connectors.testkit import (
+    ConnectorContract,
+    WebhookCase,
+    new_standard_secret,
+    standard_webhook_headers,
+    static_secret_headers,
+)
+from tributary.runtime.process import Runtime
 
 USER = "8c3f6a1e-2b7d-4e59-9f14-6d2a0c8b3e71"
 IDENTITY = IdentityRef("supabase", USER)

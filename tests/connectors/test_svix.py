@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from connectors.base import Headers, InboundRequest, MalformedPayload, VerificationFailed
-from connectors.svix import read_message, verify_svix
-from connectors.testkit import new_standard_secret, standard_webhook_headers
+from tributary.connectors.base import Headers, InboundRequest, MalformedPayload, VerificationFailed
+from tributary.connectors.svix import read_message, verify_svix
+from tributary.connectors.testkit import new_standard_secret, standard_webhook_headers
 
 PREFIXES = ("svix", "webhook")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.base import Headers, VerificationFailed
-from connectors.testkit import new_standard_secret, standard_webhook_headers
-from connectors.verification import standard_secrets, verify_shared_secret, verify_standard_webhook
+from tributary.connectors.base import Headers, VerificationFailed
+from tributary.connectors.testkit import new_standard_secret, standard_webhook_headers
+from tributary.connectors.verification import standard_secrets, verify_shared_secret, verify_standard_webhook
 
 # shared/reference/auth-provider-webhooks.md §1.3
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -10,12 +10,6 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from connectors.base import EventIgnored, Headers, InboundRequest, MalformedPayload, VerificationFailed
-from connectors.changes import CustomerChange, IdentityRef
-from connectors.registry import registry
-from connectors.testkit import ConnectorContract, WebhookCase, workos_headers, workos_signature
-from connectors.workos import parse_signature_header, verify_workos_signature
-from runtime.process import Runtime
 from tests.connectors.provider_fixtures import (
     FIXTURES,
     dumps,
@@ -27,6 +21,18 @@ from tests.connectors.provider_fixtures import (
     source_config,
 )
 from tests.helpers import customer
+from tributary.connectors.base import (
+    EventIgnored,
+    Headers,
+    InboundRequest,
+    MalformedPayload,
+    VerificationFailed,
+)
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.connectors.registry import registry
+from tributary.connectors.testkit import ConnectorContract, WebhookCase, workos_headers, workos_signature
+from tributary.connectors.workos import parse_signature_header, verify_workos_signature
+from tributary.runtime.process import Runtime
 
 SECRET = "wos-endpoint-secret-Jc8Nq3Vx6Rt1"
 USER = IdentityRef("workos", "user_01HZQ3M8K5T7V2X9B4N6R1C0DE")
@@ -89,12 +95,12 @@ def test_the_sdk_vector_verifies_with_frozen_time() -> None:
 def test_the_sdk_vector_through_the_connector_with_a_monkeypatched_clock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("connectors.base.time.time", lambda: SDK_TIME)
+    monkeypatch.setattr("tributary.connectors.base.time.time", lambda: SDK_TIME)
     body = (FIXTURES / "workos" / "sdk_vector.body").read_bytes()
     request = InboundRequest(body, Headers({"WorkOS-Signature": SDK_HEADER}))
     source = source_config("workos", (SDK_SECRET,))
     registry().get("workos").verify(request, source)
-    monkeypatch.setattr("connectors.base.time.time", lambda: SDK_TIME - 301)
+    monkeypatch.setattr("tributary.connectors.base.time.time", lambda: SDK_TIME - 301)
     with pytest.raises(VerificationFailed, match="future"):
         registry().get("workos").verify(request, source)
 

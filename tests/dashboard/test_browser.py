@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 import standardwebhooks
 
-from connectors.testkit import stripe_headers
 from tests.connectors.stripe_helpers import API_KEY, SECRET
 from tests.connectors.stripe_helpers import event as stripe_event
+from tributary.connectors.testkit import stripe_headers
 
 CHROMIUM = Path(os.environ.get("TRIBUTARY_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "dashboard"
@@ -256,7 +256,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     env["NO_PROXY"] = "127.0.0.1,localhost"
     log = (home / "serve.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-P", "-m", "app.cli", "serve", "--port", str(port), "--web-workers", "1"],
+        [sys.executable, "-P", "-m", "tributary.app.cli", "serve", "--port", str(port), "--web-workers", "1"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

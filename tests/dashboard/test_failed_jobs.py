@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from flask.testing import FlaskClient
 
-from runtime.process import Runtime
 from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse fixture
     create_project,
     import_connector,
@@ -12,7 +11,8 @@ from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse 
 )
 from tests.dashboard.helpers import sign_in
 from tests.helpers import make_key
-from workers.worker import TributaryWorker
+from tributary.runtime.process import Runtime
+from tributary.workers.worker import TributaryWorker
 
 
 def explode(message: str) -> None:

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 
 from flask.testing import FlaskClient
 
-from runtime.process import Runtime
 from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse fixture
     at,
     import_connector,
@@ -18,6 +17,7 @@ from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse 
 )
 from tests.dashboard.helpers import sign_in
 from tests.helpers import customer
+from tributary.runtime.process import Runtime
 
 
 def test_a_merge_is_shown_and_the_old_id_redirects(

@@ -14,16 +14,16 @@ import pytest
 import responses
 from flask.testing import FlaskClient
 
-from app.metrics import REJECTIONS_KEY, SEP
-from app.rejections import KEEP, RECENT_KEY
-from models.base import isoformat, utcnow
-from runtime.process import Runtime
 from tests.app.customer_data import create_project
 from tests.connectors.conftest import stripe_api
 from tests.connectors.stripe_helpers import API_KEY, CUSTOMER_ID, EMAIL, create_source, load, post
 from tests.dashboard.helpers import page_csrf, sign_in
 from tests.helpers import make_key
-from workers.worker import TributaryWorker
+from tributary.app.metrics import REJECTIONS_KEY, SEP
+from tributary.app.rejections import KEEP, RECENT_KEY
+from tributary.models.base import isoformat, utcnow
+from tributary.runtime.process import Runtime
+from tributary.workers.worker import TributaryWorker
 
 __all__ = ["stripe_api"]
 

@@ -10,11 +10,11 @@ from collections.abc import Callable
 import pytest
 from flask.testing import FlaskClient
 
-from app.dashboard.stats import id_floor
-from models.base import sortable_id, utcnow
-from runtime.process import Runtime
 from tests.dashboard.helpers import page_csrf, seed, sign_in
 from tests.helpers import auth, make_key
+from tributary.app.dashboard.stats import id_floor
+from tributary.models.base import sortable_id, utcnow
+from tributary.runtime.process import Runtime
 
 
 def _text(client: FlaskClient, path: str, status: int = 200) -> str:
@@ -202,8 +202,8 @@ def test_project_bound_admin_manages_only_its_project(
 def test_overview_caps_backlog_counts_and_caches_briefly(
     client: FlaskClient, runtime: Runtime, admin_key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app.dashboard import stats
     from tests.app.customer_data import import_customer
+    from tributary.app.dashboard import stats
 
     monkeypatch.setattr(stats, "COUNT_CAP", 2)
     for n in range(3):

@@ -7,10 +7,10 @@ from collections.abc import Callable
 import pytest
 from flask.testing import FlaskClient
 
-from app.dashboard.session import COOKIE
-from runtime.process import Runtime
 from tests.dashboard.helpers import csrf_from, page_csrf, seed, sign_in
 from tests.helpers import auth, make_key
+from tributary.app.dashboard.session import COOKIE
+from tributary.runtime.process import Runtime
 
 PAGES = [
     "/dashboard/",
@@ -175,7 +175,7 @@ def test_an_expired_session_is_signed_out(
     import itsdangerous.timed
     from itsdangerous import URLSafeTimedSerializer
 
-    from app.dashboard.session import SESSION_SECONDS
+    from tributary.app.dashboard.session import SESSION_SECONDS
 
     key_id = client.get("/v1/keys", headers=auth(admin_key)).get_json()["data"][0]["id"]
     signer = URLSafeTimedSerializer("test-secret", salt="tributary.dashboard.session")

@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 import stripe
 
-from connectors import stripe as stripe_connector
+from tributary.connectors import stripe as stripe_connector
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from app.cli import cli
-from models import Customer, Event
-from runtime.process import Runtime
 from tests.helpers import customer, identify
+from tributary.app.cli import cli
+from tributary.models import Customer, Event
+from tributary.runtime.process import Runtime
 
 GOOD = """email,name,status,params.plan,params.seats,params.flags,created_at
 Ada@Example.com,Ada Lovelace,paid,pro,3,"{""beta"": true}",2026-01-02T03:04:05Z
@@ -24,7 +24,7 @@ linus@example.com,,,,,,
 
 
 def _invoke(app: Flask, *args: str) -> tuple[int, str]:
-    importlib.import_module("app.cli.imports")
+    importlib.import_module("tributary.app.cli.imports")
     result = app.test_cli_runner().invoke(cli, list(args))
     return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 

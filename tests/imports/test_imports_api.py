@@ -8,11 +8,11 @@ import responses
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from models import Event
-from runtime.process import Runtime
 from tests.helpers import auth, customer, make_key
 from tests.imports.test_stripe_import import _source, _world
-from workers.imports import RECONCILE_KEY, reconcile_if_due
+from tributary.models import Event
+from tributary.runtime.process import Runtime
+from tributary.workers.imports import RECONCILE_KEY, reconcile_if_due
 
 
 def test_an_import_started_through_the_api_runs_to_completion_in_a_worker(
@@ -104,6 +104,6 @@ def test_the_periodic_reconcile_is_off_by_default_and_scheduled_once_per_interva
         assert reconcile_if_due(runtime) is True
         assert reconcile_if_due(runtime) is False  # another worker, or the next maintenance pass
         assert runtime.redis.ttl(RECONCILE_KEY) > 0
-        assert [job.func_name for job in runtime.queue.jobs] == ["workers.imports.reconcile_all"]
+        assert [job.func_name for job in runtime.queue.jobs] == ["tributary.workers.imports.reconcile_all"]
     finally:
         object.__setattr__(runtime.settings, "reconcile_interval_seconds", 0)

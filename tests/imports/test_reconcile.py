@@ -11,17 +11,17 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from app.cli import cli
-from models import CustomerProject, Identity
-from runtime.process import Runtime
 from tests.helpers import customer
 from tests.imports.fake_apis import FakeStripe
 from tests.imports.test_stripe_import import NO_WAIT, _source, _start, _world
-from workers.imports import execute, reconcile_if_due
+from tributary.app.cli import cli
+from tributary.models import CustomerProject, Identity
+from tributary.runtime.process import Runtime
+from tributary.workers.imports import execute, reconcile_if_due
 
 
 def _invoke(app: Flask, *args: str) -> tuple[int, str]:
-    importlib.import_module("app.cli.imports")
+    importlib.import_module("tributary.app.cli.imports")
     result = app.test_cli_runner().invoke(cli, list(args))
     return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 

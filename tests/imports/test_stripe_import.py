@@ -15,14 +15,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from app.cli import cli
-from models import Event, ImportCheckpoint
-from runtime.process import Runtime
 from tests.connectors.stripe_helpers import API_KEY, SECRET, load, post
 from tests.helpers import customer
 from tests.imports.fake_apis import FakeStripe, stripe_customer, stripe_subscription
-from workers.importers.stripe_list import Backoff, ImportFailed
-from workers.imports import execute
+from tributary.app.cli import cli
+from tributary.models import Event, ImportCheckpoint
+from tributary.runtime.process import Runtime
+from tributary.workers.importers.stripe_list import Backoff, ImportFailed
+from tributary.workers.imports import execute
 
 NO_WAIT = Backoff(attempts=3, base=0.0, cap=0.0)
 T0 = 1767225600
@@ -49,14 +49,14 @@ def _source(client: FlaskClient, admin: dict[str, str], project: str = "default"
 
 def _invoke(app: Flask, *args: str) -> tuple[int, str]:
     """Exit code and stdout (the progress bar goes to stderr)."""
-    importlib.import_module("app.cli.imports")
+    importlib.import_module("tributary.app.cli.imports")
     result = app.test_cli_runner().invoke(cli, list(args))
     return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 
 
 def _start(runtime: Runtime, source_id: str, kind: str = "stripe", dry_run: bool = False) -> str:
-    from app.accounts import ensure_account
-    from app.import_runs import create_import
+    from tributary.app.accounts import ensure_account
+    from tributary.app.import_runs import create_import
 
     with runtime.db.session() as session, session.begin():
         account, _ = ensure_account(session)

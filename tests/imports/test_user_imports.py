@@ -12,14 +12,14 @@ import responses
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from models import Event, ImportCheckpoint
-from runtime.process import Runtime
 from tests.helpers import customer
 from tests.imports.fake_apis import FakeUsers, auth_user
 from tests.imports.test_stripe_import import NO_WAIT, _start
-from workers.importers import users as users_module
-from workers.importers.stripe_list import ImportFailed
-from workers.imports import execute
+from tributary.models import Event, ImportCheckpoint
+from tributary.runtime.process import Runtime
+from tributary.workers.importers import users as users_module
+from tributary.workers.importers.stripe_list import ImportFailed
+from tributary.workers.imports import execute
 
 T0 = 1767225600
 KINDS = ("clerk", "workos", "supabase")
@@ -125,7 +125,7 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 def _post_clerk(client: FlaskClient, source_id: str, body: dict[str, object]) -> None:
     import json
 
-    from connectors.testkit import svix_headers
+    from tributary.connectors.testkit import svix_headers
 
     raw = json.dumps(body).encode()
     headers = {"Content-Type": "application/json", **svix_headers(raw, SECRET, msg_id="msg_renamed")}
@@ -146,7 +146,7 @@ def _deliver(
     """The provider's webhook for `user` at Unix time `at`, signed the provider's way."""
     import json
 
-    from connectors.testkit import static_secret_headers, svix_headers, workos_headers
+    from tributary.connectors.testkit import static_secret_headers, svix_headers, workos_headers
 
     secret = WEBHOOK_SECRETS[kind]
     if kind == "clerk":

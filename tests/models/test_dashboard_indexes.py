@@ -8,9 +8,9 @@ from pathlib import Path
 from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 
-from models import Account, Customer, CustomerProject, Event, Project
-from models.base import utcnow
-from runtime.migrate import upgrade
+from tributary.models import Account, Customer, CustomerProject, Event, Project
+from tributary.models.base import utcnow
+from tributary.runtime.migrate import upgrade
 
 NEW = ("ix_events_account_status_received", "ix_customer_projects_project_status")
 

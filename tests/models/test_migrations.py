@@ -11,11 +11,11 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
 
-from models import Base
-from models.session import normalize_url
-from runtime.migrate import downgrade, upgrade
-from runtime.process import Runtime
 from tests.helpers import temporary_database
+from tributary.models import Base
+from tributary.models.session import normalize_url
+from tributary.runtime.migrate import downgrade, upgrade
+from tributary.runtime.process import Runtime
 
 
 def test_migrated_schema_matches_the_models(runtime: Runtime) -> None:

@@ -15,14 +15,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
 
-import app.cli.ops  # noqa: F401 - registers the command groups, as main() does
-from app.accounts import ensure_account, get_project
-from app.cli import cli
-from models import Event
-from models.base import utcnow
-from runtime.process import Runtime
+import tributary.app.cli.ops  # noqa: F401 - registers the command groups, as main() does
 from tests.helpers import identify
 from tests.ops.test_events_access import _broken_event, _work
+from tributary.app.accounts import ensure_account, get_project
+from tributary.app.cli import cli
+from tributary.models import Event
+from tributary.models.base import utcnow
+from tributary.runtime.process import Runtime
 
 
 def _run(app: Flask, *args: str) -> Result:

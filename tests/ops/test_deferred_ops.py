@@ -9,15 +9,15 @@ from collections.abc import Callable
 from flask import Flask
 from flask.testing import FlaskClient
 
-from connectors.testkit import svix_headers
-from models import Event
-from runtime.process import Runtime
 from tests.connectors.provider_fixtures import dumps, fixture, make_source
 from tests.helpers import identify
 from tests.ops.test_cli import _json, _run
 from tests.ops.test_metrics import scrape, value
 from tests.ops.test_retention import _age_all
-from workers.retention import purge
+from tributary.connectors.testkit import svix_headers
+from tributary.models import Event
+from tributary.runtime.process import Runtime
+from tributary.workers.retention import purge
 
 SECRET = "whsec_" + "QkVJTkcgQUxJVkUgSVMgQSBMT05HIFNUT1JZ"
 USER = "user_2pX9dLrV7kQm3TzW8bN4cHfYs1A"

@@ -12,13 +12,13 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import insert, select, update
 
-from app.accounts import create_project, ensure_account, get_project
-from models import Event, Project
-from models.base import sortable_id, utcnow
-from runtime.doorbell import ring
-from runtime.process import Runtime
 from tests.helpers import auth, identify, make_key
-from workers.worker import TributaryWorker
+from tributary.app.accounts import create_project, ensure_account, get_project
+from tributary.models import Event, Project
+from tributary.models.base import sortable_id, utcnow
+from tributary.runtime.doorbell import ring
+from tributary.runtime.process import Runtime
+from tributary.workers.worker import TributaryWorker
 
 
 def _broken_event(runtime: Runtime, project_slug: str) -> str:

@@ -11,9 +11,9 @@ import pytest
 import responses
 from flask.testing import FlaskClient
 
-from runtime.process import Runtime
 from tests.connectors.stripe_helpers import API_KEY, CUSTOMER_ID, EMAIL, create_source, load, post
-from workers.worker import TributaryWorker
+from tributary.runtime.process import Runtime
+from tributary.workers.worker import TributaryWorker
 
 LOOKUP = f"https://api.stripe.com/v1/customers/{CUSTOMER_ID}"
 STRIPE_DOWN = {

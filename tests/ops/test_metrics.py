@@ -22,11 +22,11 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
-from app import create_app
-from models import Event
-from models.base import utcnow
-from runtime.process import Runtime
 from tests.helpers import auth, identify, make_key
+from tributary.app import create_app
+from tributary.models import Event
+from tributary.models.base import utcnow
+from tributary.runtime.process import Runtime
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -154,7 +154,16 @@ def test_two_gunicorn_workers_and_two_worker_processes_add_up_exactly(
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "app.wsgi:app", "--bind", f"127.0.0.1:{port}", "--workers", "2"],
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "tributary.app.wsgi:app",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+        ],
         env=subprocess_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -173,7 +182,7 @@ def test_two_gunicorn_workers_and_two_worker_processes_add_up_exactly(
             for index in range(15):
                 status, body = _get(f"{base}/v1/identify", key, {"email": f"u{round_}-{index}@example.com"})
                 assert status == 202, body
-            worker = [sys.executable, "-m", "app.cli", "worker", "--burst"]
+            worker = [sys.executable, "-m", "tributary.app.cli", "worker", "--burst"]
             subprocess.run(worker, env=subprocess_env, check=True, timeout=120, capture_output=True)
         # Each gunicorn worker adds its timings to Redis within a second; no process is asked.
         deadline = time.monotonic() + 15

@@ -9,13 +9,13 @@ import time
 from flask import Flask
 from flask.testing import FlaskClient
 
-import app.cli.sources  # noqa: F401 - registers the command group, as main() does
-from app.cli import cli
-from app.rejections import KEEP
-from connectors.testkit import stripe_headers
-from runtime.process import Runtime
+import tributary.app.cli.sources  # noqa: F401 - registers the command group, as main() does
 from tests.connectors.stripe_helpers import OTHER_SECRET, SECRET, create_source, load, post
 from tests.helpers import make_key
+from tributary.app.cli import cli
+from tributary.app.rejections import KEEP
+from tributary.connectors.testkit import stripe_headers
+from tributary.runtime.process import Runtime
 
 GOOD = json.dumps(load("customer.created")).encode()
 

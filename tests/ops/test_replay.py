@@ -12,16 +12,16 @@ from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import func, insert, select, update
 
-from app import create_app
-from app.accounts import ensure_account, get_project
-from models import Customer, Event, Project, Replay, Source, TimelineEntry
-from models.base import sortable_id, utcnow
-from runtime.doorbell import ring
-from runtime.process import Runtime
 from tests.connectors.stripe_helpers import EMAIL, create_source, event, load, post
 from tests.helpers import identify
-from workers.replay import replay_step, run_replay
-from workers.worker import TributaryWorker
+from tributary.app import create_app
+from tributary.app.accounts import ensure_account, get_project
+from tributary.models import Customer, Event, Project, Replay, Source, TimelineEntry
+from tributary.models.base import sortable_id, utcnow
+from tributary.runtime.doorbell import ring
+from tributary.runtime.process import Runtime
+from tributary.workers.replay import replay_step, run_replay
+from tributary.workers.worker import TributaryWorker
 
 
 def _status(client: FlaskClient, admin: dict[str, str]) -> Any:

@@ -10,12 +10,12 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
-from models import Event
-from models.base import utcnow
-from runtime.process import Runtime
 from tests.helpers import identify
-from workers.retention import RETENTION_LOCK_KEY, purge
-from workers.sweep import SWEEP_LOCK_KEY, sweep_if_due
+from tributary.models import Event
+from tributary.models.base import utcnow
+from tributary.runtime.process import Runtime
+from tributary.workers.retention import RETENTION_LOCK_KEY, purge
+from tributary.workers.sweep import SWEEP_LOCK_KEY, sweep_if_due
 
 
 def _age_all(runtime: Runtime, days: int) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.config import Settings
+from tributary.runtime.config import Settings
 
 
 def test_defaults(tmp_path: Path) -> None:

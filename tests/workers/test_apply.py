@@ -8,10 +8,10 @@ from flask.testing import FlaskClient
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import select, update
 
-from models import Event, TimelineEntry
-from runtime.process import Runtime
 from tests.helpers import customer, identify
-from workers.jobs import drain_batch, process_event
+from tributary.models import Event, TimelineEntry
+from tributary.runtime.process import Runtime
+from tributary.workers.jobs import drain_batch, process_event
 
 
 def _event(runtime: Runtime, event_id: str) -> Event:

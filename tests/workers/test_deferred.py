@@ -12,12 +12,6 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
-from app.accounts import ensure_account
-from connectors.changes import CustomerChange
-from connectors.testkit import svix_headers
-from models import Customer, Event, Identity
-from models.base import utcnow
-from runtime.process import Runtime
 from tests.connectors.provider_fixtures import dumps, fixture, make_source
 from tests.workers.test_email_change import (  # noqa: F401 - the fixture registers the channel
     _changes_channel,
@@ -29,9 +23,15 @@ from tests.workers.test_email_change import (  # noqa: F401 - the fixture regist
     signup,
     statuses,
 )
-from workers.deferred import count_deferred
-from workers.jobs import drain_batch
-from workers.sweep import sweep_deferred
+from tributary.app.accounts import ensure_account
+from tributary.connectors.changes import CustomerChange
+from tributary.connectors.testkit import svix_headers
+from tributary.models import Customer, Event, Identity
+from tributary.models.base import utcnow
+from tributary.runtime.process import Runtime
+from tributary.workers.deferred import count_deferred
+from tributary.workers.jobs import drain_batch
+from tributary.workers.sweep import sweep_deferred
 
 
 def activity(user: str, minute: int) -> CustomerChange:
@@ -116,7 +116,7 @@ def test_an_event_that_waited_too_long_is_ignored_with_the_reason(
 
 
 def test_defer_seconds_is_configurable() -> None:
-    from runtime.config import Settings
+    from tributary.runtime.config import Settings
 
     assert Settings.load({"TRIBUTARY_DEFER_SECONDS": "60", "TRIBUTARY_SECRET_KEY": "x"}).defer_seconds == 60
     assert Settings.load({"TRIBUTARY_SECRET_KEY": "x"}).defer_seconds == 7 * 86400

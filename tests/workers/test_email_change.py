@@ -15,13 +15,13 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from app.accounts import ensure_account, get_project
-from connectors.changes import CustomerChange, IdentityRef
-from models import Customer, CustomerMerge, Event, Identity, IdentityTombstone, TimelineEntry
-from runtime.process import Runtime
 from tests.helpers import auth
-from workers.jobs import drain_batch
-from workers.normalize import INTERNAL_CHANNELS
+from tributary.app.accounts import ensure_account, get_project
+from tributary.connectors.changes import CustomerChange, IdentityRef
+from tributary.models import Customer, CustomerMerge, Event, Identity, IdentityTombstone, TimelineEntry
+from tributary.runtime.process import Runtime
+from tributary.workers.jobs import drain_batch
+from tributary.workers.normalize import INTERNAL_CHANNELS
 
 CHANNEL = "test-changes"
 _event_numbers = itertools.count(1)

@@ -19,15 +19,15 @@ from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import func, select
 
-from app import create_app
-from models import Customer, Event, TimelineEntry
-from runtime.process import Runtime
 from tests.helpers import auth, identify
-from workers.sweep import sweep
+from tributary.app import create_app
+from tributary.models import Customer, Event, TimelineEntry
+from tributary.runtime.process import Runtime
+from tributary.workers.sweep import sweep
 
 pytestmark = pytest.mark.slow
 
-WORKER = [sys.executable, "-P", "-m", "app.cli", "worker"]
+WORKER = [sys.executable, "-P", "-m", "tributary.app.cli", "worker"]
 
 
 def _count(runtime: Runtime, model: type, *where: object) -> int:
@@ -183,7 +183,7 @@ def test_redis_down_at_ingest_still_accepts_and_the_sweeper_catches_up(
 
 
 def test_database_down_is_a_503_so_the_sender_retries(runtime: Runtime, admin_key: str) -> None:
-    from models import Database
+    from tributary.models import Database
 
     dead = Runtime(
         runtime.settings, db=Database("postgresql+psycopg://nobody@127.0.0.1:1/none"), redis=runtime.redis

@@ -11,9 +11,9 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.process import Runtime
 from tests.helpers import customer, identify
-from workers.jobs import drain_batch
+from tributary.runtime.process import Runtime
+from tributary.workers.jobs import drain_batch
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 values = st.one_of(st.integers(0, 3), st.sampled_from(["basic", "pro"]), st.booleans())

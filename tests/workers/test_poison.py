@@ -27,14 +27,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from app.accounts import get_project
-from connectors.changes import CustomerChange
-from models import Customer, Database, Event, Project
-from runtime.process import Runtime
 from tests.helpers import auth, customer, identify
-from workers.isolation import apply_isolated
-from workers.jobs import EventFailed, drain_batch, process_event
-from workers.normalize import INTERNAL_CHANNELS
+from tributary.app.accounts import get_project
+from tributary.connectors.changes import CustomerChange
+from tributary.models import Customer, Database, Event, Project
+from tributary.runtime.process import Runtime
+from tributary.workers.isolation import apply_isolated
+from tributary.workers.jobs import EventFailed, drain_batch, process_event
+from tributary.workers.normalize import INTERNAL_CHANNELS
 
 # kind -> (identify body, refused by SQLite too)
 HOSTILE_BODIES: dict[str, tuple[bytes, bool]] = {

@@ -20,15 +20,15 @@ from redis.exceptions import RedisError
 from rq.scheduler import RQScheduler
 from sqlalchemy import func, select
 
-from app import create_app
-from models import Event, TimelineEntry
-from runtime.embedded_redis import redis_executable
-from runtime.process import Runtime
 from tests.helpers import identify
+from tributary.app import create_app
+from tributary.models import Event, TimelineEntry
+from tributary.runtime.embedded_redis import redis_executable
+from tributary.runtime.process import Runtime
 
 pytestmark = pytest.mark.slow
 
-WORKER = [sys.executable, "-P", "-m", "app.cli", "worker"]
+WORKER = [sys.executable, "-P", "-m", "tributary.app.cli", "worker"]
 
 
 def free_port() -> int:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from flask.testing import FlaskClient
 
-from connectors.changes import CustomerChange
-from runtime.process import Runtime
 from tests.workers.test_email_change import (  # noqa: F401 - the fixture registers the channel
     _changes_channel,
     apply,
@@ -19,7 +17,9 @@ from tests.workers.test_email_change import (  # noqa: F401 - the fixture regist
     statuses,
     update,
 )
-from workers.jobs import drain_batch
+from tributary.connectors.changes import CustomerChange
+from tributary.runtime.process import Runtime
+from tributary.workers.jobs import drain_batch
 
 
 def activity(user: str, minute: int) -> CustomerChange:

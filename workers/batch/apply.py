@@ -24,23 +24,23 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from connectors.changes import CustomerChange
-from models import Event
-from models.base import isoformat, utcnow
-from models.sql import is_postgres
-from workers.batch.identity_resolution import (
+from tributary.connectors.changes import CustomerChange
+from tributary.models import Event
+from tributary.models.base import isoformat, utcnow
+from tributary.models.sql import is_postgres
+from tributary.workers.batch.identity_resolution import (
     IdentityUnknown,
     assert_email,
     forget_identity,
     note_resolved,
     resolve_customer,
 )
-from workers.batch.merge_rules import apply_change, new_project_record
-from workers.batch.overlay import EventOverlay
-from workers.batch.state import BatchState
-from workers.batch.write_back import write_batch
-from workers.deferred import claim_woken
-from workers.normalize import EventIgnored, changes_for_event
+from tributary.workers.batch.merge_rules import apply_change, new_project_record
+from tributary.workers.batch.overlay import EventOverlay
+from tributary.workers.batch.state import BatchState
+from tributary.workers.batch.write_back import write_batch
+from tributary.workers.deferred import claim_woken
+from tributary.workers.normalize import EventIgnored, changes_for_event
 
 __all__ = ["MAX_ERROR_CHARS", "BatchReport", "apply_events", "claim_events", "claim_pending"]
 

@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from workers.batch.merge_rules import ABSENT, MAX_PENDING_WEAK, CustomerRecord, ProjectRecord
+from tributary.workers.batch.merge_rules import ABSENT, MAX_PENDING_WEAK, CustomerRecord, ProjectRecord
 
 __all__ = ["unite_customers", "unite_projects"]
 

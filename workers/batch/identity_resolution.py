@@ -29,10 +29,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from connectors.changes import CustomerChange
-from models.base import from_micros, to_micros
-from workers.batch.overlay import EventOverlay
-from workers.batch.state import BatchState, Ref, Tombstone
+from tributary.connectors.changes import CustomerChange
+from tributary.models.base import from_micros, to_micros
+from tributary.workers.batch.overlay import EventOverlay
+from tributary.workers.batch.state import BatchState, Ref, Tombstone
 
 __all__ = [
     "ApplyError",

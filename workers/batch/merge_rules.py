@@ -24,8 +24,8 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from connectors.changes import CustomerChange
-from models.base import to_micros
+from tributary.connectors.changes import CustomerChange
+from tributary.models.base import to_micros
 
 MAX_PENDING_WEAK = 8
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from connectors.changes import CustomerChange
-from models import Event
-from models.base import to_micros
-from workers.batch.customer_union import unite_customers, unite_projects
-from workers.batch.email_record import EmailRecord
-from workers.batch.merge_rules import CustomerRecord, ProjectRecord
-from workers.batch.state import BatchState, PlannedMerge, Ref, Tombstone
+from tributary.connectors.changes import CustomerChange
+from tributary.models import Event
+from tributary.models.base import to_micros
+from tributary.workers.batch.customer_union import unite_customers, unite_projects
+from tributary.workers.batch.email_record import EmailRecord
+from tributary.workers.batch.merge_rules import CustomerRecord, ProjectRecord
+from tributary.workers.batch.state import BatchState, PlannedMerge, Ref, Tombstone
 
 __all__ = ["EventOverlay"]
 

@@ -19,13 +19,13 @@ from sqlalchemy import func, or_, select, text, tuple_, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from connectors.changes import CustomerChange
-from models import Customer, CustomerProject, Event, Identity, IdentityTombstone
-from models.customer import HAS_PAST_EMAILS
-from models.sql import is_postgres
-from workers.batch.email_record import EmailRecord
-from workers.batch.merge_rules import CustomerRecord, ProjectRecord
-from workers.batch.write_back import insert_missing_customers
+from tributary.connectors.changes import CustomerChange
+from tributary.models import Customer, CustomerProject, Event, Identity, IdentityTombstone
+from tributary.models.customer import HAS_PAST_EMAILS
+from tributary.models.sql import is_postgres
+from tributary.workers.batch.email_record import EmailRecord
+from tributary.workers.batch.merge_rules import CustomerRecord, ProjectRecord
+from tributary.workers.batch.write_back import insert_missing_customers
 
 __all__ = ["BatchState", "EventOutcome", "PlannedMerge", "Ref", "Tombstone"]
 

@@ -19,7 +19,7 @@ from sqlalchemy import case, delete, func, insert, literal, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from models import (
+from tributary.models import (
     Customer,
     CustomerMerge,
     CustomerProject,
@@ -28,11 +28,11 @@ from models import (
     IdentityTombstone,
     TimelineEntry,
 )
-from models.sql import dialect_insert
-from workers.batch.email_record import clock_with_email
+from tributary.models.sql import dialect_insert
+from tributary.workers.batch.email_record import clock_with_email
 
 if TYPE_CHECKING:
-    from workers.batch.state import BatchState, EventOutcome, PlannedMerge
+    from tributary.workers.batch.state import BatchState, EventOutcome, PlannedMerge
 
 __all__ = ["insert_missing_customers", "write_batch", "write_event_outcomes"]
 

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from connectors.base import Envelope, SourceConfig
-from connectors.changes import CustomerChange
-from connectors.registry import UnknownConnector, registry
-from models import Project, Source
-from workers.connector_changes import NormalizeError, WorkerContext, normalized_email
+from tributary.connectors.base import Envelope, SourceConfig
+from tributary.connectors.changes import CustomerChange
+from tributary.connectors.registry import UnknownConnector, registry
+from tributary.models import Project, Source
+from tributary.workers.connector_changes import NormalizeError, WorkerContext, normalized_email
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
-    from models import Event
+    from tributary.models import Event
 
 __all__ = ["import_changes"]
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from connectors.changes import CustomerChange
-from connectors.event_rules import InvalidEmail, normalize_email, seconds_ahead
-from connectors.identify import PARAM_KEY, SLUG
-from workers.importers.items import ImportEvent, Listed
+from tributary.connectors.changes import CustomerChange
+from tributary.connectors.event_rules import InvalidEmail, normalize_email, seconds_ahead
+from tributary.connectors.identify import PARAM_KEY, SLUG
+from tributary.workers.importers.items import ImportEvent, Listed
 
 __all__ = ["BadRow", "CsvInvalid", "check_csv", "csv_items"]
 

@@ -17,9 +17,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from connectors.base import Connector, Envelope, EventIgnored, MalformedPayload, OfflineContext, SourceConfig
-from connectors.changes import CustomerChange
-from workers.connector_changes import NormalizeError, normalized_email
+from tributary.connectors.base import (
+    Connector,
+    Envelope,
+    EventIgnored,
+    MalformedPayload,
+    OfflineContext,
+    SourceConfig,
+)
+from tributary.connectors.changes import CustomerChange
+from tributary.workers.connector_changes import NormalizeError, normalized_email
 
 __all__ = [
     "IMPORT_CHANNEL",

@@ -20,14 +20,14 @@ from typing import Any
 
 from sqlalchemy import delete, select, update
 
-from models import Event, Import, ImportCheckpoint
-from models.base import sortable_id, utcnow
-from models.imports import IMPORT_COUNTS
-from models.sql import dialect_insert, insert_for
-from runtime.doorbell import ring
-from runtime.process import Runtime
-from workers.importers.items import IMPORT_CHANNEL, ImportEvent, Listed, changes_digest
-from workers.jobs import drain_batch
+from tributary.models import Event, Import, ImportCheckpoint
+from tributary.models.base import sortable_id, utcnow
+from tributary.models.imports import IMPORT_COUNTS
+from tributary.models.sql import dialect_insert, insert_for
+from tributary.runtime.doorbell import ring
+from tributary.runtime.process import Runtime
+from tributary.workers.importers.items import IMPORT_CHANNEL, ImportEvent, Listed, changes_digest
+from tributary.workers.jobs import drain_batch
 
 __all__ = ["COUNT_NAMES", "ImportTarget", "Tally", "load_checkpoints", "run_pipeline"]
 

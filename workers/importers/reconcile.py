@@ -20,15 +20,15 @@ from typing import Any
 
 from sqlalchemy import select
 
-from connectors.base import SourceConfig
-from connectors.changes import CustomerChange
-from connectors.registry import registry
-from connectors.stripe import client_for
-from models import Customer, CustomerProject, Identity, Project, Source
-from runtime.process import Runtime
-from workers.importers.items import ConnectorEvents, ImportEvent, Listed, Skip
-from workers.importers.pipeline import ImportTarget, Tally, run_pipeline
-from workers.importers.stripe_list import Backoff, ImportFailed, latest_change, list_pages
+from tributary.connectors.base import SourceConfig
+from tributary.connectors.changes import CustomerChange
+from tributary.connectors.registry import registry
+from tributary.connectors.stripe import client_for
+from tributary.models import Customer, CustomerProject, Identity, Project, Source
+from tributary.runtime.process import Runtime
+from tributary.workers.importers.items import ConnectorEvents, ImportEvent, Listed, Skip
+from tributary.workers.importers.pipeline import ImportTarget, Tally, run_pipeline
+from tributary.workers.importers.stripe_list import Backoff, ImportFailed, latest_change, list_pages
 
 __all__ = ["COMPARED", "Drift", "find_drift", "fix_drift", "reconcile_source"]
 

@@ -26,10 +26,10 @@ from typing import Any
 
 import stripe
 
-from connectors.base import SourceConfig
-from connectors.registry import registry
-from connectors.stripe import client_for
-from workers.importers.items import ConnectorEvents, Listed, Skip
+from tributary.connectors.base import SourceConfig
+from tributary.connectors.registry import registry
+from tributary.connectors.stripe import client_for
+from tributary.workers.importers.items import ConnectorEvents, Listed, Skip
 
 __all__ = ["STREAMS", "Backoff", "ImportFailed", "latest_change", "list_pages", "list_stripe"]
 

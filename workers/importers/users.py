@@ -21,12 +21,12 @@ from typing import Any
 
 import requests
 
-from connectors.base import MalformedPayload, SourceConfig
-from connectors.fields import parse_time
-from connectors.registry import registry
-from connectors.supabase import redact_row
-from workers.importers.items import ConnectorEvents, ImportEvent, Listed, Skip
-from workers.importers.stripe_list import Backoff, ImportFailed
+from tributary.connectors.base import MalformedPayload, SourceConfig
+from tributary.connectors.fields import parse_time
+from tributary.connectors.registry import registry
+from tributary.connectors.supabase import redact_row
+from tributary.workers.importers.items import ConnectorEvents, ImportEvent, Listed, Skip
+from tributary.workers.importers.stripe_list import Backoff, ImportFailed
 
 __all__ = ["DEFAULT_URLS", "list_users"]
 

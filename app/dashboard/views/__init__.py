@@ -6,10 +6,10 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.customer_query import Reader
-from app.dashboard.guard import viewer
-from models import Database, Project
-from runtime.process import Runtime
+from tributary.app.customer_query import Reader
+from tributary.app.dashboard.guard import viewer
+from tributary.models import Database, Project
+from tributary.runtime.process import Runtime
 
 
 def runtime() -> Runtime:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 
-from app.auth import hash_key
-from app.dashboard import session
-from app.dashboard.guard import safe_next
-from app.dashboard.session import DASHBOARD_SCOPES
-from app.dashboard.views import runtime
+from tributary.app.auth import hash_key
+from tributary.app.dashboard import session
+from tributary.app.dashboard.guard import safe_next
+from tributary.app.dashboard.session import DASHBOARD_SCOPES
+from tributary.app.dashboard.views import runtime
 
 MAX_KEY_CHARS = 200
 

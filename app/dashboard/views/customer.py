@@ -7,13 +7,13 @@ from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-from app.customer_query import customer_json, find_visible_customer, parse_page_args
-from app.dashboard.guard import admin_only
-from app.dashboard.provenance import provenance
-from app.dashboard.views import db, reader, secret_key
-from app.domain_errors import NotFound
-from app.erasure import erase_customer
-from app.timeline import customer_timeline
+from tributary.app.customer_query import customer_json, find_visible_customer, parse_page_args
+from tributary.app.dashboard.guard import admin_only
+from tributary.app.dashboard.provenance import provenance
+from tributary.app.dashboard.views import db, reader, secret_key
+from tributary.app.domain_errors import NotFound
+from tributary.app.erasure import erase_customer
+from tributary.app.timeline import customer_timeline
 
 TIMELINE_PAGE = 50
 

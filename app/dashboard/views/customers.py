@@ -1,6 +1,6 @@
 """Customers: the list API's filters and sort in a form, cursor pages, project badges per row.
 
-The query is `app.customer_query`'s, the same the API and the CLI run; this module only turns a
+The query is `tributary.app.customer_query`'s, the same the API and the CLI run; this module only turns a
 form into the API's query string (`pk`/`pv` pairs become `params.<key>`) and renders the page."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import Any
 from flask import Blueprint, render_template, request
 from werkzeug.datastructures import MultiDict
 
-from app.customer_query import PARAM_PREFIX, SORTS, customer_json, list_customers, parse_list_args
-from app.dashboard.views import db, reader, secret_key, visible_projects
-from app.domain_errors import DomainError
-from app.errors import APIError, http_error
+from tributary.app.customer_query import PARAM_PREFIX, SORTS, customer_json, list_customers, parse_list_args
+from tributary.app.dashboard.views import db, reader, secret_key, visible_projects
+from tributary.app.domain_errors import DomainError
+from tributary.app.errors import APIError, http_error
 
 MAX_PARAM_ROWS = 5
 SORT_LABELS = {

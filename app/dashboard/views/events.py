@@ -1,7 +1,7 @@
 """Events: the ops API's list (same filters, same query, same cursors) and an event's detail with
 its attempts, masked headers and produced changes; admins replay it here, a dry-run diff first.
 
-Queries are `app.events_query`'s and replays `app.replays`', the ones `/v1/events…` and
+Queries are `tributary.app.events_query`'s and replays `tributary.app.replays`', the ones `/v1/events…` and
 `tributary events …` run: this module only turns a form into their arguments and renders."""
 
 from __future__ import annotations
@@ -11,13 +11,20 @@ from typing import Any
 
 from flask import Blueprint, render_template, request
 
-from app.dashboard.guard import admin_only
-from app.dashboard.views import db, reader, runtime, secret_key, visible_projects
-from app.domain_errors import DomainError
-from app.errors import APIError, http_error
-from app.events_query import FILTER_ARGS, STATUSES, event_detail, find_event, list_events, parse_page
-from app.replays import replay_results
-from models import Source
+from tributary.app.dashboard.guard import admin_only
+from tributary.app.dashboard.views import db, reader, runtime, secret_key, visible_projects
+from tributary.app.domain_errors import DomainError
+from tributary.app.errors import APIError, http_error
+from tributary.app.events_query import (
+    FILTER_ARGS,
+    STATUSES,
+    event_detail,
+    find_event,
+    list_events,
+    parse_page,
+)
+from tributary.app.replays import replay_results
+from tributary.models import Source
 
 MAX_BODY_CHARS = 64 * 1024
 PAGE = 50

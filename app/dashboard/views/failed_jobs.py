@@ -1,4 +1,4 @@
-"""Failed jobs: RQ's failed registry through `app.failed_jobs` (the module `/v1/jobs/failed…` and
+"""Failed jobs: RQ's failed registry through `tributary.app.failed_jobs` (the module `/v1/jobs/failed…` and
 `tributary jobs …` use), with retry, delete (confirmed first) and retry all for admin keys."""
 
 from __future__ import annotations
@@ -9,10 +9,17 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from redis.exceptions import RedisError
 from werkzeug.wrappers import Response
 
-from app.dashboard.guard import admin_only
-from app.dashboard.views import reader, runtime
-from app.domain_errors import DomainError
-from app.failed_jobs import MAX_LISTED, FailedJobView, delete_failed, find_failed, list_failed, retry_failed
+from tributary.app.dashboard.guard import admin_only
+from tributary.app.dashboard.views import reader, runtime
+from tributary.app.domain_errors import DomainError
+from tributary.app.failed_jobs import (
+    MAX_LISTED,
+    FailedJobView,
+    delete_failed,
+    find_failed,
+    list_failed,
+    retry_failed,
+)
 
 
 def _row(view: FailedJobView) -> dict[str, Any]:

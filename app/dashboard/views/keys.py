@@ -7,12 +7,12 @@ from flask import Blueprint, abort, current_app, redirect, render_template, requ
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from app.accounts import create_key, get_project, key_json, revoke_key
-from app.dashboard.guard import admin_only
-from app.dashboard.views import db, reader, visible_projects
-from app.domain_errors import DomainError
-from app.errors import APIError, http_error
-from models import SCOPES, ApiKey
+from tributary.app.accounts import create_key, get_project, key_json, revoke_key
+from tributary.app.dashboard.guard import admin_only
+from tributary.app.dashboard.views import db, reader, visible_projects
+from tributary.app.domain_errors import DomainError
+from tributary.app.errors import APIError, http_error
+from tributary.models import SCOPES, ApiKey
 
 
 @admin_only

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, render_template
 
-from app.dashboard import stats
-from app.dashboard.rejecting import rejecting
-from app.dashboard.stats import OverviewCache
-from app.dashboard.views import db, reader, runtime
-from app.sources import list_sources
-from models.base import utcnow
+from tributary.app.dashboard import stats
+from tributary.app.dashboard.rejecting import rejecting
+from tributary.app.dashboard.stats import OverviewCache
+from tributary.app.dashboard.views import db, reader, runtime
+from tributary.app.sources import list_sources
+from tributary.models.base import utcnow
 
 
 def overview() -> str:

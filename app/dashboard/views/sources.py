@@ -9,17 +9,17 @@ from flask import Blueprint, render_template, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import source_cache
-from app.accounts import get_project
-from app.dashboard.guard import admin_only
-from app.dashboard.rejecting import for_source
-from app.dashboard.views import db, reader, runtime, visible_projects
-from app.domain_errors import DomainError
-from app.errors import APIError, http_error
-from app.sources import create_source, list_sources, parse_option_pairs, source_json
-from connectors.registry import registry
-from models import Event
-from models.base import random_token
+from tributary.app import source_cache
+from tributary.app.accounts import get_project
+from tributary.app.dashboard.guard import admin_only
+from tributary.app.dashboard.rejecting import for_source
+from tributary.app.dashboard.views import db, reader, runtime, visible_projects
+from tributary.app.domain_errors import DomainError
+from tributary.app.errors import APIError, http_error
+from tributary.app.sources import create_source, list_sources, parse_option_pairs, source_json
+from tributary.connectors.registry import registry
+from tributary.models import Event
+from tributary.models.base import random_token
 
 
 def _last_delivery(session: Session, source_id: str) -> Any:

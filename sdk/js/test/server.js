@@ -36,7 +36,7 @@ export async function startTributary() {
   delete env.DATABASE_URL;
   delete env.REDIS_URL;
   const python = process.env.PYTHON ?? "python";
-  const child = spawn(python, ["-P", "-m", "app.cli", "serve", "--port", String(port), "--web-workers", "1"], {
+  const child = spawn(python, ["-P", "-m", "tributary.app.cli", "serve", "--port", String(port), "--web-workers", "1"], {
     env,
     stdio: ["ignore", "pipe", "ignore"],
     detached: true,

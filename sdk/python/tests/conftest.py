@@ -67,13 +67,13 @@ def eventually(check: Callable[[], T | None], timeout: float = 20.0) -> T:
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if importlib.util.find_spec("app.cli") is None:
+    if importlib.util.find_spec("tributary.app.cli") is None:
         pytest.skip("the Tributary server is not installed (pip install -e . at the repository root)")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     env["TRIBUTARY_HOME"] = str(tmp_path_factory.mktemp("tributary-home"))
     process = subprocess.Popen(
-        [sys.executable, "-P", "-m", "app.cli", "serve", "--port", str(port), "--web-workers", "1"],
+        [sys.executable, "-P", "-m", "tributary.app.cli", "serve", "--port", str(port), "--web-workers", "1"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

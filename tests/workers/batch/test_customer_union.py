@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.changes import CustomerChange
-from workers.batch.customer_union import unite_customers, unite_projects
-from workers.batch.merge_rules import CustomerRecord, ProjectRecord, apply_change
+from tributary.connectors.changes import CustomerChange
+from tributary.workers.batch.customer_union import unite_customers, unite_projects
+from tributary.workers.batch.merge_rules import CustomerRecord, ProjectRecord, apply_change
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -3,7 +3,7 @@ has, which it had, and since when, whatever order the assertions arrive in."""
 
 from __future__ import annotations
 
-from workers.batch.email_record import EmailRecord
+from tributary.workers.batch.email_record import EmailRecord
 
 # -- addresses -------------------------------------------------------------------------------------
 

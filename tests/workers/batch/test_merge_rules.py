@@ -10,8 +10,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.changes import CustomerChange
-from workers.batch.merge_rules import CustomerRecord, ProjectRecord, apply_change, new_project_record
+from tributary.connectors.changes import CustomerChange
+from tributary.workers.batch.merge_rules import (
+    CustomerRecord,
+    ProjectRecord,
+    apply_change,
+    new_project_record,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -8,9 +8,6 @@ from datetime import UTC, datetime
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from connectors.changes import CustomerChange
-from models import Event, TimelineEntry
-from runtime.process import Runtime
 from tests.workers.test_email_change import (  # noqa: F401 - the fixture registers the channel
     _changes_channel,
     apply,
@@ -21,10 +18,13 @@ from tests.workers.test_email_change import (  # noqa: F401 - the fixture regist
     timeline_rows,
     update,
 )
-from workers.batch.email_record import EmailRecord
-from workers.batch.merge_rules import CustomerRecord, ProjectRecord
-from workers.batch.overlay import EventOverlay
-from workers.batch.state import BatchState, Tombstone
+from tributary.connectors.changes import CustomerChange
+from tributary.models import Event, TimelineEntry
+from tributary.runtime.process import Runtime
+from tributary.workers.batch.email_record import EmailRecord
+from tributary.workers.batch.merge_rules import CustomerRecord, ProjectRecord
+from tributary.workers.batch.overlay import EventOverlay
+from tributary.workers.batch.state import BatchState, Tombstone
 
 NOW = datetime(2026, 3, 2, tzinfo=UTC)
 REF = ("acc_1", "clerk", "user_1")
