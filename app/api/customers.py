@@ -10,19 +10,17 @@ from sqlalchemy import exists, select, union
 from sqlalchemy.orm import Session
 
 from app.auth import Principal, authenticate
-from app.customer_query import (
+from app.customer_args import (
     DEFAULT_LIMIT,
     DEFAULT_SORT,
     MAX_LIMIT,
     MAX_Q_CHARS,
     MAX_VALUE_CHARS,
     SORTS,
-    Reader,
-    customer_json,
-    list_customers,
     parse_list_args,
     parse_page_args,
 )
+from app.customer_query import Reader, customer_json, list_customers
 from app.customer_query import find_customer as find_visible_customer
 from app.erasure import erase_customer
 from app.openapi import QueryParam, describe

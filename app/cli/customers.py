@@ -9,16 +9,8 @@ from flask import current_app
 
 from app.accounts import ensure_account
 from app.cli import cli, emit, runtime
-from app.customer_query import (
-    DEFAULT_LIMIT,
-    PARAM_PREFIX,
-    SORTS,
-    Reader,
-    customer_json,
-    find_customer,
-    list_customers,
-    parse_list_args,
-)
+from app.customer_args import DEFAULT_LIMIT, PARAM_PREFIX, SORTS, parse_list_args
+from app.customer_query import Reader, customer_json, find_customer, list_customers
 from app.errors import APIError
 
 

@@ -19,7 +19,8 @@ from sqlalchemy import func, select
 from app.accounts import ensure_account
 from app.cli import cli, emit, runtime
 from app.cli.customers import _fail
-from app.customer_query import DEFAULT_LIMIT, Reader
+from app.customer_args import DEFAULT_LIMIT
+from app.customer_query import Reader
 from app.errors import APIError
 from app.events_query import FILTER_ARGS, event_detail, find_event, list_events, parse_filters, parse_page
 from app.failed_jobs import delete_failed, find_failed, list_failed, retry_failed

@@ -7,7 +7,8 @@ from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-from app.customer_query import customer_json, find_customer, parse_page_args
+from app.customer_args import parse_page_args
+from app.customer_query import customer_json, find_customer
 from app.dashboard.guard import admin_only
 from app.dashboard.provenance import provenance
 from app.dashboard.views import db, reader, secret_key

@@ -10,7 +10,8 @@ from typing import Any
 from flask import Blueprint, render_template, request
 from werkzeug.datastructures import MultiDict
 
-from app.customer_query import PARAM_PREFIX, SORTS, customer_json, list_customers, parse_list_args
+from app.customer_args import PARAM_PREFIX, SORTS, parse_list_args
+from app.customer_query import customer_json, list_customers
 from app.dashboard.views import db, reader, secret_key, visible_projects
 from app.errors import APIError
 
