@@ -11,6 +11,9 @@ filters and mean the same thing by them. Filter semantics:
 - `params.<key>=<value>` compares JSON values: `5` matches 5 and 5.0 but not "5", `true` matches
   the boolean only, `"5"` (quoted) is the string. PostgreSQL tests containment (`@>`, served by a
   GIN index); SQLite reads the value with `json_type`/`json_extract` so booleans stay apart from 1/0.
+- `q` is a case-insensitive substring of the email (stored lower-case) or the name. PostgreSQL
+  answers it from trigram indexes (pg_trgm, migration 0011) when it is rare and by walking the sort
+  order when it is common; SQLite scans.
 """
 
 from __future__ import annotations
@@ -143,11 +146,13 @@ class CustomerQuery:
         if f.email is not None:
             stmt = stmt.where(Customer.email == f.email)
         if f.q is not None:
+            # Emails are stored lower-case. ILIKE (PostgreSQL; `lower() LIKE lower()` elsewhere) rather
+            # than `lower(name) LIKE` lets the trigram index on the bare column serve the name.
             needle = f.q.lower()
             stmt = stmt.where(
                 or_(
                     Customer.email.contains(needle, autoescape=True),
-                    func.lower(Customer.name).contains(needle, autoescape=True),
+                    Customer.name.icontains(needle, autoescape=True),
                 )
             )
         if f.active_since is not None:
