@@ -1,5 +1,6 @@
-"""Customer read API (list, show, timeline) and erasure. The queries live in app/customer_query.py
-and app/timeline.py, shared with the CLI; this module owns HTTP: auth, arguments, envelopes."""
+"""Customer read API (list, show, timeline) and erasure. The list's arguments are parsed in
+app/customer_args.py and the queries live in app/customer_query.py and app/timeline.py, shared with
+the CLI; this module owns HTTP: auth, envelopes, the OpenAPI description of the arguments."""
 
 from __future__ import annotations
 

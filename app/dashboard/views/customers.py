@@ -1,7 +1,8 @@
 """Customers: the list API's filters and sort in a form, cursor pages, project badges per row.
 
-The query is `app.customer_query`'s, the same the API and the CLI run; this module only turns a
-form into the API's query string (`pk`/`pv` pairs become `params.<key>`) and renders the page."""
+The arguments and query are `app.customer_args`' and `app.customer_query`'s, the same the API and
+the CLI use; this module only turns a form into the API's query string (`pk`/`pv` pairs become
+`params.<key>`) and renders the page."""
 
 from __future__ import annotations
 
