@@ -11,63 +11,29 @@ filters and mean the same thing by them. Filter semantics:
 - `params.<key>=<value>` compares JSON values: `5` matches 5 and 5.0 but not "5", `true` matches
   the boolean only, `"5"` (quoted) is the string. PostgreSQL tests containment (`@>`, served by a
   GIN index); SQLite reads the value with `json_type`/`json_extract` so booleans stay apart from 1/0.
+- `q` is a case-insensitive substring of the email (stored lower-case) or the name. PostgreSQL
+  answers it from trigram indexes (pg_trgm, migration 0011) when it is rare and by walking the sort
+  order when it is common; SQLite scans.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, func, or_, select, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from tributary.app.domain_errors import Forbidden, Invalid, NotFound
+from tributary.app.customer_args import UNSTORABLE, CustomerFilters, ListRequest, ParamValue
+from tributary.app.domain_errors import Forbidden, NotFound
 from tributary.app.pagination import CursorCodec, SortSpec, fetch_page, fingerprint
-from tributary.app.schemas import PARAM_KEY, PROJECT_SLUG, SLUG, normalize_email
+from tributary.app.schemas import normalize_email
 from tributary.models import Customer, CustomerMerge, CustomerProject, Identity, Project
 from tributary.models.base import isoformat
 
-SORTS = ("-last_activity_at", "last_activity_at", "-created_at", "created_at")
-DEFAULT_SORT = "-last_activity_at"
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 200
-PARAM_PREFIX = "params."
-MAX_PARAM_FILTERS = 20
-MAX_Q_CHARS = 200
-MAX_VALUE_CHARS = 1000
-LIST_ARGS = ("project", "status", "email", "q", "active_since", "created_since", "sort", "limit", "cursor")
-# SQLite binds integers as 64-bit; larger JSON numbers could not be compared the same on both backends.
-INT64 = 2**63
-
-ParamValue = str | int | float | bool
-# No database stores these in text (PostgreSQL refuses NUL, UTF-8 has no lone surrogates).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 MAX_REF_CHARS = 400
-
-
-@dataclass(frozen=True, slots=True)
-class CustomerFilters:
-    project: str | None = None
-    status: str | None = None
-    email: str | None = None
-    q: str | None = None
-    params: tuple[tuple[str, ParamValue], ...] = ()
-    active_since: datetime | None = None
-    created_since: datetime | None = None
-    sort: str = DEFAULT_SORT
-
-
-@dataclass(frozen=True, slots=True)
-class ListRequest:
-    filters: CustomerFilters
-    limit: int = DEFAULT_LIMIT
-    cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,179 +42,6 @@ class Reader:
 
     account_id: str
     project_id: str | None = None
-
-
-@dataclass(slots=True)
-class _Problems:
-    details: list[dict[str, Any]] = field(default_factory=list)
-
-    def add(self, name: str, message: str, kind: str = "value_error") -> None:
-        self.details.append({"field": name, "message": message, "type": kind})
-
-    def raise_any(self) -> None:
-        if self.details:
-            raise Invalid("validation_error", "the query string is invalid", self.details)
-
-
-def parse_param_value(raw: str) -> ParamValue:
-    """A JSON number, `true`/`false` or a JSON-quoted string is taken as that JSON value; anything
-    else (including `null`, arrays and objects, which no equality filter could mean) is plain text."""
-    try:
-        value = json.loads(raw, parse_constant=_reject_constant)
-    except ValueError:
-        return raw
-    if isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
-        if not -INT64 <= value < INT64:
-            raise ValueError("the number is out of range (64-bit integers only)")
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("the number is out of range")
-        return value
-    return raw
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-# A `+` in a query string decodes to a space; accept `…T10:00:00 02:00` as the offset it was.
-_SPACED_OFFSET = re.compile(r"^(.+\d) (\d{2}:?\d{2})$")
-
-
-def parse_since(raw: str) -> datetime:
-    text = _SPACED_OFFSET.sub(r"\1+\2", raw.strip())
-    try:
-        moment = datetime.fromisoformat(text)
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise ValueError(
-            "expected an ISO 8601 timestamp such as 2026-11-21T09:30:00Z (URL-encode `+` as %2B)"
-        ) from None
-
-
-def _single(args: Mapping[str, list[str]], name: str, problems: _Problems) -> str | None:
-    values = args.get(name) or []
-    if not values:
-        return None
-    if len(values) > 1:
-        problems.add(name, "given more than once", "repeated_parameter")
-        return None
-    if not values[0].strip():
-        problems.add(name, "must not be empty")
-        return None
-    if _UNSTORABLE.search(values[0]):
-        problems.add(name, "contains NUL or unpaired surrogate characters")
-        return None
-    return values[0]
-
-
-def _unknown(
-    args: Mapping[str, list[str]], allowed: Iterable[str], problems: _Problems, *, params: bool
-) -> None:
-    known = set(allowed)
-    for name in args:
-        if name not in known and not (params and name.startswith(PARAM_PREFIX)):
-            problems.add(name, "unknown query parameter", "unknown_parameter")
-
-
-def _limit(raw: str | None, problems: _Problems) -> int:
-    if raw is None:
-        return DEFAULT_LIMIT
-    if re.fullmatch(r"\d{1,4}", raw) and 1 <= int(raw) <= MAX_LIMIT:
-        return int(raw)
-    problems.add("limit", f"an integer from 1 to {MAX_LIMIT}")
-    return DEFAULT_LIMIT
-
-
-def parse_page_args(args: Mapping[str, list[str]]) -> tuple[int, str | None]:
-    """`limit` and `cursor` alone, for lists that take no filters (the timeline)."""
-    problems = _Problems()
-    _unknown(args, ("limit", "cursor"), problems, params=False)
-    limit = _limit(_single(args, "limit", problems), problems)
-    cursor = _single(args, "cursor", problems)
-    problems.raise_any()
-    return limit, cursor
-
-
-def parse_list_args(args: Mapping[str, list[str]]) -> ListRequest:
-    """Validate customer list arguments (a query string as name -> values), reporting every problem."""
-    problems = _Problems()
-    _unknown(args, LIST_ARGS, problems, params=True)
-    text = {name: _single(args, name, problems) for name in LIST_ARGS}
-
-    project = text["project"]
-    if project is not None and not re.match(PROJECT_SLUG, project):
-        problems.add("project", "not a project slug (lower-case letters, digits, dashes)")
-    status = text["status"]
-    if status is not None and not re.match(SLUG, status):
-        problems.add("status", "not a status slug (lower-case letters, digits, `-` and `_`)")
-    email = text["email"]
-    if email is not None:
-        try:
-            if len(email) > MAX_VALUE_CHARS:
-                raise ValueError("not a valid email address: too long")
-            email = normalize_email(email)
-        except ValueError as exc:
-            problems.add("email", str(exc))
-    q = text["q"]
-    if q is not None and len(q) > MAX_Q_CHARS:
-        problems.add("q", f"at most {MAX_Q_CHARS} characters")
-    since: dict[str, datetime | None] = {}
-    for name in ("active_since", "created_since"):
-        raw = text[name]
-        try:
-            since[name] = parse_since(raw) if raw is not None else None
-        except ValueError as exc:
-            problems.add(name, str(exc))
-    sort = text["sort"] or DEFAULT_SORT
-    if sort not in SORTS:
-        problems.add("sort", f"choose among {', '.join(SORTS)}")
-    limit = _limit(text["limit"], problems)
-    params = _parse_params(args, problems)
-    problems.raise_any()
-    filters = CustomerFilters(
-        project=project,
-        status=status,
-        email=email,
-        q=q,
-        params=params,
-        active_since=since.get("active_since"),
-        created_since=since.get("created_since"),
-        sort=sort,
-    )
-    return ListRequest(filters, limit, text["cursor"])
-
-
-def _parse_params(args: Mapping[str, list[str]], problems: _Problems) -> tuple[tuple[str, ParamValue], ...]:
-    params: list[tuple[str, ParamValue]] = []
-    for name, values in args.items():
-        if not name.startswith(PARAM_PREFIX):
-            continue
-        key = name.removeprefix(PARAM_PREFIX)
-        if not PARAM_KEY.match(key) or _UNSTORABLE.search(key):
-            problems.add(name, "a params key is 1-128 printable characters without quotes")
-            continue
-        if len(values) != 1:
-            problems.add(name, "given more than once", "repeated_parameter")
-            continue
-        if len(values[0]) > MAX_VALUE_CHARS:
-            problems.add(name, f"at most {MAX_VALUE_CHARS} characters")
-            continue
-        try:
-            value = parse_param_value(values[0])
-        except ValueError as exc:
-            problems.add(name, str(exc))
-            continue
-        if isinstance(value, str) and _UNSTORABLE.search(value):
-            problems.add(name, "contains NUL or unpaired surrogate characters")
-            continue
-        params.append((key, value))
-    if len(params) > MAX_PARAM_FILTERS:
-        problems.add("params", f"at most {MAX_PARAM_FILTERS} params filters")
-    return tuple(sorted(params, key=lambda item: item[0]))
 
 
 def resolve_project(session: Session, reader: Reader, slug: str | None) -> str | None:
@@ -353,11 +146,13 @@ class CustomerQuery:
         if f.email is not None:
             stmt = stmt.where(Customer.email == f.email)
         if f.q is not None:
+            # Emails are stored lower-case. ILIKE (PostgreSQL; `lower() LIKE lower()` elsewhere) rather
+            # than `lower(name) LIKE` lets the trigram index on the bare column serve the name.
             needle = f.q.lower()
             stmt = stmt.where(
                 or_(
                     Customer.email.contains(needle, autoescape=True),
-                    func.lower(Customer.name).contains(needle, autoescape=True),
+                    Customer.name.icontains(needle, autoescape=True),
                 )
             )
         if f.active_since is not None:
@@ -408,7 +203,7 @@ def find_visible_customer(session: Session, reader: Reader, ref: str) -> Custome
     naming the survivor when the reader may see it: clients holding old ids learn where the person
     went, and nothing (least of all an erasure) silently lands on a record with another id."""
     not_found = NotFound("customer_not_found", "no such customer")
-    if len(ref) > MAX_REF_CHARS or _UNSTORABLE.search(ref):
+    if len(ref) > MAX_REF_CHARS or UNSTORABLE.search(ref):
         raise not_found
     if "@" in ref:
         try:

@@ -17,16 +17,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tributary.app.customer_query import (
+from tributary.app.customer_args import (
     MAX_VALUE_CHARS,
-    Reader,
-    _limit,
-    _Problems,
-    _single,
-    _unknown,
+    Problems,
+    parse_limit,
     parse_since,
-    resolve_project,
+    reject_unknown,
+    single_arg,
 )
+from tributary.app.customer_query import Reader, resolve_project
 from tributary.app.domain_errors import NotFound
 from tributary.app.pagination import CursorCodec, SortSpec, fetch_page, fingerprint
 from tributary.app.schemas import PROJECT_SLUG, normalize_email
@@ -78,15 +77,15 @@ class EventQuery:
 
 def parse_filters(args: Mapping[str, list[str]], allowed: tuple[str, ...] = LIST_ARGS) -> EventQuery:
     """Validate filter arguments (name -> values), reporting every problem at once as a 400."""
-    problems = _Problems()
-    _unknown(args, allowed, problems, params=False)
-    text = {name: _single(args, name, problems) for name in FILTER_ARGS}
+    problems = Problems()
+    reject_unknown(args, allowed, problems, params=False)
+    text = {name: single_arg(args, name, problems) for name in FILTER_ARGS}
     query = _check(text, problems)
     problems.raise_any()
     return query
 
 
-def parse_filter_body(data: Mapping[str, Any], problems: _Problems) -> EventQuery:
+def parse_filter_body(data: Mapping[str, Any], problems: Problems) -> EventQuery:
     """The same filters from a JSON body (bulk replay); strings only."""
     text: dict[str, str | None] = {}
     for name in FILTER_ARGS:
@@ -98,7 +97,7 @@ def parse_filter_body(data: Mapping[str, Any], problems: _Problems) -> EventQuer
     return _check(text, problems)
 
 
-def _check(text: Mapping[str, str | None], problems: _Problems) -> EventQuery:
+def _check(text: Mapping[str, str | None], problems: Problems) -> EventQuery:
     status = text.get("status")
     if status is not None and status not in STATUSES:
         problems.add("status", f"choose among {', '.join(STATUSES)}")
@@ -188,9 +187,9 @@ def list_events(
 
 def parse_page(args: Mapping[str, list[str]]) -> tuple[EventQuery, int, str | None]:
     query = parse_filters(args)
-    problems = _Problems()
-    limit = _limit(_single(args, "limit", problems), problems)
-    cursor = _single(args, "cursor", problems)
+    problems = Problems()
+    limit = parse_limit(single_arg(args, "limit", problems), problems)
+    cursor = single_arg(args, "cursor", problems)
     problems.raise_any()
     return query, limit, cursor
 

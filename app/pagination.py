@@ -123,7 +123,9 @@ def fetch_page(
             if resume is not None:
                 mark = literal(resume.key, spec.tiebreak.type)
                 stmt = stmt.where(spec.tiebreak < mark if spec.descending else spec.tiebreak > mark)
-            order = [spec.tiebreak]
+            # The column is NULL throughout, so it does not change the order; naming it lets the
+            # (…, column, tiebreak) index deliver the rows in order (PostgreSQL sorted every NULL row).
+            order = [spec.column, spec.tiebreak]
         stmt = stmt.order_by(*(c.desc() if spec.descending else c.asc() for c in order))
         rows.extend(session.execute(stmt.limit(limit + 1 - len(rows))).all())
         if len(rows) > limit:

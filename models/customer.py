@@ -31,6 +31,23 @@ class Customer(Base):
             postgresql_where=text(HAS_PAST_EMAILS["postgresql"]),
             sqlite_where=text(HAS_PAST_EMAILS["sqlite"]),
         ),
+        # `q` (a substring of email or name) through trigrams on PostgreSQL (pg_trgm, created by
+        # migration 0011); the name's index serves ILIKE, so it needs no `lower(name)` expression.
+        # SQLite has no trigram index and scans; there they cover no row (WHERE 0), as the params one.
+        Index(
+            "ix_customers_email_trgm",
+            "email",
+            postgresql_using="gin",
+            postgresql_ops={"email": "gin_trgm_ops"},
+            sqlite_where=text("0"),
+        ),
+        Index(
+            "ix_customers_name_trgm",
+            "name",
+            postgresql_using="gin",
+            postgresql_ops={"name": "gin_trgm_ops"},
+            sqlite_where=text("0"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: sortable_id("cus"))

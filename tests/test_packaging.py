@@ -2,7 +2,7 @@
 site-packages as `app`, `models` or `workers`, where it would collide with another distribution's
 modules of those common names. The source tree keeps its fixed top-level folders; `tributary/`
 links them, and every import goes through `tributary.` so that a module is never loaded twice
-under two names (two `models.base` would mean two SQLAlchemy metadata)."""
+under two names (two `tributary.models.base` would mean two SQLAlchemy metadata)."""
 
 from __future__ import annotations
 

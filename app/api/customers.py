@@ -1,5 +1,6 @@
-"""Customer read API (list, show, timeline) and erasure. The queries live in app/customer_query.py
-and app/timeline.py, shared with the CLI; this module owns HTTP: auth, arguments, envelopes."""
+"""Customer read API (list, show, timeline) and erasure. The list's arguments are parsed in
+app/customer_args.py and the queries live in app/customer_query.py and app/timeline.py, shared with
+the CLI; this module owns HTTP: auth, envelopes, the OpenAPI description of the arguments."""
 
 from __future__ import annotations
 
@@ -10,20 +11,17 @@ from sqlalchemy import exists, select, union
 from sqlalchemy.orm import Session
 
 from tributary.app.auth import Principal, authenticate
-from tributary.app.customer_query import (
+from tributary.app.customer_args import (
     DEFAULT_LIMIT,
     DEFAULT_SORT,
     MAX_LIMIT,
     MAX_Q_CHARS,
     MAX_VALUE_CHARS,
     SORTS,
-    Reader,
-    customer_json,
-    find_visible_customer,
-    list_customers,
     parse_list_args,
     parse_page_args,
 )
+from tributary.app.customer_query import Reader, customer_json, find_visible_customer, list_customers
 from tributary.app.erasure import erase_customer
 from tributary.app.openapi import QueryParam, describe
 from tributary.app.pagination import MAX_CURSOR_CHARS

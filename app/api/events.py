@@ -12,7 +12,8 @@ from redis.exceptions import RedisError
 from sqlalchemy.orm import Session
 
 from tributary.app.auth import Principal, authenticate
-from tributary.app.customer_query import MAX_LIMIT, Reader, _Problems
+from tributary.app.customer_args import MAX_LIMIT, Problems
+from tributary.app.customer_query import Reader
 from tributary.app.errors import APIError
 from tributary.app.events_query import (
     FILTER_ARGS,
@@ -123,7 +124,7 @@ def get_event(event_id: str) -> Response:
 
 def _dry_run_flag() -> bool:
     """`?dry_run=true` or `{"dry_run": true}`; anything else that is not a clear boolean is a 400."""
-    problems = _Problems()
+    problems = Problems()
     values = request.args.getlist("dry_run")
     unknown = [name for name in request.args if name != "dry_run"]
     for name in unknown:
@@ -179,7 +180,7 @@ def _bulk_request(principal: Principal, session: Session) -> tuple[EventFilters,
         raise APIError(400, "malformed_json", "the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise APIError(400, "malformed_body", "the request body must be a JSON object")
-    problems = _Problems()
+    problems = Problems()
     for name in set(body) - {*FILTER_ARGS, "dry_run"}:
         problems.add(name, "unknown field", "unknown_field")
     dry_run = body.get("dry_run", False)

@@ -14,7 +14,7 @@ from flask import current_app
 from flask.cli import AppGroup, ScriptInfo
 
 from tributary.app.cli.data import describe_failure, settings_overrides
-from tributary.app.customer_query import PARAM_PREFIX
+from tributary.app.customer_args import PARAM_PREFIX
 from tributary.app.domain_errors import DomainError
 from tributary.runtime.process import Runtime
 

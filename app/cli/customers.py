@@ -9,16 +9,8 @@ from flask import current_app
 
 from tributary.app.accounts import ensure_account
 from tributary.app.cli import cli, emit, runtime
-from tributary.app.customer_query import (
-    DEFAULT_LIMIT,
-    PARAM_PREFIX,
-    SORTS,
-    Reader,
-    customer_json,
-    find_visible_customer,
-    list_customers,
-    parse_list_args,
-)
+from tributary.app.customer_args import DEFAULT_LIMIT, PARAM_PREFIX, SORTS, parse_list_args
+from tributary.app.customer_query import Reader, customer_json, find_visible_customer, list_customers
 
 
 def _list_args(options: dict[str, str | None], params: tuple[str, ...]) -> dict[str, list[str]]:

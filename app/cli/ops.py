@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 
 from tributary.app.accounts import ensure_account
 from tributary.app.cli import cli, emit, runtime
-from tributary.app.customer_query import DEFAULT_LIMIT, Reader
+from tributary.app.customer_args import DEFAULT_LIMIT
+from tributary.app.customer_query import Reader
 from tributary.app.domain_errors import DomainError
 from tributary.app.events_query import (
     FILTER_ARGS,

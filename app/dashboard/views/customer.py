@@ -7,7 +7,8 @@ from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, url_for
 
-from tributary.app.customer_query import customer_json, find_visible_customer, parse_page_args
+from tributary.app.customer_args import parse_page_args
+from tributary.app.customer_query import customer_json, find_visible_customer
 from tributary.app.dashboard.guard import admin_only
 from tributary.app.dashboard.provenance import provenance
 from tributary.app.dashboard.views import db, reader, secret_key

@@ -1,7 +1,8 @@
 """Customers: the list API's filters and sort in a form, cursor pages, project badges per row.
 
-The query is `tributary.app.customer_query`'s, the same the API and the CLI run; this module only turns a
-form into the API's query string (`pk`/`pv` pairs become `params.<key>`) and renders the page."""
+The arguments and query are `customer_args`' and `customer_query`'s, the same the API and the CLI
+use; this module only turns a form into the API's query string (`pk`/`pv` pairs become
+`params.<key>`) and renders the page."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 from flask import Blueprint, render_template, request
 from werkzeug.datastructures import MultiDict
 
-from tributary.app.customer_query import PARAM_PREFIX, SORTS, customer_json, list_customers, parse_list_args
+from tributary.app.customer_args import PARAM_PREFIX, SORTS, parse_list_args
+from tributary.app.customer_query import customer_json, list_customers
 from tributary.app.dashboard.views import db, reader, secret_key, visible_projects
 from tributary.app.domain_errors import DomainError
 from tributary.app.errors import APIError, http_error
