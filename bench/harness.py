@@ -115,6 +115,7 @@ class Environment:
         self._created = False
         self.redis = Redis.from_url(self.redis_url)
         self.engine: Engine | None = None
+        self._keys: dict[str, str] = {}
 
     def open(self) -> None:
         lock = REDIS_DB_LOCK.format(self.cfg.redis_db)
@@ -133,7 +134,13 @@ class Environment:
         """Create the database and schema; returns a new ingest key."""
         self.open()
         run_cli(self.env(), "db", "upgrade")
-        return self.create_key("ingest")
+        return self.key("ingest")
+
+    def key(self, scope: str) -> str:
+        """One key per scope for the whole run, created on first use."""
+        if scope not in self._keys:
+            self._keys[scope] = self.create_key(scope)
+        return self._keys[scope]
 
     def create_key(self, scope: str) -> str:
         created = run_cli(

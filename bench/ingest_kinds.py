@@ -117,7 +117,7 @@ def measure_limiter(
     below the rate. (The closed-loop points count theirs too; summary.py reads both.)"""
     spec, per_second = configured_rate()
     rate = round(share * per_second)
-    seconds = max(5, cfg.duration)
+    seconds = 3 if cfg.quick else max(5, cfg.duration)
     log(f"limiter: one key at {rate}/s open-loop for {seconds} s (configured {spec})")
     result = run_open_loop(
         procs,

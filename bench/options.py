@@ -96,10 +96,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration, args.warmup, args.events, args.noop_jobs = 2, 1, 2_000, 1_000
+        args.duration, args.warmup, args.events, args.noop_jobs = 2, 1, 2_000, 500
         args.sustained_window, args.sustained_rates = 8, "100,200,400"
         args.read_customers, args.read_repeat = 20_000, 10
-        args.memory_batch_sizes = "100,1000"
+        args.memory_batch_sizes = "500,2000"
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     if args.skip_ingest:
         skip.add("ingest")

@@ -112,7 +112,7 @@ def readside_phase(cfg: Config, env: Environment, procs: Processes) -> dict[str,
     seconds = generate(env, cfg.read_customers)
     project_rows = int(env.scalar("SELECT count(*) FROM customer_projects"))
     log(f"  {project_rows:,} project rows; {seconds:.0f} s with VACUUM ANALYZE")
-    ingest_key, read_key = env.create_key("ingest"), env.create_key("read")
+    ingest_key, read_key = env.key("ingest"), env.key("read")
     server = start_server(
         procs, "readside", "Tributary, read side", WSGI_APP, env.env(), cfg.web_workers, ingest_key
     )

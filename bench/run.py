@@ -82,10 +82,10 @@ def run_phases(
         _phase(results, "drain", lambda: drain_phase(cfg, env, procs, tributary, token, results))
     if cfg.runs("memory"):
         results["memory_by_batch"] = _phase(
-            results, "memory", lambda: memory_phase(cfg, env, procs, tributary, token)
+            results, "memory", lambda: memory_phase(cfg, env, procs, tributary, token, results["drain"])
         )
     if cfg.runs("sustained"):
-        read_key = env.create_key("read")
+        read_key = env.key("read")
         results["sustained"] = _phase(
             results, "sustained", lambda: sustained_phase(cfg, env, procs, tributary, read_key)
         )

@@ -27,11 +27,17 @@ class Targets:
         self.rows: list[dict[str, Any]] = []
 
     def add(
-        self, item: str, figure: str, value: float | None, op: str, target: float | None, unit: str = ""
+        self,
+        item: str,
+        figure: str,
+        value: float | bool | None,
+        op: str,
+        target: float | bool | None,
+        unit: str = "",
     ) -> None:
         met = None
         if value is not None and target is not None:
-            met = value >= target if op == ">=" else value <= target
+            met = {">=": value >= target, "<=": value <= target, "is": value == target}[op]
         self.rows.append(
             {
                 "item": item,
@@ -90,7 +96,7 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     _readside(results, summary, targets)
     _embedded(results, summary, targets)
     _memory(results, summary, targets)
-    summary["targets"] = targets.rows
+    summary["targets"] = sorted(targets.rows, key=lambda row: row["item"])  # stable: phase order within
     checked = [row["met"] for row in targets.rows if row["met"] is not None]
     summary["targets_met"] = f"{sum(checked)} of {len(checked)}"
     return summary
@@ -185,9 +191,7 @@ def _readside(results: dict[str, Any], summary: dict[str, Any], targets: Targets
             "ms",
         )
         if family.get("plan_uses_index") is not None:
-            targets.add(
-                "6", f"plan uses an index: {family['family']}", float(family["plan_uses_index"]), ">=", 1
-            )
+            targets.add("6", f"index in the plan: {family['family']}", family["plan_uses_index"], "is", True)
 
 
 def _embedded(results: dict[str, Any], summary: dict[str, Any], targets: Targets) -> None:
@@ -245,14 +249,22 @@ def _memory(results: dict[str, Any], summary: dict[str, Any], targets: Targets) 
             )
 
 
+def _shown(value: float | bool | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:g}"
+
+
 def targets_table(summary: dict[str, Any]) -> list[str]:
     rows = [["#", "figure", "value", "target", "met"]]
     for row in summary.get("targets", []):
-        value = "-" if row["value"] is None else f"{row['value']:g}"
-        target = "-" if row["target"] is None else f"{row['op']} {row['target']:g}"
         unit = f" {row['unit']}" if row["unit"] else ""
+        value = _shown(row["value"]) + (unit if row["value"] is not None else "")
+        target = "-" if row["target"] is None else f"{row['op']} {_shown(row['target'])}{unit}"
         met = {True: "met", False: "NOT MET", None: "-"}[row["met"]]
-        rows.append([row["item"], row["figure"], value + unit, target + unit, met])
+        rows.append([row["item"], row["figure"], value, target, met])
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     return [*lines, f"  targets met: {summary.get('targets_met', '-')}"]
