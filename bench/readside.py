@@ -31,7 +31,7 @@ INSERT INTO customers (id, account_id, email, name, past_emails, clock, created_
                        last_activity_at)
 SELECT 'cus_r' || lpad(g::text, 9, '0'), :account, 'user' || g || '@example' || (g % 97) || '.com',
        'Reader ' || g, '[]', '{}', now() - (g % 525600) * interval '1 minute', now(),
-       CASE WHEN g % 10 = 0 THEN NULL ELSE now() - ((g * 7919) % 7776000) * interval '1 second' END
+       CASE WHEN g % 10 = 0 THEN NULL ELSE now() - ((g::bigint * 7919) % 7776000) * interval '1 second' END
 FROM generate_series(1, CAST(:n AS integer)) AS g
 """
 PROJECT_ROWS_SQL = """
@@ -42,7 +42,9 @@ SELECT 'cus_r' || lpad(g::text, 9, '0'), (CAST(:projects AS text[]))[1 + (g + k)
        jsonb_build_object('plan', (ARRAY['free', 'pro', 'team', 'enterprise'])[1 + (g / 7) % 4],
                           'seats', g % 50, 'region', (ARRAY['eu', 'us', 'apac'])[1 + (g / 11) % 3]),
        '{}', now() - (g % 525600) * interval '1 minute',
-       CASE WHEN g % 10 = 0 THEN NULL ELSE now() - ((g * 7919 + k) % 7776000) * interval '1 second' END, now()
+       CASE WHEN g % 10 = 0 THEN NULL
+            ELSE now() - ((g::bigint * 7919 + k) % 7776000) * interval '1 second' END,
+       now()
 FROM generate_series(1, CAST(:n AS integer)) AS g CROSS JOIN (VALUES (0), (1)) AS extra(k)
 WHERE k = 0 OR g % 4 = 0
 """
