@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import statistics
 import sys
 import time
@@ -151,6 +152,9 @@ def readside_phase(cfg: Config, env: Environment, procs: Processes) -> dict[str,
         plan = plans.get(entry["family"], {})
         entry["plan_uses_index"] = plan.get("uses_index")
         entry["plan"] = plan.get("plan", [])
+        # The database's own time for the query (EXPLAIN ANALYZE), beside the HTTP round trip.
+        found = re.search(r"Execution Time: ([\d.]+) ms", "\n".join(entry["plan"]))
+        entry["db_execution_ms"] = float(found.group(1)) if found else None
         entry["sql"] = plan.get("sql")
     return {
         "customers": cfg.read_customers,

@@ -225,10 +225,11 @@ def extra_sections(results: dict[str, Any]) -> list[str]:
             "",
             f"(e) read side: GET /v1/customers, {read['customers']:,} customers in 3 projects (PostgreSQL)",
         ]
-        rows = [["family", "p50 ms", "p95 ms", "rows", "index in plan"]]
+        rows = [["family", "p50 ms", "p95 ms", "rows", "index in plan", "DB execution ms"]]
         for f in read["families"]:
             uses = {True: "yes", False: "NO", None: "-"}[f.get("plan_uses_index")]
-            rows.append([f["family"], f"{f['p50_ms']:.1f}", f"{f['p95_ms']:.1f}", str(f["rows"]), uses])
+            db = "-" if f.get("db_execution_ms") is None else f"{f['db_execution_ms']:.2f}"
+            rows.append([f["family"], f"{f['p50_ms']:.1f}", f"{f['p95_ms']:.1f}", str(f["rows"]), uses, db])
         lines += _table(rows)
     if emb := results.get("embedded"):
         lines += [
