@@ -101,7 +101,7 @@ def measure_drain(
     env.execute("TRUNCATE events, customers RESTART IDENTITY CASCADE")
     env.redis.flushdb()
     log(f"drain x{workers}: storing {cfg.events:,} identify events through /v1/batch (no worker running)")
-    seed_seconds = seed_batches(server.port, token, cfg.events, name)
+    seed_seconds = seed_batches(server.port, token, cfg.events, name, threads=cfg.seed_threads)
     pending = int(env.scalar("SELECT count(*) FROM events WHERE status = 'pending'"))
     if pending != cfg.events:
         raise RuntimeError(f"expected {cfg.events} pending events after seeding, found {pending}")

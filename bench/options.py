@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     add("--noop-jobs", type=int, default=20_000, help="No-op RQ jobs for the baseline.")
     add("--batch-size", type=int, default=settings.batch_size, help="TRIBUTARY_BATCH_SIZE for the workers.")
     add("--batch-messages", type=int, default=100, help="Messages per /v1/batch request.")
-    add("--seed-threads", type=int, default=16, help="HTTP client threads storing the events.")
+    add("--seed-threads", type=int, default=4, help="Client threads storing drain events (/v1/batch).")
     add("--sustained-window", type=int, default=60, help="Seconds each sustained rate is held.")
     add("--sustained-rates", default="200,500,1000,1500,2000,3000", help="Offered events/s, rising.")
     add("--read-customers", type=int, default=1_000_000, help="Customers generated for the read side.")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import itertools
 import json
 import subprocess
 import sys
@@ -108,51 +107,6 @@ def wait_ready(proc: subprocess.Popen[bytes], name: str, port: int, token: str) 
         time.sleep(0.2)
     for _ in range(8 * max(1, len(process_tree(proc.pid)))):
         post_identify(port, token, {"email": "ready@example.com"})
-
-
-def seed_events(port: int, token: str, count: int, prefix: str, threads: int) -> float:
-    """Store `count` identify events through the HTTP API, each exactly once (a message_id makes a
-    retried request after a lost response a duplicate, not a second event). Returns seconds taken."""
-    numbers = itertools.count()
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    def client() -> None:
-        while not errors:
-            with lock:
-                i = next(numbers)
-            if i >= count:
-                return
-            payload = {
-                "email": f"{prefix}-{i}@example.com",
-                "name": "Drain Bench",
-                "status": "trial",
-                "params": {"plan": "pro", "seats": i % 50},
-                "message_id": f"{prefix}-{i}",
-            }
-            for attempt in range(5):
-                try:
-                    status = post_identify(port, token, payload)
-                except OSError as exc:
-                    status = 0
-                    reason = str(exc)
-                else:
-                    reason = f"HTTP {status}"
-                if status == 202:
-                    break
-                time.sleep(0.1 * (attempt + 1))
-            else:
-                errors.append(f"event {i}: {reason}")
-
-    started = time.monotonic()
-    pool = [threading.Thread(target=client, daemon=True) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join(timeout=600)
-    if errors or any(t.is_alive() for t in pool):
-        raise RuntimeError(f"seeding failed: {errors[:3] or 'timed out'}")
-    return time.monotonic() - started
 
 
 def seed_batches(
