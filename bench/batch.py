@@ -20,20 +20,11 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.run import (
-    BENCH,
-    Environment,
-    IngestPoint,
-    Processes,
-    Target,
-    _on_signal,
-    ensure_wrk,
-    log,
-    measure_ingest,
-    parse_args,
-    start_server,
-    wait_for_quiet,
-)
+from bench.constants import WSGI_APP
+from bench.harness import BENCH, Environment, Processes, log, on_signal, wait_for_quiet
+from bench.options import parse_args
+from bench.servers import start_server
+from bench.wrk import IngestPoint, Target, ensure_wrk, measure_ingest
 
 
 def sdk_overhead(port: int, token: str, calls: int) -> dict[str, float]:
@@ -100,7 +91,7 @@ def main() -> int:
             str(args.connections),
         ]
     )
-    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     wrk = ensure_wrk()
     workdir = Path(tempfile.mkdtemp(prefix="tributary-bench-batch-"))
     (workdir / "home").mkdir()
@@ -111,7 +102,13 @@ def main() -> int:
         wait_for_quiet(cfg.wait_quiet)
         token = env.prepare()
         server = start_server(
-            procs, "tributary", "Tributary", "tributary.app.wsgi:app", env.env(), cfg.web_workers, token
+            procs,
+            "tributary",
+            "Tributary",
+            WSGI_APP,
+            env.env(TRIBUTARY_RATE_LIMIT="off"),
+            cfg.web_workers,
+            token,
         )
         run = itertools.count()
         log(f"single /v1/identify, {args.connections} connections, {args.duration} s")

@@ -28,13 +28,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 from sqlalchemy import create_engine, text
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tributary.models.session import normalize_url
 
@@ -164,7 +160,7 @@ def generate(url: str, customers: int) -> float:
                 ),
                 {"id": f"prj_bench_{slug}", "slug": slug, "account": account},
             )
-        ids = dict(
+        ids: dict[str, str] = dict(
             conn.execute(text("SELECT slug, id FROM projects WHERE account_id = :a"), {"a": account}).all()
         )
         binds = {

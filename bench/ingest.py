@@ -1,0 +1,89 @@
+"""Ingest in the default configuration: `POST /v1/identify` under the shipped gunicorn configuration
+beside bare Flask under the same, at every connection count, with the rate limiter as shipped and
+off; then (bench/ingest_kinds.py) the Stripe webhook, `/v1/batch` and the limiter's refusals."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from bench.constants import BARE_APP, BREAKDOWN_MODULE, WSGI_APP
+from bench.harness import REPO, Environment, Processes, log
+from bench.ingest_kinds import measure_batch, measure_limiter, measure_stripe
+from bench.options import Config
+from bench.servers import Server, start_server
+from bench.wrk import IngestPoint, measure_ingest
+
+
+def measure_breakdown(
+    env: Environment, token: str, calls: int = 3000
+) -> dict[str, dict[str, dict[str, float]]]:
+    """bench/breakdown.py in child processes: identify's steps timed in place, inside requests
+    served by Flask's test client, with rate limiting off and with a limiter. It reaches into the
+    view's internals (its steps), so it is the one part of the bench a rewrite of the ingest view
+    can break; run.py records that failure and goes on."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for variant, args in (("limiter_off", []), ("limiter_on", ["limited"])):
+        result = subprocess.run(
+            [sys.executable, "-m", BREAKDOWN_MODULE, *args],
+            env=env.env(BENCH_API_KEY=token, TRIBUTARY_RATE_LIMIT="off", BENCH_BREAKDOWN_CALLS=str(calls)),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"bench/breakdown.py failed:\n{result.stdout}\n{result.stderr}")
+        out[variant] = json.loads(result.stdout.strip().splitlines()[-1])
+    return out
+
+
+def ingest_phase(
+    wrk: str, cfg: Config, env: Environment, procs: Processes, token: str, results: dict[str, Any]
+) -> tuple[Server, list[IngestPoint]]:
+    """Start the three servers, measure each at every connection count, then the other ingest kinds
+    on the default server; stop all but that one (the drain phase stores its events through it)."""
+    default_label = "Tributary, default (limiter on)"
+    if not cfg.runs("ingest"):
+        server = start_server(
+            procs, "tributary-limiter", default_label, WSGI_APP, env.env(), cfg.web_workers, token
+        )
+        return server, []
+    apps = [
+        ("bare", "bare Flask (bench/bare_app.py)", BARE_APP, env.env()),
+        ("tributary-limiter", default_label, WSGI_APP, env.env()),
+        ("tributary", "Tributary, rate limit off", WSGI_APP, env.env(TRIBUTARY_RATE_LIMIT="off")),
+    ]
+    servers = [
+        start_server(procs, name, label, app, app_env, cfg.web_workers, token)
+        for name, label, app, app_env in apps
+    ]
+    run_ids = itertools.count()
+    points: list[IngestPoint] = []
+    for connections in cfg.connections:
+        for server in servers:
+            log(f"ingest: {server.label}, {connections} connections")
+            point = measure_ingest(wrk, cfg, env, server, token, connections, run_ids)
+            points.append(point)
+            results["ingest"].append(asdict(point))
+            log(
+                f"  {point.requests_per_s:.0f} req/s ({point.accepted_per_s:.0f} accepted), "
+                f"p50 {point.p50_ms} ms, p99 {point.p99_ms} ms"
+            )
+    default = next(s for s in servers if s.name == "tributary-limiter")
+    points += measure_stripe(wrk, cfg, env, default, token, run_ids, results)
+    points += measure_batch(wrk, cfg, env, default, token, run_ids, results)
+    results["limiter_check"] = measure_limiter(cfg, env, procs, default, token)
+    for server in servers:
+        if server is not default:
+            server.record_peak_rss()
+            results["servers"].append(
+                {"name": server.name, "label": server.label, "peak_rss_kib": server.peak_rss_kib}
+            )
+            procs.stop(server.proc)
+    return default, points

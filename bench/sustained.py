@@ -1,0 +1,132 @@
+"""Sustained end to end: the web server and 2 workers under open-loop Stripe webhooks at rising
+rates; the highest rate whose backlog stays flat, and at one rate (200/s) how long a webhook takes
+to become visible through `GET /v1/customers/<email>`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from bench.constants import cli
+from bench.harness import Environment, Processes, log, wait_until
+from bench.ingest_kinds import STRIPE_SECRET, create_stripe_source
+from bench.loadgen import run_open_loop
+from bench.options import Config
+from bench.servers import Server
+
+PENDING = "SELECT count(*) FROM events WHERE status = 'pending'"
+# Events polled for visibility per second of load: enough samples, little extra read load.
+TRACKED_PER_S = 10
+
+
+def slope(samples: list[tuple[float, int]]) -> float:
+    """Least-squares growth of the backlog, events per second."""
+    if len(samples) < 2:
+        return 0.0
+    n = len(samples)
+    mean_t = sum(t for t, _ in samples) / n
+    mean_v = sum(v for _, v in samples) / n
+    var = sum((t - mean_t) ** 2 for t, _ in samples)
+    return sum((t - mean_t) * (v - mean_v) for t, v in samples) / var if var else 0.0
+
+
+def _step(
+    cfg: Config, env: Environment, procs: Processes, port: int, source: str, read_token: str, rate: int
+) -> dict[str, Any]:
+    samples: list[tuple[float, int]] = []
+    started = time.monotonic()
+
+    def sample() -> None:
+        samples.append((round(time.monotonic() - started, 2), int(env.scalar(PENDING))))
+
+    spec: dict[str, Any] = {
+        "port": port,
+        "rate": rate,
+        "duration": cfg.sustained_window,
+        "kind": "stripe",
+        "secret": STRIPE_SECRET,
+        "path": f"/webhooks/{source}",
+        "prefix": f"sus{rate}",
+    }
+    if rate == cfg.latency_rate:
+        spec.update(track_every=max(1, rate // TRACKED_PER_S), read_token=read_token, poll_interval=0.02)
+    load = run_open_loop(procs, f"sustained-{rate}", spec, during=sample)
+    window = [(t, v) for t, v in samples if t <= cfg.sustained_window]
+    accepted = sum(n for status, n in load["statuses"].items() if status.startswith("2"))
+    growth = slope(window)
+    kept_up = (
+        accepted >= 0.98 * load["scheduled"]
+        and load["send_lag_ms"].get("p99", 0) <= 1000  # the generator itself kept the schedule
+        and load["latency_ms"].get("p99", 0) <= 2000  # the web server answered as they came
+    )
+    # Flat: over the window the backlog grew by less than one second's worth of arrivals.
+    flat = kept_up and growth * cfg.sustained_window <= rate
+    return {
+        "rate": rate,
+        "accepted": accepted,
+        "accepted_per_s": round(accepted / cfg.sustained_window, 1),
+        "backlog_samples": window,
+        "backlog_first": window[0][1] if window else 0,
+        "backlog_last": window[-1][1] if window else 0,
+        "backlog_slope": round(growth, 2),
+        "kept_up": kept_up,
+        "flat": flat,
+        "load": load,
+    }
+
+
+def sustained_phase(
+    cfg: Config, env: Environment, procs: Processes, server: Server, read_token: str
+) -> dict[str, Any]:
+    env.execute("TRUNCATE events, customers RESTART IDENTITY CASCADE")
+    source = create_stripe_source(env)
+    workers = [procs.start(f"sustained-worker{i}", cli("worker"), env.env()) for i in range(2)]
+    steps: list[dict[str, Any]] = []
+    visible: dict[str, Any] = {}
+
+    def run(rate: int) -> dict[str, Any]:
+        log(f"sustained: {rate} webhooks/s open-loop for {cfg.sustained_window} s (web + 2 workers)")
+        step = _step(cfg, env, procs, server.port, source, read_token, rate)
+        steps.append(step)
+        log(
+            f"  {step['accepted_per_s']:.0f}/s answered 2xx, backlog {step['backlog_first']} -> "
+            f"{step['backlog_last']} (slope {step['backlog_slope']:.1f}/s): "
+            f"{'flat' if step['flat'] else 'NOT flat'}"
+        )
+        return step
+
+    def drained(timeout: float) -> None:
+        # The next rate starts from an empty backlog.
+        wait_until(lambda: int(env.scalar(PENDING)) == 0, timeout, "the backlog to drain", interval=0.5)
+
+    try:
+        time.sleep(2.0)  # the workers register and reach their blocking dequeue
+        rates = sorted(set(cfg.sustained_rates) | {cfg.latency_rate})
+        for rate in rates:
+            step = run(rate)
+            if rate == cfg.latency_rate:
+                visible = step["load"]["visible_ms"]
+            if not step["flat"] and rate >= cfg.latency_rate:
+                break  # higher rates cannot be flat either
+            drained(120)
+        # Not even the lowest rate was flat (a loaded machine): halve it, twice at most, so the
+        # figure is a rate rather than zero.
+        probe = rates[0] // 2
+        for _ in range(2):
+            if any(s["flat"] for s in steps) or probe < 10:
+                break
+            drained(300)
+            run(probe)
+            probe //= 2
+    finally:
+        for proc in workers:
+            procs.stop(proc)
+    flat_rates = [s["rate"] for s in steps if s["flat"]]
+    return {
+        "window_s": cfg.sustained_window,
+        "latency_rate": cfg.latency_rate,
+        "steps": steps,
+        "max_flat_rate": max(flat_rates, default=0),
+        "visible": visible,
+        "visible_p95_ms": visible.get("p95"),
+    }
