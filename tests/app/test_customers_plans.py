@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from sqlalchemy import event, insert, text
 from sqlalchemy.orm import Session
-from tributary.workers.runtime import Runtime
 
 from tributary.app.customer_args import parse_list_args
 from tributary.app.customer_query import Reader, list_customers
 from tributary.models import Customer, CustomerProject, Project
+from tributary.runtime.process import Runtime
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 FIRST = ["Ada", "Bob", "Cy", "Dee", "Zoë", None]
