@@ -1,7 +1,8 @@
 """`POST /v1/identify` and `POST /v1/ping`: validate, store the event, commit, ring the worker.
 
 The hot path is one INSERT in its own transaction (deduplicated by the database's unique index,
-so concurrent retries of one message id store one event) and one Redis SET; nothing else.
+so concurrent retries of one message id store one event); the doorbell is rung at most once per
+few milliseconds per process (runtime/doorbell.py `stored`), not per request.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tributary.connectors.safe_json import bad_text
 from tributary.models import Event
 from tributary.models.base import utcnow
 from tributary.models.sql import insert_for
-from tributary.runtime.doorbell import ring
+from tributary.runtime.doorbell import stored
 
 bp = Blueprint("ingest", __name__)
 
@@ -62,8 +63,9 @@ def _ingest(channel: str, model: type[PingRequest]) -> Response:
     dedup_key = row["dedup_key"]
     body_hash = row["body_hash"]
     runtime = current_app.extensions["tributary"].runtime
-    with runtime.db.autocommit() as conn:
+    with stored(runtime) as store, runtime.db.autocommit() as conn:
         event_id = conn.scalar(_insert_event(conn.dialect.name), row)
+        store.committed = event_id is not None
         if event_id is None:
             existing = conn.execute(
                 select(Event.id, Event.channel, Event.body, Event.body_hash).where(
@@ -79,7 +81,6 @@ def _ingest(channel: str, model: type[PingRequest]) -> Response:
                     {"event_id": existing.id},
                 )
             return _accepted(str(existing.id), duplicate=True)
-    ring(runtime)
     return _accepted(event_id)
 
 

@@ -36,7 +36,7 @@ from tributary.connectors.safe_json import bad_text, clean_text, problem, scrub
 from tributary.models import Event
 from tributary.models.base import utcnow
 from tributary.models.sql import insert_for
-from tributary.runtime.doorbell import ring
+from tributary.runtime import doorbell
 from tributary.runtime.process import Runtime
 
 log = logging.getLogger(__name__)
@@ -161,9 +161,11 @@ def _rows(
 
 def _store(runtime: Runtime, rows: list[dict[str, Any]]) -> int:
     """Insert the rows in one statement (atomic on its own); returns how many were new."""
-    with runtime.db.autocommit() as conn:
+    with doorbell.stored(runtime) as store, runtime.db.autocommit() as conn:
         stmt = insert_for(conn.dialect.name, Event).values(rows).on_conflict_do_nothing().returning(Event.id)
-        return len(conn.execute(stmt).all())
+        stored = len(conn.execute(stmt).all())
+        store.committed = stored > 0
+        return stored
 
 
 @bp.post("/webhooks/<source_id>")
@@ -186,8 +188,6 @@ def receive(source_id: str) -> Response:
     rows, repeats = _rows(source, connector, inbound)
     runtime = _runtime()
     stored = _store(runtime, rows) if rows else 0
-    if stored:
-        ring(runtime)
     return jsonify(received=stored, duplicates=len(rows) - stored + repeats)
 
 
