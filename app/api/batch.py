@@ -23,7 +23,7 @@ from tributary.app.openapi import describe
 from tributary.app.schemas import ErrorBody, IdentifyRequest, PingRequest
 from tributary.models import Event
 from tributary.models.base import utcnow
-from tributary.runtime.doorbell import ring
+from tributary.runtime import doorbell
 
 bp = Blueprint("batch", __name__)
 
@@ -166,8 +166,9 @@ def _store(principal: Principal, rows: list[dict[str, Any]]) -> dict[str, dict[s
     because its message id was stored before (possibly earlier in this batch): a duplicate if it is
     the same message, a 409 if the id was reused for a different one."""
     runtime = current_app.extensions["tributary"].runtime
-    with runtime.db.autocommit() as conn:
+    with doorbell.stored(runtime) as store, runtime.db.autocommit() as conn:
         inserted = set(conn.scalars(_insert_event(conn.dialect.name), rows))
+        store.committed = bool(inserted)
         missing = {r["dedup_key"] for r in rows if r["id"] not in inserted}
         existing: dict[str, Any] = {}
         if missing:
@@ -177,8 +178,6 @@ def _store(principal: Principal, rows: list[dict[str, Any]]) -> dict[str, dict[s
                 )
             )
             existing = {str(row.dedup_key): row for row in found}
-    if inserted:
-        ring(runtime)
     known: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["id"] in inserted:

@@ -8,10 +8,13 @@ import importlib
 
 from flask import Flask
 from redis import Redis
+from sqlalchemy import func, select, update
 
 from tests.helpers import auth, make_key
 from tributary.app import create_app
 from tributary.app.cli import cli
+from tributary.models import ApiKey, Event
+from tributary.models.base import utcnow
 from tributary.runtime.process import Runtime
 
 PING = {"email": "a@example.com"}
@@ -60,3 +63,22 @@ def test_with_redis_unreachable_keys_are_checked_in_the_database(runtime: Runtim
     assert first.get("/v1/customers", headers=auth(created["key"])).status_code == 200
     assert second.delete(f"/v1/keys/{created['id']}", headers=auth(root)).status_code == 200
     assert first.get("/v1/customers", headers=auth(created["key"])).status_code == 401
+
+
+def test_an_ingest_key_revoked_without_any_announcement_stores_nothing_more(
+    runtime: Runtime, account_id: str
+) -> None:
+    """Identify trusts its cached key without reading the stamp: its INSERT checks the key, so even
+    a revocation nobody announced in Redis applies to the next request, duplicates included."""
+    web = _instance(runtime).test_client()
+    token = make_key(runtime, ["ingest"])
+    assert web.post("/v1/ping", json={**PING, "message_id": "m1"}, headers=auth(token)).status_code == 202
+    with runtime.db.session() as session, session.begin():
+        session.execute(update(ApiKey).values(revoked_at=utcnow()))  # the stamp is left alone
+    for body in (PING, {**PING, "message_id": "m1"}, {**PING, "message_id": "m2"}):
+        response = web.post("/v1/ping", json=body, headers=auth(token))
+        assert response.status_code == 401, response.get_json()
+        assert response.get_json()["error"]["code"] == "unauthorized"
+    assert web.post("/v1/identify", json=PING, headers=auth(token)).status_code == 401
+    with runtime.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == 1
