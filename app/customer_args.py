@@ -139,6 +139,19 @@ def parse_limit(raw: str | None, problems: Problems) -> int:
     return DEFAULT_LIMIT
 
 
+def email_arg(raw: str | None, problems: Problems) -> str | None:
+    """An `email` filter, normalized as the ingest path stores it (a problem is reported, not raised)."""
+    if raw is None:
+        return None
+    try:
+        if len(raw) > MAX_VALUE_CHARS:
+            raise ValueError("not a valid email address: too long")
+        return normalize_email(raw)
+    except ValueError as exc:
+        problems.add("email", str(exc))
+        return raw
+
+
 def parse_page_args(args: Mapping[str, list[str]]) -> tuple[int, str | None]:
     """`limit` and `cursor` alone, for lists that take no filters (the timeline)."""
     problems = Problems()
@@ -161,14 +174,7 @@ def parse_list_args(args: Mapping[str, list[str]]) -> ListRequest:
     status = text["status"]
     if status is not None and not re.match(SLUG, status):
         problems.add("status", "not a status slug (lower-case letters, digits, `-` and `_`)")
-    email = text["email"]
-    if email is not None:
-        try:
-            if len(email) > MAX_VALUE_CHARS:
-                raise ValueError("not a valid email address: too long")
-            email = normalize_email(email)
-        except ValueError as exc:
-            problems.add("email", str(exc))
+    email = email_arg(text["email"], problems)
     q = text["q"]
     if q is not None and len(q) > MAX_Q_CHARS:
         problems.add("q", f"at most {MAX_Q_CHARS} characters")

@@ -18,8 +18,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tributary.app.customer_args import (
-    MAX_VALUE_CHARS,
     Problems,
+    email_arg,
     parse_limit,
     parse_since,
     reject_unknown,
@@ -28,7 +28,7 @@ from tributary.app.customer_args import (
 from tributary.app.customer_query import Reader, resolve_project
 from tributary.app.domain_errors import NotFound
 from tributary.app.pagination import CursorCodec, SortSpec, fetch_page, fingerprint
-from tributary.app.schemas import PROJECT_SLUG, normalize_email
+from tributary.app.schemas import PROJECT_SLUG
 from tributary.models import EVENT_STATUSES, Customer, Event, EventAttempt, Project, TimelineEntry
 from tributary.models.base import isoformat
 from tributary.models.event_query import EventFilters, event_statement
@@ -110,14 +110,7 @@ def _check(text: Mapping[str, str | None], problems: Problems) -> EventQuery:
     kind = text.get("type")
     if kind is not None and len(kind) > MAX_TYPE_CHARS:
         problems.add("type", f"at most {MAX_TYPE_CHARS} characters")
-    email = text.get("email")
-    if email is not None:
-        try:
-            if len(email) > MAX_VALUE_CHARS:
-                raise ValueError("not a valid email address: too long")
-            email = normalize_email(email)
-        except ValueError as exc:
-            problems.add("email", str(exc))
+    email = email_arg(text.get("email"), problems)
     project = text.get("project")
     if project is not None and not re.match(PROJECT_SLUG, project):
         problems.add("project", "not a project slug (lower-case letters, digits, dashes)")
