@@ -47,6 +47,8 @@ def insert_missing_customers(
     """Create a customer for each address nobody holds; returns the new (id, email) pairs. The rows
     are inserted in sorted order, so concurrent batches take unique-index locks in the same order and
     never create two records for one person."""
+    if is_postgres(session):
+        return write_back_pg.insert_customers(session, account_id, sorted(emails), now)
     stmt = (
         dialect_insert(session, Customer)
         .on_conflict_do_nothing(index_elements=["account_id", "email"])

@@ -19,11 +19,14 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from tributary.models.base import sortable_id
+
 if TYPE_CHECKING:
     from tributary.models import Customer, CustomerProject, Event
 
 __all__ = [
     "insert_attempts",
+    "insert_customers",
     "insert_timeline",
     "update_customers",
     "update_events",
@@ -216,3 +219,27 @@ def insert_attempts(session: Session, rows: Sequence[dict[str, Any]], now: datet
     columns = _columns(rows, ["event_id", "number", "outcome", "error"])
     columns["attempted_at"] = [now] * len(rows)
     session.execute(_INSERT_ATTEMPTS, columns)
+
+
+_INSERT_CUSTOMERS = text(
+    """
+    INSERT INTO customers (id, account_id, email, past_emails, clock, created_at, updated_at)
+    SELECT v.id, :account_id, v.email, '[]'::jsonb, '{}'::jsonb, :now, :now
+    FROM unnest(CAST(:id AS text[]), CAST(:email AS text[])) WITH ORDINALITY AS v(id, email, n)
+    ORDER BY v.n
+    ON CONFLICT (account_id, email) DO NOTHING
+    RETURNING id, email
+    """
+)
+
+
+def insert_customers(
+    session: Session, account_id: str, emails: Sequence[str], now: datetime
+) -> list[tuple[str, str]]:
+    """A customer for each of `emails` (sorted) that nobody holds, in one statement; returns the
+    new (id, email) pairs."""
+    if not emails:
+        return []
+    ids = [sortable_id("cus") for _ in emails]
+    params = {"account_id": account_id, "now": now, "id": ids, "email": list(emails)}
+    return [(row[0], row[1]) for row in session.execute(_INSERT_CUSTOMERS, params)]
