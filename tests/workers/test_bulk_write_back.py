@@ -13,6 +13,10 @@ from tributary.models import Event, EventAttempt, TimelineEntry
 from tributary.runtime.process import Runtime
 from tributary.workers.jobs import drain_batch
 
+# Quotes, a backslash, an escape's look-alike and characters beyond ASCII and the BMP: the bulk
+# statements carry rows as one JSON document (workers/batch/write_back_pg.py).
+ODD = 'Zoë "q" \\ \\u00e9 😀'
+
 
 def _batch(client: FlaskClient, admin_key: str, tag: str, size: int) -> dict[str, list[str]]:
     """`size` of each: a new customer, a known one renamed and moved to `paid`, an event whose
@@ -20,9 +24,9 @@ def _batch(client: FlaskClient, admin_key: str, tag: str, size: int) -> dict[str
     ids: dict[str, list[str]] = {"new": [], "known": [], "broken": []}
     for i in range(size):
         ids["new"].append(
-            identify(client, admin_key, email=f"{tag}-new{i}@example.com", name=f"N{i}", status="trial")[
-                "event_id"
-            ]
+            identify(
+                client, admin_key, email=f"{tag}-new{i}@example.com", name=f"N{i} {ODD}", status="trial"
+            )["event_id"]
         )
         ids["known"].append(
             identify(
@@ -78,7 +82,7 @@ def _round(client: FlaskClient, admin_key: str, runtime: Runtime, tag: str, size
         assert known["projects"]["default"]["status"] == "paid"
         assert known["projects"]["default"]["params"] == {"seats": i}
         new = customer(client, admin_key, f"{tag}-new{i}@example.com")
-        assert new["name"] == f"N{i}" and new["projects"]["default"]["status"] == "trial"
+        assert new["name"] == f"N{i} {ODD}" and new["projects"]["default"]["status"] == "trial"
     with runtime.db.session() as session:
         for kind, status in (("new", "processed"), ("known", "processed"), ("broken", "failed")):
             events = list(session.scalars(select(Event).where(Event.id.in_(ids[kind]))))

@@ -133,7 +133,7 @@ def _write_identity_changes(state: BatchState) -> None:
         for customer_id in unused:
             session.expunge(state.customers.pop(customer_id))
             state.records.pop(customer_id, None)
-            state.addresses.pop(customer_id, None)
+            state.drop_addresses(customer_id)
     for merge in state.merges:
         _write_merge(state, merge)
     renamed = sorted(c for c in state.renamed if c in state.customers)
