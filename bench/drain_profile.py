@@ -150,6 +150,7 @@ def _kind(statement: str) -> str:
     if head == "SELECT":
         upper = [w.upper() for w in words]
         table = words[upper.index("FROM") + 1].strip('"(') if "FROM" in upper else "?"
+        table += " (lock)" if "FOR UPDATE" in statement else ""
     return f"{head} {table}"
 
 

@@ -143,6 +143,11 @@ class BatchState:
                     emails[event.account_id].add(change.email)
                 if change.identity:
                     identities[event.account_id].add((change.identity.source, change.identity.external_id))
+        if is_postgres(self.session):
+            # Plans for the values at hand: psycopg prepares a statement run five times, and a
+            # generic plan of `email IN (…500 parameters…)` compares every row of the account with
+            # each address in turn, where a custom plan hashes the list and uses the unique index.
+            self.session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         for account_id in sorted(emails.keys() | identities.keys()):
             self._load_account(account_id, sorted(emails[account_id]), sorted(identities[account_id]))
         self._load_projects()
