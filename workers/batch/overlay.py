@@ -136,7 +136,7 @@ class EventOverlay:
         state.timeline.extend(self.timeline)
         state.announced.update(self.announced)
         state.touched.update(row["customer_id"] for row in self.timeline if row["data"])
-        state.addresses.update(self.addresses)
+        state.note_addresses(self.addresses)
         for key, owner in self.owners.items():
             if owner is None:
                 state.by_email.pop(key, None)
@@ -158,7 +158,7 @@ class EventOverlay:
         state = self.state
         state.absorbed[absorbed] = survivor
         state.records.pop(absorbed, None)
-        state.addresses.pop(absorbed, None)
+        state.drop_addresses(absorbed)
         state.renamed.discard(absorbed)
         for links in (state.by_identity, state.new_identities, state.by_email):
             for link, customer_id in links.items():

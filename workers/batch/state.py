@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, text, tuple_, type_coerce
+from sqlalchemy import ARRAY, Text, bindparam, func, or_, select, text, tuple_, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -87,6 +87,8 @@ class BatchState:
         self.project_records: dict[tuple[str, str], ProjectRecord] = {}
         self.addresses: dict[str, EmailRecord] = {}
         self.tombstones: dict[Ref, Tombstone] = {}
+        # The customers in `addresses` with a past address (see `note_addresses`).
+        self.with_past: set[str] = set()
         # Pending writes: identity links made and retired, tombstones, merges, renames, timeline.
         self.new_identities: dict[Ref, str] = {}
         self.forgotten: set[Ref] = set()
@@ -104,6 +106,19 @@ class BatchState:
         # used them after all, they are deleted at write-back instead of lingering empty.
         self.used: set[str] = set()
         self.displaced: set[str] = set()
+
+    def note_addresses(self, addresses: dict[str, EmailRecord]) -> None:
+        """Set customers' address records (the only way `addresses` grows or changes)."""
+        self.addresses.update(addresses)
+        for customer_id, address in addresses.items():
+            if address.past:
+                self.with_past.add(customer_id)
+            else:
+                self.with_past.discard(customer_id)
+
+    def drop_addresses(self, customer_id: str) -> None:
+        self.addresses.pop(customer_id, None)
+        self.with_past.discard(customer_id)
 
     def finish(
         self,
@@ -128,6 +143,11 @@ class BatchState:
                     emails[event.account_id].add(change.email)
                 if change.identity:
                     identities[event.account_id].add((change.identity.source, change.identity.external_id))
+        if is_postgres(self.session):
+            # Plans for the values at hand: psycopg prepares a statement run five times, and a
+            # generic plan of `email IN (…500 parameters…)` compares every row of the account with
+            # each address in turn, where a custom plan hashes the list and uses the unique index.
+            self.session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
         for account_id in sorted(emails.keys() | identities.keys()):
             self._load_account(account_id, sorted(emails[account_id]), sorted(identities[account_id]))
         self._load_projects()
@@ -206,8 +226,8 @@ class BatchState:
             self.records[customer.id] = CustomerRecord(
                 name=customer.name, clock=customer.clock, last_activity_at=customer.last_activity_at
             )
-            self.addresses[customer.id] = EmailRecord.load(
-                customer.email, customer.past_emails, customer.clock
+            self.note_addresses(
+                {customer.id: EmailRecord.load(customer.email, customer.past_emails, customer.clock)}
             )
 
     def _load_projects(self) -> None:
@@ -231,8 +251,10 @@ class BatchState:
         if not emails:
             return []
         if is_postgres(self.session):
+            # `?|`: any of the addresses is an element of the array; one bound array, not a
+            # containment test per address.
             past = type_coerce(Customer.past_emails, JSONB())
-            had = or_(*(past.contains([email]) for email in emails))
+            had = past.has_any(bindparam("past_any", list(emails), type_=ARRAY(Text())))
         else:
             each = func.json_each(Customer.past_emails).table_valued("value")
             had = select(each.c.value).where(each.c.value.in_(emails)).exists()
@@ -247,10 +269,14 @@ class BatchState:
         """The customer whose identity asserted `email` at or after `t` and has since moved on: a
         change from `t` naming that address is that person's, as it would have been in order (the
         identity joins or merges whoever held the address then; identity_resolution.py)."""
+        # An address absent from `past` counts as 0, so after 1970 only the few customers with past
+        # addresses can qualify: looking at those alone keeps a batch linear in its size.
+        holders = self.addresses.keys() if t <= 0 else self.with_past
         candidates = [
-            (-address.past[email], customer_id)
-            for customer_id, address in self.addresses.items()
-            if address.past.get(email, 0) >= t and self.customers[customer_id].account_id == account_id
+            (-self.addresses[customer_id].past[email], customer_id)
+            for customer_id in holders
+            if self.addresses[customer_id].past.get(email, 0) >= t
+            and self.customers[customer_id].account_id == account_id
         ]
         return min(candidates)[1] if candidates else None
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import case, delete, func, insert, literal, update
 from sqlalchemy.orm import Session
@@ -23,12 +23,14 @@ from tributary.models import (
     Customer,
     CustomerMerge,
     CustomerProject,
+    Event,
     EventAttempt,
     Identity,
     IdentityTombstone,
     TimelineEntry,
 )
-from tributary.models.sql import dialect_insert
+from tributary.models.sql import dialect_insert, is_postgres
+from tributary.workers.batch import write_back_pg
 from tributary.workers.batch.email_record import clock_with_email
 
 if TYPE_CHECKING:
@@ -45,6 +47,8 @@ def insert_missing_customers(
     """Create a customer for each address nobody holds; returns the new (id, email) pairs. The rows
     are inserted in sorted order, so concurrent batches take unique-index locks in the same order and
     never create two records for one person."""
+    if is_postgres(session):
+        return write_back_pg.insert_customers(session, account_id, sorted(emails), now)
     stmt = (
         dialect_insert(session, Customer)
         .on_conflict_do_nothing(index_elements=["account_id", "email"])
@@ -61,40 +65,60 @@ def insert_missing_customers(
 
 def write_batch(state: BatchState) -> None:
     """Write everything the batch's committed events changed, and every event's outcome."""
+    bulk = is_postgres(state.session)
+    if bulk:
+        # What the ORM holds dirty (woken events' cleared `awaiting`, a merge survivor's
+        # `created_at`) goes first, so the bulk statements below are the last word on their rows.
+        state.session.flush()
     _write_identity_changes(state)
-    _write_customers(state)
-    _write_projects(state)
+    _write_customers(state, bulk)
+    _write_projects(state, bulk)
     _write_identities(state)
     _write_tombstones(state)
     if state.timeline:
-        state.session.execute(insert(TimelineEntry), state.timeline)
+        if bulk:
+            write_back_pg.insert_timeline(state.session, state.timeline)
+        else:
+            state.session.execute(insert(TimelineEntry), state.timeline)
     write_event_outcomes(state.session, state.outcomes, state.now)
 
 
 def write_event_outcomes(session: Session, outcomes: Sequence[EventOutcome], now: datetime) -> None:
     """Each event's status, error and report, and one attempt row for it (the attempt history). The
     attempts go in as one executemany in the caller's transaction: a rolled-back batch leaves none."""
+    bulk = is_postgres(session)
     attempts = []
+    written: list[tuple[Event, dict[str, Any]]] = []
     for outcome in outcomes:
         event = outcome.event
-        event.attempts += 1
-        event.status = outcome.status
-        event.last_error = outcome.error
-        event.processed_at = now
+        values: dict[str, Any] = {
+            "attempts": event.attempts + 1,
+            "status": outcome.status,
+            "last_error": outcome.error,
+            "processed_at": now,
+        }
         if outcome.changes is not None:
-            event.changes = outcome.changes
+            values["changes"] = outcome.changes
         if outcome.awaiting is not None:
-            event.awaiting_source, event.awaiting_id = outcome.awaiting[1], outcome.awaiting[2]
+            values["awaiting_source"], values["awaiting_id"] = outcome.awaiting[1], outcome.awaiting[2]
+        if bulk:
+            written.append((event, values))
+        else:
+            for name, value in values.items():
+                setattr(event, name, value)
         attempts.append(
             {
                 "event_id": event.id,
-                "number": event.attempts,
+                "number": values["attempts"],
                 "outcome": outcome.status,
                 "error": outcome.error,
                 "attempted_at": now,
             }
         )
-    if attempts:
+    if bulk:
+        write_back_pg.update_events(session, written)
+        write_back_pg.insert_attempts(session, attempts, now)
+    elif attempts:
         session.execute(insert(EventAttempt), attempts)
 
 
@@ -109,7 +133,7 @@ def _write_identity_changes(state: BatchState) -> None:
         for customer_id in unused:
             session.expunge(state.customers.pop(customer_id))
             state.records.pop(customer_id, None)
-            state.addresses.pop(customer_id, None)
+            state.drop_addresses(customer_id)
     for merge in state.merges:
         _write_merge(state, merge)
     renamed = sorted(c for c in state.renamed if c in state.customers)
@@ -173,64 +197,70 @@ def _write_merge(state: BatchState, merge: PlannedMerge) -> None:
     )
 
 
-def _write_customers(state: BatchState) -> None:
-    """Name, clocks, activity and addresses (an email change lands here), through the ORM rows."""
+def _write_customers(state: BatchState, bulk: bool) -> None:
+    """Name, clocks, activity and addresses (an email change lands here): on PostgreSQL in one
+    statement (write_back_pg.py), elsewhere through the ORM rows."""
+    changed: list[tuple[Customer, dict[str, Any]]] = []
     for customer_id, record in state.records.items():
         row = state.customers[customer_id]
         address = state.addresses[customer_id]
-        clock = clock_with_email(record.clock, address)
-        if (row.name, row.clock, row.last_activity_at, row.email, row.past_emails) != (
-            record.name,
-            clock,
-            record.last_activity_at,
-            address.email,
-            address.past_emails(),
-        ):
-            row.name = record.name
-            row.clock = clock
-            row.last_activity_at = record.last_activity_at
-            row.email = address.email
-            row.past_emails = address.past_emails()
-            row.updated_at = state.now
+        values: dict[str, Any] = {
+            "name": record.name,
+            "clock": clock_with_email(record.clock, address),
+            "last_activity_at": record.last_activity_at,
+            "email": address.email,
+            "past_emails": address.past_emails(),
+        }
+        if any(getattr(row, name) != value for name, value in values.items()):
+            changed.append((row, {**values, "updated_at": state.now}))
         elif customer_id in state.touched:
-            row.updated_at = state.now
+            changed.append((row, {**_current(row), "updated_at": state.now}))
+    if bulk:
+        write_back_pg.update_customers(state.session, changed)
+        return
+    for row, values in changed:
+        for name, value in values.items():
+            if getattr(row, name) != value or name == "updated_at":
+                setattr(row, name, value)
 
 
-def _write_projects(state: BatchState) -> None:
+def _current(row: Customer) -> dict[str, Any]:
+    return {
+        "name": row.name,
+        "clock": row.clock,
+        "last_activity_at": row.last_activity_at,
+        "email": row.email,
+        "past_emails": row.past_emails,
+    }
+
+
+def _write_projects(state: BatchState, bulk: bool) -> None:
+    rows: list[dict[str, Any]] = []
+    loaded: list[CustomerProject | None] = []
     for key, project in state.project_records.items():
         existing = state.project_rows.get(key)
-        if existing is None:
-            state.session.add(
-                CustomerProject(
-                    customer_id=key[0],
-                    project_id=key[1],
-                    status=project.status,
-                    params=dict(project.params),
-                    clock=dict(project.clock),
-                    first_seen_at=project.first_seen_at,
-                    last_activity_at=project.last_activity_at,
-                    updated_at=state.now,
+        values = {
+            "status": project.status,
+            "params": dict(project.params),
+            "clock": dict(project.clock),
+            "first_seen_at": project.first_seen_at,
+            "last_activity_at": project.last_activity_at,
+        }
+        if existing is not None and all(getattr(existing, n) == v for n, v in values.items()):
+            continue
+        if not bulk:
+            if existing is None:
+                state.session.add(
+                    CustomerProject(customer_id=key[0], project_id=key[1], updated_at=state.now, **values)
                 )
-            )
-        elif (
-            existing.status,
-            existing.params,
-            existing.clock,
-            existing.first_seen_at,
-            existing.last_activity_at,
-        ) != (
-            project.status,
-            project.params,
-            project.clock,
-            project.first_seen_at,
-            project.last_activity_at,
-        ):
-            existing.status = project.status
-            existing.params = dict(project.params)
-            existing.clock = dict(project.clock)
-            existing.first_seen_at = project.first_seen_at
-            existing.last_activity_at = project.last_activity_at
-            existing.updated_at = state.now
+            else:
+                for name, value in {**values, "updated_at": state.now}.items():
+                    setattr(existing, name, value)
+            continue
+        rows.append({"customer_id": key[0], "project_id": key[1], **values, "updated_at": state.now})
+        loaded.append(existing)
+    if bulk:
+        write_back_pg.upsert_projects(state.session, rows, loaded)
 
 
 def _write_identities(state: BatchState) -> None:

@@ -1,0 +1,374 @@
+"""Profile and time the drain on PostgreSQL, apart from `bench/run.py`.
+
+    python bench/drain_profile.py profile --events 5000
+        one in-process drain of N pending identify events: statements per batch (by kind) and
+        seconds per phase (claim, normalize, load, apply, write, commit)
+    python bench/drain_profile.py workers --events 20000 --workers 1 2
+        events/s of 1 and 2 `tributary worker` processes draining N pre-inserted pending events
+    python bench/drain_profile.py noop --jobs 20000
+        RQ's no-op job rate (`tributary worker --burst` over N queued `bench.noop.noop` jobs)
+
+It creates its own database (dropped at the end) on `--pg` and uses Redis db `--redis-db`.
+The events are inserted directly (rows as the identify API stores them), not through HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import make_url
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+@contextmanager
+def database(pg: str) -> Iterator[str]:
+    base = make_url(pg)
+    name = f"tributary_drainprof_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def child_env(url: str, redis_url: str, home: str, batch_size: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIBUTARY_")}
+    env.update(
+        DATABASE_URL=url,
+        REDIS_URL=redis_url,
+        TRIBUTARY_HOME=home,
+        TRIBUTARY_SECRET_KEY="drain-profile",
+        TRIBUTARY_BATCH_SIZE=str(batch_size),
+        TRIBUTARY_SWEEP_AFTER_SECONDS="3600",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        **extra,
+    )
+    return env
+
+
+def prepare(url: str, env: dict[str, str]) -> None:
+    subprocess.run([str(BIN / "tributary"), "db", "upgrade"], env=env, check=True, capture_output=True)
+    from tributary.app.accounts import ensure_account
+    from tributary.models.session import Database
+
+    db = Database(url)
+    with db.session() as session, session.begin():
+        ensure_account(session)
+    db.dispose()
+
+
+def seed(url: str, count: int, prefix: str) -> None:
+    """`count` pending identify events, one new customer each, as the API stores them."""
+    from tributary.app.event_rows import event_row
+    from tributary.models import Account, Event, Project
+    from tributary.models.base import utcnow
+    from tributary.models.session import Database
+
+    db = Database(url)
+    with db.session() as session, session.begin():
+        account = session.query(Account).one()
+        project = session.query(Project).filter_by(account_id=account.id, slug="default").one()
+        now = utcnow()
+        rows = []
+        for i in range(count):
+            message = {
+                "email": f"{prefix}-{i}@example.com",
+                "name": "Drain Bench",
+                "status": "trial",
+                "params": {"plan": "pro", "seats": i % 50},
+            }
+            rows.append(
+                event_row(
+                    account_id=account.id,
+                    project_id=project.id,
+                    channel="identify",
+                    type="identify",
+                    occurred_at=now - timedelta(seconds=count - i),
+                    received_at=now,
+                    body=json.dumps(message).encode(),
+                    email=message["email"],
+                    dedup_key=None,
+                    provider_event_id=None,
+                )
+            )
+        for start in range(0, count, 1000):
+            session.execute(Event.__table__.insert(), rows[start : start + 1000])
+    db.dispose()
+
+
+def reset(url: str) -> None:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("TRUNCATE events, customers RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+# -- profile --------------------------------------------------------------------------------------
+
+
+def _kind(statement: str) -> str:
+    words = statement.split()
+    head = words[0].upper() if words else "?"
+    table = "?"
+    for marker in ("INTO", "UPDATE", "FROM"):
+        if marker in (w.upper() for w in words):
+            idx = [w.upper() for w in words].index(marker)
+            if idx + 1 < len(words):
+                table = words[idx + 1].strip('"(')
+                break
+    if head == "UPDATE":
+        table = words[1].strip('"')
+    if head == "SELECT":
+        upper = [w.upper() for w in words]
+        table = words[upper.index("FROM") + 1].strip('"(') if "FROM" in upper else "?"
+        table += " (lock)" if "FOR UPDATE" in statement else ""
+    return f"{head} {table}"
+
+
+def profile(url: str, redis_url: str, batch_size: int, events: int) -> None:  # noqa: PLR0915 - a script
+    from tributary.runtime.config import Settings
+    from tributary.runtime.process import Runtime, install
+    from tributary.workers import jobs
+    from tributary.workers.batch import apply as apply_mod
+    from tributary.workers.batch import state as state_mod
+
+    settings = Settings.load(
+        {
+            "DATABASE_URL": url,
+            "REDIS_URL": redis_url,
+            "TRIBUTARY_BATCH_SIZE": batch_size,
+            "TRIBUTARY_HOME": tempfile.mkdtemp(),
+            "TRIBUTARY_SECRET_KEY": "drain-profile",
+        }
+    )
+    runtime = install(Runtime(settings))
+    phases: dict[str, float] = defaultdict(float)
+    statements: Counter[str] = Counter()
+    params: Counter[str] = Counter()
+    seconds: dict[str, float] = defaultdict(float)
+    started: list[float] = []
+
+    @event.listens_for(runtime.db.engine, "before_cursor_execute")
+    def _count(_conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, many: bool) -> None:
+        kind = _kind(statement)
+        statements[kind] += 1
+        params[kind] += len(parameters) if many else 1
+        started.append(time.perf_counter())
+
+    @event.listens_for(runtime.db.engine, "after_cursor_execute")
+    def _time(_conn: Any, _cursor: Any, statement: str, _p: Any, _ctx: Any, _many: bool) -> None:
+        seconds[_kind(statement)] += time.perf_counter() - started.pop()
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                phases[name] += time.perf_counter() - t0
+
+        return wrapper
+
+    apply_mod.claim_pending = timed("claim", apply_mod.claim_pending)  # type: ignore[assignment]
+    jobs.claim_pending = apply_mod.claim_pending  # type: ignore[attr-defined]
+    apply_mod.changes_for_event = timed("normalize", apply_mod.changes_for_event)  # type: ignore[assignment]
+    state_mod.BatchState.load = timed("load", state_mod.BatchState.load)  # type: ignore[method-assign]
+    apply_mod.write_batch = timed("write", apply_mod.write_batch)  # type: ignore[assignment]
+    apply_mod.apply_events = timed("apply_events (all)", apply_mod.apply_events)  # type: ignore[assignment]
+    jobs.apply_events = apply_mod.apply_events  # type: ignore[attr-defined]
+
+    batches = 0
+    t0 = time.perf_counter()
+    while True:
+        t1 = time.perf_counter()
+        claimed = jobs.drain_batch(runtime)
+        phases["drain_batch (all)"] += time.perf_counter() - t1
+        if not claimed:
+            break
+        batches += 1
+    total = time.perf_counter() - t0
+    log(
+        f"profile: {events} events, batch size {batch_size}, {batches} batches, {total:.2f} s, "
+        f"{events / total:.0f} events/s in-process (load {load()})"
+    )
+    per_batch = {k: v / batches for k, v in sorted(statements.items())}
+    log(
+        f"statements per batch: {sum(statements.values()) / batches:.1f} "
+        f"(each executemany counts once); rows/params per batch by kind:"
+    )
+    for kind, n in sorted(per_batch.items(), key=lambda kv: -kv[1]):
+        log(
+            f"  {kind:32s} {n:6.1f} statements {params[kind] / batches:8.1f} param sets "
+            f"{1000 * seconds[kind] / batches:8.1f} ms"
+        )
+    apply_only = phases["apply_events (all)"] - phases["load"] - phases["write"] - phases["normalize"]
+    phases["apply (merge loop etc.)"] = apply_only
+    phases["commit etc. (drain_batch - claim - apply_events)"] = (
+        phases["drain_batch (all)"] - phases["claim"] - phases["apply_events (all)"]
+    )
+    for name, seconds in phases.items():
+        log(f"  {name:50s} {seconds:7.3f} s  {1000 * seconds / batches:8.1f} ms/batch")
+    runtime.db.dispose()
+
+
+# -- worker processes ------------------------------------------------------------------------------
+
+
+def workers_run(url: str, env: dict[str, str], count: int, events: int) -> float:
+    from rq import Worker
+
+    from tributary.runtime.config import Settings
+    from tributary.runtime.doorbell import ring
+    from tributary.runtime.process import Runtime
+
+    settings = Settings.load(
+        {
+            "DATABASE_URL": url,
+            "REDIS_URL": env["REDIS_URL"],
+            "TRIBUTARY_HOME": env["TRIBUTARY_HOME"],
+            "TRIBUTARY_SECRET_KEY": "drain-profile",
+        }
+    )
+    runtime = Runtime(settings)
+    runtime.redis.flushdb()
+    logs = Path(env["TRIBUTARY_HOME"]) / "logs"
+    logs.mkdir(exist_ok=True)
+    procs = [
+        subprocess.Popen(
+            [str(BIN / "tributary"), "worker"],
+            env=env,
+            stdout=open(logs / f"w{count}-{i}.log", "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for i in range(count)
+    ]
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        deadline = time.monotonic() + 60
+        while Worker.count(connection=runtime.redis, queue=runtime.queue) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError("workers did not register")
+            time.sleep(0.05)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        ring(runtime)
+        with engine.connect() as conn:
+            while conn.execute(
+                text("SELECT EXISTS (SELECT 1 FROM events WHERE status = 'pending')")
+            ).scalar():
+                time.sleep(0.02)
+                if time.monotonic() - t0 > 600:
+                    raise RuntimeError("drain took over 10 minutes")
+            seconds = time.monotonic() - t0
+            statuses = dict(conn.execute(text("SELECT status, count(*) FROM events GROUP BY 1")).all())
+        if statuses != {"processed": events}:
+            raise RuntimeError(f"unexpected statuses {statuses}")
+        return seconds
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, 15)
+        for proc in procs:
+            proc.wait(20)
+        engine.dispose()
+        runtime.redis.flushdb()
+
+
+def noop_run(env: dict[str, str], jobs: int) -> float:
+    from rq import Queue
+
+    redis = Redis.from_url(env["REDIS_URL"])
+    redis.flushdb()
+    queue = Queue("drain-profile-noop", connection=redis)
+    for start in range(0, jobs, 1000):
+        with redis.pipeline() as pipe:
+            for _ in range(start, min(start + 1000, jobs)):
+                queue.enqueue("bench.noop.noop", pipeline=pipe)
+            pipe.execute()
+    proc = subprocess.Popen(
+        [str(BIN / "tributary"), "worker", "--burst"],
+        env={**env, "TRIBUTARY_QUEUE": "drain-profile-noop"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    while redis.llen(queue.key) >= jobs:
+        time.sleep(0.002)
+    t0 = time.monotonic()
+    proc.wait(900)
+    seconds = time.monotonic() - t0
+    redis.flushdb()
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("mode", choices=["profile", "workers", "noop"])
+    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379")
+    parser.add_argument("--redis-db", type=int, default=14)
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--jobs", type=int, default=20000)
+    args = parser.parse_args()
+    redis_url = f"{args.redis}/{args.redis_db}"
+    home = tempfile.mkdtemp(prefix="drainprof-")
+    if args.mode == "noop":
+        env = child_env("sqlite:///" + home + "/x.db", redis_url, home, args.batch_size)
+        for _ in range(args.repeat):
+            seconds = noop_run(env, args.jobs)
+            rate = args.jobs / seconds
+            log(f"no-op: {args.jobs} jobs in {seconds:.2f} s = {rate:.0f} jobs/s (load {load()})")
+        return
+    with database(args.pg) as url:
+        env = child_env(url, redis_url, home, args.batch_size)
+        prepare(url, env)
+        if args.mode == "profile":
+            seed(url, args.events, "prof")
+            profile(url, redis_url, args.batch_size, args.events)
+            return
+        for _ in range(args.repeat):
+            for count in args.workers:
+                reset(url)
+                seed(url, args.events, f"w{count}")
+                seconds = workers_run(url, env, count, args.events)
+                log(
+                    f"workers={count}: {args.events} events in {seconds:.2f} s = "
+                    f"{args.events / seconds:.0f} events/s (load {load()})"
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""A batch's writes cost the same statements whatever its size (workers/batch/write_back_pg.py on
+PostgreSQL), and every kind of write lands as the ORM path would write it (both backends)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.testing import FlaskClient
+from sqlalchemy import event, func, select, update
+
+from tests.helpers import customer, identify
+from tributary.models import Event, EventAttempt, TimelineEntry
+from tributary.runtime.process import Runtime
+from tributary.workers.jobs import drain_batch
+
+# Quotes, a backslash, an escape's look-alike and characters beyond ASCII and the BMP: the bulk
+# statements carry rows as one JSON document (workers/batch/write_back_pg.py).
+ODD = 'Zoë "q" \\ \\u00e9 😀'
+
+
+def _batch(client: FlaskClient, admin_key: str, tag: str, size: int) -> dict[str, list[str]]:
+    """`size` of each: a new customer, a known one renamed and moved to `paid`, an event whose
+    stored body cannot be applied. Returns the event ids by kind."""
+    ids: dict[str, list[str]] = {"new": [], "known": [], "broken": []}
+    for i in range(size):
+        ids["new"].append(
+            identify(
+                client, admin_key, email=f"{tag}-new{i}@example.com", name=f"N{i} {ODD}", status="trial"
+            )["event_id"]
+        )
+        ids["known"].append(
+            identify(
+                client,
+                admin_key,
+                email=f"{tag}-known{i}@example.com",
+                name=f"Renamed {i}",
+                status="paid",
+                params={"seats": i},
+                timestamp="2026-06-01T00:00:00Z",
+            )["event_id"]
+        )
+        ids["broken"].append(identify(client, admin_key, email=f"{tag}-broken{i}@example.com")["event_id"])
+    return ids
+
+
+def _drain_counting(runtime: Runtime) -> int:
+    """Statements one batch sends; an executemany counts once per row (the server runs each)."""
+    count = 0
+
+    def counter(*args: Any) -> None:
+        nonlocal count
+        parameters, many = args[3], args[5]
+        count += len(parameters) if many else 1
+
+    event.listen(runtime.db.engine, "before_cursor_execute", counter)
+    try:
+        assert drain_batch(runtime, 1000) > 0
+    finally:
+        event.remove(runtime.db.engine, "before_cursor_execute", counter)
+    return count
+
+
+def _round(client: FlaskClient, admin_key: str, runtime: Runtime, tag: str, size: int) -> int:
+    for i in range(size):
+        identify(
+            client,
+            admin_key,
+            email=f"{tag}-known{i}@example.com",
+            name="Old",
+            status="trial",
+            timestamp="2026-01-01T00:00:00Z",
+        )
+    drain_batch(runtime, 1000)
+    ids = _batch(client, admin_key, tag, size)
+    with runtime.db.session() as session, session.begin():
+        session.execute(update(Event).where(Event.id.in_(ids["broken"])).values(body=b"{not json"))
+    statements = _drain_counting(runtime)
+
+    for i in range(size):
+        known = customer(client, admin_key, f"{tag}-known{i}@example.com")
+        assert known["name"] == f"Renamed {i}"
+        assert known["projects"]["default"]["status"] == "paid"
+        assert known["projects"]["default"]["params"] == {"seats": i}
+        new = customer(client, admin_key, f"{tag}-new{i}@example.com")
+        assert new["name"] == f"N{i} {ODD}" and new["projects"]["default"]["status"] == "trial"
+    with runtime.db.session() as session:
+        for kind, status in (("new", "processed"), ("known", "processed"), ("broken", "failed")):
+            events = list(session.scalars(select(Event).where(Event.id.in_(ids[kind]))))
+            assert {e.status for e in events} == {status}
+            assert {e.attempts for e in events} == {1}
+            assert all(e.processed_at is not None for e in events)
+            if status == "failed":
+                assert all(e.last_error and "JSONDecodeError" in e.last_error for e in events)
+                assert all(e.changes is None for e in events)
+            else:
+                assert all(e.last_error is None and e.changes for e in events)
+            attempts = session.scalar(
+                select(func.count()).select_from(EventAttempt).where(EventAttempt.event_id.in_(ids[kind]))
+            )
+            assert attempts == size
+        rows = list(
+            session.scalars(
+                select(TimelineEntry)
+                .where(TimelineEntry.event_id.in_(ids["new"] + ids["known"]))
+                .order_by(TimelineEntry.id)
+            )
+        )
+        # One row per applied event, in the batch's order (ids follow the events').
+        assert [r.event_id for r in rows] == sorted(ids["new"] + ids["known"])
+    return statements
+
+
+def test_a_batch_costs_the_same_statements_whatever_its_size(
+    client: FlaskClient, admin_key: str, runtime: Runtime
+) -> None:
+    few = _round(client, admin_key, runtime, "few", 2)
+    many = _round(client, admin_key, runtime, "many", 12)
+    if runtime.db.is_postgres:
+        assert many == few

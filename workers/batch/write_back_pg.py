@@ -1,0 +1,290 @@
+"""The bulk writes of a batch on PostgreSQL: one statement per table whatever the batch's size.
+
+Each statement takes its rows as one JSON array and turns it into typed rows with
+`json_to_recordset` (`UPDATE … FROM json_to_recordset(…)`, `INSERT … SELECT … ON CONFLICT`), so a
+batch of 500 events costs the same handful of round trips and plans as a batch of 5, where the
+ORM's flush would send one UPDATE per row. workers/batch/write_back.py decides what to write and
+calls these on PostgreSQL; SQLite keeps the ORM path there. The ORM rows the batch loaded are then
+marked as written (`set_committed_value`), so the session holds what the database holds and its
+flush sends nothing more for them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from tributary.models.base import sortable_id
+
+if TYPE_CHECKING:
+    from tributary.models import Customer, CustomerProject, Event
+
+__all__ = [
+    "insert_attempts",
+    "insert_customers",
+    "insert_timeline",
+    "update_customers",
+    "update_events",
+    "upsert_projects",
+]
+
+
+def _default(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# Text the JSON path cannot carry: NUL (escaped by the encoder) and lone UTF-16 surrogates (kept
+# raw, not being text at all). Rows holding either go as arrays, so the driver refuses them in its own
+# words (workers/isolation.py then fails that event alone) instead of the JSON parser.
+_UNSAFE = re.compile("\\\\u0000|[\ud800-\udfff]")
+
+
+def _execute(
+    session: Session, template: str, columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, Any]]
+) -> Any:
+    """Run `template` with `{rows}` replaced by a row source named `v` with `columns` (name, SQL
+    type) and an ordinal `n`, fed by `rows` in one parameter.
+
+    The rows go as one JSON array (`json_to_recordset`): one C-encoded string binds far faster than
+    an array per column, whose every text element the driver escapes in Python."""
+    names = ", ".join(name for name, _ in columns)
+    payload = json.dumps(
+        [{name: row[name] for name, _ in columns} for row in rows],
+        default=_default,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    if _UNSAFE.search(payload) is None:
+        typed = ", ".join(f"{name} {kind}" for name, kind in columns)
+        source = (
+            f"ROWS FROM (json_to_recordset(CAST(:rows AS json)) AS ({typed})) "
+            f"WITH ORDINALITY AS v({names}, n)"
+        )
+        return session.execute(text(template.format(rows=source)), {"rows": payload})
+    arrays = ", ".join(f"CAST(:c{i} AS {kind}[])" for i, (_, kind) in enumerate(columns))
+    params = {
+        f"c{i}": [json.dumps(row[name]) if kind == "jsonb" else row[name] for row in rows]
+        for i, (name, kind) in enumerate(columns)
+    }
+    source = f"unnest({arrays}) WITH ORDINALITY AS v({names}, n)"
+    return session.execute(text(template.format(rows=source)), params)
+
+
+_UPDATE_EVENTS = """
+    UPDATE events AS e SET
+        attempts = v.attempts,
+        status = v.status,
+        last_error = v.last_error,
+        processed_at = v.processed_at,
+        changes = CASE WHEN v.has_changes THEN v.changes ELSE e.changes END,
+        awaiting_source = CASE WHEN v.has_awaiting THEN v.awaiting_source ELSE e.awaiting_source END,
+        awaiting_id = CASE WHEN v.has_awaiting THEN v.awaiting_id ELSE e.awaiting_id END
+    FROM {rows}
+    WHERE e.id = v.id
+"""
+_EVENT_COLUMNS = (
+    ("id", "text"),
+    ("attempts", "int"),
+    ("status", "text"),
+    ("last_error", "text"),
+    ("processed_at", "timestamptz"),
+    ("has_changes", "boolean"),
+    ("changes", "jsonb"),
+    ("has_awaiting", "boolean"),
+    ("awaiting_source", "text"),
+    ("awaiting_id", "text"),
+)
+
+
+def update_events(session: Session, events: Sequence[tuple[Event, dict[str, Any]]]) -> None:
+    """Write each event's new attributes (`attempts`, `status`, `last_error`, `processed_at`, and
+    `changes` / `awaiting_source` / `awaiting_id` when given) in one statement."""
+    if not events:
+        return
+    rows = [
+        {
+            "id": event.id,
+            "attempts": values["attempts"],
+            "status": values["status"],
+            "last_error": values["last_error"],
+            "processed_at": values["processed_at"],
+            "has_changes": "changes" in values,
+            "changes": values.get("changes"),
+            "has_awaiting": "awaiting_source" in values,
+            "awaiting_source": values.get("awaiting_source"),
+            "awaiting_id": values.get("awaiting_id"),
+        }
+        for event, values in events
+    ]
+    _execute(session, _UPDATE_EVENTS, _EVENT_COLUMNS, rows)
+    for event, values in events:
+        for name, value in values.items():
+            set_committed_value(event, name, value)
+
+
+_UPDATE_CUSTOMERS = """
+    UPDATE customers AS c SET
+        name = v.name,
+        clock = v.clock,
+        last_activity_at = v.last_activity_at,
+        email = v.email,
+        past_emails = v.past_emails,
+        updated_at = v.updated_at
+    FROM {rows}
+    WHERE c.id = v.id
+"""
+_CUSTOMER_COLUMNS = (
+    ("id", "text"),
+    ("name", "text"),
+    ("clock", "jsonb"),
+    ("last_activity_at", "timestamptz"),
+    ("email", "text"),
+    ("past_emails", "jsonb"),
+    ("updated_at", "timestamptz"),
+)
+
+
+def update_customers(session: Session, customers: Sequence[tuple[Customer, dict[str, Any]]]) -> None:
+    """Write each customer's `name`, `clock`, `last_activity_at`, `email`, `past_emails` and
+    `updated_at` in one statement. The rows are sorted by id, the order the load locked them in."""
+    if not customers:
+        return
+    ordered = sorted(customers, key=lambda item: item[0].id)
+    rows = [
+        {
+            "id": customer.id,
+            "name": values["name"],
+            "clock": values["clock"],
+            "last_activity_at": values["last_activity_at"],
+            "email": values["email"],
+            "past_emails": values["past_emails"],
+            "updated_at": values["updated_at"],
+        }
+        for customer, values in ordered
+    ]
+    _execute(session, _UPDATE_CUSTOMERS, _CUSTOMER_COLUMNS, rows)
+    for customer, values in ordered:
+        for name, value in values.items():
+            set_committed_value(customer, name, value)
+
+
+_UPSERT_PROJECTS = """
+    INSERT INTO customer_projects
+        (customer_id, project_id, status, params, clock, first_seen_at, last_activity_at, updated_at)
+    SELECT v.customer_id, v.project_id, v.status, v.params, v.clock, v.first_seen_at,
+           v.last_activity_at, v.updated_at
+    FROM {rows}
+    ORDER BY v.n
+    ON CONFLICT (customer_id, project_id) DO UPDATE SET
+        status = excluded.status,
+        params = excluded.params,
+        clock = excluded.clock,
+        first_seen_at = excluded.first_seen_at,
+        last_activity_at = excluded.last_activity_at,
+        updated_at = excluded.updated_at
+"""
+_PROJECT_COLUMNS = (
+    ("customer_id", "text"),
+    ("project_id", "text"),
+    ("status", "text"),
+    ("params", "jsonb"),
+    ("clock", "jsonb"),
+    ("first_seen_at", "timestamptz"),
+    ("last_activity_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+)
+
+
+def upsert_projects(
+    session: Session,
+    rows: Sequence[dict[str, Any]],
+    loaded: Sequence[CustomerProject | None],
+) -> None:
+    """Insert or update project rows (keyed by customer and project) in one statement; `loaded[i]`
+    is the ORM row `rows[i]` updates, or None for a new one. Sorted by key, so two batches that
+    touch the same rows lock them in the same order."""
+    if not rows:
+        return
+    pairs = sorted(zip(rows, loaded, strict=True), key=lambda p: (p[0]["customer_id"], p[0]["project_id"]))
+    _execute(session, _UPSERT_PROJECTS, _PROJECT_COLUMNS, [r for r, _ in pairs])
+    for row, existing in pairs:
+        if existing is not None:
+            for name in ("status", "params", "clock", "first_seen_at", "last_activity_at", "updated_at"):
+                set_committed_value(existing, name, row[name])
+
+
+_INSERT_TIMELINE = """
+    INSERT INTO customer_changes (customer_id, project_id, event_id, kind, data, occurred_at, recorded_at)
+    SELECT v.customer_id, v.project_id, v.event_id, v.kind, v.data, v.occurred_at, v.recorded_at
+    FROM {rows}
+    ORDER BY v.n
+"""
+_TIMELINE_COLUMNS = (
+    ("customer_id", "text"),
+    ("project_id", "text"),
+    ("event_id", "text"),
+    ("kind", "text"),
+    ("data", "jsonb"),
+    ("occurred_at", "timestamptz"),
+    ("recorded_at", "timestamptz"),
+)
+
+
+def insert_timeline(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """The batch's timeline rows, in one statement; ids follow the rows' order."""
+    if not rows:
+        return
+    _execute(session, _INSERT_TIMELINE, _TIMELINE_COLUMNS, rows)
+
+
+_INSERT_ATTEMPTS = """
+    INSERT INTO event_attempts (event_id, number, outcome, error, attempted_at)
+    SELECT v.event_id, v.number, v.outcome, v.error, v.attempted_at
+    FROM {rows}
+    ORDER BY v.n
+"""
+_ATTEMPT_COLUMNS = (
+    ("event_id", "text"),
+    ("number", "int"),
+    ("outcome", "text"),
+    ("error", "text"),
+    ("attempted_at", "timestamptz"),
+)
+
+
+def insert_attempts(session: Session, rows: Sequence[dict[str, Any]], now: datetime) -> None:
+    """One attempt row per event, in one statement."""
+    if not rows:
+        return
+    _execute(session, _INSERT_ATTEMPTS, _ATTEMPT_COLUMNS, [{**row, "attempted_at": now} for row in rows])
+
+
+_INSERT_CUSTOMERS = """
+    INSERT INTO customers (id, account_id, email, past_emails, clock, created_at, updated_at)
+    SELECT v.id, v.account_id, v.email, '[]'::jsonb, '{{}}'::jsonb, v.now, v.now
+    FROM {rows}
+    ORDER BY v.n
+    ON CONFLICT (account_id, email) DO NOTHING
+    RETURNING id, email
+"""
+_NEW_CUSTOMER_COLUMNS = (("id", "text"), ("account_id", "text"), ("email", "text"), ("now", "timestamptz"))
+
+
+def insert_customers(
+    session: Session, account_id: str, emails: Sequence[str], now: datetime
+) -> list[tuple[str, str]]:
+    """A customer for each of `emails` (sorted) that nobody holds, in one statement; returns the
+    new (id, email) pairs."""
+    if not emails:
+        return []
+    rows = [{"id": sortable_id("cus"), "account_id": account_id, "email": e, "now": now} for e in emails]
+    return [(row[0], row[1]) for row in _execute(session, _INSERT_CUSTOMERS, _NEW_CUSTOMER_COLUMNS, rows)]
