@@ -106,3 +106,19 @@ def test_a_new_customer_is_never_updated_before_it_was_created(
     drain_batch(runtime)
     later = customer(client, admin_key, "new@example.com")
     assert later["created_at"] == record["created_at"] < later["updated_at"]
+
+
+def test_an_event_from_before_1970_applies_beside_customers_who_changed_address(
+    client: FlaskClient, admin_key: str, runtime: Runtime
+) -> None:
+    # Event times are kept as milliseconds since 1970; one at or before it must not take every customer
+    # for an earlier holder of its address (a customer who never held an address is not one).
+    identify(client, admin_key, email="old@example.com", name="Old", timestamp="2026-01-01T00:00:00Z")
+    drain_batch(runtime)
+    first = identify(
+        client, admin_key, email="pioneer@example.com", name="P", timestamp="1969-07-20T20:17:00Z"
+    )
+    drain_batch(runtime)
+    assert _event(runtime, first["event_id"]).status == "processed"
+    assert customer(client, admin_key, "pioneer@example.com")["name"] == "P"
+    assert customer(client, admin_key, "old@example.com")["name"] == "Old"

@@ -269,13 +269,14 @@ class BatchState:
         """The customer whose identity asserted `email` at or after `t` and has since moved on: a
         change from `t` naming that address is that person's, as it would have been in order (the
         identity joins or merges whoever held the address then; identity_resolution.py)."""
-        # An address absent from `past` counts as 0, so after 1970 only the few customers with past
-        # addresses can qualify: looking at those alone keeps a batch linear in its size.
-        holders = self.addresses.keys() if t <= 0 else self.with_past
+        # Only a customer whose past holds the address can have held it: looking at the few with past
+        # addresses alone keeps a batch linear in its size (and an event time at or before 1970, 0 or
+        # less, no longer matches every customer).
         candidates = [
-            (-self.addresses[customer_id].past[email], customer_id)
-            for customer_id in holders
-            if self.addresses[customer_id].past.get(email, 0) >= t
+            (-past[email], customer_id)
+            for customer_id in self.with_past
+            if email in (past := self.addresses[customer_id].past)
+            and past[email] >= t
             and self.customers[customer_id].account_id == account_id
         ]
         return min(candidates)[1] if candidates else None
