@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from tributary.app.auth import KeyCache
 from tributary.app.errors import register_error_handlers
+from tributary.app.event_store import EventStore
 from tributary.app.json_provider import StrictJSONProvider
 from tributary.app.ratelimit import RateLimiter
 from tributary.app.sources import SourceCache
@@ -56,6 +57,8 @@ class Extensions:
     projects: ProjectCache
     # Webhook sources by id for the delivery path; the sources API and dashboard invalidate it.
     sources: SourceCache
+    # Group commit of the single-event doors (identify, ping, one-event webhooks).
+    events: EventStore
 
 
 def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | None = None) -> Flask:
@@ -75,6 +78,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
         rate_limiter=RateLimiter(lambda: runtime.redis, settings.rate_limit),
         projects=ProjectCache(settings.key_cache_seconds),
         sources=SourceCache(settings.key_cache_seconds),
+        events=EventStore(runtime),
     )
     strict_json: JSONProvider = StrictJSONProvider(app)
     app.json = strict_json

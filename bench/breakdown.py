@@ -39,10 +39,10 @@ STEPS = (
     "authenticate: key hash + cached lookup (+ rate limiter hit)",
     "validate: pydantic IdentifyRequest, email-validator",
     "DB: pool checkout (a socket check, no round trip)",
-    "DB: INSERT ... RETURNING, autocommit (a round trip)",
+    "DB: the shared INSERT ... RETURNING, autocommit (group commit: one row at a time here)",
     "DB: return the connection to the pool",
     "Redis: doorbell ring (at most one per 20 ms per process while stores overlap)",
-    "response: EventAccepted + jsonify",
+    "response: EventAccepted's JSON",
     "rest of the view (ids, clocks, project, request body)",
     "Flask + werkzeug around the view (routing, contexts, test client)",
 )
@@ -78,7 +78,7 @@ def instrument(clock: Clock) -> None:
 
     patch(ingest, "authenticate", STEPS[0])
     patch(IdentifyRequest, "model_validate_json", STEPS[1])
-    patch(Connection, "scalar", STEPS[3])
+    patch(Connection, "exec_driver_sql", STEPS[3])
     patch(doorbell, "ring", STEPS[5])
     patch(ingest, "_accepted", STEPS[6])
     patch(ingest, "_ingest", "view")

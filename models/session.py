@@ -76,8 +76,9 @@ class Database:
     """Owns the engine and the session factories.
 
     `session()` is for request-scoped reads and small writes; `write_session()` is for the worker's
-    batch transactions (BEGIN IMMEDIATE on SQLite, row locks on PostgreSQL); `autocommit()` gives
-    one-statement transactions for the ingest path, which needs exactly one round trip.
+    batch transactions (BEGIN IMMEDIATE on SQLite, row locks on PostgreSQL), `write_connection()` the
+    same for Core statements; `autocommit()` gives one-statement transactions for the ingest path,
+    which needs exactly one round trip.
     """
 
     def __init__(self, url: str, *, pool_size: int = 5, echo: bool = False) -> None:
@@ -112,6 +113,13 @@ class Database:
     def write_session(self) -> Iterator[Session]:
         with self.WriteSession() as session:
             yield session
+
+    @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """A Core connection in one write transaction (BEGIN IMMEDIATE on SQLite), committed when the
+        block ends and rolled back if it raises: several statements, one commit."""
+        with self._write_engine.begin() as conn:
+            yield conn
 
     @contextmanager
     def autocommit(self) -> Iterator[Connection]:

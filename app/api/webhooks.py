@@ -17,9 +17,9 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, Field
 
 from tributary.app import source_cache
-from tributary.app.api.ingest import _insert_event
 from tributary.app.errors import APIError
 from tributary.app.event_rows import event_row, refuse_future
+from tributary.app.event_store import insert_one
 from tributary.app.openapi import describe
 from tributary.app.rejections import record_rejections
 from tributary.app.sources import ResolvedSource
@@ -161,12 +161,17 @@ def _rows(
 
 
 def _store(runtime: Runtime, rows: list[dict[str, Any]]) -> int:
-    """Insert the rows in one statement (atomic on its own); returns how many were new."""
+    """Store the delivery's rows, all or none; returns how many were new. One event (most
+    deliveries) shares its commit with concurrent requests (app/event_store.py); several go in one
+    multi-row statement of their own, atomic on its own."""
+    if len(rows) == 1:
+        stored_now = current_app.extensions["tributary"].events.store(rows[0])
+        if stored_now is not None:
+            return int(stored_now)
     with doorbell.stored(runtime) as store, runtime.db.autocommit() as conn:
         if len(rows) == 1:
-            # Most deliveries carry one event: the INSERT built once per dialect, with the row as
-            # parameters, instead of compiling a statement around this delivery's values.
-            stored = 0 if conn.scalar(_insert_event(conn.dialect.name), rows[0]) is None else 1
+            # The shared write failed: this delivery stores its event alone, meeting its own error.
+            stored = 0 if insert_one(conn, rows[0], None) is None else 1
         else:
             stmt = insert_for(conn.dialect.name, Event).values(rows).on_conflict_do_nothing()
             stored = len(conn.execute(stmt.returning(Event.id)).all())

@@ -1,0 +1,249 @@
+"""Storing pending events: the INSERT statements of every door, and group commit for the single ones.
+
+An identify, a ping or a one-event webhook is answered only after its event is committed. Done one
+by one, each request paid a pool checkout, a statement, a commit and a return; under load the web
+process spent most of its time there. `EventStore.store` lets the concurrent requests of one
+process share that work: the first request to arrive while no write is in flight writes every row
+queued at that moment in ONE statement and ONE commit (the leader); requests arriving meanwhile
+queue up, and the next free one writes them all when the leader is done. Nobody is answered before
+the commit that holds their row, so acknowledgement stays durable; a request alone pays what it
+paid before (a batch of one), and under load each commit carries as many rows as arrived during
+the previous one.
+
+If a shared write fails, no row of it is answered from it: every request of the batch runs its own
+single INSERT instead (`store` returns `None`), so one bad row or a database hiccup fails that
+request alone, with the error it would have had on its own.
+
+On PostgreSQL the batch is one fixed statement fed by one JSON parameter (`json_to_recordset`):
+prepared once, whatever the batch size. SQLite writes the rows one by one in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import deque
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, exists, select
+
+from tributary.models import ApiKey, Event
+from tributary.models.sql import insert_for
+from tributary.runtime.doorbell import coalescer
+from tributary.runtime.process import Runtime
+
+__all__ = ["KEY_PARAM", "EventStore", "conditional_insert", "insert_statement"]
+
+log = logging.getLogger(__name__)
+
+# The bind parameter naming the API key whose request stores a row (None for a webhook).
+KEY_PARAM = "api_key_id"
+
+_insert_statements: dict[str, Any] = {}
+_conditional_inserts: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
+def insert_statement(dialect: str) -> Any:
+    """`INSERT … ON CONFLICT DO NOTHING RETURNING id`, built once per dialect and executed with the
+    row(s) as parameters. Building it per request with `.values(row)` made SQLAlchemy coerce and
+    hash every literal for its cache key: a third of the endpoint's CPU (bench/README.md)."""
+    stmt = _insert_statements.get(dialect)
+    if stmt is None:
+        stmt = _insert_statements[dialect] = (
+            insert_for(dialect, Event).on_conflict_do_nothing().returning(Event.id)
+        )
+    return stmt
+
+
+def conditional_insert(dialect: str, columns: tuple[str, ...]) -> Any:
+    """`INSERT … SELECT <the row> WHERE <the request's key is not revoked> ON CONFLICT DO NOTHING
+    RETURNING id`: the revocation check rides on the INSERT itself, so identify needs neither a
+    Redis read of the revocation stamp nor a second statement, and a key revoked anywhere stops
+    storing events with the next request. Built once per dialect and column set."""
+    stmt = _conditional_inserts.get((dialect, columns))
+    if stmt is None:
+        table = Event.__table__
+        row = select(*(bindparam(name, type_=table.c[name].type) for name in columns)).where(
+            exists().where(ApiKey.id == bindparam(KEY_PARAM), ApiKey.revoked_at.is_(None))
+        )
+        stmt = _conditional_inserts[(dialect, columns)] = (
+            insert_for(dialect, Event)
+            .from_select(list(columns), row)
+            .on_conflict_do_nothing()
+            .returning(Event.id)
+        )
+    return stmt
+
+
+def insert_one(conn: Connection, row: dict[str, Any], key_id: str | None) -> str | None:
+    """Insert one row on `conn` (the key checked when there is one); its id, or None when the
+    database already had its dedup key (or the key is revoked)."""
+    dialect = conn.dialect.name
+    if key_id is None:
+        found = conn.scalar(insert_statement(dialect), row)
+    else:
+        found = conn.scalar(conditional_insert(dialect, tuple(row)), {**row, KEY_PARAM: key_id})
+    return None if found is None else str(found)
+
+
+# The batch statement on PostgreSQL: (column, SQL type of the JSON field, expression inserted).
+_PG_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("id", "text", "v.id"),
+    ("account_id", "text", "v.account_id"),
+    ("project_id", "text", "v.project_id"),
+    ("source_id", "text", "v.source_id"),
+    ("channel", "text", "v.channel"),
+    ("type", "text", "v.type"),
+    ("provider_event_id", "text", "v.provider_event_id"),
+    ("dedup_key", "text", "v.dedup_key"),
+    ("body_hash", "text", "v.body_hash"),
+    ("email", "text", "v.email"),
+    ("occurred_at", "timestamptz", "v.occurred_at"),
+    ("received_at", "timestamptz", "v.received_at"),
+    ("body", "text", "decode(v.body, 'hex')"),
+    ("headers", "jsonb", "v.headers"),
+    ("payload", "jsonb", "v.payload"),
+    ("status", "text", "v.status"),
+    ("attempts", "integer", "v.attempts"),
+)
+# Built from the constants above only, never from input.
+_PG_BATCH = (
+    f"INSERT INTO events ({', '.join(name for name, _, _ in _PG_COLUMNS)}) "  # noqa: S608
+    f"SELECT {', '.join(expr for _, _, expr in _PG_COLUMNS)} "
+    f"FROM json_to_recordset(%s::json) AS v("
+    f"{', '.join(f'{name} {kind}' for name, kind, _ in _PG_COLUMNS)}, {KEY_PARAM} text) "
+    f"WHERE v.{KEY_PARAM} IS NULL OR EXISTS ("
+    f"SELECT 1 FROM api_keys k WHERE k.id = v.{KEY_PARAM} AND k.revoked_at IS NULL) "
+    "ON CONFLICT DO NOTHING RETURNING id"
+)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class _Pending:
+    __slots__ = ("key_id", "row")
+
+    def __init__(self, row: dict[str, Any], key_id: str | None) -> None:
+        self.row = row
+        self.key_id = key_id
+
+
+class _Batch:
+    """Rows that will share one statement and commit. Its first request is its leader: it writes
+    the batch when the write before it is done (`turn`); the others wait for `done`."""
+
+    __slots__ = ("done", "failed", "inserted", "items", "turn")
+
+    def __init__(self) -> None:
+        self.items: list[_Pending] = []
+        self.turn = threading.Event()
+        self.done = threading.Event()
+        self.failed = True  # until its write commits
+        self.inserted: set[str] = set()
+
+
+class EventStore:
+    """Per web process: group commit of single-event stores (module docstring)."""
+
+    # Rows per shared statement; a request arriving at a full batch starts the next one.
+    MAX_ROWS = 256
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._lock = threading.Lock()
+        self._open = _Batch()  # the batch new rows join
+        self._full: deque[_Batch] = deque()  # batches closed at MAX_ROWS, waiting their turn
+        self._writing = False  # a batch's write is in flight
+        self.batches = 0  # shared writes made, for tests
+        self.rows = 0  # rows they carried
+
+    def store(self, row: dict[str, Any], key_id: str | None = None) -> bool | None:
+        """Insert one pending event (checking `key_id` is not revoked when given) and commit.
+        True: stored by this call. False: not stored, because its dedup key was stored before or
+        the key is revoked. None: the shared write failed, so nothing was stored for this call:
+        the caller stores the row on its own (`insert_one`), meeting its own error if any."""
+        # Each request is a store in flight for the doorbell until its row is written, so while
+        # rows keep coming the bell rings at most once per window, and the last one out rings
+        # for what is owed (runtime/doorbell.py). Rung by each request after the batch's commit,
+        # never by a leader while others wait for the next batch.
+        bell = coalescer(self.runtime)
+        bell.enter()
+        inserted = False
+        try:
+            with self._lock:
+                batch = self._open
+                batch.items.append(_Pending(row, key_id))
+                leader = len(batch.items) == 1
+                if len(batch.items) >= self.MAX_ROWS:
+                    self._open = _Batch()
+                    self._full.append(batch)
+                if not self._writing:
+                    self._start_next()
+            if leader:
+                batch.turn.wait()
+                try:
+                    self._write(batch)
+                finally:
+                    self._next()
+                    batch.done.set()
+            else:
+                batch.done.wait()
+            if batch.failed:
+                return None
+            inserted = row["id"] in batch.inserted
+            return inserted
+        finally:
+            bell.leave(self.runtime, inserted)
+
+    def _start_next(self) -> None:
+        """Under the lock, with no write in flight: let the next batch's leader write it (full
+        batches first, in order), and start a new batch for the rows that come meanwhile."""
+        if self._full:
+            batch = self._full.popleft()
+        elif self._open.items:
+            batch, self._open = self._open, _Batch()
+        else:
+            return
+        self._writing = True
+        batch.turn.set()
+
+    def _next(self) -> None:
+        """After a write: the batch that filled up meanwhile goes next, if any."""
+        with self._lock:
+            self._writing = False
+            self._start_next()
+
+    def _write(self, batch: _Batch) -> None:
+        try:
+            batch.inserted = self._insert(batch.items)
+        except Exception as exc:  # each request then meets its own error, alone
+            log.info("a shared write of %d events failed, each is stored alone: %s", len(batch.items), exc)
+            return
+        batch.failed = False
+        self.batches += 1
+        self.rows += len(batch.items)
+
+    def _insert(self, batch: Sequence[_Pending]) -> set[str]:
+        db = self.runtime.db
+        if db.is_postgres:
+            payload = json.dumps(
+                [{**p.row, KEY_PARAM: p.key_id} for p in batch],
+                default=_json_value,
+                separators=(",", ":"),
+                ensure_ascii=False,
+            )
+            with db.autocommit() as conn:
+                return {str(found) for found in conn.exec_driver_sql(_PG_BATCH, (payload,)).scalars()}
+        with db.write_connection() as conn:
+            ids = {insert_one(conn, p.row, p.key_id) for p in batch}
+        ids.discard(None)
+        return {str(found) for found in ids}

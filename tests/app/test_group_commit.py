@@ -1,0 +1,184 @@
+"""Group commit (app/event_store.py): concurrent single-event stores share one statement and one
+commit, each caller answered only after that commit, and a failed shared write fails nobody: every
+caller then stores its row alone.
+
+The database itself holds the first write back (a transaction of another connection locks the
+events table), so the rows that arrive meanwhile queue up for the next shared write: no timing
+guesses, no stand-in for the database."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select, text
+
+from tests.helpers import auth, make_key
+from tributary.app.event_rows import event_row
+from tributary.app.event_store import EventStore, insert_one
+from tributary.models import ApiKey, Event, Project
+from tributary.runtime.process import Runtime
+
+
+@contextmanager
+def events_locked(runtime: Runtime) -> Iterator[None]:
+    """Hold writes to the events table in another transaction until the block ends."""
+    with runtime.db.write_connection() as conn:  # BEGIN IMMEDIATE on SQLite: the write lock
+        if runtime.db.is_postgres:
+            conn.execute(text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
+        yield
+
+
+def wait_for(predicate: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def _row(runtime: Runtime, account_id: str, n: int, **overrides: Any) -> dict[str, Any]:
+    with runtime.db.session() as session:
+        project_id = session.scalar(select(Project.id).where(Project.account_id == account_id))
+    now = datetime.now(UTC)
+    fields: dict[str, Any] = {
+        "account_id": account_id,
+        "project_id": project_id,
+        "channel": "identify",
+        "type": "identify",
+        "occurred_at": now,
+        "received_at": now,
+        "body": f'{{"email":"g{n}@example.com"}}'.encode(),
+        "email": f"g{n}@example.com",
+        "dedup_key": None,
+        "provider_event_id": None,
+    }
+    fields.update(overrides)
+    return event_row(**fields)
+
+
+def _key_id(runtime: Runtime) -> str:
+    make_key(runtime, ["ingest"])
+    with runtime.db.session() as session:
+        return str(session.scalars(select(ApiKey.id).order_by(ApiKey.created_at.desc())).first())
+
+
+def _stored_ids(runtime: Runtime) -> set[str]:
+    with runtime.db.session() as session:
+        return set(session.scalars(select(Event.id)))
+
+
+def _run_behind_a_held_write(
+    store: EventStore, runtime: Runtime, first: tuple[dict[str, Any], str | None], rest: list[tuple]
+) -> list[bool | None]:
+    """`first` is written alone while the table is locked; `rest` queue up meanwhile and share the
+    next write. Returns every call's result, `first` first."""
+    results: list[bool | None] = [None] * (1 + len(rest))
+
+    def call(i: int, row: dict[str, Any], key_id: str | None) -> None:
+        results[i] = store.store(row, key_id)
+
+    threads = [threading.Thread(target=call, args=(0, *first))]
+    with events_locked(runtime):
+        threads[0].start()
+        wait_for(lambda: store._writing, "the first write to start")
+        for i, (row, key_id) in enumerate(rest, start=1):
+            threads.append(threading.Thread(target=call, args=(i, row, key_id)))
+            threads[-1].start()
+        wait_for(lambda: len(store._open.items) == len(rest), "the others to queue")
+        assert all(r is None for r in results)  # nobody answered before a commit
+    for thread in threads:
+        thread.join(10)
+    return results
+
+
+def test_requests_arriving_during_a_write_share_the_next_statement_and_commit(
+    runtime: Runtime, account_id: str
+) -> None:
+    store = EventStore(runtime)
+    key_id = _key_id(runtime)
+    first = (_row(runtime, account_id, 0), key_id)
+    rest = [(_row(runtime, account_id, n), key_id) for n in range(1, 9)]
+    results = _run_behind_a_held_write(store, runtime, first, rest)
+    assert results == [True] * 9
+    assert (store.batches, store.rows) == (2, 9)  # one write alone, then eight rows in one
+    assert _stored_ids(runtime) == {first[0]["id"], *(row["id"] for row, _ in rest)}
+
+
+def test_a_shared_write_dedups_and_checks_each_rows_key(runtime: Runtime, account_id: str) -> None:
+    store = EventStore(runtime)
+    live, revoked = _key_id(runtime), _key_id(runtime)
+    with runtime.db.session() as session, session.begin():
+        session.get_one(ApiKey, revoked).revoked_at = datetime.now(UTC)
+    earlier = _row(runtime, account_id, 0, dedup_key="api:m-1")
+    assert store.store(earlier, live) is True
+    twin_a = _row(runtime, account_id, 1, dedup_key="api:m-2")
+    twin_b = _row(runtime, account_id, 2, dedup_key="api:m-2")
+    rest = [
+        (_row(runtime, account_id, 3, dedup_key="api:m-1"), live),  # stored before
+        (twin_a, live),
+        (twin_b, live),  # same message id in the same statement
+        (_row(runtime, account_id, 4), revoked),
+        (_row(runtime, account_id, 5), None),  # a webhook's row: no key to check
+    ]
+    results = _run_behind_a_held_write(store, runtime, (_row(runtime, account_id, 6), live), rest)
+    assert results[0] is True
+    assert results[1] is False
+    assert sorted(results[2:4]) == [False, True]  # exactly one of the twins
+    assert results[4] is False
+    assert results[5] is True
+    assert store.batches == 3
+
+
+def test_a_failed_shared_write_stores_nothing_and_each_caller_then_stores_alone(
+    runtime: Runtime, account_id: str
+) -> None:
+    store = EventStore(runtime)
+    key_id = _key_id(runtime)
+    good = _row(runtime, account_id, 1)
+    bad = _row(runtime, account_id, 2, channel=None)  # NOT NULL: the whole statement fails
+    results = _run_behind_a_held_write(
+        store, runtime, (_row(runtime, account_id, 0), key_id), [(good, key_id), (bad, key_id)]
+    )
+    assert results == [True, None, None]
+    assert good["id"] not in _stored_ids(runtime)
+    with runtime.db.autocommit() as conn:
+        assert insert_one(conn, good, key_id) == good["id"]
+        with pytest.raises(Exception):  # noqa: B017 - the driver's own error, whatever its class
+            insert_one(conn, bad, key_id)
+    assert good["id"] in _stored_ids(runtime)
+
+
+def test_identify_answers_each_request_after_the_commit_that_holds_it(
+    client: FlaskClient, runtime: Runtime, account_id: str
+) -> None:
+    """Through the API: requests that queue behind a held write are all accepted, all stored, in
+    fewer commits than requests; the one whose row a shared write failed to store is answered from
+    its own INSERT."""
+    key = make_key(runtime, ["ingest"])
+    store: EventStore = client.application.extensions["tributary"].events
+    answers: list[Any] = [None] * 6
+
+    def post(i: int) -> None:
+        answers[i] = client.post("/v1/identify", json={"email": f"q{i}@example.com"}, headers=auth(key))
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(6)]
+    with events_locked(runtime):
+        threads[0].start()
+        wait_for(lambda: store._writing, "the first write to start")
+        for thread in threads[1:]:
+            thread.start()
+        wait_for(lambda: len(store._open.items) == 5, "the others to queue")
+    for thread in threads:
+        thread.join(10)
+    assert [a.status_code for a in answers] == [202] * 6
+    ids = {a.get_json()["event_id"] for a in answers}
+    assert ids == _stored_ids(runtime)
+    assert (store.batches, store.rows) == (2, 6)
+    with runtime.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == 6
