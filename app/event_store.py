@@ -35,7 +35,14 @@ from tributary.models.sql import insert_for
 from tributary.runtime.doorbell import coalescer
 from tributary.runtime.process import Runtime
 
-__all__ = ["KEY_PARAM", "EventStore", "conditional_insert", "insert_statement"]
+__all__ = [
+    "KEY_PARAM",
+    "EventStore",
+    "conditional_insert",
+    "insert_one",
+    "insert_rows",
+    "insert_statement",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +134,31 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.hex()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def insert_rows(
+    conn: Connection, rows: Sequence[dict[str, Any]], key_ids: Sequence[str | None] | None = None
+) -> set[str]:
+    """Insert `rows` (each checked against its key in `key_ids`, when given) and return the ids of
+    those stored; the others had their dedup key stored before, or a revoked key.
+
+    PostgreSQL: one fixed statement fed by one JSON parameter, whatever the number of rows. A
+    multi-row VALUES statement is new text for every row count, which the driver parses in Python
+    each time: 40 % of `/v1/batch`'s CPU at 100 rows. SQLite: one multi-row INSERT without keys;
+    with keys, a statement per row (the caller holds them in one transaction)."""
+    keys = list(key_ids) if key_ids is not None else [None] * len(rows)
+    if conn.dialect.name == "postgresql":
+        payload = json.dumps(
+            [{**row, KEY_PARAM: key} for row, key in zip(rows, keys, strict=True)],
+            default=_json_value,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        return {str(found) for found in conn.exec_driver_sql(_PG_BATCH, (payload,)).scalars()}
+    if all(key is None for key in keys):
+        return {str(found) for found in conn.scalars(insert_statement(conn.dialect.name), list(rows))}
+    found_ids = {insert_one(conn, row, key) for row, key in zip(rows, keys, strict=True)}
+    return {str(found) for found in found_ids if found is not None}
 
 
 class _Pending:
@@ -234,16 +266,7 @@ class EventStore:
 
     def _insert(self, batch: Sequence[_Pending]) -> set[str]:
         db = self.runtime.db
-        if db.is_postgres:
-            payload = json.dumps(
-                [{**p.row, KEY_PARAM: p.key_id} for p in batch],
-                default=_json_value,
-                separators=(",", ":"),
-                ensure_ascii=False,
-            )
-            with db.autocommit() as conn:
-                return {str(found) for found in conn.exec_driver_sql(_PG_BATCH, (payload,)).scalars()}
-        with db.write_connection() as conn:
-            ids = {insert_one(conn, p.row, p.key_id) for p in batch}
-        ids.discard(None)
-        return {str(found) for found in ids}
+        rows, keys = [p.row for p in batch], [p.key_id for p in batch]
+        # SQLite checks each row's key with its own statement: one transaction holds them all.
+        with db.autocommit() if db.is_postgres else db.write_connection() as conn:
+            return insert_rows(conn, rows, keys)

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from tributary.app.api.ingest import event_row, stored_fingerprint
 from tributary.app.auth import Principal, authenticate
 from tributary.app.errors import APIError, validation_error
-from tributary.app.event_store import insert_statement
+from tributary.app.event_store import insert_rows
 from tributary.app.openapi import describe
 from tributary.app.schemas import ErrorBody, IdentifyRequest, PingRequest
 from tributary.models import Event
@@ -168,7 +168,7 @@ def _store(principal: Principal, rows: list[dict[str, Any]]) -> dict[str, dict[s
     the same message, a 409 if the id was reused for a different one."""
     runtime = current_app.extensions["tributary"].runtime
     with doorbell.stored(runtime) as store, runtime.db.autocommit() as conn:
-        inserted = set(conn.scalars(insert_statement(conn.dialect.name), rows))
+        inserted = insert_rows(conn, rows)
         store.committed = bool(inserted)
         missing = {r["dedup_key"] for r in rows if r["id"] not in inserted}
         existing: dict[str, Any] = {}

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from tributary.app import source_cache
 from tributary.app.errors import APIError
 from tributary.app.event_rows import event_row, refuse_future
-from tributary.app.event_store import insert_one
+from tributary.app.event_store import insert_rows
 from tributary.app.openapi import describe
 from tributary.app.rejections import record_rejections
 from tributary.app.sources import ResolvedSource
@@ -34,9 +34,7 @@ from tributary.connectors.base import (
 from tributary.connectors.event_rules import email_or_none
 from tributary.connectors.registry import UnknownConnector, registry
 from tributary.connectors.safe_json import bad_text, clean_text, problem, scrub
-from tributary.models import Event
 from tributary.models.base import utcnow
-from tributary.models.sql import insert_for
 from tributary.runtime import doorbell
 from tributary.runtime.process import Runtime
 
@@ -169,12 +167,9 @@ def _store(runtime: Runtime, rows: list[dict[str, Any]]) -> int:
         if stored_now is not None:
             return int(stored_now)
     with doorbell.stored(runtime) as store, runtime.db.autocommit() as conn:
-        if len(rows) == 1:
-            # The shared write failed: this delivery stores its event alone, meeting its own error.
-            stored = 0 if insert_one(conn, rows[0], None) is None else 1
-        else:
-            stmt = insert_for(conn.dialect.name, Event).values(rows).on_conflict_do_nothing()
-            stored = len(conn.execute(stmt.returning(Event.id)).all())
+        # One event here means the shared write failed: this delivery stores it alone, meeting its
+        # own error. Several are one statement, atomic on its own.
+        stored = len(insert_rows(conn, rows))
         store.committed = stored > 0
         return stored
 
