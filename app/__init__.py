@@ -78,7 +78,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
         rate_limiter=RateLimiter(lambda: runtime.redis, settings.rate_limit),
         projects=ProjectCache(settings.key_cache_seconds),
         sources=SourceCache(settings.key_cache_seconds),
-        events=EventStore(runtime),
+        events=EventStore.for_runtime(runtime),
     )
     strict_json: JSONProvider = StrictJSONProvider(app)
     app.json = strict_json

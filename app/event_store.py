@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
@@ -31,6 +32,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, exists, select
 
 from tributary.models import ApiKey, Event
+from tributary.models.session import Database
 from tributary.models.sql import insert_for
 from tributary.runtime.doorbell import coalescer
 from tributary.runtime.process import Runtime
@@ -184,7 +186,8 @@ class _Batch:
 
 
 class EventStore:
-    """Per web process: group commit of single-event stores (module docstring)."""
+    """Per web process and database: group commit of single-event stores (module docstring).
+    One per runtime (`for_runtime`): apps built on one runtime share it, and its connection."""
 
     # Rows per shared statement; a request arriving at a full batch starts the next one.
     MAX_ROWS = 256
@@ -195,6 +198,8 @@ class EventStore:
         self._open = _Batch()  # the batch new rows join
         self._full: deque[_Batch] = deque()  # batches closed at MAX_ROWS, waiting their turn
         self._writing = False  # a batch's write is in flight
+        self._conn: Connection | None = None  # the writes' connection (PostgreSQL)
+        self._conn_db: Database | None = None  # the database it is a connection to
         self.batches = 0  # shared writes made, for tests
         self.rows = 0  # rows they carried
 
@@ -267,6 +272,42 @@ class EventStore:
     def _insert(self, batch: Sequence[_Pending]) -> set[str]:
         db = self.runtime.db
         rows, keys = [p.row for p in batch], [p.key_id for p in batch]
-        # SQLite checks each row's key with its own statement: one transaction holds them all.
-        with db.autocommit() if db.is_postgres else db.write_connection() as conn:
-            return insert_rows(conn, rows, keys)
+        if not db.is_postgres:
+            # SQLite checks each row's key with its own statement: one transaction holds them all.
+            with db.write_connection() as conn:
+                return insert_rows(conn, rows, keys)
+        # Writes take turns (one in flight per process), so they share one connection kept checked
+        # out: a pool checkout and return per write, setting and resetting autocommit each time,
+        # cost more CPU than the statement itself. After any failure it is discarded, and the next
+        # write connects afresh (a database restart costs one failed shared write, whose requests
+        # then store alone through the pool, which reconnects).
+        if self._conn is not None and (self._conn_db is not db or self._conn.closed):
+            self._conn.close()  # closed by `Database.dispose`, or the runtime has another database
+            self._conn = None
+        if self._conn is None:
+            self._conn, self._conn_db = db.autocommit_connection(), db
+        try:
+            return insert_rows(self._conn, rows, keys)
+        except Exception:
+            self._conn.invalidate()
+            self._conn.close()
+            self._conn = None
+            raise
+
+    def close(self) -> None:
+        """Give back the writes' connection (the next write opens another)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    @classmethod
+    def for_runtime(cls, runtime: Runtime) -> EventStore:
+        with _stores_lock:
+            found = _stores.get(runtime)
+            if found is None:
+                found = _stores[runtime] = cls(runtime)
+            return found
+
+
+_stores: weakref.WeakKeyDictionary[Runtime, EventStore] = weakref.WeakKeyDictionary()
+_stores_lock = threading.Lock()

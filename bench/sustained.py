@@ -16,7 +16,7 @@ from bench.servers import Server
 
 PENDING = "SELECT count(*) FROM events WHERE status = 'pending'"
 # Events polled for visibility per second of load: enough samples, little extra read load.
-TRACKED_PER_S = 10
+TRACKED_PER_S = 2
 
 
 def slope(samples: list[tuple[float, int]]) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import select
 import sqlite3
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -98,6 +99,7 @@ class Database:
         self._write_engine = self.engine.execution_options(sqlite_immediate=True)
         self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        self._held: weakref.WeakSet[Connection] = weakref.WeakSet()
         self.WriteSession = sessionmaker(self._write_engine, expire_on_commit=False)
 
     @property
@@ -126,9 +128,20 @@ class Database:
         with self._autocommit_engine.connect() as conn:
             yield conn
 
+    def autocommit_connection(self) -> Connection:
+        """A connection like `autocommit()`'s that stays checked out until the caller closes it
+        (or `dispose()` does): for a writer that sends statement after statement (the web
+        process's group commit)."""
+        conn = self._autocommit_engine.connect()
+        self._held.add(conn)
+        return conn
+
     def ping(self) -> None:
         with self.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
 
     def dispose(self) -> None:
+        """Close every connection: the pool's, and those handed out to be held."""
+        for conn in list(self._held):
+            conn.close()
         self.engine.dispose()

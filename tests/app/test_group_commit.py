@@ -62,6 +62,14 @@ def _row(runtime: Runtime, account_id: str, n: int, **overrides: Any) -> dict[st
     return event_row(**fields)
 
 
+@pytest.fixture
+def store(runtime: Runtime) -> Iterator[EventStore]:
+    """A store of its own (not the app's), its connection given back at the end."""
+    made = EventStore(runtime)
+    yield made
+    made.close()
+
+
 def _key_id(runtime: Runtime) -> str:
     make_key(runtime, ["ingest"])
     with runtime.db.session() as session:
@@ -98,9 +106,8 @@ def _run_behind_a_held_write(
 
 
 def test_requests_arriving_during_a_write_share_the_next_statement_and_commit(
-    runtime: Runtime, account_id: str
+    runtime: Runtime, account_id: str, store: EventStore
 ) -> None:
-    store = EventStore(runtime)
     key_id = _key_id(runtime)
     first = (_row(runtime, account_id, 0), key_id)
     rest = [(_row(runtime, account_id, n), key_id) for n in range(1, 9)]
@@ -110,8 +117,9 @@ def test_requests_arriving_during_a_write_share_the_next_statement_and_commit(
     assert _stored_ids(runtime) == {first[0]["id"], *(row["id"] for row, _ in rest)}
 
 
-def test_a_shared_write_dedups_and_checks_each_rows_key(runtime: Runtime, account_id: str) -> None:
-    store = EventStore(runtime)
+def test_a_shared_write_dedups_and_checks_each_rows_key(
+    runtime: Runtime, account_id: str, store: EventStore
+) -> None:
     live, revoked = _key_id(runtime), _key_id(runtime)
     with runtime.db.session() as session, session.begin():
         session.get_one(ApiKey, revoked).revoked_at = datetime.now(UTC)
@@ -136,9 +144,8 @@ def test_a_shared_write_dedups_and_checks_each_rows_key(runtime: Runtime, accoun
 
 
 def test_a_failed_shared_write_stores_nothing_and_each_caller_then_stores_alone(
-    runtime: Runtime, account_id: str
+    runtime: Runtime, account_id: str, store: EventStore
 ) -> None:
-    store = EventStore(runtime)
     key_id = _key_id(runtime)
     good = _row(runtime, account_id, 1)
     bad = _row(runtime, account_id, 2, channel=None)  # NOT NULL: the whole statement fails
@@ -162,6 +169,8 @@ def test_identify_answers_each_request_after_the_commit_that_holds_it(
     its own INSERT."""
     key = make_key(runtime, ["ingest"])
     store: EventStore = client.application.extensions["tributary"].events
+    assert store is EventStore.for_runtime(runtime)  # one per runtime, whatever the app
+    batches, rows = store.batches, store.rows
     answers: list[Any] = [None] * 6
 
     def post(i: int) -> None:
@@ -179,6 +188,19 @@ def test_identify_answers_each_request_after_the_commit_that_holds_it(
     assert [a.status_code for a in answers] == [202] * 6
     ids = {a.get_json()["event_id"] for a in answers}
     assert ids == _stored_ids(runtime)
-    assert (store.batches, store.rows) == (2, 6)
+    assert (store.batches - batches, store.rows - rows) == (2, 6)
     with runtime.db.session() as session:
         assert session.scalar(select(func.count()).select_from(Event)) == 6
+
+
+def test_dispose_gives_back_the_writes_connection_and_the_next_write_opens_another(
+    runtime: Runtime, account_id: str, store: EventStore
+) -> None:
+    key_id = _key_id(runtime)
+    assert store.store(_row(runtime, account_id, 0), key_id) is True
+    held = store._conn  # PostgreSQL keeps one between writes; SQLite none
+    assert (held is not None) == runtime.db.is_postgres
+    runtime.db.dispose()
+    assert held is None or held.closed
+    assert store.store(_row(runtime, account_id, 1), key_id) is True
+    assert len(_stored_ids(runtime)) == 2
