@@ -3,6 +3,7 @@ PostgreSQL), and every kind of write lands as the ORM path would write it (both 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from flask.testing import FlaskClient
@@ -11,6 +12,7 @@ from sqlalchemy import event, func, select, update
 from tests.helpers import customer, identify
 from tributary.models import Event, EventAttempt, TimelineEntry
 from tributary.runtime.process import Runtime
+from tributary.workers.batch import write_back_pg
 from tributary.workers.jobs import drain_batch
 
 # Quotes, a backslash, an escape's look-alike and characters beyond ASCII and the BMP: the bulk
@@ -117,3 +119,15 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(
     many = _round(client, admin_key, runtime, "many", 12)
     if runtime.db.is_postgres:
         assert many == few
+
+
+def test_rows_go_as_json_unless_they_hold_a_nul_or_a_lone_surrogate() -> None:
+    # The bulk statements' choice of row source (workers/batch/write_back_pg.py): what JSON cannot
+    # carry goes as arrays, for the driver to refuse in its own words.
+    safe = write_back_pg._json_safe
+    assert safe(json.dumps([{"name": "plain"}]))
+    assert safe(json.dumps([{"name": ODD}], ensure_ascii=False))
+    assert not safe(json.dumps([{"name": "a\x00b"}], ensure_ascii=False))
+    assert not safe(json.dumps([{"name": "a\ud800b"}], ensure_ascii=False))
+    # Text that only looks like the escape is escaped itself, and takes the arrays to no harm.
+    assert not safe(json.dumps([{"name": "\\u0000"}], ensure_ascii=False))
