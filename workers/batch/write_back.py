@@ -84,8 +84,9 @@ def write_batch(state: BatchState) -> None:
 
 
 def write_event_outcomes(session: Session, outcomes: Sequence[EventOutcome], now: datetime) -> None:
-    """Each event's status, error and report, and one attempt row for it (the attempt history). The
-    attempts go in as one executemany in the caller's transaction: a rolled-back batch leaves none."""
+    """Each event's status, error and report, and one attempt row for it (the attempt history), in
+    the caller's transaction: a rolled-back batch leaves none. On PostgreSQL one statement writes
+    both (write_back_pg.py); elsewhere the ORM rows and one executemany of attempts."""
     bulk = is_postgres(session)
     attempts = []
     written: list[tuple[Event, dict[str, Any]]] = []
@@ -103,9 +104,9 @@ def write_event_outcomes(session: Session, outcomes: Sequence[EventOutcome], now
             values["awaiting_source"], values["awaiting_id"] = outcome.awaiting[1], outcome.awaiting[2]
         if bulk:
             written.append((event, values))
-        else:
-            for name, value in values.items():
-                setattr(event, name, value)
+            continue
+        for name, value in values.items():
+            setattr(event, name, value)
         attempts.append(
             {
                 "event_id": event.id,
@@ -117,7 +118,6 @@ def write_event_outcomes(session: Session, outcomes: Sequence[EventOutcome], now
         )
     if bulk:
         write_back_pg.update_events(session, written)
-        write_back_pg.insert_attempts(session, attempts, now)
     elif attempts:
         session.execute(insert(EventAttempt), attempts)
 

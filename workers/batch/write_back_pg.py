@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from tributary.models import Customer, CustomerProject, Event
 
 __all__ = [
-    "insert_attempts",
     "insert_customers",
     "insert_timeline",
     "update_customers",
@@ -94,17 +93,26 @@ def _execute(
     return session.execute(text(template.format(rows=source)), params)
 
 
+# The events' outcomes and their attempt rows (the attempt history) in one statement: the attempt
+# is what the update wrote (number = the new `attempts`, at `processed_at`), in the batch's order.
 _UPDATE_EVENTS = """
-    UPDATE events AS e SET
-        attempts = v.attempts,
-        status = v.status,
-        last_error = v.last_error,
-        processed_at = v.processed_at,
-        changes = CASE WHEN v.has_changes THEN v.changes ELSE e.changes END,
-        awaiting_source = CASE WHEN v.has_awaiting THEN v.awaiting_source ELSE e.awaiting_source END,
-        awaiting_id = CASE WHEN v.has_awaiting THEN v.awaiting_id ELSE e.awaiting_id END
-    FROM {rows}
-    WHERE e.id = v.id
+    WITH done AS (
+        UPDATE events AS e SET
+            attempts = v.attempts,
+            status = v.status,
+            last_error = v.last_error,
+            processed_at = v.processed_at,
+            changes = CASE WHEN v.has_changes THEN v.changes ELSE e.changes END,
+            awaiting_source = CASE WHEN v.has_awaiting THEN v.awaiting_source ELSE e.awaiting_source END,
+            awaiting_id = CASE WHEN v.has_awaiting THEN v.awaiting_id ELSE e.awaiting_id END
+        FROM {rows}
+        WHERE e.id = v.id
+        RETURNING v.n, e.id, e.attempts, e.status, e.last_error, e.processed_at
+    )
+    INSERT INTO event_attempts (event_id, number, outcome, error, attempted_at)
+    SELECT done.id, done.attempts, done.status, done.last_error, done.processed_at
+    FROM done
+    ORDER BY done.n
 """
 _EVENT_COLUMNS = (
     ("id", "text"),
@@ -122,7 +130,8 @@ _EVENT_COLUMNS = (
 
 def update_events(session: Session, events: Sequence[tuple[Event, dict[str, Any]]]) -> None:
     """Write each event's new attributes (`attempts`, `status`, `last_error`, `processed_at`, and
-    `changes` / `awaiting_source` / `awaiting_id` when given) in one statement."""
+    `changes` / `awaiting_source` / `awaiting_id` when given) and one attempt row for each, in one
+    statement."""
     if not events:
         return
     rows = [
@@ -259,28 +268,6 @@ def insert_timeline(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return
     _execute(session, _INSERT_TIMELINE, _TIMELINE_COLUMNS, rows)
-
-
-_INSERT_ATTEMPTS = """
-    INSERT INTO event_attempts (event_id, number, outcome, error, attempted_at)
-    SELECT v.event_id, v.number, v.outcome, v.error, v.attempted_at
-    FROM {rows}
-    ORDER BY v.n
-"""
-_ATTEMPT_COLUMNS = (
-    ("event_id", "text"),
-    ("number", "int"),
-    ("outcome", "text"),
-    ("error", "text"),
-    ("attempted_at", "timestamptz"),
-)
-
-
-def insert_attempts(session: Session, rows: Sequence[dict[str, Any]], now: datetime) -> None:
-    """One attempt row per event, in one statement."""
-    if not rows:
-        return
-    _execute(session, _INSERT_ATTEMPTS, _ATTEMPT_COLUMNS, [{**row, "attempted_at": now} for row in rows])
 
 
 _INSERT_CUSTOMERS = """
