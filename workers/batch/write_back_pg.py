@@ -26,11 +26,14 @@ if TYPE_CHECKING:
     from tributary.models import Customer, CustomerProject, Event
 
 __all__ = [
+    "delete_identities",
     "insert_customers",
+    "insert_identities",
     "insert_timeline",
     "update_customers",
     "update_events",
     "upsert_projects",
+    "upsert_tombstones",
 ]
 
 
@@ -290,3 +293,79 @@ def insert_customers(
         return []
     rows = [{"id": sortable_id("cus"), "account_id": account_id, "email": e, "now": now} for e in emails]
     return [(row[0], row[1]) for row in _execute(session, _INSERT_CUSTOMERS, _NEW_CUSTOMER_COLUMNS, rows)]
+
+
+_IDENTITY_KEY = (("account_id", "text"), ("source", "text"), ("external_id", "text"))
+_DELETE_IDENTITIES = """
+    DELETE FROM identities AS i
+    USING {rows}
+    WHERE i.account_id = v.account_id AND i.source = v.source AND i.external_id = v.external_id
+"""
+
+
+def delete_identities(session: Session, refs: Sequence[tuple[str, str, str]]) -> None:
+    """Remove the links of `refs` (account, source, external id), in one statement."""
+    if not refs:
+        return
+    rows = [{"account_id": a, "source": s, "external_id": x} for a, s, x in refs]
+    _execute(session, _DELETE_IDENTITIES, _IDENTITY_KEY, rows)
+
+
+_INSERT_IDENTITIES = """
+    INSERT INTO identities (account_id, source, external_id, customer_id, created_at)
+    SELECT v.account_id, v.source, v.external_id, v.customer_id, v.created_at
+    FROM {rows}
+    ORDER BY v.n
+    ON CONFLICT (account_id, source, external_id) DO NOTHING
+"""
+_IDENTITY_COLUMNS = (*_IDENTITY_KEY, ("customer_id", "text"), ("created_at", "timestamptz"))
+
+
+def insert_identities(
+    session: Session, links: Sequence[tuple[tuple[str, str, str], str]], now: datetime
+) -> None:
+    """Link each (account, source, external id) to its customer unless already linked, in one
+    statement. Rows go in the given order (sorted by the caller), the unique index's lock order."""
+    if not links:
+        return
+    rows = [
+        {"account_id": a, "source": s, "external_id": x, "customer_id": c, "created_at": now}
+        for (a, s, x), c in links
+    ]
+    _execute(session, _INSERT_IDENTITIES, _IDENTITY_COLUMNS, rows)
+
+
+# Concurrent deletions of one identity meet on the unique index: the later deletion wins and a known
+# customer is never replaced by "unknown" (as write_back.py's ORM statement on SQLite).
+_UPSERT_TOMBSTONES = """
+    INSERT INTO identity_tombstones AS t
+        (account_id, source, external_id, customer_id, forgotten_at, event_id, event_type, created_at)
+    SELECT v.account_id, v.source, v.external_id, v.customer_id, v.forgotten_at, v.event_id,
+           v.event_type, v.created_at
+    FROM {rows}
+    ORDER BY v.n
+    ON CONFLICT (account_id, source, external_id) DO UPDATE SET
+        customer_id = coalesce(excluded.customer_id, t.customer_id),
+        forgotten_at = CASE WHEN excluded.forgotten_at >= t.forgotten_at
+                            THEN excluded.forgotten_at ELSE t.forgotten_at END,
+        event_id = CASE WHEN excluded.forgotten_at >= t.forgotten_at
+                        THEN excluded.event_id ELSE t.event_id END,
+        event_type = CASE WHEN excluded.forgotten_at >= t.forgotten_at
+                          THEN excluded.event_type ELSE t.event_type END
+"""
+_TOMBSTONE_COLUMNS = (
+    *_IDENTITY_KEY,
+    ("customer_id", "text"),
+    ("forgotten_at", "bigint"),
+    ("event_id", "text"),
+    ("event_type", "text"),
+    ("created_at", "timestamptz"),
+)
+
+
+def upsert_tombstones(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert or merge tombstones (keyed by account, source and external id) in one statement; the
+    caller sorts them by key, so two batches lock the same rows in the same order."""
+    if not rows:
+        return
+    _execute(session, _UPSERT_TOMBSTONES, _TOMBSTONE_COLUMNS, rows)
