@@ -304,7 +304,9 @@ _DELETE_IDENTITIES = """
 
 
 def delete_identities(session: Session, refs: Sequence[tuple[str, str, str]]) -> None:
-    """Remove the links of `refs` (account, source, external id), in one statement."""
+    """Remove the links of `refs` (account, source, external id), in one statement. The rows are
+    taken in the join's order, not sorted: a linked identity's customer is locked by the batch's
+    load (workers/batch/state.py), so no other batch removes the same links meanwhile."""
     if not refs:
         return
     rows = [{"account_id": a, "source": s, "external_id": x} for a, s, x in refs]
