@@ -160,6 +160,7 @@ def profile(url: str, redis_url: str, batch_size: int, events: int) -> None:  # 
     from tributary.workers import jobs
     from tributary.workers.batch import apply as apply_mod
     from tributary.workers.batch import state as state_mod
+    from tributary.workers.worker import prepare_heap
 
     settings = Settings.load(
         {
@@ -171,6 +172,8 @@ def profile(url: str, redis_url: str, batch_size: int, events: int) -> None:  # 
         }
     )
     runtime = install(Runtime(settings))
+    # The garbage collector as `tributary worker` sets it (workers/worker.py).
+    prepare_heap()
     phases: dict[str, float] = defaultdict(float)
     statements: Counter[str] = Counter()
     params: Counter[str] = Counter()

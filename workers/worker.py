@@ -4,6 +4,7 @@ a Redis outage instead of quitting."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import logging
 import time
@@ -28,6 +29,22 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 # Reconnection backoff: quick for a blip, capped so a worker notices a recovered Redis soon.
 RECONNECT_FIRST_SECONDS = 0.5
 RECONNECT_MAX_SECONDS = 10.0
+# Allocations between young-generation collections in a worker (Python's default is 700). A batch
+# of 500 events allocates some 30,000 short-lived containers that reference counting frees; at 700
+# they set off about 40 collections a batch that find next to nothing.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def prepare_heap() -> None:
+    """Make the cyclic garbage collector cheap for a worker process, once it has started.
+
+    What is loaded by then (modules, mappers, the runtime) lives as long as the process: frozen, it
+    is no longer traversed by each full collection (with fewer young collections, ~35 ms of a
+    300 ms batch down to ~4 ms on PostgreSQL). Cyclic garbage is still collected, a little later."""
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 class TributaryWorker(SimpleWorker):

@@ -24,7 +24,7 @@ from tributary.models import ApiKey
 from tributary.runtime.config import record_public_url
 from tributary.runtime.process import Runtime, install, redis_url_for
 from tributary.workers.sweep import sweep
-from tributary.workers.worker import TributaryWorker
+from tributary.workers.worker import TributaryWorker, prepare_heap
 
 
 @cli.command("worker")
@@ -32,6 +32,7 @@ from tributary.workers.worker import TributaryWorker
 def worker(burst: bool) -> None:
     """Apply queued events (run several, on several machines, to scale)."""
     rt = install(runtime())
+    prepare_heap()
     TributaryWorker.started(rt).work(burst=burst, with_scheduler=True, logging_level="INFO")
 
 

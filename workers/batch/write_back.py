@@ -73,8 +73,8 @@ def write_batch(state: BatchState) -> None:
     _write_identity_changes(state)
     _write_customers(state, bulk)
     _write_projects(state, bulk)
-    _write_identities(state)
-    _write_tombstones(state)
+    _write_identities(state, bulk)
+    _write_tombstones(state, bulk)
     if state.timeline:
         if bulk:
             write_back_pg.insert_timeline(state.session, state.timeline)
@@ -84,8 +84,9 @@ def write_batch(state: BatchState) -> None:
 
 
 def write_event_outcomes(session: Session, outcomes: Sequence[EventOutcome], now: datetime) -> None:
-    """Each event's status, error and report, and one attempt row for it (the attempt history). The
-    attempts go in as one executemany in the caller's transaction: a rolled-back batch leaves none."""
+    """Each event's status, error and report, and one attempt row for it (the attempt history), in
+    the caller's transaction: a rolled-back batch leaves none. On PostgreSQL one statement writes
+    both (write_back_pg.py); elsewhere the ORM rows and one executemany of attempts."""
     bulk = is_postgres(session)
     attempts = []
     written: list[tuple[Event, dict[str, Any]]] = []
@@ -103,9 +104,9 @@ def write_event_outcomes(session: Session, outcomes: Sequence[EventOutcome], now
             values["awaiting_source"], values["awaiting_id"] = outcome.awaiting[1], outcome.awaiting[2]
         if bulk:
             written.append((event, values))
-        else:
-            for name, value in values.items():
-                setattr(event, name, value)
+            continue
+        for name, value in values.items():
+            setattr(event, name, value)
         attempts.append(
             {
                 "event_id": event.id,
@@ -117,7 +118,6 @@ def write_event_outcomes(session: Session, outcomes: Sequence[EventOutcome], now
         )
     if bulk:
         write_back_pg.update_events(session, written)
-        write_back_pg.insert_attempts(session, attempts, now)
     elif attempts:
         session.execute(insert(EventAttempt), attempts)
 
@@ -263,10 +263,16 @@ def _write_projects(state: BatchState, bulk: bool) -> None:
         write_back_pg.upsert_projects(state.session, rows, loaded)
 
 
-def _write_identities(state: BatchState) -> None:
+def _write_identities(state: BatchState, bulk: bool) -> None:
     session = state.session
     # Deletions first: an identity forgotten and then linked again in one batch ends up linked.
-    for account_id, source, external_id in sorted(state.forgotten):
+    forgotten = sorted(state.forgotten)
+    links = sorted(state.new_identities.items())
+    if bulk:
+        write_back_pg.delete_identities(session, forgotten)
+        write_back_pg.insert_identities(session, links, state.now)
+        return
+    for account_id, source, external_id in forgotten:
         session.execute(
             delete(Identity).where(
                 Identity.account_id == account_id,
@@ -274,21 +280,35 @@ def _write_identities(state: BatchState) -> None:
                 Identity.external_id == external_id,
             )
         )
-    if state.new_identities:
+    if links:
         stmt = dialect_insert(session, Identity).on_conflict_do_nothing(
             index_elements=["account_id", "source", "external_id"]
         )
         session.execute(
             stmt,
-            [
-                {"account_id": a, "source": s, "external_id": x, "customer_id": c}
-                for (a, s, x), c in sorted(state.new_identities.items())
-            ],
+            [{"account_id": a, "source": s, "external_id": x, "customer_id": c} for (a, s, x), c in links],
         )
 
 
-def _write_tombstones(state: BatchState) -> None:
+def _write_tombstones(state: BatchState, bulk: bool) -> None:
     if not state.tombstones_changed:
+        return
+    rows = [
+        {
+            "account_id": ref[0],
+            "source": ref[1],
+            "external_id": ref[2],
+            "customer_id": tombstone.customer_id,
+            "forgotten_at": tombstone.forgotten_at,
+            "event_id": tombstone.event_id,
+            "event_type": tombstone.event_type,
+            "created_at": state.now,
+        }
+        for ref in sorted(state.tombstones_changed)
+        if (tombstone := state.tombstones[ref])
+    ]
+    if bulk:
+        write_back_pg.upsert_tombstones(state.session, rows)
         return
     table = IdentityTombstone.__table__
     stmt = dialect_insert(state.session, IdentityTombstone)
@@ -304,20 +324,4 @@ def _write_tombstones(state: BatchState) -> None:
             "event_type": case((newer, stmt.excluded.event_type), else_=table.c.event_type),
         },
     )
-    state.session.execute(
-        stmt,
-        [
-            {
-                "account_id": ref[0],
-                "source": ref[1],
-                "external_id": ref[2],
-                "customer_id": tombstone.customer_id,
-                "forgotten_at": tombstone.forgotten_at,
-                "event_id": tombstone.event_id,
-                "event_type": tombstone.event_type,
-                "created_at": state.now,
-            }
-            for ref in sorted(state.tombstones_changed)
-            if (tombstone := state.tombstones[ref])
-        ],
-    )
+    state.session.execute(stmt, rows)

@@ -12,7 +12,6 @@ flush sends nothing more for them.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -27,12 +26,14 @@ if TYPE_CHECKING:
     from tributary.models import Customer, CustomerProject, Event
 
 __all__ = [
-    "insert_attempts",
+    "delete_identities",
     "insert_customers",
+    "insert_identities",
     "insert_timeline",
     "update_customers",
     "update_events",
     "upsert_projects",
+    "upsert_tombstones",
 ]
 
 
@@ -42,10 +43,26 @@ def _default(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-# Text the JSON path cannot carry: NUL (escaped by the encoder) and lone UTF-16 surrogates (kept
-# raw, not being text at all). Rows holding either go as arrays, so the driver refuses them in its own
-# words (workers/isolation.py then fails that event alone) instead of the JSON parser.
-_UNSAFE = re.compile("\\\\u0000|[\ud800-\udfff]")
+# Text the JSON path cannot carry: NUL (escaped by the encoder as `\u0000`) and lone UTF-16
+# surrogates (kept raw, not being text at all). Rows holding either go as arrays, so the driver
+# refuses them in its own words (workers/isolation.py then fails that event alone) instead of the
+# JSON parser.
+_NUL = "\\u0000"
+
+
+def _json_safe(payload: str) -> bool:
+    """Whether `payload` can go as JSON. A batch's payload is about a megabyte: a substring test and
+    `isascii` run at memory speed, where a regular expression stepped through it character by
+    character (15 ms a batch). A lone surrogate is exactly what strict UTF-8 cannot encode."""
+    if _NUL in payload:
+        return False
+    if payload.isascii():
+        return True
+    try:
+        payload.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _execute(
@@ -63,7 +80,7 @@ def _execute(
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    if _UNSAFE.search(payload) is None:
+    if _json_safe(payload):
         typed = ", ".join(f"{name} {kind}" for name, kind in columns)
         source = (
             f"ROWS FROM (json_to_recordset(CAST(:rows AS json)) AS ({typed})) "
@@ -79,17 +96,26 @@ def _execute(
     return session.execute(text(template.format(rows=source)), params)
 
 
+# The events' outcomes and their attempt rows (the attempt history) in one statement: the attempt
+# is what the update wrote (number = the new `attempts`, at `processed_at`), in the batch's order.
 _UPDATE_EVENTS = """
-    UPDATE events AS e SET
-        attempts = v.attempts,
-        status = v.status,
-        last_error = v.last_error,
-        processed_at = v.processed_at,
-        changes = CASE WHEN v.has_changes THEN v.changes ELSE e.changes END,
-        awaiting_source = CASE WHEN v.has_awaiting THEN v.awaiting_source ELSE e.awaiting_source END,
-        awaiting_id = CASE WHEN v.has_awaiting THEN v.awaiting_id ELSE e.awaiting_id END
-    FROM {rows}
-    WHERE e.id = v.id
+    WITH done AS (
+        UPDATE events AS e SET
+            attempts = v.attempts,
+            status = v.status,
+            last_error = v.last_error,
+            processed_at = v.processed_at,
+            changes = CASE WHEN v.has_changes THEN v.changes ELSE e.changes END,
+            awaiting_source = CASE WHEN v.has_awaiting THEN v.awaiting_source ELSE e.awaiting_source END,
+            awaiting_id = CASE WHEN v.has_awaiting THEN v.awaiting_id ELSE e.awaiting_id END
+        FROM {rows}
+        WHERE e.id = v.id
+        RETURNING v.n, e.id, e.attempts, e.status, e.last_error, e.processed_at
+    )
+    INSERT INTO event_attempts (event_id, number, outcome, error, attempted_at)
+    SELECT done.id, done.attempts, done.status, done.last_error, done.processed_at
+    FROM done
+    ORDER BY done.n
 """
 _EVENT_COLUMNS = (
     ("id", "text"),
@@ -107,7 +133,8 @@ _EVENT_COLUMNS = (
 
 def update_events(session: Session, events: Sequence[tuple[Event, dict[str, Any]]]) -> None:
     """Write each event's new attributes (`attempts`, `status`, `last_error`, `processed_at`, and
-    `changes` / `awaiting_source` / `awaiting_id` when given) in one statement."""
+    `changes` / `awaiting_source` / `awaiting_id` when given) and one attempt row for each, in one
+    statement."""
     if not events:
         return
     rows = [
@@ -246,28 +273,6 @@ def insert_timeline(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     _execute(session, _INSERT_TIMELINE, _TIMELINE_COLUMNS, rows)
 
 
-_INSERT_ATTEMPTS = """
-    INSERT INTO event_attempts (event_id, number, outcome, error, attempted_at)
-    SELECT v.event_id, v.number, v.outcome, v.error, v.attempted_at
-    FROM {rows}
-    ORDER BY v.n
-"""
-_ATTEMPT_COLUMNS = (
-    ("event_id", "text"),
-    ("number", "int"),
-    ("outcome", "text"),
-    ("error", "text"),
-    ("attempted_at", "timestamptz"),
-)
-
-
-def insert_attempts(session: Session, rows: Sequence[dict[str, Any]], now: datetime) -> None:
-    """One attempt row per event, in one statement."""
-    if not rows:
-        return
-    _execute(session, _INSERT_ATTEMPTS, _ATTEMPT_COLUMNS, [{**row, "attempted_at": now} for row in rows])
-
-
 _INSERT_CUSTOMERS = """
     INSERT INTO customers (id, account_id, email, past_emails, clock, created_at, updated_at)
     SELECT v.id, v.account_id, v.email, '[]'::jsonb, '{{}}'::jsonb, v.now, v.now
@@ -288,3 +293,81 @@ def insert_customers(
         return []
     rows = [{"id": sortable_id("cus"), "account_id": account_id, "email": e, "now": now} for e in emails]
     return [(row[0], row[1]) for row in _execute(session, _INSERT_CUSTOMERS, _NEW_CUSTOMER_COLUMNS, rows)]
+
+
+_IDENTITY_KEY = (("account_id", "text"), ("source", "text"), ("external_id", "text"))
+_DELETE_IDENTITIES = """
+    DELETE FROM identities AS i
+    USING {rows}
+    WHERE i.account_id = v.account_id AND i.source = v.source AND i.external_id = v.external_id
+"""
+
+
+def delete_identities(session: Session, refs: Sequence[tuple[str, str, str]]) -> None:
+    """Remove the links of `refs` (account, source, external id), in one statement. The rows are
+    taken in the join's order, not sorted: a linked identity's customer is locked by the batch's
+    load (workers/batch/state.py), so no other batch removes the same links meanwhile."""
+    if not refs:
+        return
+    rows = [{"account_id": a, "source": s, "external_id": x} for a, s, x in refs]
+    _execute(session, _DELETE_IDENTITIES, _IDENTITY_KEY, rows)
+
+
+_INSERT_IDENTITIES = """
+    INSERT INTO identities (account_id, source, external_id, customer_id, created_at)
+    SELECT v.account_id, v.source, v.external_id, v.customer_id, v.created_at
+    FROM {rows}
+    ORDER BY v.n
+    ON CONFLICT (account_id, source, external_id) DO NOTHING
+"""
+_IDENTITY_COLUMNS = (*_IDENTITY_KEY, ("customer_id", "text"), ("created_at", "timestamptz"))
+
+
+def insert_identities(
+    session: Session, links: Sequence[tuple[tuple[str, str, str], str]], now: datetime
+) -> None:
+    """Link each (account, source, external id) to its customer unless already linked, in one
+    statement. Rows go in the given order (sorted by the caller), the unique index's lock order."""
+    if not links:
+        return
+    rows = [
+        {"account_id": a, "source": s, "external_id": x, "customer_id": c, "created_at": now}
+        for (a, s, x), c in links
+    ]
+    _execute(session, _INSERT_IDENTITIES, _IDENTITY_COLUMNS, rows)
+
+
+# Concurrent deletions of one identity meet on the unique index: the later deletion wins and a known
+# customer is never replaced by "unknown" (as write_back.py's ORM statement on SQLite).
+_UPSERT_TOMBSTONES = """
+    INSERT INTO identity_tombstones AS t
+        (account_id, source, external_id, customer_id, forgotten_at, event_id, event_type, created_at)
+    SELECT v.account_id, v.source, v.external_id, v.customer_id, v.forgotten_at, v.event_id,
+           v.event_type, v.created_at
+    FROM {rows}
+    ORDER BY v.n
+    ON CONFLICT (account_id, source, external_id) DO UPDATE SET
+        customer_id = coalesce(excluded.customer_id, t.customer_id),
+        forgotten_at = CASE WHEN excluded.forgotten_at >= t.forgotten_at
+                            THEN excluded.forgotten_at ELSE t.forgotten_at END,
+        event_id = CASE WHEN excluded.forgotten_at >= t.forgotten_at
+                        THEN excluded.event_id ELSE t.event_id END,
+        event_type = CASE WHEN excluded.forgotten_at >= t.forgotten_at
+                          THEN excluded.event_type ELSE t.event_type END
+"""
+_TOMBSTONE_COLUMNS = (
+    *_IDENTITY_KEY,
+    ("customer_id", "text"),
+    ("forgotten_at", "bigint"),
+    ("event_id", "text"),
+    ("event_type", "text"),
+    ("created_at", "timestamptz"),
+)
+
+
+def upsert_tombstones(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert or merge tombstones (keyed by account, source and external id) in one statement; the
+    caller sorts them by key, so two batches lock the same rows in the same order."""
+    if not rows:
+        return
+    _execute(session, _UPSERT_TOMBSTONES, _TOMBSTONE_COLUMNS, rows)
