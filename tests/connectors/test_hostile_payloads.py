@@ -182,3 +182,21 @@ def test_a_connectors_changes_are_made_storable_in_the_worker() -> None:
     assert clean.params_unset == ("x",)
     untouched = CustomerChange(occurred_at=at, email="a@example.com", params={"n": 1})
     assert storable_change(untouched) is untouched
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"name": "Ada\\u0000 Lovelace\\udc00"}',  # escapes in UTF-8
+        b'{"name": "Ada Lovelace\xed\xb0\x80"}',  # an encoded lone surrogate, read with surrogatepass
+        '{"name": "Ada\\u0000 Lovelace\\udc00"}'.encode("utf-16"),  # the escapes in UTF-16
+        '{"name": "Ada\\u0000 Lovelace\\udc00"}'.encode("utf-32-le"),
+    ],
+)
+def test_load_json_scrubs_bodies_in_every_encoding_json_reads(raw: bytes) -> None:
+    assert load_json(raw) == {"name": "Ada Lovelace"}
+
+
+def test_load_json_leaves_a_clean_body_as_loaded() -> None:
+    raw = '{"name": "Åda Lovelace", "n": [1, 2.5, {"k": "v"}]}'.encode()
+    assert load_json(raw) == json.loads(raw)
