@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from redis.exceptions import RedisError
 
@@ -40,7 +40,14 @@ def ring(runtime: Runtime) -> bool:
         return False
     try:
         if runtime.fast_redis.set(DOORBELL_KEY, 1, nx=True, ex=DOORBELL_TTL_SECONDS):
-            runtime.fast_queue.enqueue(DRAIN_JOB, result_ttl=0, failure_ttl=7 * 86400, job_timeout=600)
+            try:
+                runtime.fast_queue.enqueue(DRAIN_JOB, result_ttl=0, failure_ttl=7 * 86400, job_timeout=600)
+            except RedisError:
+                # The key says a job is queued and none is: left set, it would silence every ring
+                # for its TTL, leaving the work to the sweeper.
+                with suppress(RedisError):
+                    runtime.fast_redis.delete(DOORBELL_KEY)
+                raise
             return True
     except RedisError as exc:
         runtime.doorbell_paused_until = time.monotonic() + BREAKER_SECONDS

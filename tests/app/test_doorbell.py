@@ -93,3 +93,17 @@ def test_a_concurrent_burst_is_applied_by_the_drain_job_not_the_sweeper(
     drain()
     assert _count(runtime) == threads * per_thread
     assert _count(runtime, Event.status == "processed") == threads * per_thread
+
+
+def test_a_ring_whose_enqueue_fails_gives_the_doorbell_back(runtime: Runtime) -> None:
+    """Redis refuses the job (here: its queue key holds the wrong type) after the doorbell was set:
+    the key is removed, so the next ring after the breaker queues a job instead of waiting out the
+    key's TTL with only the sweeper working."""
+    queue_key = runtime.queue.key
+    runtime.redis.set(queue_key, "not a list")
+    assert doorbell.ring(runtime) is False
+    assert runtime.redis.exists(doorbell.DOORBELL_KEY) == 0
+    runtime.redis.delete(queue_key)
+    runtime.doorbell_paused_until = 0.0  # the breaker's pause, over
+    assert doorbell.ring(runtime) is True
+    assert len(runtime.queue) == 1
