@@ -19,8 +19,7 @@ import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -29,7 +28,6 @@ from sqlalchemy import Connection
 from tributary.app import create_app
 from tributary.app.api import ingest
 from tributary.app.schemas import IdentifyRequest
-from tributary.models.session import Database
 from tributary.runtime import doorbell
 
 CALLS = int(os.environ.get("BENCH_BREAKDOWN_CALLS", "3000"))
@@ -38,9 +36,7 @@ WARMUP = max(100, CALLS // 10)
 STEPS = (
     "authenticate: key hash + cached lookup (+ rate limiter hit)",
     "validate: pydantic IdentifyRequest, email-validator",
-    "DB: pool checkout (a socket check, no round trip)",
     "DB: the shared INSERT ... RETURNING, autocommit (group commit: one row at a time here)",
-    "DB: return the connection to the pool",
     "Redis: doorbell ring (at most one per 20 ms per process while stores overlap)",
     "response: EventAccepted's JSON",
     "rest of the view (ids, clocks, project, request body)",
@@ -78,30 +74,10 @@ def instrument(clock: Clock) -> None:
 
     patch(ingest, "authenticate", STEPS[0])
     patch(IdentifyRequest, "model_validate_json", STEPS[1])
-    patch(Connection, "exec_driver_sql", STEPS[3])
-    patch(doorbell, "ring", STEPS[5])
-    patch(ingest, "_accepted", STEPS[6])
+    patch(Connection, "exec_driver_sql", STEPS[2])
+    patch(doorbell, "ring", STEPS[3])
+    patch(ingest, "_accepted", STEPS[4])
     patch(ingest, "_ingest", "view")
-    autocommit = Database.autocommit
-
-    @contextmanager
-    def timed_autocommit(self: Database) -> Iterator[Connection]:
-        manager = autocommit(self)
-        cpu, wall = time.process_time(), time.perf_counter()
-        conn = manager.__enter__()
-        clock.add(STEPS[2], time.process_time() - cpu, time.perf_counter() - wall)
-        try:
-            yield conn
-        finally:
-            cpu, wall = time.process_time(), time.perf_counter()
-            manager.__exit__(None, None, None)
-            clock.add(STEPS[4], time.process_time() - cpu, time.perf_counter() - wall)
-
-    patch_to(Database, "autocommit", timed_autocommit)
-
-
-def patch_to(owner: Any, name: str, value: Any) -> None:
-    setattr(owner, name, value)
 
 
 def run(app: Flask, clock: Clock, token: str) -> dict[str, dict[str, float]]:
@@ -134,10 +110,10 @@ def run(app: Flask, clock: Clock, token: str) -> dict[str, dict[str, float]]:
     total_cpu, total_wall = time.process_time() - cpu, time.perf_counter() - wall
     clock.on = False
     view_cpu, view_wall = clock.cpu.pop("view"), clock.wall.pop("view")
-    clock.cpu[STEPS[7]] = view_cpu - sum(clock.cpu.values())
-    clock.wall[STEPS[7]] = view_wall - sum(clock.wall.values())
-    clock.cpu[STEPS[8]] = total_cpu - view_cpu
-    clock.wall[STEPS[8]] = total_wall - view_wall
+    clock.cpu[STEPS[5]] = view_cpu - sum(clock.cpu.values())
+    clock.wall[STEPS[5]] = view_wall - sum(clock.wall.values())
+    clock.cpu[STEPS[6]] = total_cpu - view_cpu
+    clock.wall[STEPS[6]] = total_wall - view_wall
     steps = {
         step: {
             "cpu_us": round(1e6 * clock.cpu[step] / CALLS, 1),
