@@ -99,8 +99,9 @@ class Database:
         self._write_engine = self.engine.execution_options(sqlite_immediate=True)
         self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
-        self._held: weakref.WeakSet[Connection] = weakref.WeakSet()
         self.WriteSession = sessionmaker(self._write_engine, expire_on_commit=False)
+        # Connections handed out to be held (`autocommit_connection`), closed by `dispose`.
+        self._held: weakref.WeakSet[Connection] = weakref.WeakSet()
 
     @property
     def is_postgres(self) -> bool:
