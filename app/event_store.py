@@ -138,6 +138,16 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def _pg_payload(rows: Sequence[dict[str, Any]], keys: Sequence[str | None]) -> str:
+    """`_PG_BATCH`'s one parameter: the rows, each with the key to check, as a JSON array."""
+    return json.dumps(
+        [{**row, KEY_PARAM: key} for row, key in zip(rows, keys, strict=True)],
+        default=_json_value,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
 def insert_rows(
     conn: Connection, rows: Sequence[dict[str, Any]], key_ids: Sequence[str | None] | None = None
 ) -> set[str]:
@@ -150,13 +160,7 @@ def insert_rows(
     with keys, a statement per row (the caller holds them in one transaction)."""
     keys = list(key_ids) if key_ids is not None else [None] * len(rows)
     if conn.dialect.name == "postgresql":
-        payload = json.dumps(
-            [{**row, KEY_PARAM: key} for row, key in zip(rows, keys, strict=True)],
-            default=_json_value,
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
-        return {str(found) for found in conn.exec_driver_sql(_PG_BATCH, (payload,)).scalars()}
+        return {str(found) for found in conn.exec_driver_sql(_PG_BATCH, (_pg_payload(rows, keys),)).scalars()}
     if all(key is None for key in keys):
         return {str(found) for found in conn.scalars(insert_statement(conn.dialect.name), list(rows))}
     found_ids = {insert_one(conn, row, key) for row, key in zip(rows, keys, strict=True)}
@@ -287,7 +291,14 @@ class EventStore:
         if self._conn is None:
             self._conn, self._conn_db = db.autocommit_connection(), db
         try:
-            return insert_rows(self._conn, rows, keys)
+            # Straight to the driver: SQLAlchemy's execution context around one statement cost
+            # about 100 us of CPU per write, as much as psycopg's own work for it. Nothing is
+            # lost: this connection is ours alone, autocommit, and any error discards it.
+            driver = self._conn.connection.driver_connection
+            if driver is None:  # never for a checked-out connection; SQLAlchemy types it optional
+                raise RuntimeError("the event store's connection has no driver connection")
+            cursor = driver.execute(_PG_BATCH, (_pg_payload(rows, keys),))
+            return {str(found) for (found,) in cursor.fetchall()}
         except Exception:
             self._conn.invalidate()
             self._conn.close()

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import Connection
 
 from tributary.app import create_app
 from tributary.app.api import ingest
+from tributary.app.event_store import EventStore
 from tributary.app.schemas import IdentifyRequest
 from tributary.runtime import doorbell
 
@@ -74,7 +74,7 @@ def instrument(clock: Clock) -> None:
 
     patch(ingest, "authenticate", STEPS[0])
     patch(IdentifyRequest, "model_validate_json", STEPS[1])
-    patch(Connection, "exec_driver_sql", STEPS[2])
+    patch(EventStore, "_insert", STEPS[2])
     patch(doorbell, "ring", STEPS[3])
     patch(ingest, "_accepted", STEPS[4])
     patch(ingest, "_ingest", "view")
