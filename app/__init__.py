@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flask import Flask, current_app
+from flask import Flask, Request, Response, current_app
 from flask.json.provider import JSONProvider
+from flask.sessions import SessionInterface, SessionMixin
 from sqlalchemy import select
 
 from tributary.app.auth import KeyCache
@@ -24,6 +25,19 @@ from tributary.runtime.config import Settings
 from tributary.runtime.process import Runtime
 
 __version__ = "0.1.0"
+
+
+class NoFlaskSession(SessionInterface):
+    """Nothing uses Flask's session: the dashboard signs a cookie of its own
+    (app/dashboard/session.py). Flask's default still opened one on every request, building its
+    signing serializer each time: about 4 % of a web process's CPU under identify load. Here it is
+    never opened, so `flask.session` is Flask's NullSession, which refuses any write."""
+
+    def open_session(self, app: Flask, request: Request) -> None:
+        return None
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        return None
 
 
 @dataclass
@@ -63,6 +77,7 @@ class Extensions:
 
 def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | None = None) -> Flask:
     app = Flask(__name__)
+    app.session_interface = NoFlaskSession()
     settings = runtime.settings if runtime else Settings.load(config)
     runtime = runtime or Runtime(settings)
     app.config.update(
