@@ -8,10 +8,11 @@ imports one definition instead of restating it.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 __all__ = [
     "FUTURE_TOLERANCE_SECONDS",
@@ -36,16 +37,44 @@ class InvalidEmail(ValueError):
     """Not an email address; the message says why."""
 
 
+# The plain ASCII shape nearly every address has: dot-separated atoms of letters, digits and
+# `_+-` before the @; hostname labels (no `--` at all, which sidesteps Punycode) ending in a
+# letters-only top-level domain after it. email-validator accepts every such address within the
+# lengths `_plain` checks (tests/connectors/test_email_fast_path.py generates them to prove it), so
+# those skip its Unicode and IDNA work: 26 us of the 50 us that validating an identify body takes.
+# Anything else, valid or not, goes through email-validator as before.
+_PLAIN = re.compile(
+    r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*@((?:[a-z0-9](?:-?[a-z0-9])*\.)+[a-z]+)",
+    re.ASCII | re.IGNORECASE,
+)
+_SPECIAL_USE = tuple(SPECIAL_USE_DOMAIN_NAMES)
+
+
+def _plain(candidate: str) -> bool:
+    """True for an address of the shape `_PLAIN` describes within email-validator's lengths."""
+    match = _PLAIN.fullmatch(candidate) if len(candidate) <= 254 else None
+    if match is None:
+        return False
+    domain = match.group(1).lower()
+    return (
+        candidate.index("@") <= 64
+        and len(domain) <= 253
+        and all(len(label) <= 63 for label in domain.split("."))
+        and not any(domain == name or domain.endswith("." + name) for name in _SPECIAL_USE)
+    )
+
+
 def normalize_email(value: str) -> str:
     """The one spelling of an address: surrounding whitespace trimmed, then valid syntax
     (email-validator, no DNS lookup; it also refuses addresses over 254 characters), then the
     whole address lower-cased (local part included: providers treat `Ada@x` and `ada@x` as one
     person, and so do we)."""
     candidate = value.strip()
-    try:
-        validate_email(candidate, check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise InvalidEmail(f"not a valid email address: {exc}") from None
+    if not _plain(candidate):
+        try:
+            validate_email(candidate, check_deliverability=False)
+        except EmailNotValidError as exc:
+            raise InvalidEmail(f"not a valid email address: {exc}") from None
     return candidate.lower()
 
 
