@@ -111,6 +111,8 @@ def _whole_chunked_body(limit: int) -> None:
 
 def _storable_query() -> None:
     """Query values reach database filters; PostgreSQL refuses NUL in text: an invalid filter."""
+    if not request.environ.get("QUERY_STRING"):
+        return  # most requests have none: no need to build `request.args`
     if bad := sorted({k for k, v in request.args.items(multi=True) if bad_text(k) or bad_text(v)}):
         details = [
             {"field": name, "message": "contains a NUL character or a lone surrogate", "type": "value_error"}
