@@ -22,6 +22,7 @@ from tributary.app.errors import APIError, validation_error
 from tributary.app.event_store import insert_rows
 from tributary.app.openapi import describe
 from tributary.app.schemas import ErrorBody, IdentifyRequest, PingRequest
+from tributary.connectors.identify import validate_message
 from tributary.models import Event
 from tributary.models.base import utcnow
 from tributary.runtime import doorbell
@@ -109,7 +110,7 @@ def _row(principal: Principal, message: Any, received_at: datetime) -> dict[str,
     except RecursionError:
         raise _Refused(400, "validation_error", "the message is nested too deeply") from None
     try:
-        payload = model.model_validate_json(body)
+        payload = validate_message(model, body)
         return event_row(principal, kind, payload, body, payload.message_id, received_at)
     except ValidationError as exc:
         refusal = validation_error(exc)

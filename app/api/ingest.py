@@ -24,6 +24,7 @@ from tributary.app.event_rows import refuse_future
 from tributary.app.event_store import insert_one
 from tributary.app.openapi import describe
 from tributary.app.schemas import EventAccepted, IdentifyRequest, PingRequest
+from tributary.connectors.identify import validate_message
 from tributary.connectors.safe_json import bad_text
 from tributary.models import ApiKey, Event
 from tributary.models.base import utcnow
@@ -52,7 +53,7 @@ def _ingest(channel: str, model: type[PingRequest]) -> Response:
     principal = authenticate("ingest", revocation_checked_by_write=True)
     body = request.get_data(cache=False)
     try:
-        payload = model.model_validate_json(body)
+        payload = validate_message(model, body)
     except ValidationError as exc:
         raise validation_error(exc) from None
     message_id = payload.message_id or request.headers.get("Idempotency-Key") or None
