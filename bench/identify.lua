@@ -1,7 +1,12 @@
 -- wrk script: POST /v1/identify, a different email on every request, with an API key.
--- Environment: BENCH_API_KEY (the bearer token), BENCH_RUN_ID (makes emails unique across points).
+-- Environment: BENCH_API_KEY (the bearer token), BENCH_RUN_ID (makes emails unique across points),
+-- BENCH_API_KEYS (optional, comma separated: the requests take these keys in turn instead).
 -- done() prints one machine-readable line, BENCH_JSON {...}, that bench/run.py parses.
 local key = os.getenv("BENCH_API_KEY") or "missing"
+local keys = {}
+for k in string.gmatch(os.getenv("BENCH_API_KEYS") or key, "[^,]+") do
+  keys[#keys + 1] = "Bearer " .. k
+end
 local run_id = os.getenv("BENCH_RUN_ID") or "0"
 local counter = 0
 local next_thread = 0
@@ -14,7 +19,6 @@ end
 function init(args)
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
-  wrk.headers["Authorization"] = "Bearer " .. key
   prefix = string.format("u%s-%d-", run_id, thread_id)
 end
 
@@ -22,7 +26,8 @@ function request()
   counter = counter + 1
   local body = '{"email":"' .. prefix .. counter .. '@example.com","name":"Bench User","status":"trial",'
     .. '"params":{"plan":"pro","seats":' .. (counter % 50) .. '}}'
-  return wrk.format(nil, nil, nil, body)
+  local headers = {["Content-Type"] = "application/json", ["Authorization"] = keys[counter % #keys + 1]}
+  return wrk.format(nil, nil, headers, body)
 end
 
 function done(summary, latency, requests)
