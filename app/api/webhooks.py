@@ -194,7 +194,9 @@ def receive(source_id: str) -> Response:
     rows, repeats = _rows(source, connector, inbound)
     runtime = _runtime()
     stored = _store(runtime, rows) if rows else 0
-    return jsonify(received=stored, duplicates=len(rows) - stored + repeats)
+    # The WebhookReceived shape, two integers, serialized directly: every delivery gets this answer.
+    body = f'{{"received":{stored},"duplicates":{len(rows) - stored + repeats}}}\n'
+    return Response(body, status=200, mimetype="application/json")
 
 
 @bp.get("/webhooks/<source_id>")
