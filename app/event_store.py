@@ -212,38 +212,27 @@ class EventStore:
         True: stored by this call. False: not stored, because its dedup key was stored before or
         the key is revoked. None: the shared write failed, so nothing was stored for this call:
         the caller stores the row on its own (`insert_one`), meeting its own error if any."""
-        # Each request is a store in flight for the doorbell until its row is written, so while
-        # rows keep coming the bell rings at most once per window, and the last one out rings
-        # for what is owed (runtime/doorbell.py). Rung by each request after the batch's commit,
-        # never by a leader while others wait for the next batch.
-        bell = coalescer(self.runtime)
-        bell.enter()
-        inserted = False
-        try:
-            with self._lock:
-                batch = self._open
-                batch.items.append(_Pending(row, key_id))
-                leader = len(batch.items) == 1
-                if len(batch.items) >= self.MAX_ROWS:
-                    self._open = _Batch()
-                    self._full.append(batch)
-                if not self._writing:
-                    self._start_next()
-            if leader:
-                batch.turn.wait()
-                try:
-                    self._write(batch)
-                finally:
-                    self._next()
-                    batch.done.set()
-            else:
-                batch.done.wait()
-            if batch.failed:
-                return None
-            inserted = row["id"] in batch.inserted
-            return inserted
-        finally:
-            bell.leave(self.runtime, inserted)
+        with self._lock:
+            batch = self._open
+            batch.items.append(_Pending(row, key_id))
+            leader = len(batch.items) == 1
+            if len(batch.items) >= self.MAX_ROWS:
+                self._open = _Batch()
+                self._full.append(batch)
+            if not self._writing:
+                self._start_next()
+        if leader:
+            batch.turn.wait()
+            try:
+                self._write(batch)
+            finally:
+                self._next()
+                batch.done.set()
+        else:
+            batch.done.wait()
+        if batch.failed:
+            return None
+        return row["id"] in batch.inserted
 
     def _start_next(self) -> None:
         """Under the lock, with no write in flight: let the next batch's leader write it (full
@@ -272,6 +261,9 @@ class EventStore:
         batch.failed = False
         self.batches += 1
         self.rows += len(batch.items)
+        if batch.inserted:
+            # One ring owed for the whole batch, after its commit (runtime/doorbell.py).
+            coalescer(self.runtime).owe()
 
     def _insert(self, batch: Sequence[_Pending]) -> set[str]:
         db = self.runtime.db

@@ -2,8 +2,9 @@
 
 Ingest does not enqueue a job per event. After committing an event it rings a doorbell: a Redis
 key set with NX. Only the request that sets it enqueues a `drain` job, so a burst of a thousand
-requests costs one job. The web process goes further (`stored`): it rings at most once per
-`COALESCE_SECONDS` while its requests overlap, so most requests pay no Redis round trip at all.
+requests costs one job. The web process goes further (`stored`, `_Coalescer`): a commit only
+marks a ring owed, and a thread of the process rings at most once per `COALESCE_SECONDS` for all
+of them, so no request pays a Redis round trip for the doorbell.
 The job itself lives in the worker (workers/jobs.py) and is named here by its dotted path: RQ
 stores jobs by that name anyway, and importing the worker's graph into the web process just to
 take a function's name would load every merge rule at `import tributary.app.wsgi`.
@@ -11,7 +12,9 @@ take a function's name would load every merge rule at `import tributary.app.wsgi
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
 import time
 import weakref
@@ -55,58 +58,131 @@ def ring(runtime: Runtime) -> bool:
     return False
 
 
-# How long a web process may hold back a ring while requests of its own are still storing events.
+# A web process rings at most once per this window, for every commit made before the ring.
 COALESCE_SECONDS = 0.02
+# A ringer thread with nothing owed for this long ends; the next commit starts another.
+RINGER_IDLE_SECONDS = 5.0
 
 
 class _Coalescer:
-    """Per process: rings for the events stored by many concurrent requests at once.
+    """Per process and runtime: rings for the events its requests commit, at most once per window.
 
-    Every store is bracketed (`stored`). When one ends having committed an event, it rings, unless
-    a ring happened less than `COALESCE_SECONDS` ago and another store is still in flight: then it
-    leaves the ring owed, and a later store ends it (the first one past the window, or the last one
-    in flight, whichever comes first). So every committed event is followed by a ring that starts
-    after its commit, within the window under load and at once otherwise: one request at a time
-    rings each time, as before. A store in flight is only the INSERT and its commit (the body was
-    read before), so an owed ring waits at most for one statement; the sweeper is the backstop.
+    A commit marks a ring owed (`owe`) and returns at once; a ringer thread makes the ring: right
+    away when the last one is older than the window, else when the window ends, and one ring pays
+    for every commit owed when it starts. So every committed event is followed, within one window,
+    by a ring that starts after its commit, while under load a process pays one Redis round trip
+    (and, when the worker has emptied the queue meanwhile, one enqueue) per window instead of
+    several per window, and no request waits for Redis. The sweeper stays the backstop for a ring
+    lost with its process (a crash inside the window); an orderly exit rings what is owed
+    (`flush_all`, at exit).
     """
 
-    def __init__(self, window: float) -> None:
+    def __init__(self, runtime: Runtime, window: float) -> None:
+        self._runtime = weakref.ref(runtime)
         self.window = window
-        self._lock = threading.Lock()
-        self._in_flight = 0
-        self._owed = False
-        self._last = -window
         self.rings = 0  # rings made, for tests and metrics
+        self._reset()
 
-    def enter(self) -> None:
-        with self._lock:
-            self._in_flight += 1
+    def _reset(self) -> None:
+        # Also in a child after fork: the parent's thread is not there, and its lock may be held.
+        self._cond = threading.Condition()
+        self._owed = False
+        self._ringing = False
+        self._last = -self.window  # when the last ring started (monotonic)
+        self._thread: threading.Thread | None = None
 
-    def leave(self, runtime: Runtime, committed: bool) -> None:
-        with self._lock:
-            self._in_flight -= 1
-            self._owed = self._owed or committed
-            now = time.monotonic()
-            if not self._owed or (self._in_flight and now - self._last < self.window):
-                return
-            # Cleared before ringing: a commit that owes a ring after this point rings again.
-            self._owed = False
-            self._last = now
-            self.rings += 1
-        ring(runtime)
+    def owe(self) -> None:
+        """Events were just committed: a ring must follow."""
+        with self._cond:
+            self._owed = True
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="tributary-doorbell", daemon=True)
+                self._thread.start()
+            else:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                idle_until = time.monotonic() + RINGER_IDLE_SECONDS
+                while not self._owed:
+                    left = idle_until - time.monotonic()
+                    if left <= 0:
+                        self._thread = None
+                        return
+                    self._cond.wait(left)
+                wait = self._last + self.window - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)  # an `owe` may wake it early: measured again
+                    continue
+                self._owed = False
+                self._ringing = True
+                self._last = time.monotonic()
+                self.rings += 1
+            try:
+                if (runtime := self._runtime()) is not None:
+                    ring(runtime)
+            except Exception:  # `ring` handles Redis; anything else must not end the thread
+                log.exception("the doorbell could not ring; the sweeper will pick the events up")
+            finally:
+                with self._cond:
+                    self._ringing = False
+                    self._cond.notify_all()
+
+    def settle(self, timeout: float = 10.0) -> bool:
+        """Wait until every ring owed so far has been made (tests; `flush_all`)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._owed and not self._ringing, timeout)
+
+    def flush(self) -> None:
+        """Ring now for anything owed, without waiting for the thread's window."""
+        with self._cond:
+            owed, self._owed = self._owed, False
+        if owed and (runtime := self._runtime()) is not None:
+            ring(runtime)
 
 
-_coalescers: weakref.WeakKeyDictionary[Runtime, _Coalescer] = weakref.WeakKeyDictionary()
-_coalescers_lock = threading.Lock()
+class _Registry:
+    """The coalescers of this process, one per runtime."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.bells: weakref.WeakKeyDictionary[Runtime, _Coalescer] = weakref.WeakKeyDictionary()
+
+
+_registry = _Registry()
 
 
 def coalescer(runtime: Runtime) -> _Coalescer:
-    found = _coalescers.get(runtime)
+    found = _registry.bells.get(runtime)
     if found is None:
-        with _coalescers_lock:
-            found = _coalescers.setdefault(runtime, _Coalescer(COALESCE_SECONDS))
+        with _registry.lock:
+            found = _registry.bells.get(runtime)
+            if found is None:
+                found = _registry.bells[runtime] = _Coalescer(runtime, COALESCE_SECONDS)
     return found
+
+
+def settle_all(timeout: float = 10.0) -> None:
+    """Wait for every owed ring of this process (tests, before they look at or clear the queue)."""
+    for bell in list(_registry.bells.values()):
+        bell.settle(timeout)
+
+
+def flush_all() -> None:
+    """Ring for whatever is owed; at exit, so a stopping process leaves nothing to the sweeper."""
+    for bell in list(_registry.bells.values()):
+        bell.flush()
+
+
+def _after_fork() -> None:
+    _registry.lock = threading.Lock()
+    for bell in list(_registry.bells.values()):
+        bell._reset()
+
+
+atexit.register(flush_all)
+os.register_at_fork(after_in_child=_after_fork)
 
 
 class _Store:
@@ -115,12 +191,11 @@ class _Store:
 
 @contextmanager
 def stored(runtime: Runtime) -> Iterator[_Store]:
-    """Bracket the INSERT and commit of events; set `.committed` once new events are committed.
-    On exit the doorbell rings, or the ring is left to a store still in flight (`_Coalescer`)."""
-    bell = coalescer(runtime)
+    """Bracket the INSERT and commit of events; set `.committed` once new events are committed,
+    and a ring is owed when the block ends (`_Coalescer`), even if it ends with an error."""
     store = _Store()
-    bell.enter()
     try:
         yield store
     finally:
-        bell.leave(runtime, store.committed)
+        if store.committed:
+            coalescer(runtime).owe()

@@ -23,6 +23,7 @@ from tests.helpers import auth, make_key, temporary_database
 from tributary.app import create_app
 from tributary.app.accounts import ensure_account
 from tributary.models import Base
+from tributary.runtime import doorbell
 from tributary.runtime.config import Settings
 from tributary.runtime.embedded_redis import EmbeddedRedis
 from tributary.runtime.migrate import upgrade
@@ -100,6 +101,7 @@ def session_runtime(base_config: dict[str, Any], _migrated: None) -> Iterator[Ru
 
 
 def _reset(runtime: Runtime) -> None:
+    doorbell.settle_all()  # a ring the last test owed must not land in this one's queue
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     with runtime.db.engine.begin() as conn:
         if runtime.db.is_postgres:

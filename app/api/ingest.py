@@ -3,7 +3,7 @@
 The hot path is one INSERT, shared with the requests storing at the same moment and committed before
 any of them is answered (app/event_store.py, group commit), deduplicated by the database's unique
 index (so concurrent retries of one message id store one event); the doorbell is rung at most once
-per few milliseconds per process (runtime/doorbell.py `stored`), not per request.
+per window per process, by a thread of its own (runtime/doorbell.py), never by the request.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from tests.helpers import auth, make_key
 from tributary.app import create_app
 from tributary.app.errors import APIError
 from tributary.app.ratelimit import BREAKER_SECONDS, RateLimiter
+from tributary.runtime import doorbell
 from tributary.runtime.config import Settings
 from tributary.runtime.process import Runtime
 
@@ -101,6 +102,7 @@ def test_ingest_stays_up_and_barely_touches_a_hung_redis(
         for i in range(30)
     ]
     assert codes == [202] * 30
+    assert doorbell.coalescer(broken).settle()  # the doorbell's thread has tried Redis
     time.sleep(0.2)
     # One attempt by the limiter and one by the doorbell, then both breakers are open. The metrics
     # thread (off the request path, once a second) may have tried once too on a slow machine.
