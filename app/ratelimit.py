@@ -16,6 +16,8 @@ only make a view optimistic, never pessimistic, so:
 - other processes may admit up to `chunk - 1` each above the burst before Redis hears of it;
   that debt stays in the bucket and is paid back by refusing as long after.
 Limits of a few per period have a chunk of 1: every request is a round trip, exact.
+No lock is held across a round trip: while one thread reports a key, the process's other threads
+go on deciding on its view (a report's requests count as spent until Redis answers for them).
 
 RateLimit-* headers (IETF draft names) and Retry-After go on 429 answers. When Redis is
 unreachable the limiter fails open: ingest stays up, and the event is durable in the database
@@ -83,12 +85,15 @@ return {granted, tostring(level)}
 
 @dataclass
 class _View:
-    """One process's view of one bucket: the level Redis reported, when, and what was admitted
-    here since (not yet reported)."""
+    """One process's view of one bucket: the level Redis reported, when, what was admitted here
+    since (not yet reported), and what a report on its way to Redis carries."""
 
     level: float
     synced_at: float
+    known: bool = True  # False until Redis first answers for this key
     pending: int = 0
+    reporting: int = 0  # admitted here, on their way to Redis in reports not yet answered
+    reports: int = 0  # round trips in flight
 
 
 class _Limit:
@@ -104,7 +109,8 @@ class _Limit:
 
     def estimate(self, view: _View, now: float) -> float:
         """The most the bucket can hold now: other processes can only have spent more."""
-        return min(self.amount, view.level + (now - view.synced_at) * self.rate) - view.pending
+        refilled = min(self.amount, view.level + (now - view.synced_at) * self.rate)
+        return refilled - view.pending - view.reporting
 
     def refusal(self, level: float) -> APIError:
         wait = max(1, math.ceil((1 - level) / self.rate))
@@ -139,23 +145,34 @@ class RateLimiter:
     def hit(self, key_id: str) -> None:
         if not self.limits or time.monotonic() < self.paused_until:
             return
-        with self._lock:
-            for limit in self.limits:
-                if not self._take(limit, key_id):
-                    return  # Redis failed: open
+        for limit in self.limits:
+            if not self._take(limit, key_id):
+                return  # Redis failed: open
 
     def _take(self, limit: _Limit, key_id: str) -> bool:
-        """Admit one request of `key_id` under `limit` or raise a 429; False if Redis failed."""
+        """Admit one request of `key_id` under `limit` or raise a 429; False if Redis failed.
+
+        The process's threads share the views under a lock that is never held across the round
+        trip: while one thread reports a key's requests, the others go on admitting on its view
+        (up to a chunk, as always) instead of queueing behind the network."""
         now = time.monotonic()
-        view = limit.views.get(key_id)
-        if view is not None:
-            level = limit.estimate(view, now)
-            if level < 1:
-                raise limit.refusal(level)
-            if view.pending + 1 < limit.chunk and now - view.synced_at < limit.max_stale:
-                view.pending += 1
-                return True
-        spent = view.pending if view is not None else 0
+        with self._lock:
+            view = limit.views.get(key_id)
+            if view is None:
+                view = limit.views[key_id] = _View(level=0.0, synced_at=now, known=False)
+            spent = 0
+            if view.known:
+                level = limit.estimate(view, now)
+                if level < 1:
+                    raise limit.refusal(level)
+                fresh = view.reports > 0 or now - view.synced_at < limit.max_stale
+                if view.pending + 1 < limit.chunk and fresh:
+                    view.pending += 1
+                    return True
+                spent, view.pending = view.pending, 0
+                view.reporting += spent
+            # else: nothing known yet, so nothing is decided here: every thread asks Redis.
+            view.reports += 1
         try:
             granted, level_text = self._spend(
                 keys=[limit.prefix + key_id], args=[limit.rate, limit.amount, spent, 1]
@@ -163,11 +180,18 @@ class RateLimiter:
         except Exception as exc:
             self.paused_until = time.monotonic() + BREAKER_SECONDS
             # What this process admitted meanwhile is forgiven rather than charged later in a lump.
-            limit.views.pop(key_id, None)
+            with self._lock:
+                limit.views.pop(key_id, None)
             log.warning("rate limiter unavailable, allowing requests for %.0f s: %s", BREAKER_SECONDS, exc)
             return False
         level = float(level_text)
-        limit.views[key_id] = _View(level=level, synced_at=now)
+        with self._lock:
+            # Redis's level counts this report, and maybe others in flight: they are taken as
+            # counted, which can only overestimate the bucket (a view must never refuse wrongly);
+            # what was admitted during the round trip stays pending for the next report.
+            view.reporting = 0
+            view.reports -= 1
+            view.level, view.synced_at, view.known = level, now, True
         if not int(granted):
             raise limit.refusal(level)
         return True

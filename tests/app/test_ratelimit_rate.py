@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,29 @@ def test_threads_of_one_process_share_its_view(runtime: Runtime) -> None:
     for thread in threads:
         thread.join()
     assert 1000 <= sum(counts) <= 1000 + 17 * 5
+
+
+def test_a_round_trip_does_not_hold_up_the_processs_other_threads(runtime: Runtime) -> None:
+    # While one thread reports a key's requests to Redis (here held up), the others go on deciding
+    # on the process's view of it instead of queueing behind the network.
+    limiter = RateLimiter(lambda: runtime.redis, "1000/second")  # a chunk of 10
+    real_spend = limiter._spend
+    limiter.hit("key_flight")  # Redis answers: the view is known
+    reporting, release = threading.Event(), threading.Event()
+
+    def held_spend(*args: Any, **kwargs: Any) -> Any:
+        reporting.set()
+        release.wait(10)
+        return real_spend(*args, **kwargs)
+
+    limiter.__dict__["_spend"] = held_spend
+    reporter = threading.Thread(target=_admitted, args=(limiter, "key_flight", 10))
+    reporter.start()  # 9 on the view, then the 10th reports them and waits
+    assert reporting.wait(5)
+    started = time.monotonic()
+    assert _admitted(limiter, "key_flight", 5) == 5
+    assert time.monotonic() - started < 1
+    release.set()
+    reporter.join(10)
+    limiter.__dict__["_spend"] = real_spend
+    assert _admitted(limiter, "key_flight", 20) == 20
