@@ -94,6 +94,8 @@ class _Coalescer:
     def owe(self) -> None:
         """Events were just committed: a ring must follow."""
         with self._cond:
+            if self._owed:
+                return  # the ring already owed has not started yet: it follows this commit too
             self._owed = True
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="tributary-doorbell", daemon=True)
@@ -113,7 +115,7 @@ class _Coalescer:
                     self._cond.wait(left)
                 wait = self._last + self.window - time.monotonic()
                 if wait > 0:
-                    self._cond.wait(wait)  # an `owe` may wake it early: measured again
+                    self._cond.wait(wait)
                     continue
                 self._owed = False
                 self._ringing = True
@@ -130,7 +132,7 @@ class _Coalescer:
                     self._cond.notify_all()
 
     def settle(self, timeout: float = 10.0) -> bool:
-        """Wait until every ring owed so far has been made (tests; `flush_all`)."""
+        """Wait until every ring owed so far has been made (tests, burst workers)."""
         with self._cond:
             return self._cond.wait_for(lambda: not self._owed and not self._ringing, timeout)
 
