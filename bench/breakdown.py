@@ -37,7 +37,7 @@ STEPS = (
     "authenticate: key hash + cached lookup (+ rate limiter hit)",
     "validate: pydantic IdentifyRequest, email-validator",
     "DB: the shared INSERT ... RETURNING, autocommit (group commit: one row at a time here)",
-    "Redis: doorbell ring (at most one per 20 ms per process while stores overlap)",
+    "Redis: doorbell ring (by the ringer thread, at most once per 20 ms; its share per request)",
     "response: EventAccepted's JSON",
     "rest of the view (ids, clocks, project, request body)",
     "Flask + werkzeug around the view (routing, contexts, test client)",
