@@ -117,10 +117,8 @@ class _Coalescer:
                 if wait > 0:
                     self._cond.wait(wait)
                     continue
-                self._owed = False
+                self._take_owed()
                 self._ringing = True
-                self._last = time.monotonic()
-                self.rings += 1
             try:
                 if (runtime := self._runtime()) is not None:
                     ring(runtime)
@@ -139,9 +137,17 @@ class _Coalescer:
     def flush(self) -> None:
         """Ring now for anything owed, without waiting for the thread's window."""
         with self._cond:
-            owed, self._owed = self._owed, False
+            owed = self._owed
+            if owed:
+                self._take_owed()
         if owed and (runtime := self._runtime()) is not None:
             ring(runtime)
+
+    def _take_owed(self) -> None:
+        """Under the lock, as a ring starts: it pays for everything owed so far."""
+        self._owed = False
+        self._last = time.monotonic()
+        self.rings += 1
 
 
 class _Registry:

@@ -125,8 +125,10 @@ def test_what_is_owed_is_rung_at_exit(
     monkeypatch.setattr(bell, "window", 3600.0)
     identify(client, admin_key, email="b@example.com")
     assert len(runtime.queue) == 0  # owed, held back by the window
+    before = bell.rings
     doorbell.flush_all()  # registered with atexit
     assert len(runtime.queue) == 1
+    assert bell.rings == before + 1
 
 
 def test_a_concurrent_burst_is_applied_by_the_drain_job_not_the_sweeper(
