@@ -1,0 +1,66 @@
+"""A batch reads each event's source and project once (workers/connector_changes.py
+`source_config`), and each event still sees its own source's options (both backends)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.testing import FlaskClient
+from sqlalchemy import event as sa_event
+
+from tests.connectors.stripe_helpers import create_source, event, post
+from tributary.runtime.process import Runtime
+from tributary.workers.jobs import drain_batch
+
+
+def _drain_counting_reads(runtime: Runtime) -> dict[str, int]:
+    """SELECTs of sources and projects that one batch sends."""
+    reads = {"sources": 0, "projects": 0}
+
+    def counter(*args: Any) -> None:
+        statement: str = args[2]
+        for table in reads:
+            if statement.lstrip().startswith("SELECT") and f"FROM {table}" in statement:
+                reads[table] += 1
+
+    sa_event.listen(runtime.db.engine, "before_cursor_execute", counter)
+    try:
+        assert drain_batch(runtime, 1000) > 0
+    finally:
+        sa_event.remove(runtime.db.engine, "before_cursor_execute", counter)
+    return reads
+
+
+def _customer_created(client: FlaskClient, source_id: str, tag: str, i: int) -> None:
+    body = event(
+        "customer.created", event_id=f"evt_{tag}{i}", id=f"cus_{tag}{i}", email=f"{tag}{i}@example.com"
+    )
+    assert post(client, source_id, body).status_code == 200
+
+
+def test_a_batch_reads_its_source_and_project_once(
+    client: FlaskClient, admin: dict[str, str], runtime: Runtime
+) -> None:
+    source_id = create_source(client, admin)
+    for i in range(6):
+        _customer_created(client, source_id, "memo", i)
+
+    assert _drain_counting_reads(runtime) == {"sources": 1, "projects": 1}
+    for i in range(6):
+        assert client.get(f"/v1/customers/memo{i}@example.com", headers=admin).status_code == 200
+
+
+def test_each_event_sees_its_own_sources_options_within_one_batch(
+    client: FlaskClient, admin: dict[str, str], runtime: Runtime
+) -> None:
+    # The fixtures are test-mode events: a source configured for live mode ignores them.
+    live = create_source(client, admin, livemode=True)
+    test = create_source(client, admin)
+    for i in range(3):
+        _customer_created(client, live, "live", i)
+        _customer_created(client, test, "test", i)
+
+    assert _drain_counting_reads(runtime) == {"sources": 2, "projects": 1}  # both in one project
+    for i in range(3):
+        assert client.get(f"/v1/customers/live{i}@example.com", headers=admin).status_code == 404
+        assert client.get(f"/v1/customers/test{i}@example.com", headers=admin).status_code == 200
