@@ -146,12 +146,13 @@ class CustomerQuery:
         if f.email is not None:
             stmt = stmt.where(Customer.email == f.email)
         if f.q is not None:
-            # Emails are stored lower-case. ILIKE (PostgreSQL; `lower() LIKE lower()` elsewhere) rather
+            # Emails are stored lower-case; `lower(email)` is the expression their trigram index is
+            # on (models/customer.py). ILIKE (PostgreSQL; `lower() LIKE lower()` elsewhere) rather
             # than `lower(name) LIKE` lets the trigram index on the bare column serve the name.
             needle = f.q.lower()
             stmt = stmt.where(
                 or_(
-                    Customer.email.contains(needle, autoescape=True),
+                    func.lower(Customer.email).contains(needle, autoescape=True),
                     Customer.name.icontains(needle, autoescape=True),
                 )
             )
