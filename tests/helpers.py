@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from tributary.app.accounts import create_key, ensure_account, get_project
@@ -29,6 +30,30 @@ def temporary_database(server_url: str, name: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One statement as the driver received it; an executemany is one `Sent` with `many` set."""
+
+    sql: str
+    parameters: Any
+    many: bool
+
+
+@contextmanager
+def statements_sent(runtime: Runtime) -> Iterator[list[Sent]]:
+    """Every statement the runtime's engine sends while the block runs, in order."""
+    sent: list[Sent] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        sent.append(Sent(statement, parameters, many))
+
+    event.listen(runtime.db.engine, "before_cursor_execute", capture)
+    try:
+        yield sent
+    finally:
+        event.remove(runtime.db.engine, "before_cursor_execute", capture)
 
 
 def make_key(runtime: Runtime, scopes: list[str], project: str | None = None) -> str:

@@ -4,12 +4,11 @@ PostgreSQL), and every kind of write lands as the ORM path would write it (both 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from flask.testing import FlaskClient
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
-from tests.helpers import customer, identify
+from tests.helpers import customer, identify, statements_sent
 from tests.workers.test_email_change import (  # noqa: F401 - the fixture registers the channel
     _changes_channel,
     at,
@@ -55,19 +54,9 @@ def _batch(client: FlaskClient, admin_key: str, tag: str, size: int) -> dict[str
 
 def _drain_counting(runtime: Runtime) -> int:
     """Statements one batch sends; an executemany counts once per row (the server runs each)."""
-    count = 0
-
-    def counter(*args: Any) -> None:
-        nonlocal count
-        parameters, many = args[3], args[5]
-        count += len(parameters) if many else 1
-
-    event.listen(runtime.db.engine, "before_cursor_execute", counter)
-    try:
+    with statements_sent(runtime) as sent:
         assert drain_batch(runtime, 1000) > 0
-    finally:
-        event.remove(runtime.db.engine, "before_cursor_execute", counter)
-    return count
+    return sum(len(s.parameters) if s.many else 1 for s in sent)
 
 
 def _round(client: FlaskClient, admin_key: str, runtime: Runtime, tag: str, size: int) -> int:

@@ -9,13 +9,12 @@ addresses of one domain, statistics or not, and a batch took a quarter of a seco
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import event, insert, text
+from sqlalchemy import insert, text
 
-from tests.helpers import customer, identify
+from tests.helpers import customer, identify, statements_sent
 from tributary.models import Customer
 from tributary.runtime.process import Runtime
 from tributary.workers.jobs import drain_batch
@@ -48,23 +47,16 @@ def test_a_batch_locks_its_customers_through_the_unique_index(
         identify(client, admin_key, email=f"known{n}@example.com", status="paid")
         identify(client, admin_key, email=f"new{n}@example.com", status="trial")
 
-    locks: list[tuple[str, Any]] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        selects = statement.lstrip().startswith("SELECT")
-        if selects and "FROM customers" in statement and "FOR UPDATE" in statement:
-            locks.append((statement, parameters))
-
-    event.listen(runtime.db.engine, "before_cursor_execute", capture)
-    try:
+    with statements_sent(runtime) as sent:
         assert drain_batch(runtime, 1000) == 40
-    finally:
-        event.remove(runtime.db.engine, "before_cursor_execute", capture)
+    selects = [s for s in sent if s.sql.lstrip().startswith("SELECT")]
+    locks = [s for s in selects if "FROM customers" in s.sql and "FOR UPDATE" in s.sql]
 
     assert locks
     with runtime.db.engine.connect() as conn:
-        for statement, parameters in locks:
-            plan = "\n".join(str(row[0]) for row in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
+        for lock in locks:
+            explained = conn.exec_driver_sql("EXPLAIN " + lock.sql, lock.parameters)
+            plan = "\n".join(str(row[0]) for row in explained)
             assert "ix_customers_email_trgm" not in plan, plan
             assert "uq_customers_account_id_email" in plan, plan
     record = customer(client, admin_key, f"known{KNOWN // 20}@example.com")

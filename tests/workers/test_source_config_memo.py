@@ -3,32 +3,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask.testing import FlaskClient
-from sqlalchemy import event as sa_event
 
 from tests.connectors.stripe_helpers import create_source, event, post
+from tests.helpers import statements_sent
 from tributary.runtime.process import Runtime
 from tributary.workers.jobs import drain_batch
 
 
 def _drain_counting_reads(runtime: Runtime) -> dict[str, int]:
     """SELECTs of sources and projects that one batch sends."""
-    reads = {"sources": 0, "projects": 0}
-
-    def counter(*args: Any) -> None:
-        statement: str = args[2]
-        for table in reads:
-            if statement.lstrip().startswith("SELECT") and f"FROM {table}" in statement:
-                reads[table] += 1
-
-    sa_event.listen(runtime.db.engine, "before_cursor_execute", counter)
-    try:
+    with statements_sent(runtime) as sent:
         assert drain_batch(runtime, 1000) > 0
-    finally:
-        sa_event.remove(runtime.db.engine, "before_cursor_execute", counter)
-    return reads
+    selects = [s.sql for s in sent if s.sql.lstrip().startswith("SELECT")]
+    return {table: sum(f"FROM {table}" in sql for sql in selects) for table in ("sources", "projects")}
 
 
 def _customer_created(client: FlaskClient, source_id: str, tag: str, i: int) -> None:
