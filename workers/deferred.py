@@ -21,11 +21,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, exists, func, select, tuple_, update
+from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from tributary.models import Event, Identity, IdentityTombstone
-from tributary.models.sql import is_postgres
+from tributary.models.sql import is_postgres, pairs_in
 
 __all__ = ["claim_woken", "count_deferred", "expire_deferred", "wake_known"]
 
@@ -45,7 +45,7 @@ def claim_woken(session: Session, known: Mapping[str, Iterable[tuple[str, str]]]
                 select(Event)
                 .where(
                     Event.account_id == account_id,
-                    tuple_(Event.awaiting_source, Event.awaiting_id).in_(ordered[start : start + _CHUNK]),
+                    pairs_in(Event.awaiting_source, Event.awaiting_id, ordered[start : start + _CHUNK]),
                     Event.status == DEFERRED,
                 )
                 .order_by(Event.id)

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, Text, bindparam, func, or_, select, text, tuple_, type_coerce
+from sqlalchemy import ARRAY, Text, bindparam, func, or_, select, text, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from tributary.connectors.changes import CustomerChange
 from tributary.models import Customer, CustomerProject, Event, Identity, IdentityTombstone
 from tributary.models.customer import HAS_PAST_EMAILS
-from tributary.models.sql import is_postgres
+from tributary.models.sql import is_postgres, pairs_in
 from tributary.workers.batch.email_record import EmailRecord
 from tributary.workers.batch.merge_rules import CustomerRecord, ProjectRecord
 from tributary.workers.batch.write_back import insert_missing_customers
@@ -171,7 +171,7 @@ class BatchState:
         rows = self.session.execute(
             select(Identity.source, Identity.external_id, Identity.customer_id).where(
                 Identity.account_id == account_id,
-                tuple_(Identity.source, Identity.external_id).in_(identities),
+                pairs_in(Identity.source, Identity.external_id, identities),
             )
         )
         linked = []
@@ -192,7 +192,7 @@ class BatchState:
                 IdentityTombstone.event_type,
             ).where(
                 IdentityTombstone.account_id == account_id,
-                tuple_(IdentityTombstone.source, IdentityTombstone.external_id).in_(identities),
+                pairs_in(IdentityTombstone.source, IdentityTombstone.external_id, identities),
             )
         )
         owners = []
