@@ -61,6 +61,15 @@ def _server_closed(dbapi_connection: Any) -> bool:
     return bool(poller.poll(0))
 
 
+# PostgreSQL connections a process keeps open, and how many more it may open at a peak (closed
+# again when returned). A web process has 16 threads and its group commit holds one connection
+# for good; with 5 kept, four `/v1/batch` requests at once opened and closed a connection per
+# request beyond them, and those short-lived backends cost PostgreSQL more CPU than the inserts
+# (bench/README.md). The ceiling stays 15 per process, as it was (5 + 10).
+POOL_SIZE = 10
+POOL_OVERFLOW = 5
+
+
 def _replace_closed_connections(engine: Engine) -> None:
     # Instead of `pool_pre_ping` (a SELECT 1 round trip on every checkout, the ingest path's second
     # round trip): look at the socket. A connection the server closed is replaced at checkout (the
@@ -82,7 +91,7 @@ class Database:
     which needs exactly one round trip.
     """
 
-    def __init__(self, url: str, *, pool_size: int = 5, echo: bool = False) -> None:
+    def __init__(self, url: str, *, pool_size: int = POOL_SIZE, echo: bool = False) -> None:
         self.url = normalize_url(url)
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
@@ -90,7 +99,7 @@ class Database:
         if self.dialect == "sqlite":
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800)
+            kwargs.update(pool_size=pool_size, max_overflow=POOL_OVERFLOW, pool_recycle=1800)
         self.engine = create_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
