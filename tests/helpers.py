@@ -9,7 +9,7 @@ from typing import Any
 
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 
 from tributary.app.accounts import create_key, ensure_account, get_project
 from tributary.models.session import normalize_url
@@ -40,6 +40,10 @@ class Sent:
     parameters: Any
     many: bool
 
+    def reads(self, table: str) -> bool:
+        """A SELECT from `table`."""
+        return self.sql.lstrip().startswith("SELECT") and f"FROM {table}" in self.sql
+
 
 @contextmanager
 def statements_sent(runtime: Runtime) -> Iterator[list[Sent]]:
@@ -54,6 +58,12 @@ def statements_sent(runtime: Runtime) -> Iterator[list[Sent]]:
         yield sent
     finally:
         event.remove(runtime.db.engine, "before_cursor_execute", capture)
+
+
+def plan_of(conn: Connection, sql: str, parameters: Any) -> str:
+    """The plan the backend would run `sql` with (EXPLAIN, or SQLite's EXPLAIN QUERY PLAN)."""
+    explain = "EXPLAIN " if conn.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
+    return "\n".join(str(row[-1]) for row in conn.exec_driver_sql(explain + sql, parameters))
 
 
 def make_key(runtime: Runtime, scopes: list[str], project: str | None = None) -> str:

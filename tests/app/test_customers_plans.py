@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import event, insert, text
 from sqlalchemy.orm import Session
 
+from tests.helpers import plan_of
 from tributary.app.customer_args import parse_list_args
 from tributary.app.customer_query import Reader, list_customers
 from tributary.models import Customer, CustomerProject, Project
@@ -107,13 +108,9 @@ def _all_pages(session: Session, account_id: str, query: str) -> list[str]:
         cursor = page.next_cursor
 
 
-def _plans(session: Session, runtime: Runtime, statements: list[tuple[str, Any]]) -> list[str]:
-    explain = "EXPLAIN " if runtime.db.is_postgres else "EXPLAIN QUERY PLAN "
+def _plans(session: Session, statements: list[tuple[str, Any]]) -> list[str]:
     conn = session.connection()
-    return [
-        "\n".join(str(row[-1]) for row in conn.exec_driver_sql(explain + sql, params))
-        for sql, params in list(statements)
-    ]
+    return [plan_of(conn, sql, params) for sql, params in list(statements)]
 
 
 # (q, how many match): known answers, so an expectation that drifted with the data cannot hide a
@@ -160,7 +157,7 @@ def test_q_reads_the_trigram_indexes_on_postgresql(
         # Walking the activity index and filtering is the other plan a small table invites.
         _avoid(session, runtime, "seqscan", "indexscan")
         assert len(_all_pages(session, account_id, "q=lovelace&limit=7")) == 20
-        plans = _plans(session, runtime, statements)
+        plans = _plans(session, statements)
     # The never-active phase is 30 rows, which the activity index finds on its own; the rest (3,090
     # customers with an activity) is where a scan would cost.
     active = [plan for (sql, _), plan in zip(statements, plans, strict=True) if "IS NOT NULL" in sql]
@@ -198,7 +195,7 @@ def test_every_phase_of_an_activity_sort_is_read_in_index_order(
     with runtime.db.session() as session, session.begin():
         _avoid(session, runtime, "seqscan", "sort")
         found = _all_pages(session, account_id, query)
-        plans = _plans(session, runtime, statements)
+        plans = _plans(session, statements)
     assert sorted(found) == sorted(c.email for c in people)
     for plan in plans:
         assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan

@@ -55,6 +55,14 @@ def post(
     return client.post(f"/webhooks/{source_id}", data=raw, headers=headers)
 
 
+def post_customer_created(client: FlaskClient, source_id: str, tag: str, i: int) -> None:
+    """A signed `customer.created` for `<tag><i>@example.com` (customer `cus_<tag><i>`), accepted."""
+    body = event(
+        "customer.created", event_id=f"evt_{tag}{i}", id=f"cus_{tag}{i}", email=f"{tag}{i}@example.com"
+    )
+    assert post(client, source_id, body).status_code == 200
+
+
 def create_source(client: FlaskClient, admin: dict[str, str], **options: Any) -> str:
     response = client.post(
         "/v1/sources", json={"connector": "stripe", "secrets": [SECRET], "options": options}, headers=admin

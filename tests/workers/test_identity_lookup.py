@@ -10,8 +10,8 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import insert, select
 
-from tests.connectors.stripe_helpers import create_source, event, post
-from tests.helpers import statements_sent
+from tests.connectors.stripe_helpers import create_source, post_customer_created
+from tests.helpers import plan_of, statements_sent
 from tributary.models import Customer, Identity
 from tributary.models.sql import pairs_in
 from tributary.runtime.process import Runtime
@@ -59,20 +59,16 @@ def test_a_batch_matches_each_sources_ids_in_one_condition(
         pytest.skip("the plan is PostgreSQL's")
     source_id = create_source(client, admin)
     for i in range(12):
-        body = event(
-            "customer.created", event_id=f"evt_look{i}", id=f"cus_look{i}", email=f"look{i}@example.com"
-        )
-        assert post(client, source_id, body).status_code == 200
+        post_customer_created(client, source_id, "look", i)
 
     with statements_sent(runtime) as sent:
         assert drain_batch(runtime, 1000) == 12
-    lookups = [s for s in sent if s.sql.lstrip().startswith("SELECT") and "FROM identities" in s.sql]
+    lookups = [s for s in sent if s.reads("identities")]
 
     assert lookups
     with runtime.db.engine.connect() as conn:
         for lookup in lookups:
-            explained = conn.exec_driver_sql("EXPLAIN " + lookup.sql, lookup.parameters)
-            plan = "\n".join(str(row[0]) for row in explained)
+            plan = plan_of(conn, lookup.sql, lookup.parameters)
             # One source: its twelve ids in one array, not twelve (source AND id) terms ORed.
             assert "ANY" in plan and " OR " not in plan, plan
     assert client.get("/v1/customers/look3@example.com", headers=admin).get_json()["identities"] == [

@@ -14,7 +14,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import insert, text
 
-from tests.helpers import customer, identify, statements_sent
+from tests.helpers import customer, identify, plan_of, statements_sent
 from tributary.models import Customer
 from tributary.runtime.process import Runtime
 from tributary.workers.jobs import drain_batch
@@ -49,14 +49,12 @@ def test_a_batch_locks_its_customers_through_the_unique_index(
 
     with statements_sent(runtime) as sent:
         assert drain_batch(runtime, 1000) == 40
-    selects = [s for s in sent if s.sql.lstrip().startswith("SELECT")]
-    locks = [s for s in selects if "FROM customers" in s.sql and "FOR UPDATE" in s.sql]
+    locks = [s for s in sent if s.reads("customers") and "FOR UPDATE" in s.sql]
 
     assert locks
     with runtime.db.engine.connect() as conn:
         for lock in locks:
-            explained = conn.exec_driver_sql("EXPLAIN " + lock.sql, lock.parameters)
-            plan = "\n".join(str(row[0]) for row in explained)
+            plan = plan_of(conn, lock.sql, lock.parameters)
             assert "ix_customers_email_trgm" not in plan, plan
             assert "uq_customers_account_id_email" in plan, plan
     record = customer(client, admin_key, f"known{KNOWN // 20}@example.com")

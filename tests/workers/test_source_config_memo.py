@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask.testing import FlaskClient
 
-from tests.connectors.stripe_helpers import create_source, event, post
+from tests.connectors.stripe_helpers import create_source, post_customer_created
 from tests.helpers import statements_sent
 from tributary.runtime.process import Runtime
 from tributary.workers.jobs import drain_batch
@@ -15,15 +15,7 @@ def _drain_counting_reads(runtime: Runtime) -> dict[str, int]:
     """SELECTs of sources and projects that one batch sends."""
     with statements_sent(runtime) as sent:
         assert drain_batch(runtime, 1000) > 0
-    selects = [s.sql for s in sent if s.sql.lstrip().startswith("SELECT")]
-    return {table: sum(f"FROM {table}" in sql for sql in selects) for table in ("sources", "projects")}
-
-
-def _customer_created(client: FlaskClient, source_id: str, tag: str, i: int) -> None:
-    body = event(
-        "customer.created", event_id=f"evt_{tag}{i}", id=f"cus_{tag}{i}", email=f"{tag}{i}@example.com"
-    )
-    assert post(client, source_id, body).status_code == 200
+    return {table: sum(s.reads(table) for s in sent) for table in ("sources", "projects")}
 
 
 def test_a_batch_reads_its_source_and_project_once(
@@ -31,7 +23,7 @@ def test_a_batch_reads_its_source_and_project_once(
 ) -> None:
     source_id = create_source(client, admin)
     for i in range(6):
-        _customer_created(client, source_id, "memo", i)
+        post_customer_created(client, source_id, "memo", i)
 
     assert _drain_counting_reads(runtime) == {"sources": 1, "projects": 1}
     for i in range(6):
@@ -45,8 +37,8 @@ def test_each_event_sees_its_own_sources_options_within_one_batch(
     live = create_source(client, admin, livemode=True)
     test = create_source(client, admin)
     for i in range(3):
-        _customer_created(client, live, "live", i)
-        _customer_created(client, test, "test", i)
+        post_customer_created(client, live, "live", i)
+        post_customer_created(client, test, "test", i)
 
     assert _drain_counting_reads(runtime) == {"sources": 2, "projects": 1}  # both in one project
     for i in range(3):
