@@ -1,10 +1,12 @@
 """Prometheus metrics that stay right with many gunicorn and RQ worker processes.
 
 Everything about events is computed at scrape time from the database (counts by status, source
-and connector; pending count and oldest pending age; the received → processed latency histogram)
-and from Redis (queue depths, failed-registry size, rejection counters). Nothing is counted in a
-process, so nothing is double counted when several processes answer, and nothing is lost when a
-worker restarts: any web process answers the same, install-wide numbers.
+and connector; pending count and oldest pending age; the received → processed latency histogram;
+on PostgreSQL from tallies its triggers keep, models/event_tally.py, so a scrape costs the same at
+a billion events as at a thousand) and from Redis (queue depths, failed-registry size, rejection
+counters). Nothing is counted in a process, so nothing is double counted when several processes
+answer, and nothing is lost when a worker restarts: any web process answers the same, install-wide
+numbers.
 
 HTTP request durations can only be observed where requests are served. Each process buckets them
 in memory and a daemon thread adds the buckets to one Redis hash every second (HINCRBY, so adds
@@ -24,17 +26,23 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import Float, case, cast, func, literal, select
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy import func, select
 
 from tributary.models import Event
 from tributary.models.base import utcnow
+from tributary.models.event_tally import (
+    LATENCY_BOUNDS,
+    scan_counts,
+    scan_latency,
+    tallied,
+    tally_counts,
+    tally_latency,
+)
 from tributary.runtime.process import Runtime
 
 log = logging.getLogger(__name__)
@@ -42,7 +50,6 @@ log = logging.getLogger(__name__)
 HTTP_KEY = "tributary:metrics:http"
 REJECTIONS_KEY = "tributary:rejections:counts"
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-LATENCY_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0, 3600.0, 86400.0)
 FLUSH_SECONDS = 1.0
 SEP = "\t"
 
@@ -119,12 +126,6 @@ class RequestTimings:
                         mine[index] += value
 
 
-def _seconds_between(dialect: str, start: Any, end: Any) -> ColumnElement[Any]:
-    if dialect == "postgresql":
-        return func.extract("epoch", end - start)
-    return cast((func.julianday(end) - func.julianday(start)) * literal(86400.0), Float)
-
-
 class TributaryCollector(Collector):
     def __init__(self, runtime: Runtime, timings: RequestTimings) -> None:
         self.runtime = runtime
@@ -136,7 +137,6 @@ class TributaryCollector(Collector):
         yield self._http()
 
     def _events(self) -> Iterator[Metric]:
-        db = self.runtime.db
         by_status = GaugeMetricFamily(
             "tributary_events",
             "Stored events by source, connector and status.",
@@ -148,25 +148,19 @@ class TributaryCollector(Collector):
             labels=["source", "connector"],
         )
         totals: dict[tuple[str, str], int] = {}
-        with db.session() as session:
-            rows = session.execute(
-                select(Event.source_id, Event.channel, Event.status, func.count()).group_by(
-                    Event.source_id, Event.channel, Event.status
-                )
-            ).all()
+        with self.runtime.db.session() as session:
+            # PostgreSQL's tallies are kept by triggers (models/event_tally.py): a scrape reads a
+            # few thousand rows whatever the table's size. SQLite counts the table.
+            if tallied(session):
+                counts, buckets = tally_counts(session), tally_latency(session)
+            else:
+                counts, buckets = scan_counts(session), scan_latency(session)
+            # Only the backlog is read here, through the partial index on pending events.
             pending_count, oldest = session.execute(
                 select(func.count(), func.min(Event.received_at)).where(Event.status == "pending")
             ).one()
-            seconds = _seconds_between(db.dialect, Event.received_at, Event.processed_at)
-            bounds = (*LATENCY_BUCKETS, float("inf"))
-            latency_row = session.execute(
-                select(
-                    *(func.coalesce(func.sum(case((seconds <= b, 1), else_=0)), 0) for b in LATENCY_BUCKETS),
-                    func.count(),
-                    func.coalesce(func.sum(seconds), 0.0),
-                ).where(Event.status.in_(("processed", "ignored")), Event.processed_at.is_not(None))
-            ).one()
-        for source_id, channel, status, count in rows:
+        rows = sorted(counts.items(), key=lambda item: (item[0][0] or "", item[0][1], item[0][2]))
+        for (source_id, channel, status), count in rows:
             source = source_id or ""
             by_status.add_metric([source, channel, status], count)
             totals[(source, channel)] = totals.get((source, channel), 0) + count
@@ -183,14 +177,17 @@ class TributaryCollector(Collector):
             "Age of the oldest pending event (0 when none).",
             value=max(age, 0.0),
         )
-        counts = [int(v) for v in latency_row[: len(LATENCY_BUCKETS)]] + [int(latency_row[-2])]
+        cumulative, total_seconds = 0, 0.0
+        histogram: list[tuple[str, float]] = []
+        for bound, (events, seconds) in zip((*LATENCY_BOUNDS, float("inf")), buckets, strict=True):
+            cumulative += events
+            total_seconds += seconds
+            histogram.append((_le(bound), cumulative))
         latency = HistogramMetricFamily(
             "tributary_processing_latency_seconds",
             "Received → applied (processed or ignored), from the events table.",
         )
-        latency.add_metric(
-            [], [(_le(b), c) for b, c in zip(bounds, counts, strict=True)], float(latency_row[-1])
-        )
+        latency.add_metric([], histogram, total_seconds)
         yield latency
 
     def _redis_metrics(self) -> Iterator[Metric]:

@@ -7,6 +7,7 @@ from tributary.models.attempt import EventAttempt
 from tributary.models.base import Base
 from tributary.models.customer import Customer, CustomerProject, Identity, TimelineEntry
 from tributary.models.event import EVENT_STATUSES, Event
+from tributary.models.event_tally import EventCount, EventLatency
 from tributary.models.imports import Import, ImportCheckpoint
 from tributary.models.merges import CustomerMerge, IdentityTombstone
 from tributary.models.replay import REPLAY_STATES, Replay
@@ -26,6 +27,8 @@ __all__ = [
     "Database",
     "Event",
     "EventAttempt",
+    "EventCount",
+    "EventLatency",
     "Identity",
     "IdentityTombstone",
     "Import",

@@ -1,5 +1,6 @@
 """Find events left pending (Redis was flushed or down at ingest) and schedule them again; wake
-or expire events deferred while they wait for their person (workers/deferred.py)."""
+or expire events deferred while they wait for their person (workers/deferred.py); fold the
+metrics' event tallies (models/event_tally.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy import func, select
 
 from tributary.models import Event
 from tributary.models.base import utcnow
+from tributary.models.event_tally import compact
 from tributary.runtime.doorbell import DOORBELL_KEY, ring
 from tributary.runtime.process import Runtime
 from tributary.workers.deferred import expire_deferred, wake_known
@@ -37,6 +39,7 @@ def sweep(runtime: Runtime, older_than: timedelta | None = None) -> int:
     if older_than is None:
         older_than = timedelta(seconds=runtime.settings.sweep_after_seconds)
     sweep_deferred(runtime)
+    compact_tallies(runtime)
     found = stale_pending(runtime, older_than)
     if found:
         try:
@@ -61,6 +64,13 @@ def sweep_deferred(runtime: Runtime) -> tuple[int, int]:
     if woken or expired:
         log.info("sweep: %d deferred events woken, %d expired (ignored)", woken, expired)
     return woken, expired
+
+
+def compact_tallies(runtime: Runtime) -> int:
+    """Fold the rows the triggers appended since the last sweep (a few per second under load), so
+    a scrape sums a bounded number of rows; returns how many were folded."""
+    with runtime.db.write_session() as session, session.begin():
+        return compact(session)
 
 
 def sweep_if_due(runtime: Runtime) -> int | None:

@@ -1,0 +1,206 @@
+"""The metrics' event tallies (models/event_tally.py, migration 0013) are exactly what the events
+table holds, whoever wrote it and however: the product's own paths (ingest, webhooks, the worker's
+bulk update, replay, erasure, source deletion), bare SQL (bulk updates, deletes, TRUNCATE), a
+migration from a database that already had events, and compaction beside concurrent writers.
+PostgreSQL only: SQLite has no statement-level triggers and `/metrics` counts the table there."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, delete, func, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from tests.connectors.stripe_helpers import create_source, post_customer_created
+from tests.helpers import auth, identify, make_key, statements_sent, temporary_database
+from tributary.models import Event, EventCount, Source
+from tributary.models.event_tally import (
+    LATENCY_BOUNDS,
+    compact,
+    scan_counts,
+    scan_latency,
+    tally_counts,
+    tally_latency,
+)
+from tributary.models.session import normalize_url
+from tributary.runtime.migrate import upgrade
+from tributary.runtime.process import Runtime
+from tributary.workers.sweep import sweep
+
+
+@pytest.fixture(autouse=True)
+def _postgres_only(runtime: Runtime) -> None:
+    if not runtime.db.is_postgres:
+        pytest.skip("SQLite keeps no tallies: /metrics counts the events table there")
+
+
+def assert_exact(session: Session) -> None:
+    assert tally_counts(session) == {key: n for key, n in scan_counts(session).items() if n}
+    assert tally_latency(session) == scan_latency(session)
+
+
+def check(runtime: Runtime) -> dict[tuple[str | None, str, str], int]:
+    with runtime.db.session() as session:
+        assert_exact(session)
+        return tally_counts(session)
+
+
+def test_every_write_path_keeps_the_tallies_exact(
+    runtime: Runtime, client: FlaskClient, admin_key: str, drain: Callable[[], None]
+) -> None:
+    admin = auth(admin_key)
+    source = create_source(client, admin)
+    for i in range(6):
+        identify(client, admin_key, email=f"person{i}@example.com", name=f"Person {i}")
+        post_customer_created(client, source, "tally", i)
+    counts = check(runtime)
+    assert counts == {(None, "identify", "pending"): 6, (source, "stripe", "pending"): 6}
+
+    drain()  # the worker's one-statement bulk update (a CTE that also writes the attempts)
+    counts = check(runtime)
+    assert counts == {(None, "identify", "processed"): 6, (source, "stripe", "processed"): 6}
+
+    # Latencies on every bucket's bound and just past it: the triggers bucket as the scan does.
+    with runtime.db.session() as session, session.begin():
+        ids = session.scalars(select(Event.id).order_by(Event.id)).all()
+        for event_id, seconds in zip(ids, [*LATENCY_BOUNDS, LATENCY_BOUNDS[-1] + 1, 0.1000001], strict=True):
+            session.execute(
+                update(Event)
+                .where(Event.id == event_id)
+                .values(processed_at=Event.received_at + func.make_interval(0, 0, 0, 0, 0, 0, seconds))
+            )
+    check(runtime)
+
+    replayed = client.post(f"/v1/events/{ids[0]}/replay", headers=admin)
+    assert replayed.status_code == 200, replayed.get_json()
+    assert client.delete("/v1/customers/person1@example.com", headers=admin).status_code == 204
+    check(runtime)
+
+    # Bare SQL: a bulk move back to pending, a failure, deletions, the source's deletion (its events
+    # keep their rows, their source becomes NULL through the foreign key), and TRUNCATE.
+    with runtime.db.session() as session, session.begin():
+        session.execute(
+            update(Event).where(Event.id.in_(ids[:3])).values(status="pending", processed_at=None)
+        )
+        session.execute(update(Event).where(Event.id == ids[3]).values(status="failed"))
+        session.execute(delete(Event).where(Event.id.in_(ids[4:6])))
+    check(runtime)
+    with runtime.db.session() as session, session.begin():
+        session.execute(delete(Source).where(Source.id == source))
+    counts = check(runtime)
+    assert not any(key[0] == source for key in counts)
+    with runtime.db.session() as session, session.begin():
+        session.execute(text("TRUNCATE events CASCADE"))
+    assert check(runtime) == {}
+
+
+def test_a_rolled_back_write_counts_nothing(runtime: Runtime, client: FlaskClient) -> None:
+    token = make_key(runtime, ["ingest"])
+    identify(client, token, email="kept@example.com")
+    with runtime.db.session() as session:
+        session.begin()
+        session.execute(update(Event).values(status="failed"))
+        session.rollback()
+    assert check(runtime) == {(None, "identify", "pending"): 1}
+
+
+def test_compaction_folds_the_rows_and_keeps_the_sums(
+    runtime: Runtime, client: FlaskClient, drain: Callable[[], None]
+) -> None:
+    token = make_key(runtime, ["ingest"])
+    for i in range(5):
+        identify(client, token, email=f"c{i}@example.com")
+    drain()
+    with runtime.db.session() as session, session.begin():
+        before = tally_counts(session), tally_latency(session)
+        rows = session.scalar(select(func.count()).select_from(EventCount))
+        assert rows is not None and rows > len(before[0])
+    assert sweep(runtime) == 0  # the sweeper compacts as it goes
+    with runtime.db.session() as session, session.begin():
+        assert (tally_counts(session), tally_latency(session)) == before
+        assert session.scalar(select(func.count()).select_from(EventCount)) == len(before[0])
+        assert_exact(session)
+        # Compacted: one row per key and one per latency bucket that holds events.
+        assert compact(session) == len(before[0]) + sum(1 for n, _ in before[1] if n)
+
+
+def test_compaction_beside_a_writer_and_another_compaction_stays_exact(
+    runtime: Runtime, client: FlaskClient
+) -> None:
+    token = make_key(runtime, ["ingest"])
+    for i in range(3):
+        identify(client, token, email=f"w{i}@example.com")
+    engine = runtime.db.engine
+    with engine.connect() as writer, engine.connect() as first:
+        # A writer's uncommitted rows are invisible to a compaction, which leaves them alone.
+        writer.execute(update(Event).where(Event.email == "w0@example.com").values(status="failed"))
+        with Session(first) as session:
+            compact(session)  # holds the rows it folded until it commits
+            done = threading.Event()
+
+            def second() -> None:
+                with Session(engine) as other, other.begin():
+                    compact(other)  # waits for the first, then skips the rows it deleted
+                done.set()
+
+            thread = threading.Thread(target=second)
+            thread.start()
+            assert not done.wait(0.5)
+            session.commit()
+            thread.join(10)
+            assert done.is_set()
+        writer.commit()
+    assert check(runtime) == {(None, "identify", "pending"): 2, (None, "identify", "failed"): 1}
+
+
+def test_a_scrape_reads_the_tallies_not_the_events(runtime: Runtime, client: FlaskClient) -> None:
+    token = make_key(runtime, ["ingest"])
+    identify(client, token, email="scraped@example.com")
+    with statements_sent(runtime) as sent:
+        assert client.get("/metrics").status_code == 200
+    reads = [s.sql for s in sent if s.reads("events")]
+    # The backlog's count and age only, by the pending rows' partial index.
+    assert len(reads) == 1 and "events.status = " in reads[0], reads
+    assert any(s.reads("event_counts") for s in sent) and any(s.reads("event_latency") for s in sent)
+
+
+@pytest.fixture
+def scratch_url(tmp_path: Path, database_url: str) -> Iterator[str]:
+    with temporary_database(database_url, f"{make_url(database_url).database}_tally") as url:
+        yield url
+
+
+def test_the_migration_counts_the_events_already_stored(scratch_url: str, runtime: Runtime) -> None:
+    upgrade(scratch_url, "0012_email_trigram_on_lower")
+    engine = create_engine(normalize_url(scratch_url))
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO accounts (id, name, created_at) VALUES ('acct_t', 't', now())"))
+        conn.execute(
+            text(
+                "INSERT INTO projects (id, account_id, slug, name, created_at) "
+                "VALUES ('prj_t', 'acct_t', 'default', 'Default', now())"
+            )
+        )
+        conn.execute(
+            text(
+                """INSERT INTO events (id, account_id, project_id, channel, type, occurred_at, received_at,
+                       body, headers, status, attempts, processed_at)
+                   SELECT 'evt_' || g, 'acct_t', 'prj_t', 'identify', 'identify', now(), now(), '', '{}',
+                          CASE WHEN g % 4 = 0 THEN 'pending' ELSE 'processed' END, 1,
+                          CASE WHEN g % 4 = 0 THEN NULL ELSE now() + g * interval '1 second' END
+                   FROM generate_series(1, 40) AS g"""
+            )
+        )
+    upgrade(scratch_url)
+    with Session(engine) as session:
+        assert_exact(session)
+        assert tally_counts(session) == {
+            (None, "identify", "pending"): 10,
+            (None, "identify", "processed"): 30,
+        }
+    engine.dispose()
