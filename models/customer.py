@@ -93,7 +93,8 @@ class CustomerProject(Base):
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     customer_id: Mapped[str] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
-    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    # No index of its own: the two indexes above lead with it (migration 0014).
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     status: Mapped[str | None] = mapped_column(String(64), index=True)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     clock: Mapped[dict[str, Any]] = mapped_column(default=dict)
