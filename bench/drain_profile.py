@@ -46,9 +46,10 @@ def load() -> str:
 
 
 @contextmanager
-def database(pg: str) -> Iterator[str]:
+def database(pg: str, label: str = "drainprof") -> Iterator[str]:
+    """A new database `tributary_<label>_…` on the server of `pg`, dropped at the end; yields its URL."""
     base = make_url(pg)
-    name = f"tributary_drainprof_{os.getpid()}_{secrets.token_hex(3)}"
+    name = f"tributary_{label}_{os.getpid()}_{secrets.token_hex(3)}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))

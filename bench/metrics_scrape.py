@@ -15,15 +15,18 @@ It also checks that both say the same. Redis: db 12 of 127.0.0.1:6379 (`--redis-
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.drain_profile import database
 from tributary.runtime.migrate import upgrade
 
 FILL = """
@@ -61,18 +64,8 @@ def main() -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/12")
     args = parser.parse_args()
 
-    base = make_url(args.pg)
-    name = f"tributary_metricsbench_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = base.set(database=name).render_as_string(hide_password=False)
-    try:
+    with database(args.pg, "metricsbench") as url:
         run(url, args)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def run(url: str, args: argparse.Namespace) -> None:

@@ -43,6 +43,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from tributary.models.base import Base, BigIntPK
 from tributary.models.event import Event
+from tributary.models.sql import is_postgres
 
 __all__ = [
     "APPLIED",
@@ -98,8 +99,13 @@ class EventLatency(Base):
 
 
 def tallied(session: Session) -> bool:
-    """Whether this database keeps the tallies (PostgreSQL)."""
-    return session.get_bind().dialect.name == "postgresql"
+    """Whether this database keeps the tallies: PostgreSQL, whose triggers (migration 0013) do."""
+    return is_postgres(session)
+
+
+def _per_bucket(sums: dict[int, tuple[int, float]]) -> Latency:
+    """(events, seconds) for every bucket in order, empty buckets included."""
+    return [sums.get(bucket, (0, 0.0)) for bucket in range(len(LATENCY_BOUNDS) + 1)]
 
 
 def tally_counts(session: Session) -> Counts:
@@ -120,7 +126,7 @@ def tally_latency(session: Session) -> Latency:
             ).group_by(EventLatency.bucket)
         )
     }
-    return [sums.get(bucket, (0, 0.0)) for bucket in range(len(LATENCY_BOUNDS) + 1)]
+    return _per_bucket(sums)
 
 
 def scan_counts(session: Session) -> Counts:
@@ -152,8 +158,7 @@ def scan_latency(session: Session) -> Latency:
         .where(Event.status.in_(APPLIED), Event.processed_at.is_not(None))
         .group_by(bucket)
     )
-    sums = {int(b): (int(n), float(s)) for b, n, s in rows}
-    return [sums.get(b, (0, 0.0)) for b in range(len(LATENCY_BOUNDS) + 1)]
+    return _per_bucket({int(b): (int(n), float(s)) for b, n, s in rows})
 
 
 def compact(session: Session) -> int:

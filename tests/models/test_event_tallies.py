@@ -7,17 +7,15 @@ PostgreSQL only: SQLite has no statement-level triggers and `/metrics` counts th
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, delete, func, select, text, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from tests.connectors.stripe_helpers import create_source, post_customer_created
-from tests.helpers import auth, identify, make_key, statements_sent, temporary_database
+from tests.helpers import auth, identify, make_key, statements_sent
 from tributary.models import Event, EventCount, Source
 from tributary.models.event_tally import (
     LATENCY_BOUNDS,
@@ -167,12 +165,6 @@ def test_a_scrape_reads_the_tallies_not_the_events(runtime: Runtime, client: Fla
     # The backlog's count and age only, by the pending rows' partial index.
     assert len(reads) == 1 and "events.status = " in reads[0], reads
     assert any(s.reads("event_counts") for s in sent) and any(s.reads("event_latency") for s in sent)
-
-
-@pytest.fixture
-def scratch_url(tmp_path: Path, database_url: str) -> Iterator[str]:
-    with temporary_database(database_url, f"{make_url(database_url).database}_tally") as url:
-        yield url
 
 
 def test_the_migration_counts_the_events_already_stored(scratch_url: str, runtime: Runtime) -> None:

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
-from sqlalchemy.engine import make_url
 
-from tests.helpers import temporary_database
 from tributary.models import Base
 from tributary.models.session import normalize_url
 from tributary.runtime.migrate import downgrade, upgrade
@@ -26,16 +21,6 @@ def test_migrated_schema_matches_the_models(runtime: Runtime) -> None:
     with runtime.db.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
-
-
-@pytest.fixture
-def scratch_url(tmp_path: Path, database_url: str) -> Iterator[str]:
-    """An empty database of this run's backend, so the session's own schema stays intact."""
-    if not database_url.startswith("postgresql"):
-        yield f"sqlite:///{tmp_path}/scratch.db"
-        return
-    with temporary_database(database_url, f"{make_url(database_url).database}_scratch") as url:
-        yield url
 
 
 def test_downgrade_to_base_and_back(scratch_url: str) -> None:
