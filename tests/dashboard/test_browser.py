@@ -407,7 +407,12 @@ def test_phone_width_and_keyboard(browser: Any, server: Server) -> None:
     tab = Tab(browser, server, viewport={"width": 390, "height": 844}, is_mobile=True)
     try:
         tab.goto("/dashboard/sign-in")
-        tab.page.keyboard.type(server.admin)  # the key field has focus
+        # The key field takes focus itself (autofocus). Chromium applies autofocus at its next
+        # rendering step, which may come after "load": wait for it, or the first keys are lost.
+        field = tab.page.get_by_label("API key")
+        sync_api.expect(field).to_be_focused()
+        tab.page.keyboard.type(server.admin)
+        sync_api.expect(field).to_have_value(server.admin)  # every key reached the field
         tab.page.keyboard.press("Enter")
         tab.page.wait_for_url(re.compile(r"/dashboard/$"))
         tab.page.keyboard.press("Tab")
