@@ -322,9 +322,11 @@ def noop_run(env: dict[str, str], jobs: int) -> float:
         [str(BIN / "tributary"), "worker", "--burst"],
         env={**env, "TRIBUTARY_QUEUE": "drain-profile-noop"},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     while redis.llen(queue.key) >= jobs:
+        if proc.poll() is not None:
+            raise SystemExit(f"the no-op worker exited before its first job:\n{proc.stderr.read().decode()}")
         time.sleep(0.002)
     t0 = time.monotonic()
     proc.wait(900)
@@ -349,16 +351,15 @@ def main() -> None:
     args = parser.parse_args()
     redis_url = f"{args.redis}/{args.redis_db}"
     home = tempfile.mkdtemp(prefix="drainprof-")
-    if args.mode == "noop":
-        env = child_env("sqlite:///" + home + "/x.db", redis_url, home, args.batch_size)
-        for _ in range(args.repeat):
-            seconds = noop_run(env, args.jobs)
-            rate = args.jobs / seconds
-            log(f"no-op: {args.jobs} jobs in {seconds:.2f} s = {rate:.0f} jobs/s (load {load()})")
-        return
     with database(args.pg) as url:
         env = child_env(url, redis_url, home, args.batch_size)
         prepare(url, env)
+        if args.mode == "noop":
+            for _ in range(args.repeat):
+                seconds = noop_run(env, args.jobs)
+                rate = args.jobs / seconds
+                log(f"no-op: {args.jobs} jobs in {seconds:.2f} s = {rate:.0f} jobs/s (load {load()})")
+            return
         if args.mode == "profile":
             seed(url, args.events, "prof")
             profile(url, redis_url, args.batch_size, args.events)
