@@ -24,7 +24,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.exceptions import NoSuchJobError
-from rq.job import Job
+from rq.job import Job, get_current_job
 from rq.registry import FailedJobRegistry
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -37,12 +37,18 @@ from tributary.models.event_query import EventFilters, event_statement
 from tributary.runtime.process import Runtime, current
 from tributary.workers.batch.apply import apply_events, claim_events
 from tributary.workers.connector_changes import source_config
+from tributary.workers.failpoints import failpoint
 from tributary.workers.normalize import API_CHANNELS
 
 log = logging.getLogger(__name__)
 
 REPLAY_BATCH = 100
 REPLAY_SLICE_SECONDS = 10.0
+# A slice is about REPLAY_SLICE_SECONDS; RQ gives up on a job whose worker died this long + 60 s
+# after its last heartbeat, and the sweeper then resumes the replay (workers/replay_watch.py).
+REPLAY_JOB_TIMEOUT = 120
+# How long a replay's runner is remembered: far longer than any replay waits in its queue.
+RUNNER_TTL_SECONDS = 30 * 86400
 TERMINAL_STATES = ("completed", "cancelled", "failed")
 SETTLED = ("processed", "ignored")
 # The body app/erasure.py leaves in the events of an erased customer.
@@ -261,8 +267,26 @@ def count_matching(session: Session, filters: EventFilters) -> int:
     return int(session.scalar(stmt) or 0)
 
 
+def chain_key(replay_id: str) -> str:
+    """Who runs the replay now: the id of the job that will take its next slice, or
+    `LEASE_PREFIX…` while a foreground `tributary replay` runs it (workers/replay_watch.py)."""
+    return f"tributary:replay:{replay_id}:runner"
+
+
 def enqueue_replay(runtime: Runtime, replay_id: str) -> None:
-    replay_queue(runtime).enqueue(run_replay, replay_id, result_ttl=0, failure_ttl=7 * 86400, job_timeout=600)
+    """Queue the replay's next slice and make that job its runner, in one transaction: a job that
+    is not the runner (one the sweeper replaced after its worker died) stops at once."""
+    with runtime.redis.pipeline() as pipe:
+        job = replay_queue(runtime).enqueue(
+            run_replay,
+            replay_id,
+            result_ttl=0,
+            failure_ttl=7 * 86400,
+            job_timeout=REPLAY_JOB_TIMEOUT,
+            pipeline=pipe,
+        )
+        pipe.set(chain_key(replay_id), job.id, ex=RUNNER_TTL_SECONDS)
+        pipe.execute()
 
 
 def replay_step(runtime: Runtime, replay_id: str, batch: int = REPLAY_BATCH) -> bool:
@@ -302,12 +326,18 @@ def replay_step(runtime: Runtime, replay_id: str, batch: int = REPLAY_BATCH) -> 
 def run_replay(replay_id: str) -> str:
     """The replay queue's job: steps for one slice, then re-enqueues itself behind fresh traffic."""
     runtime = current()
+    job = get_current_job()
+    if job is not None and _runner(runtime, replay_id) not in (None, job.id):
+        return "superseded"  # another job (or a foreground run) has taken the replay over
     started = time.monotonic()
     try:
         while replay_step(runtime, replay_id):
+            failpoint("replay.after_batch")
             if time.monotonic() - started > REPLAY_SLICE_SECONDS:
                 enqueue_replay(runtime, replay_id)
                 return "yielded"
+        with suppress(RedisError):
+            runtime.redis.delete(chain_key(replay_id))
     except Exception as exc:
         with runtime.db.write_session() as session, session.begin():
             replay = session.get(Replay, replay_id)
@@ -319,6 +349,14 @@ def run_replay(replay_id: str) -> str:
                 )
         raise
     return "done"
+
+
+def _runner(runtime: Runtime, replay_id: str) -> str | None:
+    try:
+        value = runtime.redis.get(chain_key(replay_id))
+    except RedisError:
+        return None  # unknown: the job goes on (a duplicate slice is harmless, see replay_step)
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def cancel_replay(session: Session, replay: Replay) -> None:

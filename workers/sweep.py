@@ -1,6 +1,7 @@
 """Find events left pending (Redis was flushed or down at ingest) and schedule them again; wake
 or expire events deferred while they wait for their person (workers/deferred.py); fold the
-metrics' event tallies (models/event_tally.py)."""
+metrics' event tallies (models/event_tally.py); queue again the background replays whose runner
+died (workers/replay_watch.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tributary.models.event_tally import compact
 from tributary.runtime.doorbell import DOORBELL_KEY, ring
 from tributary.runtime.process import Runtime
 from tributary.workers.deferred import expire_deferred, wake_known
+from tributary.workers.replay_watch import resume_orphaned
 from tributary.workers.retention import purge_if_due
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ def sweep(runtime: Runtime, older_than: timedelta | None = None) -> int:
         older_than = timedelta(seconds=runtime.settings.sweep_after_seconds)
     sweep_deferred(runtime)
     compact_tallies(runtime)
+    resume_replays(runtime)
     found = stale_pending(runtime, older_than)
     if found:
         try:
@@ -64,6 +67,14 @@ def sweep_deferred(runtime: Runtime) -> tuple[int, int]:
     if woken or expired:
         log.info("sweep: %d deferred events woken, %d expired (ignored)", woken, expired)
     return woken, expired
+
+
+def resume_replays(runtime: Runtime) -> list[str]:
+    try:
+        return resume_orphaned(runtime)
+    except RedisError as exc:
+        log.warning("sweep could not check the background replays, Redis is unreachable: %s", exc)
+        return []
 
 
 def compact_tallies(runtime: Runtime) -> int:

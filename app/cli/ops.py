@@ -33,6 +33,7 @@ from tributary.app.replays import create_replay, find_replay, plan_replay, repla
 from tributary.models import Event, Replay
 from tributary.models.base import utcnow
 from tributary.workers.replay import cancel_replay, enqueue_replay, replay_step
+from tributary.workers.replay_watch import foreground_lease, renew
 from tributary.workers.retention import PURGEABLE, purge
 
 T = TypeVar("T")
@@ -209,11 +210,15 @@ def _run_replay(replay_id: str, total: int, *, quiet: bool) -> dict[str, Any]:
     rt = runtime()
     started = time.monotonic()
     done = 0
-    with click.progressbar(
-        length=total, label="replaying", show_pos=True, file=io.StringIO() if quiet else None
-    ) as bar:
+    with (
+        foreground_lease(rt, replay_id),
+        click.progressbar(
+            length=total, label="replaying", show_pos=True, file=io.StringIO() if quiet else None
+        ) as bar,
+    ):
         try:
             while replay_step(rt, replay_id):
+                renew(rt, replay_id)
                 with rt.db.session() as session:
                     replay = session.get(Replay, replay_id)
                     now = replay.done if replay else done
