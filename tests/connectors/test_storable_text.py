@@ -1,9 +1,11 @@
 """storable_text (connectors/safe_json.py) lets validation skip the walk for unstorable values only
-when the JSON text shows none can be inside; everything `problem` refuses is still refused."""
+when the JSON text shows none can be inside; everything `problem` refuses is still refused, and its
+own fast path (one C-encoded dump) answers what the walk answers."""
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from tributary.connectors.identify import IdentifyRequest, PingRequest, validate_message
-from tributary.connectors.safe_json import loads, problem, storable_text
+from tributary.connectors.safe_json import _walk, loads, problem, storable_text
 
 _text = st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(["\x00", "\ud800", "\udfff"]))
 _json = st.recursive(
@@ -20,6 +22,41 @@ _json = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
     max_leaves=12,
 )
+
+
+# Values as connectors build them: JSON's, plus tuples, non-text keys and values JSON does not know.
+_built = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _text | st.datetimes() | st.just("\\u0000"),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(_text | st.integers() | st.booleans(), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(_built)
+def test_problem_answers_exactly_what_the_walk_answers(value: Any) -> None:
+    assert problem(value) == _walk(value, "")
+
+
+@pytest.mark.parametrize(
+    ("value", "found"),
+    [
+        ({"a": ["ok", "x\x00"]}, "a[1]: contains a NUL character or a lone surrogate"),
+        ({"a": {"b": "\ud800"}}, "a.b: contains a NUL character or a lone surrogate"),
+        ({"a": ("\udfff",)}, "a[0]: contains a NUL character or a lone surrogate"),
+        ({"k\x00": 1}, "object: a key contains a NUL character or a lone surrogate"),
+        ({"\udc80": 1}, "object: a key contains a NUL character or a lone surrogate"),
+        ([1, {"n": float("nan")}], "[1].n: not a finite number"),
+        ({"n": float("-inf"), "when": datetime(2026, 1, 1)}, "n: not a finite number"),
+        ({"text": "spells \\u0000, holds none", 1: None, "when": datetime(2026, 1, 1)}, None),
+    ],
+)
+def test_problem_names_each_unstorable_value_the_fast_path_sees(value: Any, found: str | None) -> None:
+    assert problem(value) == found
 
 
 @settings(max_examples=500, deadline=None)
