@@ -268,8 +268,8 @@ def count_matching(session: Session, filters: EventFilters) -> int:
 
 
 def chain_key(replay_id: str) -> str:
-    """Who runs the replay now: the id of the job that will take its next slice, or
-    `LEASE_PREFIX…` while a foreground `tributary replay` runs it (workers/replay_watch.py)."""
+    """Who runs the replay now: the id of the job that will take its next slice, or a lease while
+    a foreground `tributary events replay` runs it (workers/replay_watch.py)."""
     return f"tributary:replay:{replay_id}:runner"
 
 
@@ -291,7 +291,9 @@ def enqueue_replay(runtime: Runtime, replay_id: str) -> None:
 
 def replay_step(runtime: Runtime, replay_id: str, batch: int = REPLAY_BATCH) -> bool:
     """Replay the next batch of a background replay in one transaction. False once it is over
-    (finished, cancelled, or gone)."""
+    (finished, cancelled, or gone). Two runs of one replay at once (a resumed one beside a runner
+    that was not dead after all) take turns: the replay row is locked (PostgreSQL's row lock,
+    SQLite's one writer) and each batch starts after the last event the other committed."""
     with runtime.db.write_session() as session, session.begin():
         # Locked (PostgreSQL) so a cancellation waits for the batch in flight, never interleaves.
         replay = session.get(Replay, replay_id, with_for_update=runtime.db.is_postgres)
@@ -327,7 +329,11 @@ def run_replay(replay_id: str) -> str:
     """The replay queue's job: steps for one slice, then re-enqueues itself behind fresh traffic."""
     runtime = current()
     job = get_current_job()
-    if job is not None and _runner(runtime, replay_id) not in (None, job.id):
+    try:
+        runner = runner_of(runtime, replay_id)
+    except RedisError:
+        runner = None  # unknown: go on, two runs of one replay are harmless (see replay_step)
+    if job is not None and runner not in (None, job.id):
         return "superseded"  # another job (or a foreground run) has taken the replay over
     started = time.monotonic()
     try:
@@ -351,11 +357,9 @@ def run_replay(replay_id: str) -> str:
     return "done"
 
 
-def _runner(runtime: Runtime, replay_id: str) -> str | None:
-    try:
-        value = runtime.redis.get(chain_key(replay_id))
-    except RedisError:
-        return None  # unknown: the job goes on (a duplicate slice is harmless, see replay_step)
+def runner_of(runtime: Runtime, replay_id: str) -> str | None:
+    """The replay's runner (see `chain_key`), None when it has none; raises RedisError."""
+    value = runtime.redis.get(chain_key(replay_id))
     return value.decode() if isinstance(value, bytes) else value
 
 

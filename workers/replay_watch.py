@@ -29,7 +29,7 @@ from sqlalchemy import select
 from tributary.models import Replay
 from tributary.models.base import utcnow
 from tributary.runtime.process import Runtime
-from tributary.workers.replay import TERMINAL_STATES, chain_key, enqueue_replay, replay_queue
+from tributary.workers.replay import TERMINAL_STATES, chain_key, enqueue_replay, replay_queue, runner_of
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +79,6 @@ def _runner_alive(runtime: Runtime, runner: str | None) -> bool:
     return status in ALIVE
 
 
-def _runner(runtime: Runtime, replay_id: str) -> str | None:
-    value = runtime.redis.get(chain_key(replay_id))
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def resume_orphaned(runtime: Runtime) -> list[str]:
     """Queue again every unfinished replay nobody runs; returns their ids. Raises RedisError when
     Redis is unreachable (the sweeper logs it and tries next time)."""
@@ -93,8 +88,8 @@ def resume_orphaned(runtime: Runtime) -> list[str]:
         unfinished = list(session.scalars(select(Replay.id).where(Replay.state.not_in(TERMINAL_STATES))))
     resumed = []
     for replay_id in unfinished:
-        runner = _runner(runtime, replay_id)
-        if _runner_alive(runtime, runner) or _runner(runtime, replay_id) != runner:
+        runner = runner_of(runtime, replay_id)
+        if _runner_alive(runtime, runner) or runner_of(runtime, replay_id) != runner:
             continue  # running, waiting in its queue, or handed on to its next slice meanwhile
         if _finished(runtime, replay_id) or _give_up(runtime, replay_id):
             continue
