@@ -37,9 +37,8 @@ _MAYBE_UNSTORABLE = re.compile(rb"\\u|\x00|\xed|NaN|Infinity|\d[eE]|\d{309}")
 
 # In `json.dumps(..., ensure_ascii=False)` output NUL is escaped as `\u0000` (text that merely
 # spells it is walked for nothing) and a lone surrogate stays as itself, which only a text that is
-# not all ASCII can hold: a substring test, and a scan only for such text.
+# not all ASCII can hold: a substring test, and `bad_text` only for such text.
 _ESCAPED_NUL = "\\u0000"
-_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class UnsafeJSON(ValueError):
@@ -87,7 +86,7 @@ def problem(value: Any) -> str | None:
         dumped = json.dumps(value, ensure_ascii=False, allow_nan=False, check_circular=False)
     except (TypeError, ValueError, RecursionError):
         return _walk(value, "")  # a non-finite number, or values JSON does not know: walk them
-    suspect = _ESCAPED_NUL in dumped or (not dumped.isascii() and _SURROGATE.search(dumped) is not None)
+    suspect = _ESCAPED_NUL in dumped or (not dumped.isascii() and bad_text(dumped))
     return _walk(value, "") if suspect else None
 
 
