@@ -329,11 +329,7 @@ def run_replay(replay_id: str) -> str:
     """The replay queue's job: steps for one slice, then re-enqueues itself behind fresh traffic."""
     runtime = current()
     job = get_current_job()
-    try:
-        runner = runner_of(runtime, replay_id)
-    except RedisError:
-        runner = None  # unknown: go on, two runs of one replay are harmless (see replay_step)
-    if job is not None and runner not in (None, job.id):
+    if job is not None and _superseded(runtime, replay_id, job.id):
         return "superseded"  # another job (or a foreground run) has taken the replay over
     started = time.monotonic()
     try:
@@ -355,6 +351,14 @@ def run_replay(replay_id: str) -> str:
                 )
         raise
     return "done"
+
+
+def _superseded(runtime: Runtime, replay_id: str, job_id: str) -> bool:
+    try:
+        runner = runner_of(runtime, replay_id)
+    except RedisError:
+        return False  # unknown: go on, two runs of one replay are harmless (see replay_step)
+    return runner not in (None, job_id)
 
 
 def runner_of(runtime: Runtime, replay_id: str) -> str | None:

@@ -1,5 +1,5 @@
 """Background replays outlive the process running them: the sweeper resumes a replay whose runner
-is gone, and a foreground `tributary replay` holds a lease so it is never taken for gone.
+is gone, and a foreground `tributary events replay` holds a lease so it is never taken for gone.
 
 A replay is resumable by design (it walks event ids in order and records the last one in the
 same transaction as the batch, workers/replay.py), so a replay whose worker was killed, whose
@@ -29,7 +29,14 @@ from sqlalchemy import select
 from tributary.models import Replay
 from tributary.models.base import utcnow
 from tributary.runtime.process import Runtime
-from tributary.workers.replay import TERMINAL_STATES, chain_key, enqueue_replay, replay_queue, runner_of
+from tributary.workers.replay import (
+    RUNNER_TTL_SECONDS,
+    TERMINAL_STATES,
+    chain_key,
+    enqueue_replay,
+    replay_queue,
+    runner_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +118,7 @@ def _give_up(runtime: Runtime, replay_id: str) -> bool:
     key = _resumes_key(replay_id)
     with runtime.redis.pipeline() as pipe:
         pipe.incr(key)
-        pipe.expire(key, 30 * 86400)
+        pipe.expire(key, RUNNER_TTL_SECONDS)  # kept as long as the runner it counts losing
         count = int(pipe.execute()[0])
     if count <= MAX_RESUMES:
         return False
