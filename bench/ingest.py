@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.constants import BARE_APP, BREAKDOWN_MODULE, WSGI_APP
 from bench.harness import REPO, Environment, Processes, log
-from bench.ingest_kinds import measure_batch, measure_limiter, measure_stripe
+from bench.ingest_kinds import StripeTraffic, measure_batch, measure_limiter
 from bench.options import Config
 from bench.servers import Server, start_server
 from bench.wrk import IngestPoint, Target, measure_ingest
@@ -75,20 +75,33 @@ def ingest_phase(
     spread = Target(env={"BENCH_API_KEYS": ",".join(keys)})
     default = next(s for s in servers if s.name == "tributary-limiter")
     one_key = ("tributary-limiter-1key", "Tributary, default, one key")
+    stripe = StripeTraffic(wrk, cfg, env, default, token)
     run_ids = itertools.count()
     points: list[IngestPoint] = []
-    for connections in cfg.connections:
-        runs = [(server, spread if server is default else None, None) for server in servers]
-        for server, target, app in [*runs, (default, None, one_key)]:
-            log(f"ingest: {app[1] if app else server.label}, {connections} connections")
-            point = measure_ingest(wrk, cfg, env, server, token, connections, run_ids, target, app)
-            points.append(point)
-            results["ingest"].append(asdict(point))
-            log(
-                f"  {point.requests_per_s:.0f} req/s ({point.accepted_per_s:.0f} accepted), "
-                f"p50 {point.p50_ms} ms, p99 {point.p99_ms} ms"
-            )
-    points += measure_stripe(wrk, cfg, env, default, token, run_ids, results)
+    # The ratio points are measured in rounds, bare Flask and Tributary one after the other in each:
+    # one point here can differ by 40 % from the same server's next point a minute later, so a
+    # figure is the median of ratios each taken within one round (summary.py; bench/README.md,
+    # "Rounds"). The one-key point is informational and measured in the first round only.
+    for round_no in range(cfg.rounds):
+        for connections in cfg.connections:
+            runs: list[tuple[Server, Target | None, tuple[str, str] | None]] = [
+                (server, spread if server is default else None, None) for server in servers
+            ]
+            if round_no == 0:
+                runs.append((default, None, one_key))
+            for server, target, app in runs:
+                label = app[1] if app else server.label
+                log(f"ingest: {label}, {connections} connections, round {round_no + 1} of {cfg.rounds}")
+                point = measure_ingest(
+                    wrk, cfg, env, server, token, connections, run_ids, target, app, round_no
+                )
+                points.append(point)
+                results["ingest"].append(asdict(point))
+                log(
+                    f"  {point.requests_per_s:.0f} req/s ({point.accepted_per_s:.0f} accepted), "
+                    f"p50 {point.p50_ms} ms, p99 {point.p99_ms} ms"
+                )
+            points.append(stripe.point(connections, run_ids, results, round_no))
     points += measure_batch(wrk, cfg, env, default, token, run_ids, results)
     results["limiter_check"] = measure_limiter(cfg, env, procs, default, token)
     for server in servers:

@@ -38,38 +38,47 @@ def write_stripe_deliveries(path: Path, count: int, run_id: str) -> None:
             out.write(f"{headers['Stripe-Signature']}\t{body.decode()}\n")
 
 
-def measure_stripe(
-    wrk: str,
-    cfg: Config,
-    env: Environment,
-    server: Server,
-    token: str,
-    run_ids: Iterator[int],
-    results: dict[str, Any],
-) -> list[IngestPoint]:
-    """Stripe webhook ingest on the default server: signature verified by the product, one event per
-    delivery, each stored before the 200; at every connection count."""
-    source = create_stripe_source(env)
-    label = "Tributary, Stripe webhook"
-    points = []
-    for connections in cfg.connections:
+class StripeTraffic:
+    """Signed Stripe webhooks for the default server: one `stripe` source, and a fresh file of
+    distinct, newly signed `customer.created` deliveries for each point (`point`)."""
+
+    def __init__(self, wrk: str, cfg: Config, env: Environment, server: Server, token: str) -> None:
+        self.wrk, self.cfg, self.env, self.server, self.token = wrk, cfg, env, server, token
+        self.source = create_stripe_source(env)
+
+    def point(
+        self, connections: int, run_ids: Iterator[int], results: dict[str, Any], round_no: int = 0
+    ) -> IngestPoint:
+        """Stripe webhook ingest at `connections`: signature verified by the product, one event per
+        delivery, each stored before the 200."""
+        cfg = self.cfg
+        label = "Tributary, Stripe webhook"
         log(f"ingest: {label}, {connections} connections")
         with tempfile.TemporaryDirectory() as tmp:
             deliveries = Path(tmp) / "stripe.tsv"
-            # Two halves (warmup, measured; see stripe.lua), each several times what a point sends.
+            # Two halves (warmup, measured; see stripe.lua), each several times what a point sends;
+            # signed now, well inside Stripe's 300 s tolerance.
             write_stripe_deliveries(deliveries, 4000 * max(cfg.warmup, cfg.duration), str(next(run_ids)))
             target = Target(
                 script=BENCH / "stripe.lua",
-                path=f"/webhooks/{source}",
+                path=f"/webhooks/{self.source}",
                 env={"BENCH_STRIPE_FILE": str(deliveries)},
             )
             point = measure_ingest(
-                wrk, cfg, env, server, token, connections, run_ids, target, ("tributary-stripe", label)
+                self.wrk,
+                cfg,
+                self.env,
+                self.server,
+                self.token,
+                connections,
+                run_ids,
+                target,
+                ("tributary-stripe", label),
+                round_no,
             )
-        points.append(point)
         results["ingest"].append(asdict(point))
         log(f"  {point.requests_per_s:.0f} req/s, p50 {point.p50_ms} ms, p99 {point.p99_ms} ms")
-    return points
+        return point
 
 
 def measure_batch(

@@ -29,6 +29,7 @@ class Config:
     skip_ingest: bool = False
     skip_drain: bool = False
     quick: bool = False
+    rounds: int = 3
     batch_messages: int = 100
     sustained_window: int = 60
     sustained_rates: tuple[int, ...] = (200, 500, 1000, 1500, 2000, 3000)
@@ -62,6 +63,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
     add("--connections", default="16,64", help="wrk connection counts (comma separated).")
     add("--duration", type=int, default=10, help="Seconds measured per ingest point.")
     add("--warmup", type=int, default=3, help="Seconds of unmeasured load before each point.")
+    add(
+        "--rounds",
+        type=int,
+        default=None,
+        help="Rounds of the ingest ratio points (bare, identify, Stripe), alternated; medians reported "
+        "(default 3, 1 with --quick).",
+    )
     add("--wrk-threads", type=int, default=2, help="wrk threads (one per core here).")
     add(
         "--web-workers",
@@ -110,8 +118,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
     connections = _ints(args.connections)
     if not connections or min(connections) < 1:
         parser.error("--connections needs positive integers")
-    if args.events < 1 or args.noop_jobs < 1 or args.duration <= 0:
-        parser.error("--events, --noop-jobs and --duration must be positive")
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 3
+    if args.events < 1 or args.noop_jobs < 1 or args.duration <= 0 or args.rounds < 1:
+        parser.error("--events, --noop-jobs, --duration and --rounds must be positive")
     return Config(
         pg_url=args.pg,
         redis_url=args.redis.rstrip("/"),
@@ -130,6 +140,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         skip_ingest="ingest" in skip,
         skip_drain="drain" in skip,
         quick=args.quick,
+        rounds=args.rounds,
         batch_messages=args.batch_messages,
         sustained_window=args.sustained_window,
         sustained_rates=_ints(args.sustained_rates),

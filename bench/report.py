@@ -41,6 +41,13 @@ def _table(rows: list[list[str]], left: tuple[int, ...] = (0,)) -> list[str]:
     ]
 
 
+def _rounds(ratio: dict[str, Any], name: str) -> str:
+    """A ratio's median and, when measured in several rounds, each round's value."""
+    each = [r[name] for r in ratio["rounds"] if name in r]
+    median = f"{ratio[name]:.2f}"
+    return median if len(each) < 2 else f"{median} [{' '.join(f'{x:.2f}' for x in each)}]"
+
+
 def report(results: dict[str, Any]) -> str:
     meta, cfg, summary = results["meta"], results["config"], results.get("summary", {})
     lines = [
@@ -56,12 +63,15 @@ def report(results: dict[str, Any]) -> str:
             f"gthread; both apps); wrk {cfg['wrk_threads']} threads, {cfg['warmup']} s warmup + "
             f"{cfg['duration']} s per point",
         ]
-        rows = [["app", "conns", "req/s", "202/s", "p50 ms", "p99 ms", "non-2xx", "sock err", "stored"]]
+        rows = [
+            ["app", "conns", "round", "req/s", "202/s", "p50 ms", "p99 ms", "non-2xx", "sock err", "stored"]
+        ]
         for p in ingest:
             rows.append(
                 [
                     p["label"],
                     str(p["connections"]),
+                    str(p.get("round", 0) + 1),
                     f"{p['requests_per_s']:.0f}",
                     f"{p['accepted_per_s']:.0f}",
                     f"{p['p50_ms']:.1f}",
@@ -74,13 +84,20 @@ def report(results: dict[str, Any]) -> str:
         lines += _table(rows)
         for c, ratio in summary.get("ingest_ratio", {}).items():
             lines.append(
-                f"  Tributary / bare at {c} connections: {ratio['limiter_off']:.2f} with rate limiting off, "
-                f"{ratio['default_limiter']:.2f} with the default limiter (202s); by CPU per request "
-                f"{ratio['limiter_off_by_cpu']:.2f}"
-                + (f"; Stripe webhook {ratio['stripe_webhook']:.2f}" if "stripe_webhook" in ratio else "")
+                f"  Tributary / bare at {c} connections, median of {len(ratio['rounds'])} round(s) "
+                f"[each round]: {_rounds(ratio, 'limiter_off')} with rate limiting off, "
+                f"{_rounds(ratio, 'default_limiter')} with the default limiter (202s); by CPU per "
+                f"request {_rounds(ratio, 'limiter_off_by_cpu')}"
+                + (
+                    f"; Stripe webhook {_rounds(ratio, 'stripe_webhook')}"
+                    if "stripe_webhook" in ratio
+                    else ""
+                )
             )
         lines += ["", "    CPU per request (ms) and the machine's load during each point (2 CPUs = 100%)"]
-        rows = [["app", "conns", "web", "postgres", "pg shared", "redis", "wrk", "ours", "other load"]]
+        rows = [
+            ["app", "conns", "round", "web", "postgres", "pg shared", "redis", "wrk", "ours", "other load"]
+        ]
         for p in ingest:
             cpu, per = p["cpu_s"], p["cpu_ms_per_request"]
             ours = cpu["machine busy"] - cpu["other"]
@@ -88,6 +105,7 @@ def report(results: dict[str, Any]) -> str:
                 [
                     p["label"],
                     str(p["connections"]),
+                    str(p.get("round", 0) + 1),
                     f"{per.get('web', 0):.3f}",
                     f"{per.get('postgres', 0):.3f}",
                     f"{per.get('pg shared', 0):.3f}",

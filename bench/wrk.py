@@ -124,6 +124,8 @@ class IngestPoint:
     events_stored: int | None
     cpu_s: dict[str, float]
     cpu_ms_per_request: dict[str, float]
+    # Which round of the ingest phase measured it (`--rounds`; bench/ingest.py).
+    round: int = 0
 
 
 class EventStore(Protocol):
@@ -144,8 +146,10 @@ def measure_ingest(
     run: Iterator[int],
     target: Target | None = None,
     app: tuple[str, str] | None = None,
+    round_no: int = 0,
 ) -> IngestPoint:
-    """One load point. `target` and `app` (name, label) measure another route of the same server."""
+    """One load point. `target` and `app` (name, label) measure another route of the same server;
+    `round_no` is the round of the ingest phase it belongs to."""
     if cfg.warmup > 0:
         run_wrk(wrk, cfg, server.port, token, connections, cfg.warmup, f"w{next(run)}", target)
     counts_events = not server.name.startswith("bare")
@@ -187,4 +191,5 @@ def measure_ingest(
         events_stored=stored,
         cpu_s=cpu,
         cpu_ms_per_request=per_request,
+        round=round_no,
     )
