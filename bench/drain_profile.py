@@ -7,6 +7,9 @@
         events/s of 1 and 2 `tributary worker` processes draining N pre-inserted pending events
     python bench/drain_profile.py noop --jobs 20000
         RQ's no-op job rate (`tributary worker --burst` over N queued `bench.noop.noop` jobs)
+    python bench/drain_profile.py triggers --events 2000
+        PostgreSQL's execution time per batch by statement, and the triggers (foreign-key checks,
+        tallies) each fired (bench/drain_triggers.py; needs a superuser for auto_explain)
 
 It creates its own database (dropped at the end) on `--pg` and uses Redis db `--redis-db`.
 The events are inserted directly (rows as the identify API stores them), not through HTTP.
@@ -339,7 +342,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=["profile", "workers", "noop"])
+    parser.add_argument("mode", choices=["profile", "workers", "noop", "triggers"])
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379")
     parser.add_argument("--redis-db", type=int, default=14)
@@ -363,6 +366,13 @@ def main() -> None:
         if args.mode == "profile":
             seed(url, args.events, "prof")
             profile(url, redis_url, args.batch_size, args.events)
+            return
+        if args.mode == "triggers":
+            sys.path.insert(0, str(REPO))  # run as a script: bench/ is on the path, not the repository
+            from bench.drain_triggers import trigger_profile
+
+            seed(url, args.events, "trig")
+            trigger_profile(url, redis_url, args.batch_size, args.events)
             return
         for _ in range(args.repeat):
             for count in args.workers:
