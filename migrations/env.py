@@ -7,6 +7,7 @@ from sqlalchemy import create_engine, pool
 
 from tributary.models import Base
 from tributary.models.session import normalize_url
+from tributary.models.sql import schema_filter
 
 config = context.config
 target_metadata = Base.metadata
@@ -31,6 +32,8 @@ def _run(connection: object) -> None:
         # SQLite cannot ALTER most things in place; batch mode rebuilds tables the same way everywhere.
         render_as_batch=True,
         compare_type=True,
+        # Foreign keys PostgreSQL leaves to the writers' locks (migration 0015) are not missing there.
+        include_object=schema_filter(connection.dialect.name),  # type: ignore[attr-defined]
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, exists, func, select, text
 from sqlalchemy.engine import Connection, make_url
 
 from tributary.app.accounts import create_key, ensure_account, get_project
+from tributary.models import Base
 from tributary.models.session import normalize_url
+from tributary.models.sql import LOCK_GUARDED_FOREIGN_KEYS
 from tributary.runtime.process import Runtime
 
 
@@ -30,6 +32,26 @@ def temporary_database(server_url: str, name: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def dangling_references(runtime: Runtime) -> dict[str, int]:
+    """For each foreign key PostgreSQL leaves to the writers' locks (models/sql.py), how many rows
+    point at a parent that does not exist: what its constraint would have refused."""
+    found: dict[str, int] = {}
+    with runtime.db.engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            for key in table.foreign_key_constraints:
+                if key.name not in LOCK_GUARDED_FOREIGN_KEYS:
+                    continue
+                (element,) = key.elements
+                child, parent = element.parent, element.column
+                orphans = (
+                    select(func.count())
+                    .select_from(table)
+                    .where(child.is_not(None), ~exists().where(parent == child))
+                )
+                found[str(key.name)] = int(conn.scalar(orphans) or 0)
+    return found
 
 
 @dataclass(frozen=True, slots=True)
