@@ -43,11 +43,14 @@ def pairs_in(first: Any, second: Any, pairs: Iterable[tuple[Any, Any]]) -> Colum
 
 
 # Foreign keys the models declare and PostgreSQL does not hold as constraints (migration 0015):
-# every writer of the referencing column holds the parent row locked in the same transaction, so
-# the per-row check cannot fail; their ON DELETE actions are statement triggers on the parent
-# tables there. SQLite keeps them as constraints.
+# the worker's batch, the only writer of these columns, holds the parent row locked in the same
+# transaction, so the per-row check cannot fail; their ON DELETE actions are statement triggers on
+# the parent tables there. SQLite keeps them as constraints.
 LOCK_GUARDED_FOREIGN_KEYS = frozenset(
     {
+        "fk_customers_account_id_accounts",
+        "fk_customer_projects_project_id_projects",
+        "fk_customer_changes_project_id_projects",
         "fk_customer_projects_customer_id_customers",
         "fk_customer_changes_customer_id_customers",
         "fk_customer_changes_event_id_events",

@@ -116,7 +116,7 @@ def _reset(runtime: Runtime) -> None:
 def runtime(session_runtime: Runtime) -> Iterator[Runtime]:
     _reset(session_runtime)
     yield install(session_runtime)
-    # PostgreSQL leaves four references to the writers' locks instead of per-row checks (migration
+    # PostgreSQL leaves seven references to the writers' locks instead of per-row checks (migration
     # 0015): every test ends by checking that whatever it wrote left none pointing at nothing.
     dangling = {name: rows for name, rows in dangling_references(session_runtime).items() if rows}
     assert not dangling, f"rows referencing a missing parent: {dangling}"

@@ -4,26 +4,29 @@ Revision ID: 0015_locked_parent_keys
 Revises: 0014_lighter_indexes
 Create Date: 2026-12-02 15:00:00
 
-PostgreSQL checks a foreign key with one trigger call per written row (a lookup of the parent
-under a KEY SHARE lock). In a drain batch of 500 identify events the checks took 58 ms of the
-118 ms PostgreSQL spent on the batch's statements (`bench/drain_profile.py triggers`), and the
-drain is bound by the database. Four of them check a row that every writer of the referencing
-table already holds locked, FOR UPDATE, in the same transaction, so the check can never fail and
-its lock adds nothing:
+PostgreSQL checks a foreign key with one trigger call per written row: a lookup of the parent under
+a KEY SHARE lock. In a drain batch of 500 identify events those checks took 58 ms of the 118 ms
+PostgreSQL spent on the batch's statements (`bench/drain_profile.py triggers`), and the drain is
+bound by the database. Seven of them check a parent that the only writer of the referencing column,
+the worker's batch, holds locked in the same transaction, so the check cannot fail and its lock
+adds nothing:
 
-- `customer_projects.customer_id` and `customer_changes.customer_id`: only the worker's batch
-  writes them, for customers its load locked (or inserted) first (workers/batch/state.py);
-- `customer_changes.event_id` and `event_attempts.event_id`: written for the events the batch,
-  a retry or a replay claimed FOR UPDATE (workers/batch/apply.py), attempts only for events the
-  same statement updated (workers/batch/write_back_pg.py).
+- the customer of a project row or a timeline row: the batch's load locked it FOR UPDATE, or
+  inserted it (workers/batch/state.py);
+- the event of a timeline row or an attempt: the batch, a retry or a replay claimed it FOR UPDATE
+  (workers/batch/apply.py), and an attempt is only written for an event the same statement
+  updated (workers/batch/write_back_pg.py);
+- the account of a customer and the project of a project row or a timeline row: the load locks
+  the projects of the batch's events and their accounts FOR KEY SHARE, one statement per batch
+  instead of one check per row (`BatchState.load`).
 
-On PostgreSQL these four constraints are dropped and their ON DELETE actions (cascade, and SET NULL
-for the timeline's event) become statement-level triggers on each parent table, which delete or
-clear the children of every row a statement removed (or all of them on TRUNCATE): the same effect,
-once per statement instead of a check per child written. The test suite checks after every test
-that no row points at a missing parent (tests/conftest.py), the safety net the constraints were.
-SQLite keeps the constraints: a writer there locks the whole database, not rows, and its checks
-are in-process lookups. The models keep declaring them (models/sql.py `LOCK_GUARDED_FOREIGN_KEYS`
+On PostgreSQL these constraints are dropped and their ON DELETE actions (cascade, and SET NULL for
+the timeline's event) become statement-level triggers on each parent table, which delete or clear
+the children of every row a statement removed (or all of them on TRUNCATE): the same effect, once
+per statement instead of a check per child written. The test suite checks after every test that no
+row points at a missing parent (tests/conftest.py), the safety net the constraints were. SQLite
+keeps the constraints: a writer there locks the whole database, not rows, and its checks are
+in-process lookups. The models keep declaring them (models/sql.py `LOCK_GUARDED_FOREIGN_KEYS`
 tells Alembic's comparison why PostgreSQL lacks them).
 """
 
@@ -38,6 +41,7 @@ depends_on = None
 
 # (constraint, child table, column, parent table, ON DELETE), as migration 0001 created them.
 KEYS = (
+    ("fk_customers_account_id_accounts", "customers", "account_id", "accounts", "CASCADE"),
     (
         "fk_customer_projects_customer_id_customers",
         "customer_projects",
@@ -45,16 +49,24 @@ KEYS = (
         "customers",
         "CASCADE",
     ),
+    ("fk_customer_projects_project_id_projects", "customer_projects", "project_id", "projects", "CASCADE"),
     ("fk_customer_changes_customer_id_customers", "customer_changes", "customer_id", "customers", "CASCADE"),
+    ("fk_customer_changes_project_id_projects", "customer_changes", "project_id", "projects", "CASCADE"),
     ("fk_customer_changes_event_id_events", "customer_changes", "event_id", "events", "SET NULL"),
     ("fk_event_attempts_event_id_events", "event_attempts", "event_id", "events", "CASCADE"),
 )
 
-# Per parent table, what its deleted rows' children become (each child column has an index leading
-# with it: models/customer.py, models/attempt.py), and what a TRUNCATE of it does to them: what
-# `TRUNCATE … CASCADE` did through the constraints (a plain TRUNCATE, which they refused, now
-# empties them too).
+# Per parent table, what its deleted rows' children become, and what a TRUNCATE of it does to
+# them: what `TRUNCATE … CASCADE` did through the constraints (a plain TRUNCATE, which they
+# refused, now empties them too). Deleting customers here fires their own trigger in turn. Every
+# child column but the timeline's project leads an index (models/); that one was scanned by the
+# constraint's cascade too, once per deleted project, where the trigger scans once per statement.
 DELETED = {
+    "accounts": "DELETE FROM customers WHERE account_id IN (SELECT id FROM gone);",
+    "projects": """
+        DELETE FROM customer_projects WHERE project_id IN (SELECT id FROM gone);
+        DELETE FROM customer_changes WHERE project_id IN (SELECT id FROM gone);
+    """,
     "customers": """
         DELETE FROM customer_projects WHERE customer_id IN (SELECT id FROM gone);
         DELETE FROM customer_changes WHERE customer_id IN (SELECT id FROM gone);
@@ -67,6 +79,8 @@ DELETED = {
 # DELETE, not TRUNCATE: the children may be in the same TRUNCATE statement (already emptied, then),
 # and a trigger cannot truncate a table its statement is using.
 TRUNCATED = {
+    "accounts": "DELETE FROM customers;",
+    "projects": "DELETE FROM customer_projects; DELETE FROM customer_changes WHERE project_id IS NOT NULL;",
     "customers": "DELETE FROM customer_projects; DELETE FROM customer_changes;",
     "events": """
         DELETE FROM event_attempts;

@@ -1,4 +1,4 @@
-"""Migration 0015: the four references PostgreSQL leaves to the writers' locks still behave as their
+"""Migration 0015: the references PostgreSQL leaves to the writers' locks still behave as their
 foreign keys did when a parent goes (cascade, or SET NULL for the timeline's event), on both
 backends: constraints on SQLite, statement triggers on PostgreSQL. And the check every test ends
 with (tests/conftest.py) really finds a row pointing at nothing."""
@@ -10,16 +10,20 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from tests.helpers import dangling_references, identify, make_key
 from tributary.models.session import normalize_url
 from tributary.models.sql import LOCK_GUARDED_FOREIGN_KEYS
 from tributary.runtime.migrate import downgrade, upgrade
 from tributary.runtime.process import Runtime
+from tributary.workers.batch.apply import apply_events, claim_pending
 
 GUARDED = {
     # constraint: (child table, column)
+    "fk_customers_account_id_accounts": ("customers", "account_id"),
+    "fk_customer_projects_project_id_projects": ("customer_projects", "project_id"),
+    "fk_customer_changes_project_id_projects": ("customer_changes", "project_id"),
     "fk_customer_projects_customer_id_customers": ("customer_projects", "customer_id"),
     "fk_customer_changes_customer_id_customers": ("customer_changes", "customer_id"),
     "fk_customer_changes_event_id_events": ("customer_changes", "event_id"),
@@ -102,6 +106,39 @@ def test_deleting_events_deletes_their_attempts_and_unlinks_their_timeline_rows(
     assert rows_of(runtime, bob) == {"projects": 1, "timeline": 1, "attempts": 1}
 
 
+def test_deleting_a_project_deletes_its_project_and_timeline_rows(
+    runtime: Runtime, two_customers: tuple[str, str]
+) -> None:
+    ada, bob = two_customers
+    execute(runtime, "DELETE FROM projects")
+    for customer in (ada, bob):
+        assert rows_of(runtime, customer) == {"projects": 0, "timeline": 0, "attempts": 0}
+    assert scalar(runtime, "SELECT count(*) FROM events") == 0
+    assert scalar(runtime, "SELECT count(*) FROM customers") == 2  # a person outlives a project
+
+
+def test_a_batch_holds_its_project_and_account_until_it_commits(
+    runtime: Runtime, client: FlaskClient, account_id: str
+) -> None:
+    """What the foreign keys' checks did on each row: the parents stay until the batch commits."""
+    if not runtime.db.is_postgres:
+        pytest.skip("SQLite's writer locks the whole database")
+    identify(client, make_key(runtime, ["ingest"]), email="ada@example.com")
+    project = scalar(runtime, "SELECT project_id FROM events")
+    with runtime.db.write_session() as session, session.begin():
+        applied = apply_events(session, claim_pending(session, 10))
+        assert applied.processed == 1
+        with runtime.db.engine.connect() as other:
+            for table, row in (("projects", project), ("accounts", account_id)):
+                with pytest.raises(OperationalError, match="could not obtain lock"):
+                    other.execute(
+                        text(f"SELECT 1 FROM {table} WHERE id = :id FOR UPDATE NOWAIT"), {"id": row}
+                    )
+                other.rollback()
+    with runtime.db.engine.connect() as other:  # committed: free again
+        other.execute(text("SELECT 1 FROM projects WHERE id = :id FOR UPDATE NOWAIT"), {"id": project})
+
+
 def test_deleting_the_account_leaves_none_of_its_rows(
     runtime: Runtime, two_customers: tuple[str, str]
 ) -> None:
@@ -141,7 +178,7 @@ def test_the_end_of_test_check_finds_a_row_pointing_at_nothing(
     execute(runtime, "DELETE FROM customer_changes WHERE customer_id = 'cus_nobody'")
 
 
-def test_postgresql_holds_the_four_as_triggers_and_a_downgrade_restores_them(scratch_url: str) -> None:
+def test_postgresql_holds_them_as_triggers_and_a_downgrade_restores_the_constraints(scratch_url: str) -> None:
     if not scratch_url.startswith("postgresql"):
         pytest.skip("SQLite keeps the constraints (migration 0015 changes nothing there)")
     upgrade(scratch_url)
@@ -155,16 +192,14 @@ def test_postgresql_holds_the_four_as_triggers_and_a_downgrade_restores_them(scr
 
     def triggers() -> set[str]:
         with engine.connect() as conn:
-            rows = conn.execute(
-                text("SELECT tgname FROM pg_trigger WHERE tgname ~ '^tributary_(customers|events)_'")
-            )
+            rows = conn.execute(text("SELECT tgname FROM pg_trigger WHERE tgname ~ '_(deleted|truncated)$'"))
             return {row[0] for row in rows}
 
     try:
         assert constraints() == set()
         assert triggers() == {
             f"tributary_{parent}_{change}"
-            for parent in ("customers", "events")
+            for parent in ("accounts", "projects", "customers", "events")
             for change in ("deleted", "truncated")
         }
         downgrade(scratch_url, "0014_lighter_indexes")

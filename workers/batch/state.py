@@ -29,6 +29,12 @@ from tributary.workers.batch.write_back import insert_missing_customers
 
 __all__ = ["BatchState", "EventOutcome", "PlannedMerge", "Ref", "Tombstone"]
 
+# In one order in every batch (the rows are locked as the sorted result is read).
+_LOCK_PARENTS = text(
+    "SELECT 1 FROM projects AS p JOIN accounts AS a ON a.id = p.account_id "
+    "WHERE p.id = ANY(:projects) ORDER BY p.id FOR KEY SHARE"
+).bindparams(bindparam("projects", type_=ARRAY(Text())))
+
 # (account id, identity source, external id)
 Ref = tuple[str, str, str]
 
@@ -135,6 +141,7 @@ class BatchState:
     def load(self, planned: Iterable[tuple[Event, list[CustomerChange]]]) -> None:
         """Create, lock and load every customer the planned changes name, by address or identity,
         with their project rows, identity links and tombstones."""
+        planned = list(planned)
         emails: dict[str, set[str]] = defaultdict(set)
         identities: dict[str, set[tuple[str, str]]] = defaultdict(set)
         for event, changes in planned:
@@ -148,9 +155,19 @@ class BatchState:
             # generic plan of `email IN (…500 parameters…)` compares every row of the account with
             # each address in turn, where a custom plan hashes the list and uses the unique index.
             self.session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+            self._lock_parents(event for event, _ in planned)
         for account_id in sorted(emails.keys() | identities.keys()):
             self._load_account(account_id, sorted(emails[account_id]), sorted(identities[account_id]))
         self._load_projects()
+
+    def _lock_parents(self, events: Iterable[Event]) -> None:
+        """Lock the batch's projects and their accounts FOR KEY SHARE until it commits: they stay
+        while the batch writes rows that point at them (customers, project and timeline rows), and
+        a deletion waits for the batch, then takes those rows with it. On PostgreSQL these are
+        what the foreign keys' per-row checks were (migration 0015); one statement per batch."""
+        projects = sorted({event.project_id for event in events})
+        if projects:
+            self.session.execute(_LOCK_PARENTS, {"projects": projects})
 
     def _load_account(self, account_id: str, emails: list[str], identities: list[tuple[str, str]]) -> None:
         others: list[str] = []
