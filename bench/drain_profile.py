@@ -158,13 +158,10 @@ def _kind(statement: str) -> str:
     return f"{head} {table}"
 
 
-def profile(url: str, redis_url: str, batch_size: int, events: int) -> None:  # noqa: PLR0915 - a script
+def drain_runtime(url: str, redis_url: str, batch_size: int) -> Any:
+    """An installed runtime on the drain's database and Redis db, for an in-process drain."""
     from tributary.runtime.config import Settings
     from tributary.runtime.process import Runtime, install
-    from tributary.workers import jobs
-    from tributary.workers.batch import apply as apply_mod
-    from tributary.workers.batch import state as state_mod
-    from tributary.workers.worker import prepare_heap
 
     settings = Settings.load(
         {
@@ -175,7 +172,16 @@ def profile(url: str, redis_url: str, batch_size: int, events: int) -> None:  # 
             "TRIBUTARY_SECRET_KEY": "drain-profile",
         }
     )
-    runtime = install(Runtime(settings))
+    return install(Runtime(settings))
+
+
+def profile(url: str, redis_url: str, batch_size: int, events: int) -> None:  # noqa: PLR0915 - a script
+    from tributary.workers import jobs
+    from tributary.workers.batch import apply as apply_mod
+    from tributary.workers.batch import state as state_mod
+    from tributary.workers.worker import prepare_heap
+
+    runtime = drain_runtime(url, redis_url, batch_size)
     # The garbage collector as `tributary worker` sets it (workers/worker.py).
     prepare_heap()
     phases: dict[str, float] = defaultdict(float)
@@ -372,7 +378,7 @@ def main() -> None:
             from bench.drain_triggers import trigger_profile
 
             seed(url, args.events, "trig")
-            trigger_profile(url, redis_url, args.batch_size, args.events)
+            trigger_profile(drain_runtime(url, redis_url, args.batch_size), args.batch_size, args.events)
             return
         for _ in range(args.repeat):
             for count in args.workers:

@@ -14,9 +14,9 @@ statements, so the events/s of this run mean nothing; the shares are what it is 
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import event
@@ -45,27 +45,26 @@ def _modify_node(plan: dict[str, Any]) -> dict[str, Any] | None:
 def _kind(plan: dict[str, Any]) -> str:
     node = _modify_node(plan)
     if node is None:
-        return "SELECT" + (" … FOR UPDATE" if plan.get("Node Type") == "LockRows" else "")
+        # LockRows: FOR UPDATE (the claim, the customers) or FOR KEY SHARE (the batch's parents).
+        return "SELECT" + (" … locking rows" if plan.get("Node Type") == "LockRows" else "")
     return f"{node.get('Operation', '?').upper()} {node.get('Relation Name', '?')}"
 
 
-def trigger_profile(url: str, redis_url: str, batch_size: int, events: int) -> None:
-    from tributary.runtime.config import Settings
-    from tributary.runtime.process import Runtime, install
+@dataclass
+class Tally:
+    """One kind of statement over the drain: how many, PostgreSQL's time, and its triggers'
+    calls and time by trigger (or constraint) name."""
+
+    statements: int = 0
+    ms: float = 0.0
+    triggers: dict[str, list[float]] = field(default_factory=lambda: defaultdict(lambda: [0, 0.0]))
+
+
+def trigger_profile(runtime: Any, batch_size: int, events: int) -> None:
+    """Drain every pending event of `runtime`'s database in-process, and print the tallies."""
     from tributary.workers import jobs
 
-    settings = Settings.load(
-        {
-            "DATABASE_URL": url,
-            "REDIS_URL": redis_url,
-            "TRIBUTARY_BATCH_SIZE": batch_size,
-            "TRIBUTARY_HOME": tempfile.mkdtemp(),
-            "TRIBUTARY_SECRET_KEY": "drain-triggers",
-        }
-    )
-    runtime = install(Runtime(settings))
-    # kind -> [statements, execution ms, {trigger: [calls, ms]}]
-    totals: dict[str, list[Any]] = defaultdict(lambda: [0, 0.0, defaultdict(lambda: [0, 0.0])])
+    totals: dict[str, Tally] = defaultdict(Tally)
 
     def on_notice(diag: Any) -> None:
         message = diag.message_primary or ""
@@ -75,13 +74,13 @@ def trigger_profile(url: str, redis_url: str, batch_size: int, events: int) -> N
         # "duration: 12.345 ms  plan:\n{…}": the statement's whole time, its triggers included.
         duration = float(message.split("duration:", 1)[1].split("ms", 1)[0])
         explained = json.loads(message[start:])
-        entry = totals[_kind(explained["Plan"])]
-        entry[0] += 1
-        entry[1] += duration
+        tally = totals[_kind(explained["Plan"])]
+        tally.statements += 1
+        tally.ms += duration
         for trigger in explained.get("Triggers", []):
             name = trigger.get("Constraint Name") or trigger.get("Trigger Name", "?")
-            entry[2][name][0] += int(trigger.get("Calls", 0))
-            entry[2][name][1] += float(trigger.get("Time", 0.0))
+            tally.triggers[name][0] += int(trigger.get("Calls", 0))
+            tally.triggers[name][1] += float(trigger.get("Time", 0.0))
 
     @event.listens_for(runtime.db.engine, "connect")
     def _explain(dbapi_conn: Any, _record: Any) -> None:
@@ -100,11 +99,11 @@ def trigger_profile(url: str, redis_url: str, batch_size: int, events: int) -> N
     runtime.db.dispose()
     print(f"{events} events, {batches} batches of up to {batch_size}, {total:.2f} s (timed plans: slow)")
     print("PostgreSQL's execution time per batch, by statement, and the triggers each fired:")
-    all_ms = sum(entry[1] for entry in totals.values())
+    all_ms = sum(tally.ms for tally in totals.values())
     trigger_ms = 0.0
-    for kind, (count, ms, triggers) in sorted(totals.items(), key=lambda kv: -kv[1][1]):
-        print(f"  {kind:40s} {count / batches:5.1f} statements {ms / batches:8.2f} ms")
-        for name, (calls, tms) in sorted(triggers.items(), key=lambda kv: -kv[1][1]):
+    for kind, tally in sorted(totals.items(), key=lambda kv: -kv[1].ms):
+        print(f"  {kind:40s} {tally.statements / batches:5.1f} statements {tally.ms / batches:8.2f} ms")
+        for name, (calls, tms) in sorted(tally.triggers.items(), key=lambda kv: -kv[1][1]):
             trigger_ms += tms
             print(f"      trigger {name:50s} {calls / batches:7.1f} calls {tms / batches:8.2f} ms")
     if all_ms:
