@@ -1,7 +1,8 @@
 """Apply claimed events to customer records, many events per transaction.
 
-A batch costs a fixed number of statements whatever its size: claim, upsert the customers it names,
-lock them, load their project rows, then write back every change in bulk. For each event:
+A batch costs a fixed number of statements whatever its size: claim, find and lock the customers it
+names (new ones: workers/batch/new_customers.py), load their project rows, then write back every
+change in bulk. For each event:
 
 1. its connector's changes (workers/normalize.py);
 2. an `EventOverlay` over the `BatchState` (overlay.py, state.py), where each change is resolved to

@@ -3,8 +3,9 @@ batch's events name, loaded (and locked) in a fixed number of statements, and th
 far by the events that committed.
 
 Events change it only through `EventOverlay.commit` (workers/batch/overlay.py), one commit per event
-that merged cleanly; `workers/batch/write_back.py` then writes what it holds. The only statement here
-that is not a read is the load's insert of missing customers, which lives in write_back.py too.
+that merged cleanly; `workers/batch/write_back.py` then writes what it holds. The load's only writes
+are SQLite's empty rows for new customers and PostgreSQL's advisory locks on new addresses
+(workers/batch/new_customers.py); on PostgreSQL a new customer stays in memory until write-back.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from tributary.connectors.changes import CustomerChange
 from tributary.models import Customer, CustomerProject, Event, Identity, IdentityTombstone
 from tributary.models.customer import HAS_PAST_EMAILS
 from tributary.models.sql import is_postgres, pairs_in
+from tributary.workers.batch import new_customers
 from tributary.workers.batch.email_record import EmailRecord
 from tributary.workers.batch.merge_rules import CustomerRecord, ProjectRecord
-from tributary.workers.batch.write_back import insert_missing_customers
 
 __all__ = ["BatchState", "EventOutcome", "PlannedMerge", "Ref", "Tombstone"]
 
@@ -88,6 +89,9 @@ class BatchState:
         self.by_email: dict[tuple[str, str], str] = {}
         self.by_identity: dict[Ref, str] = {}
         self.created: set[str] = set()
+        # Created customers with no row yet (PostgreSQL): write-back inserts them, final values and
+        # all (workers/batch/new_customers.py), or `materialize` gives them one earlier.
+        self.unsaved: set[str] = set()
         # Records as merged by the events committed so far.
         self.records: dict[str, CustomerRecord] = {}
         self.project_records: dict[tuple[str, str], ProjectRecord] = {}
@@ -174,15 +178,53 @@ class BatchState:
         if identities:
             others += self._load_identities(account_id, identities)
             others += self._load_tombstones(account_id, identities)
-        if emails:
-            # Every address the batch names gets its row first: the row is the lock (see
-            # `insert_missing_customers`), and a new customer needs an id before anything can merge.
-            fresh = insert_missing_customers(self.session, account_id, emails, self.now)
+        postgres = is_postgres(self.session)
+        unheld: list[str] = []
+        if emails and postgres:
+            # Whether an address is anyone's, and its lock if nobody's (see new_customers.py).
+            unheld = new_customers.unheld(self.session, account_id, emails)
+            new_customers.lock_addresses(self.session, account_id, unheld)
+        elif emails:
+            fresh = new_customers.insert_missing_customers(self.session, account_id, emails, self.now)
             self.created.update(customer_id for customer_id, _ in fresh)
-            # Addresses nobody holds now may be someone's past one (see `resolve_customer`).
-            others += self._past_holders(account_id, sorted(e for _, e in fresh))
+            unheld = sorted(email for _, email in fresh)
+        # Addresses nobody holds now may be someone's past one (see `resolve_customer`).
+        others += self._past_holders(account_id, unheld)
         if emails or others:
             self._lock_customers(account_id, emails, others)
+        if emails and postgres:
+            self._create(account_id, emails, set(unheld))
+
+    def _create(self, account_id: str, emails: list[str], locked: set[str]) -> None:
+        """A new customer, in memory, for each of `emails` that no locked customer holds (PostgreSQL):
+        its row is written once, at write-back, with what the batch merged into it."""
+        missing = [email for email in emails if (account_id, email) not in self.by_email]
+        late = [email for email in missing if email not in locked]
+        if late:
+            # Held when read, free once locked: a rename, merge or erasure committed in between.
+            # Rare, so locked here, out of the usual order (a deadlock, which PostgreSQL breaks,
+            # fails the batch, and workers/isolation.py applies it again in halves).
+            new_customers.lock_addresses(self.session, account_id, late)
+            self._lock_customers(account_id, late, self._past_holders(account_id, late))
+            missing = [email for email in missing if (account_id, email) not in self.by_email]
+        for email in missing:
+            customer = new_customers.new_customer(account_id, email, self.now)
+            self._hold(customer)
+            self.created.add(customer.id)
+            self.unsaved.add(customer.id)
+
+    def materialize(self, customer_ids: set[str]) -> None:
+        """Give the unsaved among `customer_ids` their row now, under a placeholder address unique to
+        each (the final one is written with every other customer's): a merge moves rows onto them
+        and records them before write-back reaches the customers. Rare, so through the ORM."""
+        rows = sorted(self.unsaved & customer_ids)
+        for customer_id in rows:
+            customer = self.customers[customer_id]
+            customer.email = f"~creating~{customer_id}"
+            self.session.add(customer)
+            self.unsaved.discard(customer_id)
+        if rows:
+            self.session.flush()
 
     def _load_identities(self, account_id: str, identities: list[tuple[str, str]]) -> list[str]:
         rows = self.session.execute(
@@ -238,14 +280,17 @@ class BatchState:
             # The customer row is the lock that serializes workers writing the same person.
             stmt = stmt.with_for_update()
         for customer in self.session.scalars(stmt):
-            self.customers[customer.id] = customer
-            self.by_email[(account_id, customer.email)] = customer.id
-            self.records[customer.id] = CustomerRecord(
-                name=customer.name, clock=customer.clock, last_activity_at=customer.last_activity_at
-            )
-            self.note_addresses(
-                {customer.id: EmailRecord.load(customer.email, customer.past_emails, customer.clock)}
-            )
+            self._hold(customer)
+
+    def _hold(self, customer: Customer) -> None:
+        """Make a loaded (or new) customer the batch's: found by address, merged from what it holds."""
+        self.customers[customer.id] = customer
+        self.by_email[(customer.account_id, customer.email)] = customer.id
+        self.records[customer.id] = CustomerRecord(
+            name=customer.name, clock=customer.clock, last_activity_at=customer.last_activity_at
+        )
+        address = EmailRecord.load(customer.email, customer.past_emails, customer.clock)
+        self.note_addresses({customer.id: address})
 
     def _load_projects(self) -> None:
         if not self.customers:

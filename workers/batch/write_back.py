@@ -4,9 +4,8 @@ their attempts.
 
 `write_batch` takes the whole batch's pending writes at once (the `BatchState` its events committed
 into, workers/batch/state.py) and runs in the batch's transaction: event status and customer writes
-share it, so a worker killed mid-batch leaves its events pending and applies nothing. The only write
-that happens earlier is `insert_missing_customers`, which the load needs (a new customer's row is
-what the batch locks and merges into).
+share it, so a worker killed mid-batch leaves its events pending and applies nothing. The only writes
+that happen earlier are the load's (workers/batch/new_customers.py).
 """
 
 from __future__ import annotations
@@ -36,31 +35,9 @@ from tributary.workers.batch.email_record import clock_with_email
 if TYPE_CHECKING:
     from tributary.workers.batch.state import BatchState, EventOutcome, PlannedMerge
 
-__all__ = ["insert_missing_customers", "write_batch", "write_event_outcomes"]
+__all__ = ["write_batch", "write_event_outcomes"]
 
 _QUIET = {"synchronize_session": False}
-
-
-def insert_missing_customers(
-    session: Session, account_id: str, emails: Sequence[str], now: datetime
-) -> list[tuple[str, str]]:
-    """Create a customer for each address nobody holds; returns the new (id, email) pairs. The rows
-    are inserted in sorted order, so concurrent batches take unique-index locks in the same order and
-    never create two records for one person."""
-    if is_postgres(session):
-        return write_back_pg.insert_customers(session, account_id, sorted(emails), now)
-    stmt = (
-        dialect_insert(session, Customer)
-        .on_conflict_do_nothing(index_elements=["account_id", "email"])
-        .returning(Customer.id, Customer.email)
-    )
-    # The batch's own time, so a new customer is never created after it was last updated.
-    stamp = {"created_at": now, "updated_at": now}
-    rows = [
-        {"account_id": account_id, "email": email, "past_emails": [], "clock": {}, **stamp}
-        for email in sorted(emails)
-    ]
-    return [(row[0], row[1]) for row in session.execute(stmt, rows)]
 
 
 def write_batch(state: BatchState) -> None:
@@ -128,15 +105,23 @@ def _write_identity_changes(state: BatchState) -> None:
     after every statement."""
     session = state.session
     unused = sorted(state.displaced - state.used - state.absorbed.keys())
-    if unused:
-        session.execute(delete(Customer).where(Customer.id.in_(unused)), execution_options=_QUIET)
-        for customer_id in unused:
-            session.expunge(state.customers.pop(customer_id))
-            state.records.pop(customer_id, None)
-            state.drop_addresses(customer_id)
+    stored = [customer_id for customer_id in unused if customer_id not in state.unsaved]
+    if stored:
+        session.execute(delete(Customer).where(Customer.id.in_(stored)), execution_options=_QUIET)
+    for customer_id in unused:
+        row = state.customers.pop(customer_id)
+        if customer_id in state.unsaved:
+            state.unsaved.discard(customer_id)  # never written: nothing to delete
+        else:
+            session.expunge(row)
+        state.records.pop(customer_id, None)
+        state.drop_addresses(customer_id)
+    if state.merges:
+        state.materialize({m.absorbed_id for m in state.merges} | {m.survivor_id for m in state.merges})
     for merge in state.merges:
         _write_merge(state, merge)
-    renamed = sorted(c for c in state.renamed if c in state.customers)
+    # A new customer's row is written with its final address (see `_write_customers`).
+    renamed = sorted(c for c in state.renamed if c in state.customers and c not in state.unsaved)
     if renamed:
         # Two steps, because renames can swap addresses (a -> b while b -> a): every renamed row
         # first takes a placeholder unique to it, then its final address (set with the row below).
@@ -199,7 +184,9 @@ def _write_merge(state: BatchState, merge: PlannedMerge) -> None:
 
 def _write_customers(state: BatchState, bulk: bool) -> None:
     """Name, clocks, activity and addresses (an email change lands here): on PostgreSQL in one
-    statement (write_back_pg.py), elsewhere through the ORM rows."""
+    statement for the new customers and one for the others (write_back_pg.py), elsewhere through
+    the ORM rows."""
+    created: list[tuple[Customer, dict[str, Any]]] = []
     changed: list[tuple[Customer, dict[str, Any]]] = []
     for customer_id, record in state.records.items():
         row = state.customers[customer_id]
@@ -211,11 +198,17 @@ def _write_customers(state: BatchState, bulk: bool) -> None:
             "email": address.email,
             "past_emails": address.past_emails(),
         }
-        if any(getattr(row, name) != value for name, value in values.items()):
+        if customer_id in state.unsaved:
+            created.append((row, {**values, "created_at": row.created_at, "updated_at": state.now}))
+        elif any(getattr(row, name) != value for name, value in values.items()):
             changed.append((row, {**values, "updated_at": state.now}))
         elif customer_id in state.touched:
             changed.append((row, {**_current(row), "updated_at": state.now}))
     if bulk:
+        # New rows first: their addresses are free once the identity changes above have run, and
+        # the others' updates only take addresses that no new customer has.
+        write_back_pg.insert_customers(state.session, created)
+        state.unsaved.clear()
         write_back_pg.update_customers(state.session, changed)
         return
     for row, values in changed:

@@ -20,8 +20,6 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from tributary.models.base import sortable_id
-
 if TYPE_CHECKING:
     from tributary.models import Customer, CustomerProject, Event
 
@@ -273,26 +271,37 @@ def insert_timeline(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     _execute(session, _INSERT_TIMELINE, _TIMELINE_COLUMNS, rows)
 
 
+# A customer the batch created (workers/batch/new_customers.py), written once with its final values.
+# No ON CONFLICT: the batch holds its address's advisory lock, so a conflict is a broken invariant
+# and fails the batch loudly (workers/isolation.py applies it again in halves, which then find the
+# other customer).
 _INSERT_CUSTOMERS = """
-    INSERT INTO customers (id, account_id, email, past_emails, clock, created_at, updated_at)
-    SELECT v.id, v.account_id, v.email, '[]'::jsonb, '{{}}'::jsonb, v.now, v.now
+    INSERT INTO customers
+        (id, account_id, email, name, past_emails, clock, last_activity_at, created_at, updated_at)
+    SELECT v.id, v.account_id, v.email, v.name, v.past_emails, v.clock, v.last_activity_at,
+           v.created_at, v.updated_at
     FROM {rows}
     ORDER BY v.n
-    ON CONFLICT (account_id, email) DO NOTHING
-    RETURNING id, email
 """
-_NEW_CUSTOMER_COLUMNS = (("id", "text"), ("account_id", "text"), ("email", "text"), ("now", "timestamptz"))
+_NEW_CUSTOMER_COLUMNS = (
+    ("id", "text"),
+    ("account_id", "text"),
+    *_CUSTOMER_COLUMNS[1:-1],
+    ("created_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+)
 
 
-def insert_customers(
-    session: Session, account_id: str, emails: Sequence[str], now: datetime
-) -> list[tuple[str, str]]:
-    """A customer for each of `emails` (sorted) that nobody holds, in one statement; returns the
-    new (id, email) pairs."""
-    if not emails:
-        return []
-    rows = [{"id": sortable_id("cus"), "account_id": account_id, "email": e, "now": now} for e in emails]
-    return [(row[0], row[1]) for row in _execute(session, _INSERT_CUSTOMERS, _NEW_CUSTOMER_COLUMNS, rows)]
+def insert_customers(session: Session, customers: Sequence[tuple[Customer, dict[str, Any]]]) -> None:
+    """Insert new customers with `values` (as `update_customers`, plus `created_at`) in one
+    statement."""
+    if not customers:
+        return
+    rows = [{"id": c.id, "account_id": c.account_id, **values} for c, values in customers]
+    _execute(session, _INSERT_CUSTOMERS, _NEW_CUSTOMER_COLUMNS, rows)
+    for customer, values in customers:
+        for name, value in values.items():
+            set_committed_value(customer, name, value)
 
 
 _IDENTITY_KEY = (("account_id", "text"), ("source", "text"), ("external_id", "text"))

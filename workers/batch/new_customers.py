@@ -1,0 +1,106 @@
+"""How a batch creates customers, and how concurrent batches agree on who holds an address.
+
+An address that a batch names and nobody holds gets a new customer. Two batches must never create two
+customers for one address; the unique index on (account_id, email) is the last word, but a batch has
+to know before it merges whether the address is someone's.
+
+- SQLite has one writer at a time (the drain's BEGIN IMMEDIATE): the load inserts an empty row for
+  each missing address (`insert_missing_customers`), and write-back updates it like any other.
+- PostgreSQL: the load reads which addresses nobody holds (`unheld`), then takes a transaction-scoped
+  advisory lock on each of them (`lock_addresses`, in one order, so two batches never wait on each
+  other in a circle). Every batch that writes a new address (a new customer or a rename) holds its
+  lock, so an address read as free stays free until the batch commits, and a second batch naming it
+  waits, then finds the first one's customer. The new customer lives in memory (`new_customer`) and
+  write-back inserts it once, with its final values (write_back_pg.insert_customers). Inserting an
+  empty row at load and updating it at write-back wrote every index of the table twice: 26 of the
+  69 ms PostgreSQL spent on a batch of 500 new customers (bench/README.md, 2026-12-02).
+
+The advisory locks live in PostgreSQL's shared lock table until the batch commits, one per new
+address: `max_locks_per_transaction` x `max_connections` (6,400 by default) must exceed the workers'
+batch size times their number (docs/operations.md). A batch refused for want of room is split in
+halves like any batch the database refuses (workers/isolation.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import ARRAY, BigInteger, Text, bindparam, text
+from sqlalchemy.orm import Session
+
+from tributary.models import Customer
+from tributary.models.base import sortable_id
+from tributary.models.sql import dialect_insert
+
+__all__ = ["address_key", "insert_missing_customers", "lock_addresses", "new_customer", "unheld"]
+
+_UNHELD = text(
+    "SELECT e FROM unnest(:emails) AS e "
+    "WHERE NOT EXISTS (SELECT 1 FROM customers AS c WHERE c.account_id = :account AND c.email = e)"
+).bindparams(bindparam("emails", type_=ARRAY(Text())))
+
+# unnest returns the array in order and the lock is taken row by row as it is read: the order of
+# `keys`, sorted by the caller.
+_LOCK = text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(:keys) AS k").bindparams(
+    bindparam("keys", type_=ARRAY(BigInteger()))
+)
+
+
+def address_key(account_id: str, email: str) -> int:
+    """The advisory lock key of an address: 64 bits of a keyed hash of account and address. Two
+    addresses sharing a key only make their batches wait for each other."""
+    digest = hashlib.blake2b(
+        f"{account_id}\n{email}".encode("utf-8", "surrogatepass"), digest_size=8, person=b"tributary.addr"
+    ).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def unheld(session: Session, account_id: str, emails: Sequence[str]) -> list[str]:
+    """Which of `emails` no customer of the account holds now (PostgreSQL; no lock), sorted."""
+    if not emails:
+        return []
+    found = session.scalars(_UNHELD, {"emails": list(emails), "account": account_id})
+    return sorted(found)
+
+
+def lock_addresses(session: Session, account_id: str, emails: Sequence[str]) -> None:
+    """Hold each address's advisory lock until the transaction ends (PostgreSQL), in key order."""
+    keys = sorted({address_key(account_id, email) for email in emails})
+    if keys:
+        session.execute(_LOCK, {"keys": keys})
+
+
+def new_customer(account_id: str, email: str, now: datetime) -> Customer:
+    """A customer the batch creates, in memory until write-back inserts it (PostgreSQL). Created at
+    the batch's own time, so it is never created after it was last updated."""
+    return Customer(
+        id=sortable_id("cus"),
+        account_id=account_id,
+        email=email,
+        name=None,
+        past_emails=[],
+        clock={},
+        created_at=now,
+        updated_at=now,
+        last_activity_at=None,
+    )
+
+
+def insert_missing_customers(
+    session: Session, account_id: str, emails: Sequence[str], now: datetime
+) -> list[tuple[str, str]]:
+    """Create an empty customer for each address nobody holds (SQLite); returns the new (id, email)
+    pairs. Sorted, so the unique index is always taken in one order."""
+    stmt = (
+        dialect_insert(session, Customer)
+        .on_conflict_do_nothing(index_elements=["account_id", "email"])
+        .returning(Customer.id, Customer.email)
+    )
+    stamp = {"created_at": now, "updated_at": now}
+    rows = [
+        {"account_id": account_id, "email": email, "past_emails": [], "clock": {}, **stamp}
+        for email in sorted(emails)
+    ]
+    return [(row[0], row[1]) for row in session.execute(stmt, rows)]
