@@ -27,6 +27,7 @@ from tributary.models.sql import is_postgres, pairs_in
 from tributary.workers.batch import new_customers
 from tributary.workers.batch.email_record import EmailRecord
 from tributary.workers.batch.merge_rules import CustomerRecord, ProjectRecord
+from tributary.workers.batch.new_customers import NewCustomer
 
 __all__ = ["BatchState", "EventOutcome", "PlannedMerge", "Ref", "Tombstone"]
 
@@ -84,14 +85,11 @@ class BatchState:
         self.session = session
         self.now = now
         # Loaded rows, and how the batch finds them.
-        self.customers: dict[str, Customer] = {}
+        self.customers: dict[str, Customer | NewCustomer] = {}
         self.project_rows: dict[tuple[str, str], CustomerProject] = {}
         self.by_email: dict[tuple[str, str], str] = {}
         self.by_identity: dict[Ref, str] = {}
         self.created: set[str] = set()
-        # Created customers with no row yet (PostgreSQL): write-back inserts them, final values and
-        # all (workers/batch/new_customers.py), or `materialize` gives them one earlier.
-        self.unsaved: set[str] = set()
         # Records as merged by the events committed so far.
         self.records: dict[str, CustomerRecord] = {}
         self.project_records: dict[tuple[str, str], ProjectRecord] = {}
@@ -208,23 +206,33 @@ class BatchState:
             self._lock_customers(account_id, late, self._past_holders(account_id, late))
             missing = [email for email in missing if (account_id, email) not in self.by_email]
         for email in missing:
-            customer = new_customers.new_customer(account_id, email, self.now)
+            customer = NewCustomer.create(account_id, email, self.now)
             self._hold(customer)
             self.created.add(customer.id)
-            self.unsaved.add(customer.id)
 
     def materialize(self, customer_ids: set[str]) -> None:
-        """Give the unsaved among `customer_ids` their row now, under a placeholder address unique to
-        each (the final one is written with every other customer's): a merge moves rows onto them
-        and records them before write-back reaches the customers. Rare, so through the ORM."""
-        rows = sorted(self.unsaved & customer_ids)
-        for customer_id in rows:
-            customer = self.customers[customer_id]
-            customer.email = f"~creating~{customer_id}"
-            self.session.add(customer)
-            self.unsaved.discard(customer_id)
+        """Give the new customers among `customer_ids` their row now (PostgreSQL), under a
+        placeholder address unique to each (the final one is written with every other customer's):
+        a merge moves rows onto them and records them before write-back reaches the customers.
+        Rare, so through the ORM."""
+        rows = []
+        for customer_id in sorted(customer_ids):
+            new = self.customers.get(customer_id)
+            if isinstance(new, NewCustomer):
+                row = new.to_row()
+                row.email = f"~creating~{customer_id}"
+                self.customers[customer_id] = row
+                rows.append(row)
         if rows:
+            self.session.add_all(rows)
             self.session.flush()
+
+    def row(self, customer_id: str) -> Customer:
+        """A customer's ORM row; a new customer must have been given one (`materialize`)."""
+        customer = self.customers[customer_id]
+        if isinstance(customer, NewCustomer):
+            raise RuntimeError(f"customer {customer_id} has no row yet")
+        return customer
 
     def _load_identities(self, account_id: str, identities: list[tuple[str, str]]) -> list[str]:
         rows = self.session.execute(
@@ -282,7 +290,7 @@ class BatchState:
         for customer in self.session.scalars(stmt):
             self._hold(customer)
 
-    def _hold(self, customer: Customer) -> None:
+    def _hold(self, customer: Customer | NewCustomer) -> None:
         """Make a loaded (or new) customer the batch's: found by address, merged from what it holds."""
         self.customers[customer.id] = customer
         self.by_email[(customer.account_id, customer.email)] = customer.id

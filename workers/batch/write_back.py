@@ -31,6 +31,7 @@ from tributary.models import (
 from tributary.models.sql import dialect_insert, is_postgres
 from tributary.workers.batch import write_back_pg
 from tributary.workers.batch.email_record import clock_with_email
+from tributary.workers.batch.new_customers import NewCustomer
 
 if TYPE_CHECKING:
     from tributary.workers.batch.state import BatchState, EventOutcome, PlannedMerge
@@ -105,15 +106,14 @@ def _write_identity_changes(state: BatchState) -> None:
     after every statement."""
     session = state.session
     unused = sorted(state.displaced - state.used - state.absorbed.keys())
-    stored = [customer_id for customer_id in unused if customer_id not in state.unsaved]
+    stored = [row for c in unused if isinstance(row := state.customers.pop(c), Customer)]
     if stored:
-        session.execute(delete(Customer).where(Customer.id.in_(stored)), execution_options=_QUIET)
-    for customer_id in unused:
-        row = state.customers.pop(customer_id)
-        if customer_id in state.unsaved:
-            state.unsaved.discard(customer_id)  # never written: nothing to delete
-        else:
+        # (A new customer, never written, has nothing to delete.)
+        ids = [row.id for row in stored]
+        session.execute(delete(Customer).where(Customer.id.in_(ids)), execution_options=_QUIET)
+        for row in stored:
             session.expunge(row)
+    for customer_id in unused:
         state.records.pop(customer_id, None)
         state.drop_addresses(customer_id)
     if state.merges:
@@ -121,18 +121,18 @@ def _write_identity_changes(state: BatchState) -> None:
     for merge in state.merges:
         _write_merge(state, merge)
     # A new customer's row is written with its final address (see `_write_customers`).
-    renamed = sorted(c for c in state.renamed if c in state.customers and c not in state.unsaved)
+    renamed = [r for c in sorted(state.renamed) if isinstance(r := state.customers.get(c), Customer)]
     if renamed:
         # Two steps, because renames can swap addresses (a -> b while b -> a): every renamed row
         # first takes a placeholder unique to it, then its final address (set with the row below).
         session.execute(
             update(Customer)
-            .where(Customer.id.in_(renamed))
+            .where(Customer.id.in_([row.id for row in renamed]))
             .values(email=literal("~renaming~") + Customer.id),
             execution_options=_QUIET,
         )
-        for customer_id in renamed:
-            set_committed_value(state.customers[customer_id], "email", f"~renaming~{customer_id}")
+        for row in renamed:
+            set_committed_value(row, "email", f"~renaming~{row.id}")
 
 
 def _write_merge(state: BatchState, merge: PlannedMerge) -> None:
@@ -164,8 +164,8 @@ def _write_merge(state: BatchState, merge: PlannedMerge) -> None:
             )
             set_committed_value(row, "customer_id", survivor)
             state.project_rows[target] = row
-    gone = state.customers.pop(absorbed)
-    kept = state.customers[survivor]
+    gone, kept = state.row(absorbed), state.row(survivor)
+    del state.customers[absorbed]
     kept.created_at = min(kept.created_at, gone.created_at)
     session.execute(delete(Customer).where(Customer.id == absorbed), execution_options=_QUIET)
     session.expunge(gone)
@@ -186,7 +186,7 @@ def _write_customers(state: BatchState, bulk: bool) -> None:
     """Name, clocks, activity and addresses (an email change lands here): on PostgreSQL in one
     statement for the new customers and one for the others (write_back_pg.py), elsewhere through
     the ORM rows."""
-    created: list[tuple[Customer, dict[str, Any]]] = []
+    created: list[tuple[NewCustomer, dict[str, Any]]] = []
     changed: list[tuple[Customer, dict[str, Any]]] = []
     for customer_id, record in state.records.items():
         row = state.customers[customer_id]
@@ -198,7 +198,7 @@ def _write_customers(state: BatchState, bulk: bool) -> None:
             "email": address.email,
             "past_emails": address.past_emails(),
         }
-        if customer_id in state.unsaved:
+        if isinstance(row, NewCustomer):
             created.append((row, {**values, "created_at": row.created_at, "updated_at": state.now}))
         elif any(getattr(row, name) != value for name, value in values.items()):
             changed.append((row, {**values, "updated_at": state.now}))
@@ -208,7 +208,6 @@ def _write_customers(state: BatchState, bulk: bool) -> None:
         # New rows first: their addresses are free once the identity changes above have run, and
         # the others' updates only take addresses that no new customer has.
         write_back_pg.insert_customers(state.session, created)
-        state.unsaved.clear()
         write_back_pg.update_customers(state.session, changed)
         return
     for row, values in changed:

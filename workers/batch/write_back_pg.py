@@ -22,6 +22,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 if TYPE_CHECKING:
     from tributary.models import Customer, CustomerProject, Event
+    from tributary.workers.batch.new_customers import NewCustomer
 
 __all__ = [
     "delete_identities",
@@ -292,16 +293,13 @@ _NEW_CUSTOMER_COLUMNS = (
 )
 
 
-def insert_customers(session: Session, customers: Sequence[tuple[Customer, dict[str, Any]]]) -> None:
+def insert_customers(session: Session, customers: Sequence[tuple[NewCustomer, dict[str, Any]]]) -> None:
     """Insert new customers with `values` (as `update_customers`, plus `created_at`) in one
     statement."""
     if not customers:
         return
     rows = [{"id": c.id, "account_id": c.account_id, **values} for c, values in customers]
     _execute(session, _INSERT_CUSTOMERS, _NEW_CUSTOMER_COLUMNS, rows)
-    for customer, values in customers:
-        for name, value in values.items():
-            set_committed_value(customer, name, value)
 
 
 _IDENTITY_KEY = (("account_id", "text"), ("source", "text"), ("external_id", "text"))
