@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import os
 import secrets
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -67,13 +69,45 @@ _TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
+class _RandomBlock(threading.local):
+    """The OS CSPRNG's bytes read a block at a time, per thread. `os.urandom` releases the GIL for
+    its system call, and a thread of a busy web process that lets go of the GIL waits for another
+    thread to give it back (up to the 5 ms switch interval): under load `/v1/batch`, one id per
+    message, spent a third of its samples there. One read now serves 409 ids."""
+
+    data: bytes = b""
+    offset: int = 0
+
+
+_RANDOM = _RandomBlock()
+_RANDOM_BLOCK_BYTES = 4090
+
+
+def _forget_random_block() -> None:
+    # A forked child (gunicorn's workers, `serve`'s processes) must never hand out its parent's
+    # bytes: it starts with an empty block. Only the forking thread exists in the child.
+    _RANDOM.data, _RANDOM.offset = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_random_block)
+
+
+def _random_80_bits() -> int:
+    block = _RANDOM
+    start = block.offset
+    if start + 10 > len(block.data):
+        block.data, start = os.urandom(_RANDOM_BLOCK_BYTES), 0
+    block.offset = start + 10
+    return int.from_bytes(block.data[start : start + 10], "big")
+
+
 def sortable_id(prefix: str) -> str:
     """`prefix_` + 26 chars: 48-bit millisecond clock then 80 random bits (ULID layout, lower case).
 
     Time-ordered so keyset pagination and batch claims follow arrival order, random enough to be
-    unguessable for customers and events.
+    unguessable for customers and events (the bits come from the OS CSPRNG, `_RandomBlock`).
     """
-    value = (int(time.time() * 1000) << 80) | secrets.randbits(80)
+    value = (int(time.time() * 1000) << 80) | _random_80_bits()
     # Base32 in C instead of 26 rounds of Python (a fifth of the cost; every event and row pays
     # it): 160 bits are 32 characters, the first 6 always zero since the value has 128.
     encoded = base64.b32encode(value.to_bytes(20, "big"))[6:].translate(_TO_CROCKFORD)

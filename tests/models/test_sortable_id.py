@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import random
-import secrets
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
+from tributary.models import base
 from tributary.models.base import sortable_id
 
 CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
@@ -28,7 +31,7 @@ def test_the_id_is_the_clock_then_the_random_bits(
     millis: int, rand: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(time, "time", lambda: (millis + 0.5) / 1000)
-    monkeypatch.setattr(secrets, "randbits", lambda bits: rand)
+    monkeypatch.setattr(base, "_random_80_bits", lambda: rand)
     assert sortable_id("evt") == f"evt_{reference(millis, rand)}"
 
 
@@ -38,3 +41,56 @@ def test_ids_sort_by_time_and_are_unique() -> None:
     assert all(len(i) == 30 and set(i[4:]) <= set(CROCKFORD) for i in ids)
     earlier, later = reference(1_000, 2**80 - 1), reference(1_001, 0)
     assert earlier < later
+
+
+def _random_part(id_: str) -> str:
+    return id_[-16:]  # the last 80 bits: 16 characters of 5 bits
+
+
+def test_the_random_bits_come_from_the_os_a_block_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+    real: Callable[[int], bytes] = os.urandom
+
+    def urandom(size: int) -> bytes:
+        reads.append(size)
+        return real(size)
+
+    base._forget_random_block()
+    monkeypatch.setattr(os, "urandom", urandom)
+    ids = [sortable_id("evt") for _ in range(1000)]
+    assert reads == [base._RANDOM_BLOCK_BYTES] * 3  # 409 ids per read
+    assert len({_random_part(i) for i in ids}) == 1000
+
+
+def test_threads_draw_from_their_own_blocks_and_never_repeat() -> None:
+    found: list[list[str]] = [[] for _ in range(8)]
+
+    def draw(n: int) -> None:
+        found[n] = [sortable_id("evt") for _ in range(2000)]
+
+    pool = [threading.Thread(target=draw, args=(n,)) for n in range(8)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    everything = [_random_part(i) for ids in found for i in ids]
+    assert len(set(everything)) == len(everything) == 16_000
+
+
+def test_a_forked_child_never_hands_out_its_parents_bits() -> None:
+    # gunicorn forks its workers after the app is loaded: a block read before the fork must not be
+    # shared, or parent and child would give the same ids in the same millisecond.
+    sortable_id("evt")  # the parent has a block, with bytes left
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            os.write(write, " ".join(_random_part(sortable_id("evt")) for _ in range(50)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {_random_part(sortable_id("evt")) for _ in range(50)}
+    assert len(child) == 50 and not child & parent
