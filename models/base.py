@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import secrets
 import threading
@@ -65,7 +64,7 @@ def utcnow() -> datetime:
 
 
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
-_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
+_CROCKFORD_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -107,11 +106,19 @@ def sortable_id(prefix: str) -> str:
     Time-ordered so keyset pagination and batch claims follow arrival order, random enough to be
     unguessable for customers and events (the bits come from the OS CSPRNG, `_RandomBlock`).
     """
-    value = (int(time.time() * 1000) << 80) | _random_80_bits()
-    # Base32 in C instead of 26 rounds of Python (a fifth of the cost; every event and row pays
-    # it): 160 bits are 32 characters, the first 6 always zero since the value has 128.
-    encoded = base64.b32encode(value.to_bytes(20, "big"))[6:].translate(_TO_CROCKFORD)
-    return f"{prefix}_{encoded.decode('ascii')}"
+    v = (int(time.time() * 1000) << 80) | _random_80_bits()
+    # 26 characters of 5 bits are 13 pairs of 10 bits (the top 2 of 130 always zero), each one
+    # lookup, written out: a quarter of the cost of `base64.b32encode`, which is Python too and
+    # loops (every event, customer and row pays it).
+    t = _CROCKFORD_PAIRS
+    return prefix + "_" + "".join(
+        (
+            t[v >> 120 & 1023], t[v >> 110 & 1023], t[v >> 100 & 1023], t[v >> 90 & 1023],
+            t[v >> 80 & 1023], t[v >> 70 & 1023], t[v >> 60 & 1023], t[v >> 50 & 1023],
+            t[v >> 40 & 1023], t[v >> 30 & 1023], t[v >> 20 & 1023], t[v >> 10 & 1023],
+            t[v & 1023],
+        )
+    )  # fmt: skip
 
 
 def random_token(length: int) -> str:
