@@ -17,7 +17,7 @@ to know before it merges whether the address is someone's.
 
 The advisory locks live in PostgreSQL's shared lock table until the batch commits, one per new
 address: `max_locks_per_transaction` x `max_connections` (6,400 by default) must exceed the workers'
-batch size times their number (docs/operations.md). A batch refused for want of room is split in
+batch size times their number (README, "Production"). A batch refused for want of room is split in
 halves like any batch the database refuses (workers/isolation.py).
 """
 

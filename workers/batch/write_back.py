@@ -106,16 +106,18 @@ def _write_identity_changes(state: BatchState) -> None:
     after every statement."""
     session = state.session
     unused = sorted(state.displaced - state.used - state.absorbed.keys())
-    stored = [row for c in unused if isinstance(row := state.customers.pop(c), Customer)]
+    stored: list[Customer] = []
+    for customer_id in unused:
+        row = state.customers.pop(customer_id)
+        if isinstance(row, Customer):  # a new customer was never written: nothing to delete
+            stored.append(row)
+        state.records.pop(customer_id, None)
+        state.drop_addresses(customer_id)
     if stored:
-        # (A new customer, never written, has nothing to delete.)
         ids = [row.id for row in stored]
         session.execute(delete(Customer).where(Customer.id.in_(ids)), execution_options=_QUIET)
         for row in stored:
             session.expunge(row)
-    for customer_id in unused:
-        state.records.pop(customer_id, None)
-        state.drop_addresses(customer_id)
     if state.merges:
         state.materialize({m.absorbed_id for m in state.merges} | {m.survivor_id for m in state.merges})
     for merge in state.merges:
