@@ -100,10 +100,15 @@ class RequestTimings:
     def flush(self, *, final: bool = False) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
-        redis = self._redis()
-        if not pending or redis is None:
+        if not pending:
             return
         try:
+            # Resolved inside the try: getting the client can fail too (an embedded Redis that cannot
+            # start raises RuntimeError), and an exception escaping here would end the flushing
+            # thread, and with it this process's request timings, for good.
+            redis = self._redis()
+            if redis is None:
+                return  # no Redis to meet in (an app without one): nothing to add them to
             pipe = redis.pipeline(transaction=False)
             for (route, method, status), row in pending.items():
                 prefix = SEP.join((route, method, status))
@@ -113,17 +118,20 @@ class RequestTimings:
                 pipe.hincrbyfloat(HTTP_KEY, f"{prefix}{SEP}sum", row[-2])
                 pipe.hincrby(HTTP_KEY, f"{prefix}{SEP}count", int(row[-1]))
             pipe.execute()
-        except RedisError as exc:
+        except Exception as exc:  # a background thread: keep the timings, never die
             if final:
                 return  # shutting down with Redis gone: nothing left to keep them for
             if time.monotonic() - self._warned_at > 60:  # once a minute during an outage, not every second
                 self._warned_at = time.monotonic()
                 log.warning("could not record request timings (%s); keeping them for the next flush", exc)
-            with self._lock:
-                for key, row in pending.items():
-                    mine = self._pending.setdefault(key, [0.0] * len(row))
-                    for index, value in enumerate(row):
-                        mine[index] += value
+            self._keep(pending)
+
+    def _keep(self, pending: dict[tuple[str, str, str], list[float]]) -> None:
+        with self._lock:
+            for key, row in pending.items():
+                mine = self._pending.setdefault(key, [0.0] * len(row))
+                for index, value in enumerate(row):
+                    mine[index] += value
 
 
 class TributaryCollector(Collector):

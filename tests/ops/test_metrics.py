@@ -198,3 +198,34 @@ def test_two_gunicorn_workers_and_two_worker_processes_add_up_exactly(
     finally:
         os.killpg(web.pid, signal.SIGTERM)
         web.wait(timeout=30)
+
+
+def test_request_timings_survive_a_redis_that_cannot_be_reached_or_started(runtime: Runtime) -> None:
+    """Getting the client fails (an embedded Redis whose directory is gone raises RuntimeError), then
+    the pipeline fails, then Redis is back: nothing raises out of `flush`, which the flushing thread
+    calls (an exception there ended the thread and the process's timings with it), and every
+    observation is added once Redis answers."""
+    from redis import Redis
+
+    from tributary.app.metrics import HTTP_KEY, SEP, RequestTimings
+
+    def cannot_start() -> Redis:
+        raise RuntimeError("embedded Redis could not start")
+
+    unreachable = Redis(host="127.0.0.1", port=_free_port(), socket_connect_timeout=0.5)
+    clients: list[Callable[[], Redis]] = [
+        cannot_start,
+        lambda: unreachable,
+        lambda: runtime.redis,
+    ]
+    timings = RequestTimings(cannot_start)
+    route = "/test/timings-outage"
+    prefix = SEP.join((route, "GET", "200"))
+    for client in clients:
+        timings.bind(client)
+        timings.observe(route, "GET", 200, 0.003)
+        timings.flush()
+    assert runtime.redis.hget(HTTP_KEY, f"{prefix}{SEP}count") == b"3"
+    assert runtime.redis.hget(HTTP_KEY, f"{prefix}{SEP}0") == b"3"  # all in the 5 ms bucket
+    timings.flush()  # nothing pending: nothing added twice
+    assert runtime.redis.hget(HTTP_KEY, f"{prefix}{SEP}count") == b"3"
