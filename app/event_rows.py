@@ -38,7 +38,6 @@ def event_row(
     dedup_key: str | None,
     provider_event_id: str | None,
     source_id: str | None = None,
-    body_hash: str | None = None,
     headers: Mapping[str, str] | None = None,
     payload: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -52,7 +51,6 @@ def event_row(
         "type": type,
         "provider_event_id": provider_event_id,
         "dedup_key": dedup_key,
-        "body_hash": body_hash,
         "email": email,
         "occurred_at": occurred_at,
         "received_at": received_at,

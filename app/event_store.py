@@ -108,7 +108,6 @@ _PG_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("type", "text", "v.type"),
     ("provider_event_id", "text", "v.provider_event_id"),
     ("dedup_key", "text", "v.dedup_key"),
-    ("body_hash", "text", "v.body_hash"),
     ("email", "text", "v.email"),
     ("occurred_at", "timestamptz", "v.occurred_at"),
     ("received_at", "timestamptz", "v.received_at"),

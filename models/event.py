@@ -63,8 +63,9 @@ class Event(Base):
     type: Mapped[str] = mapped_column(String(200))
     provider_event_id: Mapped[str | None] = mapped_column(String(255))
     dedup_key: Mapped[str | None] = mapped_column(String(320))
-    # API events with a message id: SHA-256 of the canonical validated message, so a retry with
-    # another body is told apart (409) from a true retry without re-reading the stored body.
+    # SHA-256 of the canonical validated message, written by versions before 2026-12-03 for API
+    # events with a message id and still read for them; newer events leave it empty and a retry is
+    # compared with the stored body (docs/input-rules.md).
     body_hash: Mapped[str | None] = mapped_column(String(64))
     email: Mapped[str | None] = mapped_column(String(320))
     occurred_at: Mapped[datetime] = mapped_column()

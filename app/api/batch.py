@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 
-from tributary.app.api.ingest import event_row, stored_fingerprint
+from tributary.app.api.ingest import event_row, same_message
 from tributary.app.auth import Principal, authenticate
 from tributary.app.errors import APIError, validation_error
 from tributary.app.event_store import insert_rows
@@ -91,7 +91,8 @@ def _messages(body: bytes) -> list[Any]:
     return messages
 
 
-def _row(principal: Principal, message: Any, received_at: datetime) -> dict[str, Any]:
+def _row(principal: Principal, message: Any, received_at: datetime) -> tuple[dict[str, Any], PingRequest]:
+    """The `events` row for one message of the batch, and the validated message."""
     if not isinstance(message, dict):
         raise _Refused(400, "malformed_body", "each message must be a JSON object")
     fields = dict(message)
@@ -111,7 +112,7 @@ def _row(principal: Principal, message: Any, received_at: datetime) -> dict[str,
         raise _Refused(400, "validation_error", "the message is nested too deeply") from None
     try:
         payload = validate_message(model, body)
-        return event_row(principal, kind, payload, body, payload.message_id, received_at)
+        return event_row(principal, kind, payload, body, payload.message_id, received_at), payload
     except ValidationError as exc:
         refusal = validation_error(exc)
     except APIError as exc:
@@ -138,17 +139,20 @@ def batch() -> Response:
     received_at = utcnow()
     results: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
+    payloads: dict[str, PingRequest] = {}
     slots: list[int] = []
     for message in _messages(body):
         try:
-            rows.append(_row(principal, message, received_at))
+            row, payload = _row(principal, message, received_at)
+            rows.append(row)
+            payloads[row["id"]] = payload
             slots.append(len(results))
             results.append({})
         except _Refused as refused:
             results.append(refused.result)
     if not rows:
         raise APIError(400, "no_valid_messages", "no message in the batch is valid", {"results": results})
-    known = _store(principal, rows)
+    known = _store(principal, rows, payloads)
     for slot, row in zip(slots, rows, strict=True):
         results[slot] = known.get(row["id"]) or {"event_id": row["id"], "duplicate": False}
     accepted = len(rows) - len(known)
@@ -163,7 +167,9 @@ def batch() -> Response:
     return response
 
 
-def _store(principal: Principal, rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _store(
+    principal: Principal, rows: list[dict[str, Any]], payloads: dict[str, PingRequest]
+) -> dict[str, dict[str, Any]]:
     """Insert the rows in one statement. Returns the result of each row that was not inserted
     because its message id was stored before (possibly earlier in this batch): a duplicate if it is
     the same message, a 409 if the id was reused for a different one."""
@@ -188,7 +194,7 @@ def _store(principal: Principal, rows: list[dict[str, Any]]) -> dict[str, dict[s
         event_id = str(stored.id) if stored is not None else row["id"]
         # The same rule as the single calls: the canonical message's fingerprint, unknown (an
         # erased event) counting as the same message.
-        if stored is None or stored_fingerprint(stored) in {row["body_hash"], None}:
+        if stored is None or same_message(stored, row["channel"], payloads[row["id"]]):
             known[row["id"]] = {"event_id": event_id, "duplicate": True}
         else:
             known[row["id"]] = {

@@ -73,11 +73,11 @@ def _ingest(channel: str, model: type[PingRequest]) -> Response:
                 store.committed = insert_one(conn, row, principal.key_id) is not None
             if store.committed:
                 return _accepted(row["id"])
-        return _not_stored(conn, principal, row, message_id)
+        return _not_stored(conn, principal, row, payload)
 
 
 def _not_stored(
-    conn: Connection, principal: Principal, row: dict[str, Any], message_id: str | None
+    conn: Connection, principal: Principal, row: dict[str, Any], payload: PingRequest
 ) -> Response:
     """The answer for a row the INSERT did not store: the key was revoked (401), or its message id
     was stored before: a duplicate, or a 409 when that id came with a different message. The row's
@@ -90,7 +90,8 @@ def _not_stored(
     existing = conn.execute(select(Event.id, Event.channel, Event.body, Event.body_hash).where(same)).one()
     if existing.id == row["id"]:
         return _accepted(row["id"])
-    if stored_fingerprint(existing) not in {row["body_hash"], None}:
+    if not same_message(existing, row["channel"], payload):
+        message_id = row["provider_event_id"]
         raise APIError(
             409,
             "idempotency_conflict",
@@ -122,7 +123,6 @@ def event_row(
         email=payload.email,
         provider_event_id=message_id,
         dedup_key=f"api:{project_id}:{message_id}" if message_id else None,
-        body_hash=message_fingerprint(channel, payload) if message_id else None,
     )
 
 
@@ -141,9 +141,19 @@ def message_fingerprint(channel: str, payload: PingRequest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def same_message(existing: Any, channel: str, payload: PingRequest) -> bool:
+    """Whether the stored event `existing` (its `channel`, `body` and `body_hash`) holds the same
+    message as `payload`, arriving on `channel` with the same message id. Unknown (an erased
+    event) counts as the same. Only a message id met twice asks, so the fingerprints are computed
+    here and not for every message stored (an eighth of `/v1/batch`'s CPU when they were)."""
+    stored = stored_fingerprint(existing)
+    return stored is None or stored == message_fingerprint(channel, payload)
+
+
 def stored_fingerprint(existing: Any) -> str | None:
-    """The stored event's fingerprint; recomputed for events stored before the hash column.
-    None when it cannot be known (an erased event's body is a marker): answered as a duplicate."""
+    """The stored event's fingerprint: the hash versions before 2026-12-03 stored with the event,
+    or its stored body's, validated again. None when it cannot be known (an erased event's body is a
+    marker): answered as a duplicate."""
     if existing.body_hash is not None:
         return str(existing.body_hash)
     model = IdentifyRequest if existing.channel == "identify" else PingRequest
