@@ -47,7 +47,10 @@ _PLAIN = re.compile(
     r"[a-z0-9_+-]+(?:\.[a-z0-9_+-]+)*@((?:[a-z0-9](?:-?[a-z0-9])*\.)+[a-z]+)",
     re.ASCII | re.IGNORECASE,
 )
-_SPECIAL_USE = tuple(SPECIAL_USE_DOMAIN_NAMES)
+# The domain checks as two scans in C: a generator per address (a label's length, each special-use
+# name) was a tenth of `/v1/batch`'s samples.
+_SPECIAL_USE = re.compile(r"(?:\A|\.)(?:" + "|".join(map(re.escape, SPECIAL_USE_DOMAIN_NAMES)) + r")\Z")
+_LONG_LABEL = re.compile(r"[^.]{64}")
 
 
 def _plain(candidate: str) -> bool:
@@ -59,8 +62,8 @@ def _plain(candidate: str) -> bool:
     return (
         candidate.index("@") <= 64
         and len(domain) <= 253
-        and all(len(label) <= 63 for label in domain.split("."))
-        and not any(domain == name or domain.endswith("." + name) for name in _SPECIAL_USE)
+        and _LONG_LABEL.search(domain) is None
+        and _SPECIAL_USE.search(domain) is None
     )
 
 
