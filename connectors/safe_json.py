@@ -22,7 +22,16 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["UnsafeJSON", "bad_text", "clean_text", "loads", "problem", "scrub", "storable_text"]
+__all__ = [
+    "UnsafeJSON",
+    "bad_text",
+    "clean_text",
+    "loads",
+    "non_finite",
+    "problem",
+    "scrub",
+    "storable_text",
+]
 
 # NUL and UTF-16 surrogate code points: a valid pair never reaches Python as two code points,
 # so any surrogate in a `str` is a lone one.
@@ -105,6 +114,23 @@ def _walk(value: Any, path: str) -> str | None:
         for index, item in enumerate(value):
             if (found := _walk(item, f"{path}[{index}]")) is not None:
                 return found
+    return None
+
+
+def non_finite(value: Any) -> str | None:
+    """Where the first non-finite number inside `value` is ("" for `value` itself, `.plan`,
+    `.tiers[2]`), or None when there is none. Only numbers: text is not looked at. The path is
+    built only for the number found, so a clean value costs one isinstance test per item."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else ""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if (inner := non_finite(item)) is not None:
+                return f".{key}{inner}"
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if (inner := non_finite(item)) is not None:
+                return f"[{index}]{inner}"
     return None
 
 

@@ -71,5 +71,20 @@ INTERNAL_CHANNELS: dict[str, ChannelNormalizer] = {
 
 def changes_for_event(session: Session, event: Event) -> list[CustomerChange]:
     if (internal := INTERNAL_CHANNELS.get(event.channel)) is not None:
-        return internal(session, event)
-    return connector_changes(session, event)
+        changes = internal(session, event)
+    else:
+        changes = connector_changes(session, event)
+    for change in changes:
+        _refuse_non_finite(change)
+    return changes
+
+
+def _refuse_non_finite(change: CustomerChange) -> None:
+    """Fail the event whose change carries NaN or an infinity in its params, whatever produced it
+    (a connector's arithmetic, an import, a channel that does not validate). No database stores
+    one, and the bulk writes' encoder (workers/batch/write_back_pg.py) would write it as `null`:
+    every channel is held to this here, on every backend. The API refuses such numbers at the door
+    and connectors drop them from provider data, so this names what slipped past both."""
+    for name in ("params", "params_once"):
+        if (where := safe_json.non_finite(getattr(change, name))) is not None:
+            raise NormalizeError(f"the change cannot be stored: {name}{where} is not a finite number")

@@ -4,6 +4,8 @@ PostgreSQL), and every kind of write lands as the ORM path would write it (both 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from typing import Any
 
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
@@ -137,6 +139,34 @@ def test_rows_go_as_json_unless_they_hold_a_nul_or_a_lone_surrogate() -> None:
     assert not safe(json.dumps([{"name": "a\ud800b"}], ensure_ascii=False))
     # Text that only looks like the escape is escaped itself, and takes the arrays to no harm.
     assert not safe(json.dumps([{"name": "\\u0000"}], ensure_ascii=False))
+
+
+def test_the_bulk_rows_encode_as_the_standard_encoder_would() -> None:
+    """orjson encodes the rows; what it refuses (a lone surrogate, an integer beyond 64 bits) the
+    standard encoder takes, as before. Either way the JSON means the same rows."""
+    moment = datetime(2026, 12, 3, 9, 30, 0, 123456, tzinfo=UTC)
+    rows: list[dict[str, Any]] = [
+        {"name": ODD, "at": moment, "whole": moment.replace(microsecond=0), "none": None},
+        {"params": {"seats": 3, "ratio": 0.25, "flag": True, "tiers": [1, {"x": "y"}]}, "pair": ("a", 1)},
+        {"clock": {"name": {"t": 1796245559420886}}, "past": []},
+    ]
+
+    def standard(value: list[dict[str, Any]]) -> str:
+        return json.dumps(value, default=lambda v: v.isoformat(), ensure_ascii=False)
+
+    assert json.loads(write_back_pg._encode(rows)) == json.loads(standard(rows))
+    for odd in ({"big": 2**70, "small": -(2**65)}, {"text": "a\ud800b"}):
+        assert write_back_pg._encode([odd]) == json.dumps([odd], separators=(",", ":"), ensure_ascii=False)
+
+
+def test_integers_beyond_64_bits_are_stored_exactly(
+    client: FlaskClient, admin_key: str, runtime: Runtime
+) -> None:
+    params = {"big": 2**70, "small": -(2**65), "plain": 7}
+    identify(client, admin_key, email="big@example.com", name=ODD, params=params)
+    drain_batch(runtime)
+    found = customer(client, admin_key, "big@example.com")
+    assert (found["projects"]["default"]["params"], found["name"]) == (params, ODD)
 
 
 def _identity_round(runtime: Runtime, tag: str, size: int) -> int:

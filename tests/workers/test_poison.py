@@ -3,9 +3,11 @@
 The hostile rows go straight into the `events` table on a test channel that parses them as
 the API channel did before ingest and normalization learned to refuse unstorable values
 (`connectors/safe_json.py`), so these tests hold whatever validation accepts or rejects: they
-prove the isolation, not the validation. PostgreSQL refuses NUL in text and NaN/Infinity or lone surrogates
-in JSON; SQLite stores those (JSON as text), but no driver encodes a lone surrogate into a text
-column. What a backend stores is simply applied.
+prove the isolation, not the validation. PostgreSQL refuses NUL in text and lone surrogates in
+JSON; SQLite stores those (JSON as text), but no driver encodes a lone surrogate into a text
+column. What a backend stores is simply applied. A non-finite number is the exception: no backend
+stores one faithfully, so every channel's changes are checked for them before any write
+(workers/normalize.py), and such an event fails there, alone, on every backend.
 """
 
 from __future__ import annotations
@@ -39,16 +41,24 @@ from tributary.workers.normalize import INTERNAL_CHANNELS
 # kind -> (identify body, refused by SQLite too)
 HOSTILE_BODIES: dict[str, tuple[bytes, bool]] = {
     "nul-in-name": (json.dumps({"name": "a\u0000b"}).encode(), False),
-    "nan-param": (b'{"params": {"n": NaN}}', False),
-    "huge-param": (b'{"params": {"n": 1e400}}', False),
-    "minus-huge-param": (b'{"params": {"n": -1e400}}', False),
     "nul-in-param": (json.dumps({"params": {"k": "a\u0000b"}}).encode(), False),
     "nul-in-param-key": (json.dumps({"params": {"a\u0000b": 1}}).encode(), False),
     "nul-in-status": (json.dumps({"status": "a\u0000b"}).encode(), False),
-    "nan-param-once": (b'{"params_once": {"n": NaN}}', False),
     "lone-surrogate-param": (b'{"params": {"k": "\\udfff"}}', False),
     "lone-surrogate-name": (b'{"name": "a\\ud800b"}', True),
     "lone-surrogate-status": (b'{"status": "\\udc80"}', True),
+}
+
+
+# kind -> (identify body, where the number is): refused before any write, on every backend
+# (workers/normalize.py), since no database stores one and the bulk writes' encoder would write it
+# as null.
+NON_FINITE_BODIES: dict[str, tuple[bytes, str]] = {
+    "nan-param": (b'{"params": {"n": NaN}}', "params.n"),
+    "huge-param": (b'{"params": {"n": 1e400}}', "params.n"),
+    "minus-huge-param": (b'{"params": {"n": -1e400}}', "params.n"),
+    "nan-param-once": (b'{"params_once": {"n": NaN}}', "params_once.n"),
+    "nested": (b'{"params": {"tiers": [1, {"x": Infinity}]}}', "params.tiers[1].x"),
 }
 
 
@@ -146,6 +156,26 @@ def test_a_poison_event_fails_alone_and_the_pipeline_goes_on(
     later = identify(client, admin_key, email="later@example.com", name="Later")["event_id"]
     assert drain_batch(runtime) == 1
     assert events_by_id(runtime)[later].status == "processed"
+
+
+@pytest.mark.parametrize("kind", sorted(NON_FINITE_BODIES))
+def test_a_non_finite_number_fails_its_event_before_any_write_on_every_backend(
+    client: FlaskClient, admin_key: str, runtime: Runtime, project_id: str, kind: str
+) -> None:
+    body, where = NON_FINITE_BODIES[kind]
+    good = [
+        identify(client, admin_key, email=f"g{i}@example.com", name=f"G{i}")["event_id"] for i in range(3)
+    ]
+    poison = insert_event(runtime, project_id, "poison@example.com", body)
+    assert drain_batch(runtime) == 4
+    events = events_by_id(runtime)
+    assert {i: (events[i].status, events[i].attempts) for i in good} == dict.fromkeys(good, ("processed", 1))
+    event = events[poison]
+    assert (event.status, event.attempts, event.changes) == ("failed", 1, None)
+    assert event.last_error == f"NormalizeError: the change cannot be stored: {where} is not a finite number"
+    assert f"event-{poison}" in ScheduledJobRegistry(queue=runtime.queue).get_job_ids()
+    with runtime.db.session() as session:
+        assert session.scalar(select(Customer).where(Customer.email == "poison@example.com")) is None
 
 
 def test_many_poison_events_in_one_batch_each_fail_alone(
@@ -281,18 +311,19 @@ def _strings(value: Any) -> Iterator[str]:
 
 
 def refused(body: dict[str, Any], postgres: bool) -> bool:
-    """What each backend refuses: PostgreSQL any NUL, lone surrogate or non-finite number;
-    SQLite only a lone surrogate in a text column (its JSON is text with escapes)."""
+    """What each backend refuses: every backend a non-finite number (at normalization);
+    PostgreSQL any NUL or lone surrogate; SQLite only a lone surrogate in a text column (its JSON
+    is text with escapes)."""
 
     def surrogate(text: str) -> bool:
         return any(0xD800 <= ord(c) <= 0xDFFF for c in text)
 
+    numbers = [v for field in ("params", "params_once") for v in (body.get(field) or {}).values()]
+    if any(isinstance(n, float) and not math.isfinite(n) for n in numbers):
+        return True  # refused before any write, on every backend
     if not postgres:
         return any(surrogate(body.get(column) or "") for column in ("name", "status"))
-    numbers = [v for field in ("params", "params_once") for v in (body.get(field) or {}).values()]
-    return any("\x00" in s or surrogate(s) for s in _strings(body)) or any(
-        isinstance(n, float) and not math.isfinite(n) for n in numbers
-    )
+    return any("\x00" in s or surrogate(s) for s in _strings(body))
 
 
 _serial = itertools.count()
