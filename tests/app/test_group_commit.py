@@ -204,3 +204,24 @@ def test_dispose_gives_back_the_writes_connection_and_the_next_write_opens_anoth
     assert held is None or held.closed
     assert store.store(_row(runtime, account_id, 1), key_id) is True
     assert len(_stored_ids(runtime)) == 2
+
+
+def test_rows_are_stored_as_given_whichever_encoder_carries_them(
+    runtime: Runtime, account_id: str, store: EventStore
+) -> None:
+    """The shared statement's rows go as JSON: orjson, or the standard encoder for what orjson
+    refuses (an integer beyond 64 bits in a provider's payload). Either way every column lands
+    as given: the exact body bytes, the instants, the payload and headers."""
+    odd_body = b'{"name": "Zo\xc3\xab \\"q\\" \\\\u00e9"}\x00\xff'
+    plain = _row(runtime, account_id, 0, body=odd_body, payload={"n": 2.5, "t": [1, "x"]}, headers={"A": "b"})
+    big = _row(runtime, account_id, 1, payload={"amount": 2**70, "credit": -(2**65)})
+    for row in (plain, big):
+        assert store.store(row, None) is True
+    with runtime.db.session() as session:
+        stored = {
+            e.id: e for e in session.scalars(select(Event).where(Event.id.in_([plain["id"], big["id"]])))
+        }
+    for row in (plain, big):
+        event = stored[row["id"]]
+        assert (event.body, event.payload, event.headers) == (row["body"], row["payload"], row["headers"])
+        assert (event.occurred_at, event.received_at) == (row["occurred_at"], row["received_at"])
