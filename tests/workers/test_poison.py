@@ -132,24 +132,32 @@ def assert_failed_alone(runtime: Runtime, event: Event, attempts: int = 1) -> No
     assert f"event-{event.id}" in ScheduledJobRegistry(queue=runtime.queue).get_job_ids()
 
 
-@pytest.mark.parametrize("kind", sorted(HOSTILE_BODIES))
-def test_a_poison_event_fails_alone_and_the_pipeline_goes_on(
-    client: FlaskClient, admin_key: str, runtime: Runtime, project_id: str, kind: str
-) -> None:
-    body, refused_by_sqlite = HOSTILE_BODIES[kind]
+def drain_among_good_events(
+    client: FlaskClient, admin_key: str, runtime: Runtime, project_id: str, body: bytes
+) -> Event:
+    """One batch: four good events, the raw one with `body`, four more good ones. Checks that every
+    good one applied once; returns the raw one's row."""
     good = [
         identify(client, admin_key, email=f"g{i}@example.com", name=f"G{i}")["event_id"] for i in range(4)
     ]
     poison = insert_event(runtime, project_id, "poison@example.com", body)
     good += [identify(client, admin_key, email=f"h{i}@ex.com", name=f"H{i}")["event_id"] for i in range(4)]
-
     assert drain_batch(runtime) == 9  # one batch holds all of them
     events = events_by_id(runtime)
     assert {i: (events[i].status, events[i].attempts) for i in good} == dict.fromkeys(good, ("processed", 1))
+    return events[poison]
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE_BODIES))
+def test_a_poison_event_fails_alone_and_the_pipeline_goes_on(
+    client: FlaskClient, admin_key: str, runtime: Runtime, project_id: str, kind: str
+) -> None:
+    body, refused_by_sqlite = HOSTILE_BODIES[kind]
+    poison = drain_among_good_events(client, admin_key, runtime, project_id, body)
     if runtime.db.is_postgres or refused_by_sqlite:
-        assert_failed_alone(runtime, events[poison])
+        assert_failed_alone(runtime, poison)
     else:
-        assert (events[poison].status, events[poison].attempts) == ("processed", 1)
+        assert (poison.status, poison.attempts) == ("processed", 1)
     assert customer(client, admin_key, "h3@ex.com")["name"] == "H3"
 
     # Later events are applied as usual: nothing is left pending to block them.
@@ -163,17 +171,10 @@ def test_a_non_finite_number_fails_its_event_before_any_write_on_every_backend(
     client: FlaskClient, admin_key: str, runtime: Runtime, project_id: str, kind: str
 ) -> None:
     body, where = NON_FINITE_BODIES[kind]
-    good = [
-        identify(client, admin_key, email=f"g{i}@example.com", name=f"G{i}")["event_id"] for i in range(3)
-    ]
-    poison = insert_event(runtime, project_id, "poison@example.com", body)
-    assert drain_batch(runtime) == 4
-    events = events_by_id(runtime)
-    assert {i: (events[i].status, events[i].attempts) for i in good} == dict.fromkeys(good, ("processed", 1))
-    event = events[poison]
+    event = drain_among_good_events(client, admin_key, runtime, project_id, body)
     assert (event.status, event.attempts, event.changes) == ("failed", 1, None)
     assert event.last_error == f"NormalizeError: the change cannot be stored: {where} is not a finite number"
-    assert f"event-{poison}" in ScheduledJobRegistry(queue=runtime.queue).get_job_ids()
+    assert f"event-{event.id}" in ScheduledJobRegistry(queue=runtime.queue).get_job_ids()
     with runtime.db.session() as session:
         assert session.scalar(select(Customer).where(Customer.email == "poison@example.com")) is None
 
