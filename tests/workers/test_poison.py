@@ -175,6 +175,8 @@ def test_a_non_finite_number_fails_its_event_before_any_write_on_every_backend(
     assert (event.status, event.attempts, event.changes) == ("failed", 1, None)
     assert event.last_error == f"NormalizeError: the change cannot be stored: {where} is not a finite number"
     assert f"event-{event.id}" in ScheduledJobRegistry(queue=runtime.queue).get_job_ids()
+    with runtime.db.session() as session:  # nothing of it was written
+        assert session.scalar(select(Customer).where(Customer.email == "poison@example.com")) is None
     with runtime.db.session() as session:
         assert session.scalar(select(Customer).where(Customer.email == "poison@example.com")) is None
 
