@@ -20,7 +20,6 @@ prepared once, whatever the batch size. SQLite writes the rows one by one in one
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import weakref
@@ -29,12 +28,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, bindparam, exists, select
 
 from tributary.models import ApiKey, Event
 from tributary.models.session import Database
-from tributary.models.sql import insert_for
+from tributary.models.sql import insert_for, json_rows
 from tributary.runtime.doorbell import coalescer
 from tributary.runtime.process import Runtime
 
@@ -139,17 +137,8 @@ def _json_value(value: Any) -> Any:
 
 
 def _pg_payload(rows: Sequence[dict[str, Any]], keys: Sequence[str | None]) -> str:
-    """`_PG_BATCH`'s one parameter: the rows, each with the key to check, as a JSON array.
-
-    orjson first (the standard encoder was a tenth of `/v1/batch`'s CPU); what it refuses (an
-    integer beyond 64 bits in a provider's payload) the standard encoder takes. orjson would write
-    a non-finite number as `null`; none is here: the API refuses them and webhook payloads are
-    scrubbed of them (app/api/webhooks.py) before a row is built."""
-    values = [{**row, KEY_PARAM: key} for row, key in zip(rows, keys, strict=True)]
-    try:
-        return orjson.dumps(values, default=_json_value).decode()
-    except orjson.JSONEncodeError:
-        return json.dumps(values, default=_json_value, separators=(",", ":"), ensure_ascii=False)
+    """`_PG_BATCH`'s one parameter: the rows, each with the key to check, as a JSON array."""
+    return json_rows([{**row, KEY_PARAM: key} for row, key in zip(rows, keys, strict=True)], _json_value)
 
 
 def insert_rows(

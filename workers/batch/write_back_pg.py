@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
+
+from tributary.models.sql import json_rows
 
 if TYPE_CHECKING:
     from tributary.models import Customer, CustomerProject, Event
@@ -65,18 +66,6 @@ def _json_safe(payload: str) -> bool:
     return True
 
 
-def _encode(rows: list[dict[str, Any]]) -> str:
-    """`rows` as JSON text. orjson first: the standard library's encoder took a fifth of a worker's
-    CPU (a batch's payloads are about a megabyte). orjson refuses lone surrogates and integers
-    beyond 64 bits, which the standard encoder then takes as before; it would write a non-finite
-    number as `null`, but none gets here: changes carrying one fail at normalization
-    (workers/normalize.py), and what is loaded from PostgreSQL cannot hold one."""
-    try:
-        return orjson.dumps(rows).decode()
-    except orjson.JSONEncodeError:
-        return json.dumps(rows, default=_default, separators=(",", ":"), ensure_ascii=False)
-
-
 def _execute(
     session: Session, template: str, columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, Any]]
 ) -> Any:
@@ -86,7 +75,7 @@ def _execute(
     The rows go as one JSON array (`json_to_recordset`): one C-encoded string binds far faster than
     an array per column, whose every text element the driver escapes in Python."""
     names = ", ".join(name for name, _ in columns)
-    payload = _encode([{name: row[name] for name, _ in columns} for row in rows])
+    payload = json_rows([{name: row[name] for name, _ in columns} for row in rows], _default)
     if _json_safe(payload):
         typed = ", ".join(f"{name} {kind}" for name, kind in columns)
         source = (
