@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 # A drain job yields after this long so RQ heartbeats, timeouts and other jobs get their turn.
 DRAIN_SLICE_SECONDS = 30.0
+# SQLite has one writer: between its batches a drain leaves the write lock free this long, so a web
+# process waiting for it (trying every `WRITE_LOCK_POLL_S`, models/session.py) gets its turn.
+SQLITE_YIELD_S = 0.002
 # Backoff for an event that failed: its own job, retried by RQ, then kept in the failed registry.
 # The default of `TRIBUTARY_RETRY_INTERVALS` (runtime/config.py); the runtime's settings decide.
 RETRY_INTERVALS = [10, 60, 300, 1800]
@@ -75,7 +78,12 @@ def drain_batch(runtime: Runtime, limit: int | None = None) -> int:
 
 
 def drain() -> int:
-    """The doorbell's job: apply pending events until none are left (or the time slice ends)."""
+    """The doorbell's job: apply pending events until none are left (or the time slice ends).
+
+    Under steady load each batch is what arrived during the one before, and the job goes on until
+    a claim finds nothing: stopping at the first batch smaller than `batch_size` made every such
+    batch a job of its own, with RQ's round trips around it (an eighth of the worker's time in
+    `tributary serve`). A full batch rings, so that another worker can take a share."""
     runtime = current()
     try:
         runtime.redis.delete(DOORBELL_KEY)
@@ -87,11 +95,14 @@ def drain() -> int:
     while True:
         claimed = drain_batch(runtime)
         total += claimed
-        if claimed < runtime.settings.batch_size:
+        if not claimed:
             return total
-        ring(runtime)
+        if claimed >= runtime.settings.batch_size:
+            ring(runtime)
         if time.monotonic() - started > DRAIN_SLICE_SECONDS:
             return total
+        if not runtime.db.is_postgres:
+            time.sleep(SQLITE_YIELD_S)
 
 
 class EventFailed(Exception):

@@ -1,0 +1,94 @@
+"""The doorbell's drain job (workers/jobs.py `drain`): it goes on while events keep arriving, until a
+claim finds nothing, instead of ending at the first batch smaller than `batch_size` (one RQ job per
+small batch under steady load); on SQLite it leaves the write lock free between its batches."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from types import SimpleNamespace
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from tests.helpers import identify
+from tributary.models import Event
+from tributary.runtime.process import Runtime
+from tributary.workers import jobs
+
+
+@pytest.fixture
+def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """What each of the job's batches claimed."""
+    claimed: list[int] = []
+    real = jobs.drain_batch
+
+    def recording(runtime: Runtime, limit: int | None = None) -> int:
+        claimed.append(real(runtime, limit))
+        return claimed[-1]
+
+    monkeypatch.setattr(jobs, "drain_batch", recording)
+    return claimed
+
+
+@pytest.fixture
+def yields(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The pauses the job makes between batches (not made here: only recorded)."""
+    asked: list[float] = []
+    monkeypatch.setattr(jobs, "time", SimpleNamespace(monotonic=time.monotonic, sleep=asked.append))
+    return asked
+
+
+def _pending(runtime: Runtime) -> int:
+    with runtime.db.session() as session:
+        return int(session.scalar(select(func.count()).where(Event.status == "pending")) or 0)
+
+
+def test_events_arriving_during_a_drain_are_applied_by_the_same_job(
+    client: FlaskClient,
+    admin_key: str,
+    runtime: Runtime,
+    batches: list[int],
+    yields: list[float],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for i in range(3):
+        identify(client, admin_key, email=f"first{i}@example.com")
+    real = jobs.drain_batch
+
+    def arriving(rt: Runtime, limit: int | None = None) -> int:
+        claimed = real(rt, limit)
+        if len(batches) == 1:  # two more events come in as the first batch commits
+            for i in range(2):
+                identify(client, admin_key, email=f"later{i}@example.com")
+        return claimed
+
+    monkeypatch.setattr(jobs, "drain_batch", arriving)
+    assert jobs.drain() == 5
+    assert batches == [3, 2, 0]
+    assert _pending(runtime) == 0
+    # SQLite's one writer: the job stepped aside after each batch that wrote; PostgreSQL's
+    # writers do not take turns.
+    assert yields == ([] if runtime.db.is_postgres else [jobs.SQLITE_YIELD_S] * 2)
+
+
+def test_an_empty_queue_ends_the_job_at_once(
+    runtime: Runtime, batches: list[int], yields: list[float]
+) -> None:
+    assert jobs.drain() == 0
+    assert batches == [0]
+    assert yields == []
+
+
+def test_a_full_batch_rings_for_another_worker(
+    client: FlaskClient, admin_key: str, runtime: Runtime, batches: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime, "settings", dataclasses.replace(runtime.settings, batch_size=2))
+    rings: list[Runtime] = []
+    monkeypatch.setattr(jobs, "ring", rings.append)
+    for i in range(3):
+        identify(client, admin_key, email=f"u{i}@example.com")
+    assert jobs.drain() == 3
+    assert batches == [2, 1, 0]
+    assert len(rings) == 1  # after the full batch only
