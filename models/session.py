@@ -16,6 +16,8 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_S = 30
+# Every connection's wait for a lock held elsewhere, set at connect and again after `begin_immediate`.
+_BUSY_TIMEOUT_PRAGMA = f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}"
 # How often a writer waiting for SQLite's write lock tries again (`begin_immediate`).
 WRITE_LOCK_POLL_S = 0.0005
 
@@ -40,7 +42,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cursor.execute(_BUSY_TIMEOUT_PRAGMA)
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -78,7 +80,7 @@ def begin_immediate(dbapi_connection: sqlite3.Connection, timeout: float = SQLIT
                 time.sleep(WRITE_LOCK_POLL_S)
         finally:
             # Other statements (autocommit writes, deferred transactions) keep SQLite's own wait.
-            dbapi_connection.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+            dbapi_connection.execute(_BUSY_TIMEOUT_PRAGMA)
     except sqlite3.Error as exc:
         raise DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error) from exc
 
