@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, delete, func, insert, literal, update
+from sqlalchemy import delete, insert, literal, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -23,13 +23,12 @@ from tributary.models import (
     CustomerMerge,
     CustomerProject,
     Event,
-    EventAttempt,
     Identity,
     IdentityTombstone,
     TimelineEntry,
 )
-from tributary.models.sql import dialect_insert, is_postgres
-from tributary.workers.batch import write_back_pg
+from tributary.models.sql import is_postgres
+from tributary.workers.batch import write_back_pg, write_back_sqlite
 from tributary.workers.batch.email_record import clock_with_email
 from tributary.workers.batch.new_customers import NewCustomer
 
@@ -43,30 +42,27 @@ _QUIET = {"synchronize_session": False}
 
 def write_batch(state: BatchState) -> None:
     """Write everything the batch's committed events changed, and every event's outcome."""
-    bulk = is_postgres(state.session)
-    if bulk:
-        # What the ORM holds dirty (woken events' cleared `awaiting`, a merge survivor's
-        # `created_at`) goes first, so the bulk statements below are the last word on their rows.
-        state.session.flush()
+    postgres = is_postgres(state.session)
+    # What the ORM holds dirty (woken events' cleared `awaiting`, a merge survivor's `created_at`)
+    # goes first, so the bulk statements below are the last word on their rows.
+    state.session.flush()
     _write_identity_changes(state)
-    _write_customers(state, bulk)
-    _write_projects(state, bulk)
-    _write_identities(state, bulk)
-    _write_tombstones(state, bulk)
+    _write_customers(state, postgres)
+    _write_projects(state, postgres)
+    _write_identities(state, postgres)
+    _write_tombstones(state, postgres)
     if state.timeline:
-        if bulk:
+        if postgres:
             write_back_pg.insert_timeline(state.session, state.timeline)
         else:
-            state.session.execute(insert(TimelineEntry), state.timeline)
+            write_back_sqlite.insert_timeline(state.session, state.timeline)
     write_event_outcomes(state.session, state.outcomes, state.now)
 
 
 def write_event_outcomes(session: Session, outcomes: Sequence[EventOutcome], now: datetime) -> None:
     """Each event's status, error and report, and one attempt row for it (the attempt history), in
     the caller's transaction: a rolled-back batch leaves none. On PostgreSQL one statement writes
-    both (write_back_pg.py); elsewhere the ORM rows and one executemany of attempts."""
-    bulk = is_postgres(session)
-    attempts = []
+    both (write_back_pg.py), on SQLite one executemany each (write_back_sqlite.py)."""
     written: list[tuple[Event, dict[str, Any]]] = []
     for outcome in outcomes:
         event = outcome.event
@@ -80,24 +76,11 @@ def write_event_outcomes(session: Session, outcomes: Sequence[EventOutcome], now
             values["changes"] = outcome.changes
         if outcome.awaiting is not None:
             values["awaiting_source"], values["awaiting_id"] = outcome.awaiting[1], outcome.awaiting[2]
-        if bulk:
-            written.append((event, values))
-            continue
-        for name, value in values.items():
-            setattr(event, name, value)
-        attempts.append(
-            {
-                "event_id": event.id,
-                "number": values["attempts"],
-                "outcome": outcome.status,
-                "error": outcome.error,
-                "attempted_at": now,
-            }
-        )
-    if bulk:
+        written.append((event, values))
+    if is_postgres(session):
         write_back_pg.update_events(session, written)
-    elif attempts:
-        session.execute(insert(EventAttempt), attempts)
+    else:
+        write_back_sqlite.update_events(session, written)
 
 
 def _write_identity_changes(state: BatchState) -> None:
@@ -184,10 +167,10 @@ def _write_merge(state: BatchState, merge: PlannedMerge) -> None:
     )
 
 
-def _write_customers(state: BatchState, bulk: bool) -> None:
+def _write_customers(state: BatchState, postgres: bool) -> None:
     """Name, clocks, activity and addresses (an email change lands here): on PostgreSQL in one
-    statement for the new customers and one for the others (write_back_pg.py), elsewhere through
-    the ORM rows."""
+    statement for the new customers and one for the others (write_back_pg.py), on SQLite in one
+    executemany (write_back_sqlite.py)."""
     created: list[tuple[NewCustomer, dict[str, Any]]] = []
     changed: list[tuple[Customer, dict[str, Any]]] = []
     for customer_id, record in state.records.items():
@@ -206,16 +189,14 @@ def _write_customers(state: BatchState, bulk: bool) -> None:
             changed.append((row, {**values, "updated_at": state.now}))
         elif customer_id in state.touched:
             changed.append((row, {**_current(row), "updated_at": state.now}))
-    if bulk:
+    if postgres:
         # New rows first: their addresses are free once the identity changes above have run, and
         # the others' updates only take addresses that no new customer has.
         write_back_pg.insert_customers(state.session, created)
         write_back_pg.update_customers(state.session, changed)
-        return
-    for row, values in changed:
-        for name, value in values.items():
-            if getattr(row, name) != value or name == "updated_at":
-                setattr(row, name, value)
+    else:
+        # SQLite has no new customers here: the load inserted them (new_customers.py).
+        write_back_sqlite.update_customers(state.session, changed)
 
 
 def _current(row: Customer) -> dict[str, Any]:
@@ -228,7 +209,7 @@ def _current(row: Customer) -> dict[str, Any]:
     }
 
 
-def _write_projects(state: BatchState, bulk: bool) -> None:
+def _write_projects(state: BatchState, postgres: bool) -> None:
     rows: list[dict[str, Any]] = []
     loaded: list[CustomerProject | None] = []
     for key, project in state.project_records.items():
@@ -242,49 +223,24 @@ def _write_projects(state: BatchState, bulk: bool) -> None:
         }
         if existing is not None and all(getattr(existing, n) == v for n, v in values.items()):
             continue
-        if not bulk:
-            if existing is None:
-                state.session.add(
-                    CustomerProject(customer_id=key[0], project_id=key[1], updated_at=state.now, **values)
-                )
-            else:
-                for name, value in {**values, "updated_at": state.now}.items():
-                    setattr(existing, name, value)
-            continue
         rows.append({"customer_id": key[0], "project_id": key[1], **values, "updated_at": state.now})
         loaded.append(existing)
-    if bulk:
+    if postgres:
         write_back_pg.upsert_projects(state.session, rows, loaded)
+    else:
+        write_back_sqlite.upsert_projects(state.session, rows, loaded)
 
 
-def _write_identities(state: BatchState, bulk: bool) -> None:
-    session = state.session
+def _write_identities(state: BatchState, postgres: bool) -> None:
     # Deletions first: an identity forgotten and then linked again in one batch ends up linked.
     forgotten = sorted(state.forgotten)
     links = sorted(state.new_identities.items())
-    if bulk:
-        write_back_pg.delete_identities(session, forgotten)
-        write_back_pg.insert_identities(session, links, state.now)
-        return
-    for account_id, source, external_id in forgotten:
-        session.execute(
-            delete(Identity).where(
-                Identity.account_id == account_id,
-                Identity.source == source,
-                Identity.external_id == external_id,
-            )
-        )
-    if links:
-        stmt = dialect_insert(session, Identity).on_conflict_do_nothing(
-            index_elements=["account_id", "source", "external_id"]
-        )
-        session.execute(
-            stmt,
-            [{"account_id": a, "source": s, "external_id": x, "customer_id": c} for (a, s, x), c in links],
-        )
+    writer = write_back_pg if postgres else write_back_sqlite
+    writer.delete_identities(state.session, forgotten)
+    writer.insert_identities(state.session, links, state.now)
 
 
-def _write_tombstones(state: BatchState, bulk: bool) -> None:
+def _write_tombstones(state: BatchState, postgres: bool) -> None:
     if not state.tombstones_changed:
         return
     rows = [
@@ -301,21 +257,7 @@ def _write_tombstones(state: BatchState, bulk: bool) -> None:
         for ref in sorted(state.tombstones_changed)
         if (tombstone := state.tombstones[ref])
     ]
-    if bulk:
+    if postgres:
         write_back_pg.upsert_tombstones(state.session, rows)
-        return
-    table = IdentityTombstone.__table__
-    stmt = dialect_insert(state.session, IdentityTombstone)
-    # Concurrent deletions of one identity meet on the unique index: the later deletion wins and a
-    # known customer is never replaced by "unknown".
-    newer = stmt.excluded.forgotten_at >= table.c.forgotten_at
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["account_id", "source", "external_id"],
-        set_={
-            "customer_id": func.coalesce(stmt.excluded.customer_id, table.c.customer_id),
-            "forgotten_at": case((newer, stmt.excluded.forgotten_at), else_=table.c.forgotten_at),
-            "event_id": case((newer, stmt.excluded.event_id), else_=table.c.event_id),
-            "event_type": case((newer, stmt.excluded.event_type), else_=table.c.event_type),
-        },
-    )
-    state.session.execute(stmt, rows)
+    else:
+        write_back_sqlite.upsert_tombstones(state.session, rows)

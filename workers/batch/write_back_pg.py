@@ -4,9 +4,9 @@ Each statement takes its rows as one JSON array and turns it into typed rows wit
 `json_to_recordset` (`UPDATE … FROM json_to_recordset(…)`, `INSERT … SELECT … ON CONFLICT`), so a
 batch of 500 events costs the same handful of round trips and plans as a batch of 5, where the
 ORM's flush would send one UPDATE per row. workers/batch/write_back.py decides what to write and
-calls these on PostgreSQL; SQLite keeps the ORM path there. The ORM rows the batch loaded are then
-marked as written (`set_committed_value`), so the session holds what the database holds and its
-flush sends nothing more for them.
+calls these on PostgreSQL (write_back_sqlite.py's executemany on SQLite). The ORM rows the batch
+loaded are then marked as written (`set_committed_value`), so the session holds what the database
+holds and its flush sends nothing more for them.
 """
 
 from __future__ import annotations
@@ -342,7 +342,7 @@ def insert_identities(
 
 
 # Concurrent deletions of one identity meet on the unique index: the later deletion wins and a known
-# customer is never replaced by "unknown" (as write_back.py's ORM statement on SQLite).
+# customer is never replaced by "unknown" (as write_back_sqlite.py's statement on SQLite).
 _UPSERT_TOMBSTONES = """
     INSERT INTO identity_tombstones AS t
         (account_id, source, external_id, customer_id, forgotten_at, event_id, event_type, created_at)
