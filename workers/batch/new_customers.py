@@ -114,10 +114,13 @@ def insert_missing_customers(
 ) -> list[tuple[str, str]]:
     """Create an empty customer for each address nobody holds (SQLite); returns the new (id, email)
     pairs. Sorted, so the unique index is always taken in one order."""
+    # The table, not the entity: the ORM's bulk insert would flush the session first and go
+    # through its bookkeeping for rows nothing maps (a tenth of a small batch's CPU).
+    table = Customer.__table__
     stmt = (
-        dialect_insert(session, Customer)
+        dialect_insert(session, table)
         .on_conflict_do_nothing(index_elements=["account_id", "email"])
-        .returning(Customer.id, Customer.email)
+        .returning(table.c.id, table.c.email)
     )
     stamp = {"created_at": now, "updated_at": now}
     rows = [
