@@ -149,15 +149,29 @@ def insert_rows(
 
     PostgreSQL: one fixed statement fed by one JSON parameter, whatever the number of rows. A
     multi-row VALUES statement is new text for every row count, which the driver parses in Python
-    each time: 40 % of `/v1/batch`'s CPU at 100 rows. SQLite: one multi-row INSERT without keys;
-    with keys, a statement per row (the caller holds them in one transaction)."""
+    each time: 40 % of `/v1/batch`'s CPU at 100 rows. SQLite: the keys the rows name are looked up
+    once, then one multi-row INSERT per column set takes the rows whose key stands; a statement per
+    row, each with its own check, cost about 0.1 ms of CPU apiece. The caller holds one transaction
+    around both (the event store's BEGIN IMMEDIATE, SQLite's one writer): no revocation lands in
+    between."""
     keys = list(key_ids) if key_ids is not None else [None] * len(rows)
     if conn.dialect.name == "postgresql":
         return {str(found) for found in conn.exec_driver_sql(_PG_BATCH, (_pg_payload(rows, keys),)).scalars()}
-    if all(key is None for key in keys):
-        return {str(found) for found in conn.scalars(insert_statement(conn.dialect.name), list(rows))}
-    found_ids = {insert_one(conn, row, key) for row, key in zip(rows, keys, strict=True)}
-    return {str(found) for found in found_ids if found is not None}
+    named = {key for key in keys if key is not None}
+    live = set(conn.scalars(_LIVE_KEYS, {"ids": sorted(named)})) if named else set()
+    # A row without a payload leaves the column out (see event_rows.py): one statement per shape.
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row, key in zip(rows, keys, strict=True):
+        if key is None or key in live:
+            shapes.setdefault(tuple(row), []).append(row)
+    stmt = insert_statement(conn.dialect.name)
+    return {str(found) for same in shapes.values() for found in conn.scalars(stmt, same)}
+
+
+# The keys among `ids` that are not revoked (SQLite's `insert_rows`).
+_LIVE_KEYS = select(ApiKey.id).where(
+    ApiKey.id.in_(bindparam("ids", expanding=True)), ApiKey.revoked_at.is_(None)
+)
 
 
 class _Pending:

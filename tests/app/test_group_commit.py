@@ -19,7 +19,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 
-from tests.helpers import auth, make_key
+from tests.helpers import auth, make_key, statements_sent
 from tributary.app.event_rows import event_row
 from tributary.app.event_store import EventStore, insert_one
 from tributary.models import ApiKey, Event, Project
@@ -141,6 +141,30 @@ def test_a_shared_write_dedups_and_checks_each_rows_key(
     assert results[4] is False
     assert results[5] is True
     assert store.batches == 3
+
+
+def test_a_shared_write_costs_the_same_statements_whatever_its_size(
+    runtime: Runtime, account_id: str, store: EventStore
+) -> None:
+    """PostgreSQL: one statement (sent to the driver directly, so not seen here). SQLite: one lookup
+    of the rows' keys and one INSERT per column set (identify's row without a payload, a webhook's
+    with one), not a statement per row."""
+    key_id = _key_id(runtime)
+    assert store.store(_row(runtime, account_id, 999), key_id) is True  # PostgreSQL connects here
+    counts = []
+    for size, start in ((2, 0), (8, 100)):
+        first = (_row(runtime, account_id, start), key_id)
+        rest: list[tuple] = []
+        for n in range(start + 1, start + 1 + size):
+            rest.append((_row(runtime, account_id, n), key_id))
+            rest.append((_row(runtime, account_id, n + 50, payload={"n": n}), None))
+        with statements_sent(runtime) as sent:
+            results = _run_behind_a_held_write(store, runtime, first, rest)
+        assert results == [True] * (1 + 2 * size)
+        counts.append(len(sent))
+    # PostgreSQL: only the test's own LOCK TABLE. SQLite: the first write alone (its key, its row),
+    # then the shared one (the key, two shapes).
+    assert counts[0] == counts[1] == (1 if runtime.db.is_postgres else 2 + 3)
 
 
 def test_a_failed_shared_write_stores_nothing_and_each_caller_then_stores_alone(
