@@ -15,6 +15,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
+from tributary.models.sql import dumps_json
+
 SQLITE_BUSY_TIMEOUT_S = 30
 # Every connection's wait for a lock held elsewhere, set at connect and again after `begin_immediate`.
 _BUSY_TIMEOUT_PRAGMA = f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}"
@@ -135,6 +137,7 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         if self.dialect == "sqlite":
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S}
+            kwargs["json_serializer"] = dumps_json
         else:
             kwargs.update(pool_size=pool_size, max_overflow=POOL_OVERFLOW, pool_recycle=1800)
         self.engine = create_engine(self.url, **kwargs)
