@@ -15,7 +15,8 @@ single INSERT instead (`store` returns `None`), so one bad row or a database hic
 request alone, with the error it would have had on its own.
 
 On PostgreSQL the batch is one fixed statement fed by one JSON parameter (`json_to_recordset`):
-prepared once, whatever the batch size. SQLite writes the rows one by one in one transaction.
+prepared once, whatever the batch size. On SQLite it is one lookup of the rows' keys and one
+multi-row INSERT in one transaction (app/sqlite_event_writes.py). Both go straight to the driver.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, exists, select
 
+from tributary.app.sqlite_event_writes import SqliteEventWrites
 from tributary.models import ApiKey, Event
 from tributary.models.session import Database
 from tributary.models.sql import insert_for, json_rows
@@ -141,37 +143,22 @@ def _pg_payload(rows: Sequence[dict[str, Any]], keys: Sequence[str | None]) -> s
     return json_rows([{**row, KEY_PARAM: key} for row, key in zip(rows, keys, strict=True)], _json_value)
 
 
-def insert_rows(
-    conn: Connection, rows: Sequence[dict[str, Any]], key_ids: Sequence[str | None] | None = None
-) -> set[str]:
-    """Insert `rows` (each checked against its key in `key_ids`, when given) and return the ids of
-    those stored; the others had their dedup key stored before, or a revoked key.
+def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Insert `rows` (`/v1/batch`, a webhook delivery of several events) and return the ids of
+    those stored; the others had their dedup key stored before.
 
     PostgreSQL: one fixed statement fed by one JSON parameter, whatever the number of rows. A
     multi-row VALUES statement is new text for every row count, which the driver parses in Python
-    each time: 40 % of `/v1/batch`'s CPU at 100 rows. SQLite: the keys the rows name are looked up
-    once, then one multi-row INSERT per column set takes the rows whose key stands; a statement per
-    row, each with its own check, cost about 0.1 ms of CPU apiece. The caller holds one transaction
-    around both (the event store's BEGIN IMMEDIATE, SQLite's one writer): no revocation lands in
-    between."""
-    keys = list(key_ids) if key_ids is not None else [None] * len(rows)
+    each time: 40 % of `/v1/batch`'s CPU at 100 rows. SQLite: one multi-row INSERT per column set
+    (a row without a payload leaves the column out, see event_rows.py)."""
     if conn.dialect.name == "postgresql":
-        return {str(found) for found in conn.exec_driver_sql(_PG_BATCH, (_pg_payload(rows, keys),)).scalars()}
-    named = {key for key in keys if key is not None}
-    live = set(conn.scalars(_LIVE_KEYS, {"ids": sorted(named)})) if named else set()
-    # A row without a payload leaves the column out (see event_rows.py): one statement per shape.
+        payload = _pg_payload(rows, [None] * len(rows))
+        return {str(found) for found in conn.exec_driver_sql(_PG_BATCH, (payload,)).scalars()}
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row, key in zip(rows, keys, strict=True):
-        if key is None or key in live:
-            shapes.setdefault(tuple(row), []).append(row)
+    for row in rows:
+        shapes.setdefault(tuple(row), []).append(row)
     stmt = insert_statement(conn.dialect.name)
     return {str(found) for same in shapes.values() for found in conn.scalars(stmt, same)}
-
-
-# The keys among `ids` that are not revoked (SQLite's `insert_rows`).
-_LIVE_KEYS = select(ApiKey.id).where(
-    ApiKey.id.in_(bindparam("ids", expanding=True)), ApiKey.revoked_at.is_(None)
-)
 
 
 class _Pending:
@@ -211,6 +198,7 @@ class EventStore:
         self._writing = False  # a batch's write is in flight
         self._conn: Connection | None = None  # the writes' connection (PostgreSQL)
         self._conn_db: Database | None = None  # the database it is a connection to
+        self._sqlite: SqliteEventWrites | None = None  # the writes on SQLite
         self.batches = 0  # shared writes made, for tests
         self.rows = 0  # rows they carried
 
@@ -276,9 +264,9 @@ class EventStore:
         db = self.runtime.db
         rows, keys = [p.row for p in batch], [p.key_id for p in batch]
         if not db.is_postgres:
-            # SQLite checks each row's key with its own statement: one transaction holds them all.
-            with db.write_connection() as conn:
-                return insert_rows(conn, rows, keys)
+            if self._sqlite is None or self._sqlite.db is not db:
+                self._sqlite = SqliteEventWrites(db)
+            return self._sqlite.insert(rows, keys)
         # Writes take turns (one in flight per process), so they share one connection kept checked
         # out: a pool checkout and return per write, setting and resetting autocommit each time,
         # cost more CPU than the statement itself. After any failure it is discarded, and the next

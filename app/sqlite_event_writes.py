@@ -1,0 +1,101 @@
+"""The event store's shared write on SQLite (app/event_store.py), straight to the driver.
+
+In `tributary serve` the web processes are bound by CPU, and around a shared write of a few rows
+SQLAlchemy's own work (the transaction's events, a compiled-cache lookup and an execution context
+per statement, the result's wrapping) cost more than SQLite's. This sends what `insert_rows` sends,
+through the sqlite3 connection: in one BEGIN IMMEDIATE transaction, the lookup of the rows' keys,
+then one `INSERT … ON CONFLICT DO NOTHING RETURNING id` of the rows whose key stands. Every value is
+bound as SQLAlchemy binds it, by its column type's own bind processor, so the stored row is the same.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Table
+
+from tributary.models import Event
+from tributary.models.session import Database, begin_immediate
+
+__all__ = ["SqliteEventWrites"]
+
+# Every column an event row names (app/event_rows.py); a row without a payload binds SQL NULL.
+_COLUMNS = (
+    "id",
+    "account_id",
+    "project_id",
+    "source_id",
+    "channel",
+    "type",
+    "provider_event_id",
+    "dedup_key",
+    "email",
+    "occurred_at",
+    "received_at",
+    "body",
+    "headers",
+    "payload",
+    "status",
+    "attempts",
+)
+_ROW = f"({', '.join('?' for _ in _COLUMNS)})"
+
+
+class SqliteEventWrites:
+    """Shared writes of event rows on one SQLite database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        table = Event.__table__
+        assert isinstance(table, Table)
+        dialect = db.engine.dialect
+        self._binds: list[tuple[str, Callable[[Any], Any] | None]] = [
+            (name, table.c[name].type.bind_processor(dialect)) for name in _COLUMNS
+        ]
+        self._inserts: dict[int, str] = {}
+
+    def insert(self, rows: Sequence[dict[str, Any]], keys: Sequence[str | None]) -> set[str]:
+        """Store the rows whose key (when given) is not revoked; the ids of those stored (the others
+        had their dedup key stored before)."""
+        with self.db.engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            if not isinstance(driver, sqlite3.Connection):
+                raise RuntimeError("a SQLite connection without its driver connection")
+            begin_immediate(driver)
+            try:
+                named = sorted({key for key in keys if key is not None})
+                live = self._live_keys(driver, named) if named else set()
+                kept = [row for row, key in zip(rows, keys, strict=True) if key is None or key in live]
+                stored = self._insert(driver, kept) if kept else set()
+                driver.execute("COMMIT")
+            except BaseException:
+                if driver.in_transaction:
+                    driver.execute("ROLLBACK")
+                raise
+        return stored
+
+    @staticmethod
+    def _live_keys(driver: sqlite3.Connection, named: list[str]) -> set[str]:
+        marks = ", ".join("?" for _ in named)
+        sql = f"SELECT id FROM api_keys WHERE revoked_at IS NULL AND id IN ({marks})"  # noqa: S608 - marks only
+        return {found for (found,) in driver.execute(sql, named)}
+
+    def _insert(self, driver: sqlite3.Connection, rows: list[dict[str, Any]]) -> set[str]:
+        params: list[Any] = []
+        for row in rows:
+            for name, bind in self._binds:
+                value = row.get(name)
+                params.append(value if value is None or bind is None else bind(value))
+        return {str(found) for (found,) in driver.execute(self._statement(len(rows)), params)}
+
+    def _statement(self, count: int) -> str:
+        sql = self._inserts.get(count)
+        if sql is None:
+            # Built from the constants above only; one text per row count (at most MAX_ROWS).
+            sql = self._inserts[count] = (
+                f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES "  # noqa: S608
+                f"{', '.join(_ROW for _ in range(count))} ON CONFLICT DO NOTHING RETURNING id"
+            )
+        return sql
