@@ -196,7 +196,7 @@ class EventStore:
         self._open = _Batch()  # the batch new rows join
         self._full: deque[_Batch] = deque()  # batches closed at MAX_ROWS, waiting their turn
         self._writing = False  # a batch's write is in flight
-        self._conn: Connection | None = None  # the writes' connection (PostgreSQL)
+        self._conn: Connection | None = None  # the writes' connection
         self._conn_db: Database | None = None  # the database it is a connection to
         self._sqlite: SqliteEventWrites | None = None  # the writes on SQLite
         self.batches = 0  # shared writes made, for tests
@@ -263,15 +263,11 @@ class EventStore:
     def _insert(self, batch: Sequence[_Pending]) -> set[str]:
         db = self.runtime.db
         rows, keys = [p.row for p in batch], [p.key_id for p in batch]
-        if not db.is_postgres:
-            if self._sqlite is None or self._sqlite.db is not db:
-                self._sqlite = SqliteEventWrites(db)
-            return self._sqlite.insert(rows, keys)
         # Writes take turns (one in flight per process), so they share one connection kept checked
-        # out: a pool checkout and return per write, setting and resetting autocommit each time,
-        # cost more CPU than the statement itself. After any failure it is discarded, and the next
-        # write connects afresh (a database restart costs one failed shared write, whose requests
-        # then store alone through the pool, which reconnects).
+        # out: a pool checkout and return per write (on PostgreSQL also setting and resetting
+        # autocommit) cost more CPU than the statement itself. After any failure it is discarded,
+        # and the next write connects afresh (a database restart costs one failed shared write,
+        # whose requests then store alone through the pool, which reconnects).
         if self._conn is not None and (self._conn_db is not db or self._conn.closed):
             self._conn.close()  # closed by `Database.dispose`, or the runtime has another database
             self._conn = None
@@ -279,11 +275,15 @@ class EventStore:
             self._conn, self._conn_db = db.autocommit_connection(), db
         try:
             # Straight to the driver: SQLAlchemy's execution context around one statement cost
-            # about 100 us of CPU per write, as much as psycopg's own work for it. Nothing is
+            # about 100 us of CPU per write, as much as the driver's own work for it. Nothing is
             # lost: this connection is ours alone, autocommit, and any error discards it.
             driver = self._conn.connection.driver_connection
             if driver is None:  # never for a checked-out connection; SQLAlchemy types it optional
                 raise RuntimeError("the event store's connection has no driver connection")
+            if not db.is_postgres:
+                if self._sqlite is None or self._sqlite.db is not db:
+                    self._sqlite = SqliteEventWrites(db)
+                return self._sqlite.insert(driver, rows, keys)
             cursor = driver.execute(_PG_BATCH, (_pg_payload(rows, keys),))
             return {str(found) for (found,) in cursor.fetchall()}
         except Exception:

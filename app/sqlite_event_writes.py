@@ -56,24 +56,23 @@ class SqliteEventWrites:
         ]
         self._inserts: dict[int, str] = {}
 
-    def insert(self, rows: Sequence[dict[str, Any]], keys: Sequence[str | None]) -> set[str]:
-        """Store the rows whose key (when given) is not revoked; the ids of those stored (the others
-        had their dedup key stored before)."""
-        with self.db.engine.connect() as conn:
-            driver = conn.connection.driver_connection
-            if not isinstance(driver, sqlite3.Connection):
-                raise RuntimeError("a SQLite connection without its driver connection")
-            begin_immediate(driver)
-            try:
-                named = sorted({key for key in keys if key is not None})
-                live = self._live_keys(driver, named) if named else set()
-                kept = [row for row, key in zip(rows, keys, strict=True) if key is None or key in live]
-                stored = self._insert(driver, kept) if kept else set()
-                driver.execute("COMMIT")
-            except BaseException:
-                if driver.in_transaction:
-                    driver.execute("ROLLBACK")
-                raise
+    def insert(
+        self, driver: sqlite3.Connection, rows: Sequence[dict[str, Any]], keys: Sequence[str | None]
+    ) -> set[str]:
+        """Store the rows whose key (when given) is not revoked, on `driver` (a connection of
+        `db` in autocommit, held by the caller); the ids of those stored (the others had their
+        dedup key stored before)."""
+        begin_immediate(driver)
+        try:
+            named = sorted({key for key in keys if key is not None})
+            live = self._live_keys(driver, named) if named else set()
+            kept = [row for row, key in zip(rows, keys, strict=True) if key is None or key in live]
+            stored = self._insert(driver, kept) if kept else set()
+            driver.execute("COMMIT")
+        except BaseException:
+            if driver.in_transaction:
+                driver.execute("ROLLBACK")
+            raise
         return stored
 
     @staticmethod

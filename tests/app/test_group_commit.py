@@ -145,24 +145,26 @@ def test_a_shared_write_dedups_and_checks_each_rows_key(
 
 
 @contextmanager
-def sqlite_statements(runtime: Runtime) -> Iterator[list[str]]:
-    """Every statement SQLite itself runs on the connections checked out while the block runs (its
-    trace callback), those sent straight to the driver included."""
+def sqlite_statements(runtime: Runtime, store: EventStore) -> Iterator[list[str]]:
+    """Every statement SQLite itself runs while the block runs (its trace callback) on the store's
+    held connection and on those checked out meanwhile, statements sent straight to the driver
+    included."""
     sent: list[str] = []
+    traced: list[Any] = []
 
-    def trace(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    def trace(dbapi_connection: Any, *_: Any) -> None:
         dbapi_connection.set_trace_callback(sent.append)
-
-    def untrace(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.set_trace_callback(None)
+        traced.append(dbapi_connection)
 
     sqla_event.listen(runtime.db.engine, "checkout", trace)
-    sqla_event.listen(runtime.db.engine, "checkin", untrace)
+    if store._conn is not None:
+        trace(store._conn.connection.driver_connection)
     try:
         yield sent
     finally:
         sqla_event.remove(runtime.db.engine, "checkout", trace)
-        sqla_event.remove(runtime.db.engine, "checkin", untrace)
+        for dbapi_connection in traced:
+            dbapi_connection.set_trace_callback(None)
 
 
 def test_a_shared_write_costs_the_same_statements_whatever_its_size(
@@ -180,7 +182,7 @@ def test_a_shared_write_costs_the_same_statements_whatever_its_size(
         for n in range(start + 1, start + 1 + size):
             rest.append((_row(runtime, account_id, n), key_id))
             rest.append((_row(runtime, account_id, n + 50, payload={"n": n}), None))
-        with sqlite_statements(runtime) as sent:
+        with sqlite_statements(runtime, store) as sent:
             results = _run_behind_a_held_write(store, runtime, first, rest)
         assert results == [True] * (1 + 2 * size)
         counts.append(sum(1 for sql in sent if "INSERT INTO events" in sql or "FROM api_keys" in sql))
@@ -243,12 +245,15 @@ def test_dispose_gives_back_the_writes_connection_and_the_next_write_opens_anoth
 ) -> None:
     key_id = _key_id(runtime)
     assert store.store(_row(runtime, account_id, 0), key_id) is True
-    held = store._conn  # PostgreSQL keeps one between writes; SQLite none
-    assert (held is not None) == runtime.db.is_postgres
+    held = store._conn  # kept between writes
+    assert held is not None and not held.closed
+    assert store.store(_row(runtime, account_id, 2), key_id) is True
+    assert store._conn is held
     runtime.db.dispose()
-    assert held is None or held.closed
+    assert held.closed
     assert store.store(_row(runtime, account_id, 1), key_id) is True
-    assert len(_stored_ids(runtime)) == 2
+    assert store._conn is not held
+    assert len(_stored_ids(runtime)) == 3
 
 
 def test_rows_are_stored_as_given_whichever_encoder_carries_them(
