@@ -16,15 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, Text, bindparam, func, or_, select, text, type_coerce
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import ARRAY, Text, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from tributary.connectors.changes import CustomerChange
 from tributary.models import Customer, CustomerProject, Event, Identity, IdentityTombstone
-from tributary.models.customer import HAS_PAST_EMAILS
 from tributary.models.sql import is_postgres, pairs_in
-from tributary.workers.batch import new_customers
+from tributary.workers.batch import load_statements, new_customers
 from tributary.workers.batch.email_record import EmailRecord
 from tributary.workers.batch.merge_rules import CustomerRecord, ProjectRecord
 from tributary.workers.batch.new_customers import NewCustomer
@@ -273,21 +271,13 @@ class BatchState:
 
     def _lock_customers(self, account_id: str, emails: list[str], ids: list[str]) -> None:
         """Load (and on PostgreSQL lock) the customers holding `emails` and those with `ids`."""
-        conditions = []
+        stmt = load_statements.customers(is_postgres(self.session), bool(emails), bool(ids))
+        params: dict[str, Any] = {"account": account_id}
         if emails:
-            conditions.append(Customer.email.in_(emails))
+            params["emails"] = emails
         if ids:
-            conditions.append(Customer.id.in_(ids))
-        stmt = (
-            select(Customer)
-            .where(Customer.account_id == account_id, or_(*conditions))
-            .order_by(Customer.id)
-            .execution_options(populate_existing=True)
-        )
-        if is_postgres(self.session):
-            # The customer row is the lock that serializes workers writing the same person.
-            stmt = stmt.with_for_update()
-        for customer in self.session.scalars(stmt):
+            params["ids"] = ids
+        for customer in self.session.scalars(stmt, params):
             self._hold(customer)
 
     def _hold(self, customer: Customer | NewCustomer) -> None:
@@ -303,9 +293,7 @@ class BatchState:
     def _load_projects(self) -> None:
         if not self.customers:
             return
-        rows = self.session.scalars(
-            select(CustomerProject).where(CustomerProject.customer_id.in_(list(self.customers)))
-        )
+        rows = self.session.scalars(load_statements.project_rows(), {"ids": list(self.customers)})
         for row in rows:
             key = (row.customer_id, row.project_id)
             self.project_rows[key] = row
@@ -320,20 +308,8 @@ class BatchState:
     def _past_holders(self, account_id: str, emails: list[str]) -> list[str]:
         if not emails:
             return []
-        if is_postgres(self.session):
-            # `?|`: any of the addresses is an element of the array; one bound array, not a
-            # containment test per address.
-            past = type_coerce(Customer.past_emails, JSONB())
-            had = past.has_any(bindparam("past_any", list(emails), type_=ARRAY(Text())))
-        else:
-            each = func.json_each(Customer.past_emails).table_valued("value")
-            had = select(each.c.value).where(each.c.value.in_(emails)).exists()
-        dialect = "postgresql" if is_postgres(self.session) else "sqlite"
-        # Served by the partial index on customers with past addresses (models/customer.py).
-        some_past = text(HAS_PAST_EMAILS[dialect])
-        return list(
-            self.session.scalars(select(Customer.id).where(Customer.account_id == account_id, some_past, had))
-        )
+        stmt = load_statements.past_holders(is_postgres(self.session))
+        return list(self.session.scalars(stmt, {"account": account_id, "emails": list(emails)}))
 
     def earlier_holder(self, account_id: str, email: str, t: int) -> str | None:
         """The customer whose identity asserted `email` at or after `t` and has since moved on: a
