@@ -20,9 +20,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from tributary.connectors.changes import CustomerChange
@@ -64,10 +65,14 @@ class BatchReport:
 def claim_pending(session: Session, limit: int) -> list[Event]:
     """Lock up to `limit` pending events, oldest first. Other workers skip rows locked here
     (PostgreSQL); on SQLite the caller's BEGIN IMMEDIATE already excludes other writers."""
-    stmt = select(Event).where(Event.status == "pending").order_by(Event.id).limit(limit)
-    if is_postgres(session):
-        stmt = stmt.with_for_update(skip_locked=True)
-    return list(session.scalars(stmt))
+    return list(session.scalars(_claim_statement(is_postgres(session)), {"limit": limit}))
+
+
+@cache
+def _claim_statement(postgres: bool) -> Select[Event]:
+    # Built once, as the load's statements are (load_statements.py).
+    stmt = select(Event).where(Event.status == "pending").order_by(Event.id).limit(bindparam("limit"))
+    return stmt.with_for_update(skip_locked=True) if postgres else stmt
 
 
 def claim_events(session: Session, ids: Sequence[str]) -> list[Event]:

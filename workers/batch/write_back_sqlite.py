@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, bindparam, case, delete, func, insert, update
+from sqlalchemy import Insert, Table, Update, bindparam, case, delete, func, insert, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -51,17 +52,29 @@ def _table(model: type[DeclarativeBase]) -> Table:
     return table
 
 
+# Built once: a batch under steady load is a few rows, and building a statement costs about what
+# running it does (see load_statements.py).
+@cache
+def _update_by_id_statement(model: type[DeclarativeBase]) -> Update:
+    table = _table(model)
+    # The id goes under another name: a bound name equal to a column's is the SET clause's.
+    return update(table).where(table.c.id == bindparam("row_id"))
+
+
+@cache
+def _insert_statement(model: type[DeclarativeBase]) -> Insert:
+    return insert(_table(model))
+
+
 def _update_by_id(session: Session, model: type[DeclarativeBase], rows: Sequence[dict[str, Any]]) -> None:
     """UPDATE `model`'s rows by id, setting the columns each row names. Rows are grouped by the
     columns they set (one executemany takes one column list)."""
-    table = _table(model)
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         groups[tuple(sorted(row))].append(row)
     for same in groups.values():
-        # The id goes under another name: a bound name equal to a column's is the SET clause's.
         params = [{"row_id": row["id"], **{k: v for k, v in row.items() if k != "id"}} for row in same]
-        session.execute(update(table).where(table.c.id == bindparam("row_id")), params)
+        session.execute(_update_by_id_statement(model), params)
 
 
 def _mark_written(row: Any, values: dict[str, Any]) -> None:
@@ -85,7 +98,7 @@ def update_events(session: Session, events: Sequence[tuple[Event, dict[str, Any]
         }
         for event, values in events
     ]
-    session.execute(insert(_table(EventAttempt)), attempts)
+    session.execute(_insert_statement(EventAttempt), attempts)
     for event, values in events:
         _mark_written(event, values)
 
@@ -113,7 +126,7 @@ def upsert_projects(
     new = [row for row, existing in zip(rows, loaded, strict=True) if existing is None]
     changed = [(row, existing) for row, existing in zip(rows, loaded, strict=True) if existing is not None]
     if new:
-        session.execute(insert(_table(CustomerProject)), new)
+        session.execute(_insert_statement(CustomerProject), new)
     if changed:
         keep = ("status", "params", "clock", "first_seen_at", "last_activity_at", "updated_at")
         values = [{name: row[name] for name in keep} for row, _ in changed]
@@ -129,7 +142,7 @@ def upsert_projects(
 def insert_timeline(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """The batch's timeline rows; ids follow the rows' order."""
     if rows:
-        session.execute(insert(_table(TimelineEntry)), rows)
+        session.execute(_insert_statement(TimelineEntry), rows)
 
 
 def delete_identities(session: Session, refs: Sequence[tuple[str, str, str]]) -> None:
