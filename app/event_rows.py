@@ -12,7 +12,28 @@ from tributary.app.errors import APIError
 from tributary.connectors.event_rules import FUTURE_TOLERANCE_SECONDS, seconds_ahead
 from tributary.models.base import sortable_id
 
-__all__ = ["event_row", "refuse_future"]
+__all__ = ["ROW_COLUMNS", "event_row", "refuse_future"]
+
+# Every column `event_row` can name, in the order the shared writes list them (app/event_store.py on
+# PostgreSQL, app/sqlite_event_writes.py): a row without a payload leaves that one out.
+ROW_COLUMNS = (
+    "id",
+    "account_id",
+    "project_id",
+    "source_id",
+    "channel",
+    "type",
+    "provider_event_id",
+    "dedup_key",
+    "email",
+    "occurred_at",
+    "received_at",
+    "body",
+    "headers",
+    "payload",
+    "status",
+    "attempts",
+)
 
 
 def refuse_future(occurred_at: datetime, received_at: datetime, what: str) -> datetime:

@@ -31,6 +31,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, exists, select
 
+from tributary.app.event_rows import ROW_COLUMNS
 from tributary.app.sqlite_event_writes import SqliteEventWrites
 from tributary.models import ApiKey, Event
 from tributary.models.session import Database
@@ -99,24 +100,18 @@ def insert_one(conn: Connection, row: dict[str, Any], key_id: str | None) -> str
     return None if found is None else str(found)
 
 
-# The batch statement on PostgreSQL: (column, SQL type of the JSON field, expression inserted).
-_PG_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("id", "text", "v.id"),
-    ("account_id", "text", "v.account_id"),
-    ("project_id", "text", "v.project_id"),
-    ("source_id", "text", "v.source_id"),
-    ("channel", "text", "v.channel"),
-    ("type", "text", "v.type"),
-    ("provider_event_id", "text", "v.provider_event_id"),
-    ("dedup_key", "text", "v.dedup_key"),
-    ("email", "text", "v.email"),
-    ("occurred_at", "timestamptz", "v.occurred_at"),
-    ("received_at", "timestamptz", "v.received_at"),
-    ("body", "text", "decode(v.body, 'hex')"),
-    ("headers", "jsonb", "v.headers"),
-    ("payload", "jsonb", "v.payload"),
-    ("status", "text", "v.status"),
-    ("attempts", "integer", "v.attempts"),
+# The batch statement on PostgreSQL: (column, SQL type of the JSON field, expression inserted);
+# text unless named here.
+_PG_TYPES = {
+    "occurred_at": "timestamptz",
+    "received_at": "timestamptz",
+    "headers": "jsonb",
+    "payload": "jsonb",
+    "attempts": "integer",
+}
+_PG_COLUMNS: tuple[tuple[str, str, str], ...] = tuple(
+    (name, _PG_TYPES.get(name, "text"), "decode(v.body, 'hex')" if name == "body" else f"v.{name}")
+    for name in ROW_COLUMNS
 )
 # Built from the constants above only, never from input.
 _PG_BATCH = (

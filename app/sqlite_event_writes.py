@@ -16,31 +16,14 @@ from typing import Any
 
 from sqlalchemy import Table
 
+from tributary.app.event_rows import ROW_COLUMNS
 from tributary.models import Event
 from tributary.models.session import Database, begin_immediate
 
 __all__ = ["SqliteEventWrites"]
 
-# Every column an event row names (app/event_rows.py); a row without a payload binds SQL NULL.
-_COLUMNS = (
-    "id",
-    "account_id",
-    "project_id",
-    "source_id",
-    "channel",
-    "type",
-    "provider_event_id",
-    "dedup_key",
-    "email",
-    "occurred_at",
-    "received_at",
-    "body",
-    "headers",
-    "payload",
-    "status",
-    "attempts",
-)
-_ROW = f"({', '.join('?' for _ in _COLUMNS)})"
+# A row without a payload binds SQL NULL for it.
+_ROW = f"({', '.join('?' for _ in ROW_COLUMNS)})"
 
 
 class SqliteEventWrites:
@@ -52,7 +35,7 @@ class SqliteEventWrites:
         assert isinstance(table, Table)
         dialect = db.engine.dialect
         self._binds: list[tuple[str, Callable[[Any], Any] | None]] = [
-            (name, table.c[name].type.bind_processor(dialect)) for name in _COLUMNS
+            (name, table.c[name].type.bind_processor(dialect)) for name in ROW_COLUMNS
         ]
         self._inserts: dict[int, str] = {}
 
@@ -94,7 +77,7 @@ class SqliteEventWrites:
         if sql is None:
             # Built from the constants above only; one text per row count (at most MAX_ROWS).
             sql = self._inserts[count] = (
-                f"INSERT INTO events ({', '.join(_COLUMNS)}) VALUES "  # noqa: S608
+                f"INSERT INTO events ({', '.join(ROW_COLUMNS)}) VALUES "  # noqa: S608
                 f"{', '.join(_ROW for _ in range(count))} ON CONFLICT DO NOTHING RETURNING id"
             )
         return sql
