@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import delete, insert, literal, update
 from sqlalchemy.orm import Session
@@ -37,25 +37,50 @@ if TYPE_CHECKING:
 
 __all__ = ["write_batch", "write_event_outcomes"]
 
+
+class _BulkWriter(Protocol):
+    """The bulk statements of a batch, one module per backend: write_back_pg.py (one statement per
+    table, rows as one JSON parameter) and write_back_sqlite.py (one executemany per table)."""
+
+    def update_events(self, session: Session, events: Sequence[tuple[Event, dict[str, Any]]]) -> None: ...
+    def update_customers(
+        self, session: Session, customers: Sequence[tuple[Customer, dict[str, Any]]]
+    ) -> None: ...
+    def upsert_projects(
+        self, session: Session, rows: Sequence[dict[str, Any]], loaded: Sequence[CustomerProject | None]
+    ) -> None: ...
+    def insert_timeline(self, session: Session, rows: Sequence[dict[str, Any]]) -> None: ...
+    def delete_identities(self, session: Session, refs: Sequence[tuple[str, str, str]]) -> None: ...
+    def insert_identities(
+        self, session: Session, links: Sequence[tuple[tuple[str, str, str], str]], now: datetime
+    ) -> None: ...
+    def upsert_tombstones(self, session: Session, rows: Sequence[dict[str, Any]]) -> None: ...
+
+
+def _writer(session: Session) -> _BulkWriter:
+    # Two returns, not one conditional expression: mypy checks each module against the protocol
+    # (the expression's type would be the plain module type, which it does not check).
+    if is_postgres(session):
+        return write_back_pg
+    return write_back_sqlite
+
+
 _QUIET = {"synchronize_session": False}
 
 
 def write_batch(state: BatchState) -> None:
     """Write everything the batch's committed events changed, and every event's outcome."""
-    postgres = is_postgres(state.session)
+    writer = _writer(state.session)
     # What the ORM holds dirty (woken events' cleared `awaiting`, a merge survivor's `created_at`)
     # goes first, so the bulk statements below are the last word on their rows.
     state.session.flush()
     _write_identity_changes(state)
-    _write_customers(state, postgres)
-    _write_projects(state, postgres)
-    _write_identities(state, postgres)
-    _write_tombstones(state, postgres)
+    _write_customers(state, writer)
+    _write_projects(state, writer)
+    _write_identities(state, writer)
+    _write_tombstones(state, writer)
     if state.timeline:
-        if postgres:
-            write_back_pg.insert_timeline(state.session, state.timeline)
-        else:
-            write_back_sqlite.insert_timeline(state.session, state.timeline)
+        writer.insert_timeline(state.session, state.timeline)
     write_event_outcomes(state.session, state.outcomes, state.now)
 
 
@@ -77,10 +102,7 @@ def write_event_outcomes(session: Session, outcomes: Sequence[EventOutcome], now
         if outcome.awaiting is not None:
             values["awaiting_source"], values["awaiting_id"] = outcome.awaiting[1], outcome.awaiting[2]
         written.append((event, values))
-    if is_postgres(session):
-        write_back_pg.update_events(session, written)
-    else:
-        write_back_sqlite.update_events(session, written)
+    _writer(session).update_events(session, written)
 
 
 def _write_identity_changes(state: BatchState) -> None:
@@ -167,7 +189,7 @@ def _write_merge(state: BatchState, merge: PlannedMerge) -> None:
     )
 
 
-def _write_customers(state: BatchState, postgres: bool) -> None:
+def _write_customers(state: BatchState, writer: _BulkWriter) -> None:
     """Name, clocks, activity and addresses (an email change lands here): on PostgreSQL in one
     statement for the new customers and one for the others (write_back_pg.py), on SQLite in one
     executemany (write_back_sqlite.py)."""
@@ -189,14 +211,12 @@ def _write_customers(state: BatchState, postgres: bool) -> None:
             changed.append((row, {**values, "updated_at": state.now}))
         elif customer_id in state.touched:
             changed.append((row, {**_current(row), "updated_at": state.now}))
-    if postgres:
+    if created:
         # New rows first: their addresses are free once the identity changes above have run, and
-        # the others' updates only take addresses that no new customer has.
+        # the others' updates only take addresses that no new customer has. PostgreSQL only: on
+        # SQLite the load inserted its new customers (new_customers.py).
         write_back_pg.insert_customers(state.session, created)
-        write_back_pg.update_customers(state.session, changed)
-    else:
-        # SQLite has no new customers here: the load inserted them (new_customers.py).
-        write_back_sqlite.update_customers(state.session, changed)
+    writer.update_customers(state.session, changed)
 
 
 def _current(row: Customer) -> dict[str, Any]:
@@ -209,7 +229,7 @@ def _current(row: Customer) -> dict[str, Any]:
     }
 
 
-def _write_projects(state: BatchState, postgres: bool) -> None:
+def _write_projects(state: BatchState, writer: _BulkWriter) -> None:
     rows: list[dict[str, Any]] = []
     loaded: list[CustomerProject | None] = []
     for key, project in state.project_records.items():
@@ -225,22 +245,18 @@ def _write_projects(state: BatchState, postgres: bool) -> None:
             continue
         rows.append({"customer_id": key[0], "project_id": key[1], **values, "updated_at": state.now})
         loaded.append(existing)
-    if postgres:
-        write_back_pg.upsert_projects(state.session, rows, loaded)
-    else:
-        write_back_sqlite.upsert_projects(state.session, rows, loaded)
+    writer.upsert_projects(state.session, rows, loaded)
 
 
-def _write_identities(state: BatchState, postgres: bool) -> None:
+def _write_identities(state: BatchState, writer: _BulkWriter) -> None:
     # Deletions first: an identity forgotten and then linked again in one batch ends up linked.
     forgotten = sorted(state.forgotten)
     links = sorted(state.new_identities.items())
-    writer = write_back_pg if postgres else write_back_sqlite
     writer.delete_identities(state.session, forgotten)
     writer.insert_identities(state.session, links, state.now)
 
 
-def _write_tombstones(state: BatchState, postgres: bool) -> None:
+def _write_tombstones(state: BatchState, writer: _BulkWriter) -> None:
     if not state.tombstones_changed:
         return
     rows = [
@@ -257,7 +273,4 @@ def _write_tombstones(state: BatchState, postgres: bool) -> None:
         for ref in sorted(state.tombstones_changed)
         if (tombstone := state.tombstones[ref])
     ]
-    if postgres:
-        write_back_pg.upsert_tombstones(state.session, rows)
-    else:
-        write_back_sqlite.upsert_tombstones(state.session, rows)
+    writer.upsert_tombstones(state.session, rows)
