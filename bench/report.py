@@ -198,6 +198,21 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# The sustained table's CPU split (sustained.py `cpu_split`): role in the JSON, column label.
+SUSTAINED_CPU_COLUMNS = (
+    ("web", "web"),
+    ("workers", "workers"),
+    ("postgres", "postgres"),
+    ("load generator", "load gen"),
+    ("other", "other"),
+    ("machine busy", "busy"),
+)
+
+
+def _cpus(split: dict[str, float], role: str) -> str:
+    return f"{split[role]:.2f}" if role in split else "-"
+
+
 def extra_sections(results: dict[str, Any]) -> list[str]:
     """Sustained load, read side and the embedded default, briefly (all figures are in the JSON)."""
     lines: list[str] = []
@@ -217,6 +232,7 @@ def extra_sections(results: dict[str, Any]) -> list[str]:
                 "p99 ms",
                 "send lag p99",
                 "flat",
+                *(f"CPUs {label}" for _, label in SUSTAINED_CPU_COLUMNS),
             ]
         ]
         for step in sustained["steps"]:
@@ -230,6 +246,7 @@ def extra_sections(results: dict[str, Any]) -> list[str]:
                     f"{step['load']['latency_ms'].get('p99', 0):.0f}",
                     f"{step['load']['send_lag_ms'].get('p99', 0):.0f}",
                     "yes" if step["flat"] else "no",
+                    *(_cpus(step.get("cpu_cpus") or {}, role) for role, _ in SUSTAINED_CPU_COLUMNS),
                 ]
             )
         lines += _table(rows)

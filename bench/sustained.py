@@ -7,11 +7,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from bench.constants import cli
+from bench.constants import LOADGEN_MODULE, cli
 from bench.harness import Environment, Processes, log, wait_until
 from bench.ingest_kinds import STRIPE_SECRET, create_stripe_source
 from bench.loadgen import run_open_loop
 from bench.options import Config
+from bench.procstat import CpuSnapshot, cpu_breakdown, cpu_snapshot
 from bench.servers import Server
 
 PENDING = "SELECT count(*) FROM events WHERE status = 'pending'"
@@ -30,17 +31,37 @@ def slope(samples: list[tuple[float, int]]) -> float:
     return sum((t - mean_t) * (v - mean_v) for t, v in samples) / var if var else 0.0
 
 
+def cpu_split(
+    first: CpuSnapshot, last: CpuSnapshot, roles: dict[str, list[int]], database: str
+) -> dict[str, float]:
+    """CPUs each role used on average between two snapshots taken while the load ran (2.0 is the
+    whole of a 2-CPU machine): whether a rate that is not flat ran out of machine, and who had it."""
+    seconds = max(1e-9, last.at - first.at)
+    spent = cpu_breakdown(first, last, roles, database)
+    return {role: round(used / seconds, 2) for role, used in spent.items() if role != "bench harness"}
+
+
 def _step(
-    cfg: Config, env: Environment, procs: Processes, port: int, source: str, read_token: str, rate: int
+    cfg: Config,
+    env: Environment,
+    procs: Processes,
+    server: Server,
+    workers: list[int],
+    source: str,
+    read_token: str,
+    rate: int,
 ) -> dict[str, Any]:
     samples: list[tuple[float, int]] = []
+    snapshots: list[CpuSnapshot] = []
     started = time.monotonic()
 
     def sample() -> None:
         samples.append((round(time.monotonic() - started, 2), int(env.scalar(PENDING))))
+        # The first and the latest snapshot bound the CPU split: both taken while the load runs.
+        snapshots[1:] = [cpu_snapshot()]
 
     spec: dict[str, Any] = {
-        "port": port,
+        "port": server.port,
         "rate": rate,
         "duration": cfg.sustained_window,
         "kind": "stripe",
@@ -51,6 +72,11 @@ def _step(
     if rate == cfg.latency_rate:
         spec.update(track_every=max(1, rate // TRACKED_PER_S), read_token=read_token, poll_interval=0.02)
     load = run_open_loop(procs, f"sustained-{rate}", spec, during=sample)
+    cpus: dict[str, float] = {}
+    if len(snapshots) == 2:
+        generator = [pid for pid, (label, _) in snapshots[1].procs.items() if LOADGEN_MODULE in label]
+        roles = {"web": server.pids(), "workers": workers, "load generator": generator}
+        cpus = cpu_split(snapshots[0], snapshots[1], roles, env.database)
     window = [(t, v) for t, v in samples if t <= cfg.sustained_window]
     accepted = sum(n for status, n in load["statuses"].items() if status.startswith("2"))
     growth = slope(window)
@@ -71,6 +97,7 @@ def _step(
         "backlog_slope": round(growth, 2),
         "kept_up": kept_up,
         "flat": flat,
+        "cpu_cpus": cpus,
         "load": load,
     }
 
@@ -86,7 +113,7 @@ def sustained_phase(
 
     def run(rate: int) -> dict[str, Any]:
         log(f"sustained: {rate} webhooks/s open-loop for {cfg.sustained_window} s (web + 2 workers)")
-        step = _step(cfg, env, procs, server.port, source, read_token, rate)
+        step = _step(cfg, env, procs, server, [w.pid for w in workers], source, read_token, rate)
         steps.append(step)
         log(
             f"  {step['accepted_per_s']:.0f}/s answered 2xx, backlog {step['backlog_first']} -> "

@@ -1,0 +1,81 @@
+"""The sustained phase's CPU split (bench/sustained.py `cpu_split`) and its columns in the report:
+which process had the machine while a rate was held."""
+
+from __future__ import annotations
+
+import re
+
+from bench.procstat import HZ, CpuSnapshot
+from bench.report import extra_sections
+from bench.sustained import cpu_split
+
+WEB, WORKER, GENERATOR, BACKEND, OTHER_DB = 101, 102, 103, 104, 105
+LABELS = {
+    WEB: "python\0python -m gunicorn -c python:tributary.app.gunicorn_conf",
+    WORKER: "tributary\0python tributary worker",
+    GENERATOR: "python\0python -m bench.loadgen spec.json out.json",
+    BACKEND: "postgres\0postgres: postgres benchdb 127.0.0.1(50312) idle",
+    OTHER_DB: "postgres\0postgres: postgres elsewhere 127.0.0.1(50313) idle",
+}
+
+
+def snapshot(at: float, seconds: dict[int, float], busy: float, capacity: float) -> CpuSnapshot:
+    procs = {pid: (LABELS[pid], round(spent * HZ)) for pid, spent in seconds.items()}
+    return CpuSnapshot(at, round(busy * HZ), round(capacity * HZ), procs, 0.0)
+
+
+def test_each_role_is_given_in_cpus_over_the_window() -> None:
+    first = snapshot(100.0, {WEB: 5, WORKER: 1, GENERATOR: 0, BACKEND: 2, OTHER_DB: 0}, busy=50, capacity=200)
+    # 10 s later on 2 CPUs: the web used 10.5 s of CPU, the worker 2, the generator 1, our database 5.
+    last = snapshot(
+        110.0, {WEB: 15.5, WORKER: 3, GENERATOR: 1, BACKEND: 7, OTHER_DB: 1}, busy=70, capacity=220
+    )
+    roles = {"web": [WEB], "workers": [WORKER], "load generator": [GENERATOR]}
+
+    split = cpu_split(first, last, roles, "benchdb")
+
+    assert split["web"] == 1.05
+    assert split["workers"] == 0.2
+    assert split["load generator"] == 0.1
+    assert split["postgres"] == 0.5
+    # Another database's backend is not ours: it is in `other`, with what nothing above claims.
+    assert split["other"] == round((20 - 10.5 - 2 - 1 - 5) / 10, 2)
+    assert split["machine busy"] == 2.0
+    assert split["machine capacity"] == 2.0
+
+
+def step(rate: int, cpus: dict[str, float] | None) -> dict[str, object]:
+    load = {"latency_ms": {"p99": 40.0}, "send_lag_ms": {"p99": 3.0}}
+    entry: dict[str, object] = {
+        "rate": rate,
+        "accepted_per_s": float(rate),
+        "backlog_first": 0,
+        "backlog_last": 5,
+        "backlog_slope": 0.1,
+        "flat": True,
+        "load": load,
+    }
+    if cpus is not None:
+        entry["cpu_cpus"] = cpus
+    return entry
+
+
+def test_the_report_prints_the_split_and_a_dash_for_runs_without_it() -> None:
+    cpus = {"web": 1.05, "workers": 0.21, "postgres": 0.56, "load generator": 0.11, "other": 0.03}
+    cpus["machine busy"] = 1.96
+    sustained = {
+        "window_s": 60,
+        "latency_rate": 200,
+        "steps": [step(200, None), step(1000, cpus)],
+        "visible": {},
+    }
+
+    lines = extra_sections({"sustained": sustained})
+
+    header = next(line for line in lines if "offered/s" in line)
+    columns = ["CPUs web", "CPUs workers", "CPUs postgres", "CPUs load gen", "CPUs other", "CPUs busy"]
+    assert re.split(r"\s{2,}", header.strip())[-6:] == columns
+    row_200 = next(line for line in lines if line.split()[:1] == ["200"])
+    row_1000 = next(line for line in lines if line.split()[:1] == ["1000"])
+    assert row_200.split()[-6:] == ["-"] * 6
+    assert row_1000.split()[-6:] == ["1.05", "0.21", "0.56", "0.11", "0.03", "1.96"]
