@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from collections.abc import Mapping
@@ -46,6 +47,18 @@ def _recorded_public_url(home: Path) -> str | None:
         return None
 
 
+def _milliseconds(name: str, value: Any) -> float:
+    """A duration given in milliseconds, as seconds; refused, naming the setting, unless it is a
+    number of milliseconds from 0 up."""
+    try:
+        milliseconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: a number of milliseconds, not {value!r}") from None
+    if not 0 <= milliseconds < math.inf:  # also refuses NaN
+        raise ValueError(f"{name}: milliseconds must be a finite number from 0 up, not {value!r}")
+    return milliseconds / 1000
+
+
 def _intervals(value: Any) -> tuple[int, ...]:
     """`10,60,300` (seconds) from the environment; an empty value means no automatic retry."""
     if isinstance(value, str):
@@ -68,6 +81,9 @@ class Settings:
     rate_limit: str = "1000/second"
     key_cache_seconds: float = 10.0
     batch_size: int = 500
+    # After a batch smaller than `batch_size`, a worker waits this long before claiming the next,
+    # so that a steady trickle comes in batches rather than one event at a time (workers/jobs.py).
+    drain_gather_seconds: float = 0.02
     sweep_after_seconds: int = 30
     sweep_interval_seconds: int = 15
     # How long an event may wait for its person to become known before it is ignored.
@@ -107,6 +123,10 @@ class Settings:
             rate_limit=str(_env(o, "TRIBUTARY_RATE_LIMIT", cls.rate_limit)),
             key_cache_seconds=float(_env(o, "TRIBUTARY_KEY_CACHE_SECONDS", cls.key_cache_seconds)),
             batch_size=int(_env(o, "TRIBUTARY_BATCH_SIZE", cls.batch_size)),
+            drain_gather_seconds=_milliseconds(
+                "TRIBUTARY_DRAIN_GATHER_MS",
+                _env(o, "TRIBUTARY_DRAIN_GATHER_MS", 1000 * cls.drain_gather_seconds),
+            ),
             sweep_after_seconds=int(_env(o, "TRIBUTARY_SWEEP_AFTER_SECONDS", cls.sweep_after_seconds)),
             sweep_interval_seconds=int(
                 _env(o, "TRIBUTARY_SWEEP_INTERVAL_SECONDS", cls.sweep_interval_seconds)

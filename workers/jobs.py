@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 
 # A drain job yields after this long so RQ heartbeats, timeouts and other jobs get their turn.
 DRAIN_SLICE_SECONDS = 30.0
-# SQLite has one writer: between its batches a drain leaves the write lock free this long, so a web
-# process waiting for it (trying every `WRITE_LOCK_POLL_S`, models/session.py) gets its turn.
+# SQLite has one writer: between its batches a drain leaves the write lock free at least this long,
+# so a web process waiting for it (trying every `WRITE_LOCK_POLL_S`, models/session.py) gets its turn.
 SQLITE_YIELD_S = 0.002
 # Backoff for an event that failed: its own job, retried by RQ, then kept in the failed registry.
 # The default of `TRIBUTARY_RETRY_INTERVALS` (runtime/config.py); the runtime's settings decide.
@@ -83,7 +83,13 @@ def drain() -> int:
     Under steady load each batch is what arrived during the one before, and the job goes on until
     a claim finds nothing: stopping at the first batch smaller than `batch_size` made every such
     batch a job of its own, with RQ's round trips around it (an eighth of the worker's time in
-    `tributary serve`). A full batch rings, so that another worker can take a share."""
+    `tributary serve`). A full batch rings, so that another worker can take a share.
+
+    After a batch that was not full the job waits `drain_gather_seconds` (20 ms by default) before
+    its next claim. A batch costs a dozen statements and a transaction whatever its size, and
+    claimed at once, a steady trickle came one or two events at a time: at 200 webhooks/s the two
+    workers and PostgreSQL used 1.3 CPUs for what a few batches a second carry (bench/README.md).
+    An event is visible that much later at most; a full batch, the backlog, is claimed at once."""
     runtime = current()
     try:
         runtime.redis.delete(DOORBELL_KEY)
@@ -101,8 +107,11 @@ def drain() -> int:
             ring(runtime)
         if time.monotonic() - started > DRAIN_SLICE_SECONDS:
             return total
+        pause = runtime.settings.drain_gather_seconds if claimed < runtime.settings.batch_size else 0.0
         if not runtime.db.is_postgres:
-            time.sleep(SQLITE_YIELD_S)
+            pause = max(pause, SQLITE_YIELD_S)
+        if pause:
+            time.sleep(pause)
 
 
 class EventFailed(Exception):

@@ -29,3 +29,16 @@ def test_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRIBUTARY_RETRY_INTERVALS", "10,-1")
     with pytest.raises(ValueError, match="TRIBUTARY_RETRY_INTERVALS"):
         Settings.load({"TRIBUTARY_HOME": str(tmp_path), "TRIBUTARY_SECRET_KEY": "x"})
+
+
+def test_drain_gather_is_given_in_milliseconds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = {"TRIBUTARY_HOME": str(tmp_path), "TRIBUTARY_SECRET_KEY": "x"}
+    assert Settings.load(base).drain_gather_seconds == 0.02
+    monkeypatch.setenv("TRIBUTARY_DRAIN_GATHER_MS", "50")
+    assert Settings.load(base).drain_gather_seconds == 0.05
+    monkeypatch.setenv("TRIBUTARY_DRAIN_GATHER_MS", "0")
+    assert Settings.load(base).drain_gather_seconds == 0
+    for wrong in ("-5", "nan", "inf", "soon"):
+        monkeypatch.setenv("TRIBUTARY_DRAIN_GATHER_MS", wrong)
+        with pytest.raises(ValueError, match="TRIBUTARY_DRAIN_GATHER_MS"):
+            Settings.load(base)

@@ -1,6 +1,8 @@
 """The doorbell's drain job (workers/jobs.py `drain`): it goes on while events keep arriving, until a
 claim finds nothing, instead of ending at the first batch smaller than `batch_size` (one RQ job per
-small batch under steady load); on SQLite it leaves the write lock free between its batches."""
+small batch under steady load); after a batch that was not full it waits `drain_gather_seconds`
+before the next claim (a steady trickle comes in batches), after a full one it claims again at
+once; on SQLite it leaves the write lock free between its batches."""
 
 from __future__ import annotations
 
@@ -32,6 +34,18 @@ def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return claimed
 
 
+GATHER = 0.02
+
+
+@pytest.fixture
+def gather(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> float:
+    """The shipped default, whatever the suite's settings say."""
+    monkeypatch.setattr(
+        runtime, "settings", dataclasses.replace(runtime.settings, drain_gather_seconds=GATHER)
+    )
+    return GATHER
+
+
 @pytest.fixture
 def yields(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The pauses the job makes between batches (not made here: only recorded)."""
@@ -51,6 +65,7 @@ def test_events_arriving_during_a_drain_are_applied_by_the_same_job(
     runtime: Runtime,
     batches: list[int],
     yields: list[float],
+    gather: float,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for i in range(3):
@@ -68,9 +83,9 @@ def test_events_arriving_during_a_drain_are_applied_by_the_same_job(
     assert jobs.drain() == 5
     assert batches == [3, 2, 0]
     assert _pending(runtime) == 0
-    # SQLite's one writer: the job stepped aside after each batch that wrote; PostgreSQL's
-    # writers do not take turns.
-    assert yields == ([] if runtime.db.is_postgres else [jobs.SQLITE_YIELD_S] * 2)
+    # Neither batch was full: each was followed by the gathering pause (on SQLite it is also the
+    # step aside that lets the web's writes in).
+    assert yields == [gather, gather]
 
 
 def test_an_empty_queue_ends_the_job_at_once(
@@ -81,8 +96,14 @@ def test_an_empty_queue_ends_the_job_at_once(
     assert yields == []
 
 
-def test_a_full_batch_rings_for_another_worker(
-    client: FlaskClient, admin_key: str, runtime: Runtime, batches: list[int], monkeypatch: pytest.MonkeyPatch
+def test_a_full_batch_rings_for_another_worker_and_is_followed_by_a_claim_at_once(
+    client: FlaskClient,
+    admin_key: str,
+    runtime: Runtime,
+    batches: list[int],
+    yields: list[float],
+    gather: float,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(runtime, "settings", dataclasses.replace(runtime.settings, batch_size=2))
     rings: list[Runtime] = []
@@ -92,3 +113,22 @@ def test_a_full_batch_rings_for_another_worker(
     assert jobs.drain() == 3
     assert batches == [2, 1, 0]
     assert len(rings) == 1  # after the full batch only
+    # A full batch is a backlog: no gathering after it (SQLite's writer only steps aside).
+    assert yields == ([gather] if runtime.db.is_postgres else [jobs.SQLITE_YIELD_S, gather])
+
+
+def test_without_gathering_only_sqlite_steps_aside_between_batches(
+    client: FlaskClient,
+    admin_key: str,
+    runtime: Runtime,
+    batches: list[int],
+    yields: list[float],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = dataclasses.replace(runtime.settings, batch_size=2, drain_gather_seconds=0.0)
+    monkeypatch.setattr(runtime, "settings", settings)
+    for i in range(3):
+        identify(client, admin_key, email=f"u{i}@example.com")
+    assert jobs.drain() == 3
+    assert batches == [2, 1, 0]
+    assert yields == ([] if runtime.db.is_postgres else [jobs.SQLITE_YIELD_S] * 2)
