@@ -17,6 +17,9 @@ WSGI_APP = "tributary.app.wsgi:app"
 GUNICORN_CONF = "python:tributary.app.gunicorn_conf"
 # `tributary serve` runs the same configuration with this many web processes by default.
 SERVE_WEB_WORKERS = 2
+# Keys the default configuration's identify traffic is spread over, in both the PostgreSQL and the
+# embedded phase (bench/ingest.py `ingest_phase` says why).
+INGEST_KEYS = 8
 
 # The CLI, run with the bench's own interpreter so the venv's install is the one measured.
 CLI_MODULE = "tributary.app.cli"

@@ -14,12 +14,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.constants import BARE_APP, CLI_MODULE, PRODUCT_ENV_PREFIXES, SERVE_WEB_WORKERS, cli
+from bench.constants import BARE_APP, CLI_MODULE, INGEST_KEYS, PRODUCT_ENV_PREFIXES, SERVE_WEB_WORKERS, cli
 from bench.harness import Processes, free_port, log, run_cli, wait_until
 from bench.options import Config
 from bench.procstat import cmdline
 from bench.servers import Server, gunicorn_args, seed_batches, wait_ready
-from bench.wrk import measure_ingest
+from bench.wrk import Target, measure_ingest
 
 
 class SqliteStore:
@@ -67,11 +67,16 @@ def embedded_phase(wrk: str, cfg: Config, procs: Processes, workdir: Path) -> di
     env["TRIBUTARY_HOME"] = str(home)
     run_cli(env, "db", "upgrade")
     token = json_key(env)
+    # Spread over several keys, as in the PostgreSQL phase: one key is refused above its limit
+    # (1000/s) by design, so a single key measured the configured limit, not serve.
+    spread = Target(
+        env={"BENCH_API_KEYS": ",".join([token] + [json_key(env) for _ in range(INGEST_KEYS - 1)])}
+    )
     store = SqliteStore(home / "tributary.db")
     port = free_port()
     log(f"embedded: `tributary serve` on port {port}, data in {home}")
     serve_proc = procs.start("serve", cli("serve", "--port", str(port)), env)
-    serve = Server("serve", "tributary serve (default limiter)", port, serve_proc)
+    serve = Server("serve", f"tributary serve (default limiter, {INGEST_KEYS} keys)", port, serve_proc)
     bare_port = free_port()
     bare_proc = procs.start("bare-serve", gunicorn_args(BARE_APP, bare_port, SERVE_WEB_WORKERS), env)
     bare = Server(
@@ -86,7 +91,8 @@ def embedded_phase(wrk: str, cfg: Config, procs: Processes, workdir: Path) -> di
             points = {}
             for server in (bare, serve):
                 log(f"embedded ingest: {server.label}, {connections} connections")
-                point = measure_ingest(wrk, cfg, store, server, token, connections, run_ids)
+                target = spread if server is serve else None
+                point = measure_ingest(wrk, cfg, store, server, token, connections, run_ids, target)
                 points[server.name] = point
                 out["ingest"].append(asdict(point))
                 log(

@@ -11,15 +11,12 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from bench.constants import BARE_APP, BREAKDOWN_MODULE, WSGI_APP
+from bench.constants import BARE_APP, BREAKDOWN_MODULE, INGEST_KEYS, WSGI_APP
 from bench.harness import REPO, Environment, Processes, log
 from bench.ingest_kinds import StripeTraffic, measure_batch, measure_limiter
 from bench.options import Config
 from bench.servers import Server, start_server
 from bench.wrk import IngestPoint, Target, measure_ingest
-
-# Keys the default configuration's identify traffic is spread over (ingest_phase says why).
-INGEST_KEYS = 8
 
 
 def measure_breakdown(
