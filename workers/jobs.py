@@ -103,11 +103,12 @@ def drain() -> int:
         total += claimed
         if not claimed:
             return total
-        if claimed >= runtime.settings.batch_size:
+        full = claimed >= runtime.settings.batch_size
+        if full:
             ring(runtime)
         if time.monotonic() - started > DRAIN_SLICE_SECONDS:
             return total
-        pause = runtime.settings.drain_gather_seconds if claimed < runtime.settings.batch_size else 0.0
+        pause = 0.0 if full else runtime.settings.drain_gather_seconds
         if not runtime.db.is_postgres:
             pause = max(pause, SQLITE_YIELD_S)
         if pause:
