@@ -4,7 +4,8 @@ Ingest does not enqueue a job per event. After committing an event it rings a do
 key set with NX. Only the request that sets it enqueues a `drain` job, so a burst of a thousand
 requests costs one job. The web process goes further (`stored`, `_Coalescer`): a commit only
 marks a ring owed, and a thread of the process rings at most once per `COALESCE_SECONDS` for all
-of them, so no request pays a Redis round trip for the doorbell.
+of them, so no request pays a Redis round trip for the doorbell. A drain job holds the doorbell
+while it loops (`DrainHold`), so rings meanwhile queue nothing and a trickle stays on one worker.
 The job itself lives in the worker (workers/jobs.py) and is named here by its dotted path: RQ
 stores jobs by that name anyway, and importing the worker's graph into the web process just to
 take a function's name would load every merge rule at `import tributary.app.wsgi`.
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -28,6 +31,8 @@ from tributary.runtime.process import Runtime
 log = logging.getLogger(__name__)
 
 DOORBELL_KEY = "tributary:drain:queued"
+# Set while a helper drain job is queued (`recruit`).
+RECRUIT_KEY = "tributary:drain:recruit"
 # A queued drain job that never ran (Redis lost it) must not silence the doorbell forever.
 DOORBELL_TTL_SECONDS = 60
 # The job the doorbell schedules (workers/jobs.py `drain`).
@@ -38,24 +43,110 @@ BREAKER_SECONDS = 5.0
 
 
 def ring(runtime: Runtime) -> bool:
-    """Make sure a drain job is queued. Never raises: the sweeper covers a Redis outage."""
+    """Make sure a drain job is queued (or one holds the doorbell, `DrainHold`). Never raises:
+    the sweeper covers a Redis outage."""
+    return _schedule(runtime, DOORBELL_KEY)
+
+
+def recruit(runtime: Runtime) -> bool:
+    """A drain job's full batch asks for one more worker while it holds the doorbell: one helper
+    job queued at a time (each drain job clears the key as it starts, `DrainHold.start`)."""
+    return _schedule(runtime, RECRUIT_KEY)
+
+
+def _schedule(runtime: Runtime, key: str) -> bool:
     if time.monotonic() < runtime.doorbell_paused_until:
         return False
     try:
-        if runtime.fast_redis.set(DOORBELL_KEY, 1, nx=True, ex=DOORBELL_TTL_SECONDS):
+        if runtime.fast_redis.set(key, 1, nx=True, ex=DOORBELL_TTL_SECONDS):
             try:
                 runtime.fast_queue.enqueue(DRAIN_JOB, result_ttl=0, failure_ttl=7 * 86400, job_timeout=600)
             except RedisError:
                 # The key says a job is queued and none is: left set, it would silence every ring
                 # for its TTL, leaving the work to the sweeper.
                 with suppress(RedisError):
-                    runtime.fast_redis.delete(DOORBELL_KEY)
+                    runtime.fast_redis.delete(key)
                 raise
             return True
     except RedisError as exc:
         runtime.doorbell_paused_until = time.monotonic() + BREAKER_SECONDS
         log.warning("could not schedule a drain job (%s); the sweeper will pick the events up", exc)
     return False
+
+
+# A drain job takes the doorbell when it is free ("1": a ring's job, queued, has not started yet)
+# or its own: rings then find it set and schedule nothing, since this job will claim after them.
+_HOLD = """
+local held = redis.call('GET', KEYS[1])
+if held and held ~= '1' and held ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# How long the doorbell stays held by a job that stopped renewing it (killed): rings schedule
+# nothing meanwhile, so events wait this long at most before a ring (or the sweeper) queues a job.
+HOLD_TTL_SECONDS = 15
+# A holding job renews the key at most this often.
+HOLD_RENEW_SECONDS = 1.0
+
+
+class DrainHold:
+    """One drain job's hold on the doorbell, which keeps a trickle on one worker.
+
+    Before, a drain job cleared the doorbell as it started and kept claiming; the next ring found
+    the key free and queued a second job, so under a steady trickle every worker looped, each
+    claiming half the batches (at 200 webhooks/s two workers and PostgreSQL spent ~0.8 CPUs on
+    batches of two or three events). Now the job that holds the doorbell (`holding`) drains alone
+    until a claim finds nothing; a full batch recruits a helper (`recruit`), and a helper, a job
+    that found the doorbell held by another, leaves at its first batch that is not full.
+
+    No wake-up is lost. A ring that found the doorbell held came after its events' commit; the
+    holder claims again after every renewal, and it stops only after a claim that found nothing
+    *after releasing the key* (`release`, then one more claim): an event committed before the
+    release is seen by that claim, and the ring of one committed after it finds the key free and
+    queues a job. A helper leaves only while another job holds the key. A job killed while it
+    holds the key silences rings for `HOLD_TTL_SECONDS` at most; the sweeper finds what waits
+    longer. When Redis fails, a job behaves as the holder (drains until empty), which is always
+    safe."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self.token = uuid.uuid4().hex
+        self.holding = True
+        self._renewed = -math.inf
+
+    def start(self) -> None:
+        with suppress(RedisError):
+            # This job may be the helper a full batch recruited: the next full batch may ask again.
+            self._runtime.redis.delete(RECRUIT_KEY)
+
+    def keep(self) -> bool:
+        """Take or renew the doorbell; False once another job holds it (then never again)."""
+        if not self.holding:
+            return False
+        now = time.monotonic()
+        if now - self._renewed < HOLD_RENEW_SECONDS:
+            return True
+        try:
+            held = self._runtime.redis.eval(_HOLD, 1, DOORBELL_KEY, self.token, HOLD_TTL_SECONDS)
+        except RedisError as exc:
+            log.warning("could not take the doorbell (%s); draining until empty anyway", exc)
+            return True
+        self._renewed = now
+        self.holding = bool(held)
+        return self.holding
+
+    def release(self) -> None:
+        """Give the doorbell back if this job holds it; the caller claims once more after."""
+        self._renewed = -math.inf  # if that claim finds events, `keep` takes the key again
+        try:
+            self._runtime.redis.eval(_RELEASE, 1, DOORBELL_KEY, self.token)
+        except RedisError as exc:
+            # The key expires by itself; until then rings schedule nothing and the sweeper covers.
+            log.warning("could not release the doorbell (%s)", exc)
 
 
 # A web process rings at most once per this window, for every commit made before the ring.

@@ -1,10 +1,11 @@
 """The RQ jobs that apply events: `drain` (what the doorbell schedules, runtime/doorbell.py) and
 `process_event` (one event's retry or replay).
 
-`drain` clears the doorbell when it starts, then claims batches until none are left. An event
-committed after the clear rings successfully and schedules the next job, so no wake-up is lost. A
-full batch rings again so idle workers join in (PostgreSQL's SKIP LOCKED keeps them on different
-events). Whatever a lost job leaves pending, the sweeper finds.
+`drain` holds the doorbell while it claims batches until none are left, so rings meanwhile queue
+nothing; it releases the doorbell and claims once more before it ends, so no wake-up is lost
+(`DrainHold`, runtime/doorbell.py). A full batch recruits a helper job so idle workers join in
+(PostgreSQL's SKIP LOCKED keeps them on different events). Whatever a lost job leaves pending, the
+sweeper finds.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 from rq import Retry
 
-from tributary.runtime.doorbell import DOORBELL_KEY, ring
+from tributary.runtime.doorbell import DrainHold, recruit, ring
 from tributary.runtime.process import Runtime, current
 from tributary.workers.batch.apply import apply_events, claim_events, claim_pending
 from tributary.workers.failpoints import failpoint
@@ -83,7 +84,9 @@ def drain() -> int:
     Under steady load each batch is what arrived during the one before, and the job goes on until
     a claim finds nothing: stopping at the first batch smaller than `batch_size` made every such
     batch a job of its own, with RQ's round trips around it (an eighth of the worker's time in
-    `tributary serve`). A full batch rings, so that another worker can take a share.
+    `tributary serve`). The job holds the doorbell while it loops (`DrainHold`), so a trickle stays
+    on one worker; a full batch recruits another worker, which leaves again at its first batch
+    that is not full.
 
     After a batch that was not full the job waits `drain_gather_seconds` (20 ms by default) before
     its next claim. A batch costs a dozen statements and a transaction whatever its size, and
@@ -91,28 +94,42 @@ def drain() -> int:
     workers and PostgreSQL used 1.3 CPUs for what a few batches a second carry (bench/README.md).
     An event is visible that much later at most; a full batch, the backlog, is claimed at once."""
     runtime = current()
-    try:
-        runtime.redis.delete(DOORBELL_KEY)
-    except RedisError as exc:
-        # Redis went away: drain anyway (the database holds the work); the key expires by itself.
-        log.warning("could not clear the doorbell (%s); draining anyway", exc)
+    hold = DrainHold(runtime)
+    hold.start()
     started = time.monotonic()
     total = 0
-    while True:
-        claimed = drain_batch(runtime)
-        total += claimed
-        if not claimed:
-            return total
-        full = claimed >= runtime.settings.batch_size
-        if full:
-            ring(runtime)
-        if time.monotonic() - started > DRAIN_SLICE_SECONDS:
-            return total
-        pause = 0.0 if full else runtime.settings.drain_gather_seconds
-        if not runtime.db.is_postgres:
-            pause = max(pause, SQLITE_YIELD_S)
-        if pause:
-            time.sleep(pause)
+    try:
+        while True:
+            holding = hold.keep()
+            claimed = drain_batch(runtime)
+            if not claimed and holding:
+                hold.release()
+                # Events committed before the release rang while this job held the doorbell, so no
+                # job was queued for them: one more claim finds them.
+                claimed = drain_batch(runtime)
+            total += claimed
+            if not claimed:
+                return total
+            full = claimed >= runtime.settings.batch_size
+            if full:
+                recruit(runtime)
+            elif not holding:
+                return total  # a helper: the trickle is the holder's
+            if time.monotonic() - started > DRAIN_SLICE_SECONDS:
+                # Hand over to a new job (queued by the ring, as the key is free) for RQ's sake.
+                hold.release()
+                ring(runtime)
+                return total
+            pause = 0.0 if full else runtime.settings.drain_gather_seconds
+            if not runtime.db.is_postgres:
+                pause = max(pause, SQLITE_YIELD_S)
+            if pause:
+                time.sleep(pause)
+    except BaseException:
+        # Rings that found the doorbell held by this job queued nothing: the next ring queues a job,
+        # and the sweeper finds whatever waits longer.
+        hold.release()
+        raise
 
 
 class EventFailed(Exception):

@@ -81,7 +81,8 @@ def test_events_arriving_during_a_drain_are_applied_by_the_same_job(
 
     monkeypatch.setattr(jobs, "drain_batch", arriving)
     assert jobs.drain() == 5
-    assert batches == [3, 2, 0]
+    # The last claim comes after the job gave the doorbell back (rings before it queued nothing).
+    assert batches == [3, 2, 0, 0]
     assert _pending(runtime) == 0
     # Neither batch was full: each was followed by the gathering pause (on SQLite it is also the
     # step aside that lets the web's writes in).
@@ -92,12 +93,12 @@ def test_an_empty_queue_ends_the_job_at_once(
     runtime: Runtime, batches: list[int], yields: list[float]
 ) -> None:
     assert jobs.drain() == 0
-    assert batches == [0]
+    assert batches == [0, 0]  # before and after giving the doorbell back
     assert yields == []
 
 
 @pytest.mark.parametrize("gather_s", [GATHER, 0.0])
-def test_a_full_batch_rings_for_another_worker_and_is_followed_by_a_claim_at_once(
+def test_a_full_batch_recruits_another_worker_and_is_followed_by_a_claim_at_once(
     client: FlaskClient,
     admin_key: str,
     runtime: Runtime,
@@ -108,13 +109,13 @@ def test_a_full_batch_rings_for_another_worker_and_is_followed_by_a_claim_at_onc
 ) -> None:
     settings = dataclasses.replace(runtime.settings, batch_size=2, drain_gather_seconds=gather_s)
     monkeypatch.setattr(runtime, "settings", settings)
-    rings: list[Runtime] = []
-    monkeypatch.setattr(jobs, "ring", rings.append)
+    recruits: list[Runtime] = []
+    monkeypatch.setattr(jobs, "recruit", recruits.append)
     for i in range(3):
         identify(client, admin_key, email=f"u{i}@example.com")
     assert jobs.drain() == 3
-    assert batches == [2, 1, 0]
-    assert len(rings) == 1  # after the full batch only
+    assert batches == [2, 1, 0, 0]
+    assert len(recruits) == 1  # after the full batch only
     # A full batch is a backlog: no gathering after it, only SQLite's writer steps aside; the
     # batch of 1 is followed by the gathering pause, at least that step aside on SQLite.
     if runtime.db.is_postgres:
