@@ -10,6 +10,8 @@
     python bench/drain_profile.py triggers --events 2000
         PostgreSQL's execution time per batch by statement, and the triggers (foreign-key checks,
         tallies) each fired (bench/drain_triggers.py; needs a superuser for auto_explain)
+    python bench/drain_profile.py stats --events 30000 --batch-size 20
+        small batches on tables never analyzed against analyzed ones (bench/drain_stats.py)
 
 It creates its own database (dropped at the end) on `--pg` and uses Redis db `--redis-db`.
 The events are inserted directly (rows as the identify API stores them), not through HTTP.
@@ -348,7 +350,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=["profile", "workers", "noop", "triggers"])
+    parser.add_argument("mode", choices=["profile", "workers", "noop", "triggers", "stats"])
     parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379")
     parser.add_argument("--redis-db", type=int, default=14)
@@ -360,6 +362,12 @@ def main() -> None:
     args = parser.parse_args()
     redis_url = f"{args.redis}/{args.redis_db}"
     home = tempfile.mkdtemp(prefix="drainprof-")
+    if args.mode == "stats":
+        sys.path.insert(0, str(REPO))  # run as a script: bench/ is on the path, not the repository
+        from bench.drain_stats import compare
+
+        compare(args.pg, redis_url, home, args.batch_size, args.events, args.repeat)
+        return
     with database(args.pg) as url:
         env = child_env(url, redis_url, home, args.batch_size)
         prepare(url, env)

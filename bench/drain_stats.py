@@ -1,0 +1,69 @@
+"""The drain on tables the planner has statistics for, and on tables it has none for:
+`python bench/drain_profile.py stats`.
+
+The PostgreSQL this bench runs on (CI's) has `autovacuum = off`, so a table it fills is never
+analyzed, where a production server's autovacuum analyzes it once some rows have changed. This
+measures what that costs the worker: N pending events drained in-process in batches of B, in two
+halves, the second half timed; once with no ANALYZE at all, once with an ANALYZE between the halves
+(what autovacuum would have done by then). It prints the second halves' rates and the plan of the
+worker's lookup of a batch's project rows by customer id, with and without statistics.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import text
+
+from bench.drain_profile import child_env, database, drain_runtime, log, prepare, seed
+
+# The batch's load of project rows (workers/batch/load_statements.py `project_rows`), for 20 ids.
+LOOKUP = "EXPLAIN SELECT * FROM customer_projects WHERE customer_id IN ({ids})"
+
+
+def _drain(runtime: Any, batch_size: int, batches: int | None) -> tuple[int, float]:
+    """Drain up to `batches` batches (all, when None); returns (events, seconds)."""
+    from tributary.workers import jobs
+
+    events = done = 0
+    started = time.perf_counter()
+    while batches is None or done < batches:
+        claimed = jobs.drain_batch(runtime, batch_size)
+        if not claimed:
+            break
+        events += claimed
+        done += 1
+    return events, time.perf_counter() - started
+
+
+def stats_profile(runtime: Any, batch_size: int, events: int, analyze: bool) -> float:
+    """Drain half, ANALYZE if asked, time the second half; returns its events/s."""
+    _drain(runtime, batch_size, events // batch_size // 2)
+    with runtime.db.engine.connect() as conn:
+        if analyze:
+            conn.execute(text("ANALYZE"))
+            conn.commit()
+        ids = conn.execute(text("SELECT id FROM customers ORDER BY id DESC LIMIT 20")).scalars().all()
+        plan = conn.execute(text(LOOKUP.format(ids=", ".join(f"'{i}'" for i in ids)))).scalars().all()
+        server = conn.execute(text("SHOW autovacuum")).scalar()
+    drained, seconds = _drain(runtime, batch_size, None)
+    rate = drained / seconds
+    scan = next((line.strip() for line in plan if "customer_projects" in line), "?")
+    label = "ANALYZE halfway" if analyze else "never analyzed"
+    print(f"  {label:16s} second half: {drained} events in {seconds:.2f} s = {rate:.0f} events/s")
+    print(f"  {'':16s} project rows looked up by: {scan} (server autovacuum {server})")
+    return rate
+
+
+def compare(pg: str, redis_url: str, home: str, batch_size: int, events: int, repeat: int) -> None:
+    log(f"{events} events in batches of {batch_size}, the second half timed:")
+    for _ in range(repeat):
+        for analyze in (False, True):
+            # A new database each time: TRUNCATE would keep an earlier ANALYZE's statistics.
+            with database(pg, "drainstats") as url:
+                prepare(url, child_env(url, redis_url, home, batch_size))
+                seed(url, events, "stats")
+                runtime = drain_runtime(url, redis_url, batch_size)
+                stats_profile(runtime, batch_size, events, analyze)
+                runtime.db.dispose()
