@@ -121,7 +121,7 @@ class DrainHold:
     def start(self) -> None:
         with suppress(RedisError):
             # This job may be the helper a full batch recruited: the next full batch may ask again.
-            self._runtime.redis.delete(RECRUIT_KEY)
+            self._runtime.fast_redis.delete(RECRUIT_KEY)
 
     def keep(self) -> bool:
         """Take or renew the doorbell; False once another job holds it (then never again)."""
@@ -130,12 +130,14 @@ class DrainHold:
         now = time.monotonic()
         if now - self._renewed < HOLD_RENEW_SECONDS:
             return True
+        # Tried again a renewal later, whatever the outcome: a Redis that hangs costs the drain one
+        # short timeout per second at most (the request path's timeouts, `fast_redis`).
+        self._renewed = now
         try:
-            held = self._runtime.redis.eval(_HOLD, 1, DOORBELL_KEY, self.token, HOLD_TTL_SECONDS)
+            held = self._runtime.fast_redis.eval(_HOLD, 1, DOORBELL_KEY, self.token, HOLD_TTL_SECONDS)
         except RedisError as exc:
             log.warning("could not take the doorbell (%s); draining until empty anyway", exc)
             return True
-        self._renewed = now
         self.holding = bool(held)
         return self.holding
 
@@ -143,7 +145,7 @@ class DrainHold:
         """Give the doorbell back if this job holds it; the caller claims once more after."""
         self._renewed = -math.inf  # if that claim finds events, `keep` takes the key again
         try:
-            self._runtime.redis.eval(_RELEASE, 1, DOORBELL_KEY, self.token)
+            self._runtime.fast_redis.eval(_RELEASE, 1, DOORBELL_KEY, self.token)
         except RedisError as exc:
             # The key expires by itself; until then rings schedule nothing and the sweeper covers.
             log.warning("could not release the doorbell (%s)", exc)

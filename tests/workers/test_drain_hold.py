@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from redis import Redis
 from sqlalchemy import func, select
 
 from tests.helpers import identify
 from tributary.models import Event
 from tributary.runtime import doorbell
-from tributary.runtime.process import Runtime
+from tributary.runtime.process import Runtime, fast_pool
 from tributary.workers import jobs
 
 OTHER_JOB = "another-live-drain-job"
@@ -172,3 +173,31 @@ def test_a_job_takes_over_from_a_ring_still_queued(
     on_claim(lambda number, claimed: held.append(runtime.redis.get(doorbell.DOORBELL_KEY)))
     assert jobs.drain() == 1
     assert held[0] not in (None, b"1")
+
+
+class _Unreachable(Redis):
+    """Redis that is not there (nothing listens on port 1), counting the hold's calls."""
+
+    evals = 0
+
+    def eval(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        type(self).evals += 1
+        return super().eval(*args, **kwargs)
+
+
+def test_without_redis_the_job_drains_everything_and_asks_at_most_once_a_second(
+    client: FlaskClient, admin_key: str, runtime: Runtime, on_claim: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runtime, "settings", dataclasses.replace(runtime.settings, batch_size=2))
+    for i in range(5):
+        identify(client, admin_key, email=f"u{i}@example.com")
+    _take_queued_job(runtime)
+    # The failed recruit opens the doorbell's breaker: put it back as it was for the next test.
+    monkeypatch.setattr(runtime, "doorbell_paused_until", runtime.doorbell_paused_until)
+    unreachable = _Unreachable(connection_pool=fast_pool(Redis(port=1).connection_pool))
+    monkeypatch.setitem(runtime.__dict__, "fast_redis", unreachable)
+    claims = on_claim(lambda number, claimed: None)
+    assert jobs.drain() == 5
+    assert claims == [2, 2, 1, 0, 0]  # as the holder: until a claim after the release finds nothing
+    # One failed attempt to take the doorbell covers the next second's batches, then the release.
+    assert _Unreachable.evals == 2
