@@ -60,6 +60,16 @@ def _take_queued_job(runtime: Runtime) -> None:
     runtime.queue.empty()
 
 
+def _pending_in_small_batches(
+    client: FlaskClient, admin_key: str, runtime: Runtime, monkeypatch: pytest.MonkeyPatch, count: int
+) -> None:
+    """`count` events pending, batches of 2, and the job their ring queued taken by a worker."""
+    monkeypatch.setattr(runtime, "settings", dataclasses.replace(runtime.settings, batch_size=2))
+    for i in range(count):
+        identify(client, admin_key, email=f"u{i}@example.com")
+    _take_queued_job(runtime)
+
+
 def test_rings_while_a_job_drains_queue_no_second_job(
     client: FlaskClient, admin_key: str, runtime: Runtime, on_claim: Any
 ) -> None:
@@ -113,10 +123,7 @@ def test_events_rung_just_before_the_release_are_claimed_after_it(
 def test_a_helper_leaves_the_trickle_to_the_holder(
     client: FlaskClient, admin_key: str, runtime: Runtime, on_claim: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runtime, "settings", dataclasses.replace(runtime.settings, batch_size=2))
-    for i in range(5):
-        identify(client, admin_key, email=f"u{i}@example.com")
-    _take_queued_job(runtime)
+    _pending_in_small_batches(client, admin_key, runtime, monkeypatch, 5)
     runtime.redis.set(doorbell.DOORBELL_KEY, OTHER_JOB, ex=60)  # another job holds the doorbell
     recruits: list[Runtime] = []
     monkeypatch.setattr(jobs, "recruit", recruits.append)
@@ -130,10 +137,7 @@ def test_a_helper_leaves_the_trickle_to_the_holder(
 def test_full_batches_recruit_one_helper_at_a_time(
     client: FlaskClient, admin_key: str, runtime: Runtime, drain: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runtime, "settings", dataclasses.replace(runtime.settings, batch_size=2))
-    for i in range(7):
-        identify(client, admin_key, email=f"u{i}@example.com")
-    _take_queued_job(runtime)
+    _pending_in_small_batches(client, admin_key, runtime, monkeypatch, 7)
     assert jobs.drain() == 7
     # Three full batches asked; one helper job is queued (a second would only wait behind it).
     assert len(runtime.queue) == 1
@@ -188,10 +192,7 @@ class _Unreachable(Redis):
 def test_without_redis_the_job_drains_everything_and_asks_at_most_once_a_second(
     client: FlaskClient, admin_key: str, runtime: Runtime, on_claim: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runtime, "settings", dataclasses.replace(runtime.settings, batch_size=2))
-    for i in range(5):
-        identify(client, admin_key, email=f"u{i}@example.com")
-    _take_queued_job(runtime)
+    _pending_in_small_batches(client, admin_key, runtime, monkeypatch, 5)
     # The failed recruit opens the doorbell's breaker: put it back as it was for the next test.
     monkeypatch.setattr(runtime, "doorbell_paused_until", runtime.doorbell_paused_until)
     unreachable = _Unreachable(connection_pool=fast_pool(Redis(port=1).connection_pool))
