@@ -366,7 +366,16 @@ def main() -> None:
         sys.path.insert(0, str(REPO))  # run as a script: bench/ is on the path, not the repository
         from bench.drain_stats import compare
 
-        compare(args.pg, redis_url, home, args.batch_size, args.events, args.repeat)
+        @contextmanager
+        def fresh() -> Iterator[Any]:
+            with database(args.pg, "drainstats") as url:
+                prepare(url, child_env(url, redis_url, home, args.batch_size))
+                seed(url, args.events, "stats")
+                runtime = drain_runtime(url, redis_url, args.batch_size)
+                yield runtime
+                runtime.db.dispose()
+
+        compare(fresh, args.batch_size, args.events, args.repeat)
         return
     with database(args.pg) as url:
         env = child_env(url, redis_url, home, args.batch_size)

@@ -12,11 +12,11 @@ worker's lookup of a batch's project rows by customer id, with and without stati
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import text
-
-from bench.drain_profile import child_env, database, drain_runtime, log, prepare, seed
 
 # The batch's load of project rows (workers/batch/load_statements.py `project_rows`), for 20 ids.
 LOOKUP = "EXPLAIN SELECT * FROM customer_projects WHERE customer_id IN ({ids})"
@@ -56,14 +56,13 @@ def stats_profile(runtime: Any, batch_size: int, events: int, analyze: bool) -> 
     return rate
 
 
-def compare(pg: str, redis_url: str, home: str, batch_size: int, events: int, repeat: int) -> None:
-    log(f"{events} events in batches of {batch_size}, the second half timed:")
+def compare(
+    fresh: Callable[[], AbstractContextManager[Any]], batch_size: int, events: int, repeat: int
+) -> None:
+    """Each case on a runtime from `fresh()`: a new database holding `events` pending events (an
+    emptied one would keep an earlier ANALYZE's statistics)."""
+    print(f"{events} events in batches of {batch_size}, the second half timed:", flush=True)
     for _ in range(repeat):
         for analyze in (False, True):
-            # A new database each time: TRUNCATE would keep an earlier ANALYZE's statistics.
-            with database(pg, "drainstats") as url:
-                prepare(url, child_env(url, redis_url, home, batch_size))
-                seed(url, events, "stats")
-                runtime = drain_runtime(url, redis_url, batch_size)
+            with fresh() as runtime:
                 stats_profile(runtime, batch_size, events, analyze)
-                runtime.db.dispose()
