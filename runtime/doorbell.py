@@ -98,19 +98,18 @@ class DrainHold:
 
     Before, a drain job cleared the doorbell as it started and kept claiming; the next ring found
     the key free and queued a second job, so under a steady trickle every worker looped, each
-    claiming half the batches (at 200 webhooks/s two workers and PostgreSQL spent ~0.8 CPUs on
-    batches of two or three events). Now the job that holds the doorbell (`holding`) drains alone
-    until a claim finds nothing; a full batch recruits a helper (`recruit`), and a helper, a job
-    that found the doorbell held by another, leaves at its first batch that is not full.
+    claiming half the batches (at 200 webhooks/s the two workers used 0.44 CPUs, one alone 0.26:
+    bench/README.md). Now the job that holds the doorbell (`holding`) drains alone until a claim
+    finds nothing; a full batch recruits a helper (`recruit`), and a helper, a job that found the
+    doorbell held by another, leaves at its first batch that is not full.
 
     No wake-up is lost. A ring that found the doorbell held came after its events' commit; the
-    holder claims again after every renewal, and it stops only after a claim that found nothing
-    *after releasing the key* (`release`, then one more claim): an event committed before the
-    release is seen by that claim, and the ring of one committed after it finds the key free and
-    queues a job. A helper leaves only while another job holds the key. A job killed while it
-    holds the key silences rings for `HOLD_TTL_SECONDS` at most; the sweeper finds what waits
-    longer. When Redis fails, a job behaves as the holder (drains until empty), which is always
-    safe."""
+    holder stops only after a claim that found nothing *after releasing the key* (`release`, then
+    one more claim): an event committed before the release is seen by that claim, and the ring of
+    one committed after it finds the key free and queues a job. A helper leaves only while another
+    job holds the key. A job killed while it holds the key silences rings for `HOLD_TTL_SECONDS`
+    at most; the sweeper finds what waits longer. When Redis fails, a job behaves as the holder
+    (drains until empty), which is always safe."""
 
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
