@@ -182,10 +182,12 @@ def test_a_job_takes_over_from_a_ring_still_queued(
 class _Unreachable(Redis):
     """Redis that is not there (nothing listens on port 1), counting the hold's calls."""
 
-    evals = 0
+    def __init__(self) -> None:
+        super().__init__(connection_pool=fast_pool(Redis(port=1).connection_pool))
+        self.evals = 0
 
     def eval(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        type(self).evals += 1
+        self.evals += 1
         return super().eval(*args, **kwargs)
 
 
@@ -195,10 +197,10 @@ def test_without_redis_the_job_drains_everything_and_asks_at_most_once_a_second(
     _pending_in_small_batches(client, admin_key, runtime, monkeypatch, 5)
     # The failed recruit opens the doorbell's breaker: put it back as it was for the next test.
     monkeypatch.setattr(runtime, "doorbell_paused_until", runtime.doorbell_paused_until)
-    unreachable = _Unreachable(connection_pool=fast_pool(Redis(port=1).connection_pool))
+    unreachable = _Unreachable()
     monkeypatch.setitem(runtime.__dict__, "fast_redis", unreachable)
     claims = on_claim(lambda number, claimed: None)
     assert jobs.drain() == 5
     assert claims == [2, 2, 1, 0, 0]  # as the holder: until a claim after the release finds nothing
     # One failed attempt to take the doorbell covers the next second's batches, then the release.
-    assert _Unreachable.evals == 2
+    assert unreachable.evals == 2
