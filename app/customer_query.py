@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, or_, select, type_coerce
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -180,9 +180,24 @@ def list_customers(session: Session, reader: Reader, request: ListRequest, secre
     spec = query.sort_spec()
     after = codec.decode(request.cursor, query.binding, spec) if request.cursor is not None else None
     dialect = session.get_bind().dialect.name
-    rows, position = fetch_page(session, query.statement(dialect), spec, request.limit, after)
+    # The page's ids first, then its customers by primary key. The walk down the sort order then
+    # needs nothing from the customers table that its (account_id, sort column, id) index lacks,
+    # so PostgreSQL answers it from the index alone (an index-only scan where the visibility map
+    # allows) and reads the table for the page's rows only, not for every customer a project
+    # filter probes and rejects (`params.seats=50`, 0.6 % of 1,000,000: ~4,800 probed, 118 -> 41
+    # ms; bench/README.md). SQLite likewise walks a covering index.
+    walk = query.statement(dialect).with_only_columns(Customer.id)
+    if dialect == "postgresql":
+        # Serial: a parallel walk (Gather Merge) sends workers down their own shares of the index,
+        # each running ahead, so a page of 50 probed ~11,000 customers where one process probes
+        # ~4,800 (the 0.6 % family: 56-76 ms against 25-35 ms). For the rest of this transaction.
+        session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
+    rows, position = fetch_page(session, walk, spec, request.limit, after)
+    ids = [row[0] for row in rows]
+    loaded = {c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_(ids)))} if ids else {}
     next_cursor = codec.encode(position, query.binding) if position is not None else None
-    return CustomerPage([row[0] for row in rows], next_cursor)
+    # A customer erased between the two statements is left out rather than failing the page.
+    return CustomerPage([loaded[i] for i in ids if i in loaded], next_cursor)
 
 
 def _visible(reader: Reader, stmt: Select[Customer]) -> Select[Customer]:

@@ -203,3 +203,61 @@ def test_every_phase_of_an_activity_sort_is_read_in_index_order(
     assert any(RESUMED.search(sql) for sql, _ in null_phase)  # some page resumed inside the phase
     for sql, plan in null_phase:
         assert _seeks_null_phase(plan, bool(RESUMED.search(sql))), plan
+
+
+@pytest.mark.parametrize("sort", ["-last_activity_at", "created_at"])
+def test_a_project_filter_over_every_project_walks_an_index_without_reading_customers(
+    runtime: Runtime,
+    account_id: str,
+    people: list[Customer],
+    statements: list[tuple[str, Any]],
+    sort: str,
+) -> None:
+    # Without a project, the walk goes down the customers' sort index and probes each customer's
+    # project rows; a rare params value means many probes per page. The walk must ask the index
+    # for nothing it lacks, or every probed customer costs a read of the customers table too.
+    chosen = {c.id for c in people[::10]}
+    with runtime.db.engine.begin() as conn:
+        conn.execute(
+            CustomerProject.__table__.update()
+            .where(CustomerProject.customer_id.in_(chosen))
+            .values(params={"seats": 50})
+        )
+    if runtime.db.is_postgres:
+        # As autovacuum would: an index-only scan needs the visibility map set.
+        with runtime.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE customers"))
+            conn.execute(text("VACUUM ANALYZE customer_projects"))
+    with runtime.db.session() as session, session.begin():
+        _avoid(session, runtime, "seqscan", "sort", "bitmapscan")
+        found = _all_pages(session, account_id, f"params.seats=50&sort={sort}&limit=5")
+        plans = _plans(session, statements)
+    assert sorted(found) == sorted(c.email for c in people if c.id in chosen)
+    index = "ix_customers_account_created" if sort == "created_at" else "ix_customers_account_activity"
+    assert plans
+    for plan in plans:
+        if runtime.db.is_postgres:
+            assert (
+                f"Index Only Scan Backward using {index}" in plan or f"Index Only Scan using {index}" in plan
+            ), plan
+        else:
+            assert f"USING COVERING INDEX {index}" in plan, plan
+
+
+def test_the_walk_runs_in_one_process_on_postgresql(
+    runtime: Runtime, account_id: str, people: list[Customer], statements: list[tuple[str, Any]]
+) -> None:
+    if not runtime.db.is_postgres:
+        pytest.skip("parallel query is PostgreSQL's")
+    with runtime.db.session() as session, session.begin():
+        # Parallel workers made free, as a big table makes them look to the planner.
+        for setting in ("parallel_setup_cost", "parallel_tuple_cost", "min_parallel_index_scan_size"):
+            session.execute(text(f"SET LOCAL {setting} = 0"))
+        _avoid(session, runtime, "seqscan", "sort", "bitmapscan")
+        found = _all_pages(session, account_id, "status=paid&limit=50")
+        # The plans as the walk ran them: in its own transaction, with its settings.
+        plans = _plans(session, statements)
+    assert len(found) == len(people)
+    assert plans
+    for plan in plans:
+        assert "Gather" not in plan and "Parallel" not in plan, plan
