@@ -55,9 +55,14 @@ def main() -> int:
             out[family] = {"status": response.status_code, "plan": [], "uses_index": None}
             continue
         engine, statement, parameters = max(selects, key=lambda c: len(c[1]))
+        # The planner settings the request's transaction ran with (`SET LOCAL …`), replayed in
+        # the EXPLAIN's, so the plan is the one the app got.
+        settings = [c for c in captured if c[1].lstrip().upper().startswith("SET ")]
         event.remove(Engine, "before_cursor_execute", capture)
         try:
-            with engine.connect() as conn:
+            with engine.begin() as conn:
+                for _, setting, setting_parameters in settings:
+                    conn.exec_driver_sql(setting, setting_parameters)
                 rows = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", parameters).all()
         finally:
             event.listen(Engine, "before_cursor_execute", capture)
