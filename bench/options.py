@@ -32,7 +32,7 @@ class Config:
     rounds: int = 3
     batch_messages: int = 100
     sustained_window: int = 60
-    sustained_rates: tuple[int, ...] = (200, 500, 1000, 1500, 2000, 3000)
+    sustained_rates: tuple[int, ...] = (200, 500, 750, 1000, 1500, 2000, 3000)
     latency_rate: int = 200
     read_customers: int = 1_000_000
     read_repeat: int = 40
@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     add("--batch-messages", type=int, default=100, help="Messages per /v1/batch request.")
     add("--seed-threads", type=int, default=4, help="Client threads storing drain events (/v1/batch).")
     add("--sustained-window", type=int, default=60, help="Seconds each sustained rate is held.")
-    add("--sustained-rates", default="200,500,1000,1500,2000,3000", help="Offered events/s, rising.")
+    add("--sustained-rates", default="200,500,750,1000,1500,2000,3000", help="Offered events/s, rising.")
     add("--read-customers", type=int, default=1_000_000, help="Customers generated for the read side.")
     add("--read-repeat", type=int, default=40, help="Requests timed per read-side filter family.")
     add("--memory-batch-sizes", default="100,500,2000", help="Batch sizes for worker RSS growth.")
