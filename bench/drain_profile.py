@@ -34,7 +34,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from redis import Redis
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
@@ -255,97 +254,6 @@ def profile(url: str, redis_url: str, batch_size: int, events: int) -> None:  # 
     runtime.db.dispose()
 
 
-# -- worker processes ------------------------------------------------------------------------------
-
-
-def workers_run(url: str, env: dict[str, str], count: int, events: int) -> float:
-    from rq import Worker
-
-    from tributary.runtime.config import Settings
-    from tributary.runtime.doorbell import ring
-    from tributary.runtime.process import Runtime
-
-    settings = Settings.load(
-        {
-            "DATABASE_URL": url,
-            "REDIS_URL": env["REDIS_URL"],
-            "TRIBUTARY_HOME": env["TRIBUTARY_HOME"],
-            "TRIBUTARY_SECRET_KEY": "drain-profile",
-        }
-    )
-    runtime = Runtime(settings)
-    runtime.redis.flushdb()
-    logs = Path(env["TRIBUTARY_HOME"]) / "logs"
-    logs.mkdir(exist_ok=True)
-    procs = [
-        subprocess.Popen(
-            [str(BIN / "tributary"), "worker"],
-            env=env,
-            stdout=open(logs / f"w{count}-{i}.log", "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        for i in range(count)
-    ]
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    try:
-        deadline = time.monotonic() + 60
-        while Worker.count(connection=runtime.redis, queue=runtime.queue) < count:
-            if time.monotonic() > deadline:
-                raise RuntimeError("workers did not register")
-            time.sleep(0.05)
-        time.sleep(0.5)
-        t0 = time.monotonic()
-        ring(runtime)
-        with engine.connect() as conn:
-            while conn.execute(
-                text("SELECT EXISTS (SELECT 1 FROM events WHERE status = 'pending')")
-            ).scalar():
-                time.sleep(0.02)
-                if time.monotonic() - t0 > 600:
-                    raise RuntimeError("drain took over 10 minutes")
-            seconds = time.monotonic() - t0
-            statuses = dict(conn.execute(text("SELECT status, count(*) FROM events GROUP BY 1")).all())
-        if statuses != {"processed": events}:
-            raise RuntimeError(f"unexpected statuses {statuses}")
-        return seconds
-    finally:
-        for proc in procs:
-            os.killpg(proc.pid, 15)
-        for proc in procs:
-            proc.wait(20)
-        engine.dispose()
-        runtime.redis.flushdb()
-
-
-def noop_run(env: dict[str, str], jobs: int) -> float:
-    from rq import Queue
-
-    redis = Redis.from_url(env["REDIS_URL"])
-    redis.flushdb()
-    queue = Queue("drain-profile-noop", connection=redis)
-    for start in range(0, jobs, 1000):
-        with redis.pipeline() as pipe:
-            for _ in range(start, min(start + 1000, jobs)):
-                queue.enqueue("bench.noop.noop", pipeline=pipe)
-            pipe.execute()
-    proc = subprocess.Popen(
-        [str(BIN / "tributary"), "worker", "--burst"],
-        env={**env, "TRIBUTARY_QUEUE": "drain-profile-noop"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    while redis.llen(queue.key) >= jobs:
-        if proc.poll() is not None:
-            raise SystemExit(f"the no-op worker exited before its first job:\n{proc.stderr.read().decode()}")
-        time.sleep(0.002)
-    t0 = time.monotonic()
-    proc.wait(900)
-    seconds = time.monotonic() - t0
-    redis.flushdb()
-    return seconds
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -377,6 +285,9 @@ def main() -> None:
 
         compare(fresh, args.batch_size, args.events, args.repeat)
         return
+    sys.path.insert(0, str(REPO))  # run as a script: bench/ is on the path, not the repository
+    from bench.drain_processes import noop_run, workers_run
+
     with database(args.pg) as url:
         env = child_env(url, redis_url, home, args.batch_size)
         prepare(url, env)
@@ -391,7 +302,6 @@ def main() -> None:
             profile(url, redis_url, args.batch_size, args.events)
             return
         if args.mode == "triggers":
-            sys.path.insert(0, str(REPO))  # run as a script: bench/ is on the path, not the repository
             from bench.drain_triggers import trigger_profile
 
             seed(url, args.events, "trig")
