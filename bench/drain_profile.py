@@ -270,8 +270,8 @@ def main() -> None:
     args = parser.parse_args()
     redis_url = f"{args.redis}/{args.redis_db}"
     home = tempfile.mkdtemp(prefix="drainprof-")
+    sys.path.insert(0, str(REPO))  # run as a script: bench/ is on the path, not the repository
     if args.mode == "stats":
-        sys.path.insert(0, str(REPO))  # run as a script: bench/ is on the path, not the repository
         from bench.drain_stats import compare
 
         @contextmanager
@@ -280,12 +280,13 @@ def main() -> None:
                 prepare(url, child_env(url, redis_url, home, args.batch_size))
                 seed(url, args.events, "stats")
                 runtime = drain_runtime(url, redis_url, args.batch_size)
-                yield runtime
-                runtime.db.dispose()
+                try:
+                    yield runtime
+                finally:
+                    runtime.db.dispose()
 
         compare(fresh, args.batch_size, args.events, args.repeat)
         return
-    sys.path.insert(0, str(REPO))  # run as a script: bench/ is on the path, not the repository
     from bench.drain_processes import noop_run, workers_run
 
     with database(args.pg) as url:
