@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from tests.helpers import plan_of
 from tributary.app.customer_args import parse_list_args
-from tributary.app.customer_query import Reader, list_customers
+from tributary.app.customer_query import Reader, customer_json, list_customers
 from tributary.models import Customer, CustomerProject, Project
 from tributary.runtime.process import Runtime
 
@@ -261,3 +261,38 @@ def test_the_walk_runs_in_one_process_on_postgresql(
     assert plans
     for plan in plans:
         assert "Gather" not in plan and "Parallel" not in plan, plan
+
+
+@pytest.fixture
+def all_statements(runtime: Runtime) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        seen.append(statement)
+
+    event.listen(runtime.db.engine, "before_cursor_execute", capture)
+    yield seen
+    event.remove(runtime.db.engine, "before_cursor_execute", capture)
+
+
+def test_a_page_reads_only_what_it_shows_with_one_statement_text_per_lookup(
+    runtime: Runtime, account_id: str, people: list[Customer], all_statements: list[str]
+) -> None:
+    # The page's customers, their projects and identities are read by id after the walk. Their
+    # merge clocks are never shown, so never read (nor decoded); on PostgreSQL the ids are one
+    # array parameter, so a lookup's text (compiled once, prepared by the driver) is the same
+    # for a page of 3 and a page of 50, where an expanding IN rendered a placeholder per id.
+    texts: dict[int, list[str]] = {}
+    for limit in (3, 50):
+        all_statements.clear()
+        with runtime.db.session() as session:
+            page = list_customers(session, Reader(account_id), parse_list_args({"limit": [str(limit)]}), "s")
+            rows = customer_json(session, page.customers)
+        assert len(rows) == limit and all(r["projects"]["app"]["status"] == "paid" for r in rows)
+        lookups = [s for s in all_statements if s.lstrip().upper().startswith("SELECT") and "LIMIT" not in s]
+        assert not [s for s in lookups if re.search(r"\bclock\b", s)], lookups
+        texts[limit] = lookups
+    assert len(texts[3]) == 3
+    if runtime.db.is_postgres:
+        assert texts[3] == texts[50]
+        assert all("= ANY (" in s for s in texts[3]), texts[3]
