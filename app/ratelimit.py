@@ -52,8 +52,12 @@ BREAKER_SECONDS = 5.0
 # bounds both the round trips saved and what other processes may admit above the burst.
 CHUNK_FRACTION = 0.01
 MAX_CHUNK = 100
-# Report at least this often (as a fraction of the period), so other processes' views stay close.
-MAX_STALE_FRACTION = 0.1
+# Report at least once a period, so no request waits longer than that to be counted in Redis.
+# Not more often: what a process may admit above the burst is bounded by its chunk alone (its
+# view only overestimates the bucket, however old), and a tighter bound made the round trips
+# follow the clock instead of the chunk: at 0.1 of a period, eight keys served by four processes
+# at ~600 requests/s (~19/s on each view) reported on 21-28 % of requests, not 10 %.
+MAX_STALE_FRACTION = 1.0
 
 # KEYS[1]: the bucket. ARGV: refill per second, capacity, tokens already spent (admitted by the
 # caller since its last call), tokens wanted now. Returns {granted, level as a string}; the

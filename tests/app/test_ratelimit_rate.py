@@ -123,3 +123,25 @@ def test_a_round_trip_does_not_hold_up_the_processs_other_threads(runtime: Runti
     reporter.join(10)
     limiter.__dict__["_spend"] = real_spend
     assert _admitted(limiter, "key_flight", 20) == 20
+
+
+def test_a_steady_key_reports_once_a_chunk_not_once_a_tick_of_the_clock(runtime: Runtime) -> None:
+    # One process's share of a busy key: 40 requests over ~0.8 s (50/s on this view against
+    # 1000/s, a chunk of 10). Each chunk is one round trip to Redis; a report forced every tenth
+    # of a second sent one every ~5 requests instead, on every view of every key.
+    limiter = RateLimiter(lambda: runtime.redis, "1000/second")
+    real_spend = limiter._spend
+    calls: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real_spend(*args, **kwargs)
+
+    limiter.__dict__["_spend"] = counted
+    started = time.monotonic()
+    for _ in range(40):
+        assert _admitted(limiter, "key_steady", 1) == 1
+        time.sleep(0.02)
+    # The first call learns the bucket; a slow machine may add one report per period elapsed.
+    allowed = 1 + 40 // limiter.limits[0].chunk + int(time.monotonic() - started)
+    assert len(calls) <= allowed, len(calls)
