@@ -122,6 +122,12 @@ class CustomerQuery:
             isoformat(f.created_since),
         )
 
+    @property
+    def probes_project_rows(self) -> bool:
+        """Whether the walk down the customers' sort order tests each customer's project rows (a
+        project filter over every project): then it passes many customers for each it keeps."""
+        return self.project_id is None and (self.filters.status is not None or bool(self.filters.params))
+
     def sort_spec(self) -> SortSpec:
         name = self.filters.sort.lstrip("-")
         descending = self.filters.sort.startswith("-")
@@ -235,29 +241,38 @@ def list_customers(session: Session, reader: Reader, request: ListRequest, secre
     spec = query.sort_spec()
     after = codec.decode(request.cursor, query.binding, spec) if request.cursor is not None else None
     dialect = session.get_bind().dialect.name
-    # The page's ids first, then its customers by primary key. The walk down the sort order then
-    # needs nothing from the customers table that its (account_id, sort column, id) index lacks,
-    # so PostgreSQL answers it from the index alone (an index-only scan where the visibility map
-    # allows) and reads the table for the page's rows only, not for every customer a project
-    # filter probes and rejects (`params.seats=50`, 0.6 % of 1,000,000: ~4,800 probed, 118 -> 41
-    # ms; bench/README.md). SQLite likewise walks a covering index.
-    walk = query.statement(dialect).with_only_columns(Customer.id)
     if dialect == "postgresql":
         # Serial: a parallel walk (Gather Merge) sends workers down their own shares of the index,
         # each running ahead, so a page of 50 probed ~11,000 customers where one process probes
         # ~4,800 (the 0.6 % family: 56-76 ms against 25-35 ms). For the rest of this transaction.
         session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
-    rows, position = fetch_page(session, walk, spec, request.limit, after)
-    ids = [row[0] for row in rows]
-    loaded: dict[str, CustomerFields] = {}
-    if ids:
-        loaded = {
-            c.id: c
-            for c in session.execute(select(*CUSTOMER_COLUMNS).where(among(Customer.id, ids, dialect)))
-        }
+    if not query.probes_project_rows:
+        # The walk reads the table's row of each customer it keeps anyway (through a join, or for
+        # a filter its index lacks) and passes few it does not: it returns the page itself.
+        rows, position = fetch_page(
+            session, query.statement(dialect).with_only_columns(*CUSTOMER_COLUMNS), spec, request.limit, after
+        )
+        customers: list[CustomerFields] = list(rows)
+    else:
+        # The page's ids first, then its customers by primary key. The walk down the sort order
+        # then needs nothing from the customers table that its (account_id, sort column, id)
+        # index lacks, so PostgreSQL answers it from the index alone (an index-only scan where
+        # the visibility map allows) and reads the table for the page's rows only, not for every
+        # customer a project filter probes and rejects (`params.seats=50`, 0.6 % of 1,000,000:
+        # ~4,800 probed, 118 -> 41 ms; bench/README.md). SQLite likewise walks a covering index.
+        walk = query.statement(dialect).with_only_columns(Customer.id)
+        rows, position = fetch_page(session, walk, spec, request.limit, after)
+        ids = [row[0] for row in rows]
+        loaded: dict[str, CustomerFields] = {}
+        if ids:
+            loaded = {
+                c.id: c
+                for c in session.execute(select(*CUSTOMER_COLUMNS).where(among(Customer.id, ids, dialect)))
+            }
+        # A customer erased between the two statements is left out rather than failing the page.
+        customers = [loaded[i] for i in ids if i in loaded]
     next_cursor = codec.encode(position, query.binding) if position is not None else None
-    # A customer erased between the two statements is left out rather than failing the page.
-    return CustomerPage([loaded[i] for i in ids if i in loaded], next_cursor)
+    return CustomerPage(customers, next_cursor)
 
 
 def _visible(reader: Reader, stmt: Select[Customer]) -> Select[Customer]:
