@@ -48,6 +48,20 @@ def prepare_heap() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
+@contextmanager
+def _retried_later(what: str) -> Iterator[None]:
+    """Log a maintenance step's failure and go on: it runs again at the next interval. A stop is
+    not a failure: when the worker is idle, RQ's SIGTERM handler raises StopRequested in whatever
+    frame is running, a sweep's query included, and a worker that logged it as a failed sweep
+    went on working until it was killed (the bench's drain worker, 20 s after its SIGTERM)."""
+    try:
+        yield
+    except StopRequested:
+        raise
+    except Exception:
+        log.exception("%s failed; will try again next interval", what)
+
+
 class TributaryWorker(SimpleWorker):
     """Runs jobs in-process (no fork per job): drain jobs are few and long, and keeping the
     database pool warm across them matters more than fork isolation.
@@ -120,6 +134,8 @@ class TributaryWorker(SimpleWorker):
             sweep(self.runtime, older_than=timedelta(0))
         except REDIS_DOWN as exc:
             log.warning("Redis dropped again while resuming (%s); the next call retries", exc)
+        except StopRequested:
+            raise
         except Exception:
             log.exception("sweep after the outage failed; the periodic sweep will retry")
 
@@ -210,14 +226,10 @@ class TributaryWorker(SimpleWorker):
     # --- maintenance ----------------------------------------------------------------------------
 
     def run_maintenance_tasks(self) -> None:
-        try:
+        with _retried_later("sweep"):
             sweep_if_due(self.runtime)
-        except Exception:
-            log.exception("sweep failed; will try again next interval")
-        try:
+        with _retried_later("scheduling the periodic reconcile"):
             reconcile_if_due(self.runtime)
-        except Exception:
-            log.exception("scheduling the periodic reconcile failed; will try again next interval")
         with self._riding_out_redis("maintaining registries"):
             self._keep_scheduler()
             now = time.monotonic()
