@@ -22,6 +22,7 @@ from tributary.runtime.process import Runtime, current
 from tributary.workers.batch.apply import apply_events, claim_events, claim_pending
 from tributary.workers.failpoints import failpoint
 from tributary.workers.isolation import apply_isolated, isolable, record_failure
+from tributary.workers.stopping import STOP_REQUESTED
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,10 @@ def drain() -> int:
     its next claim. A batch costs a dozen statements and a transaction whatever its size, and
     claimed at once, a steady trickle came one or two events at a time: at 200 webhooks/s the two
     workers and PostgreSQL used 1.3 CPUs for what a few batches a second carry (bench/README.md).
-    An event is visible that much later at most; a full batch, the backlog, is claimed at once."""
+    An event is visible that much later at most; a full batch, the backlog, is claimed at once.
+
+    A worker asked to stop (SIGTERM) ends the job after the batch in hand and rings for another
+    worker to go on (`workers/stopping.py`), rather than draining on until the slice ends."""
     runtime = current()
     hold = DrainHold(runtime)
     hold.start()
@@ -115,8 +119,9 @@ def drain() -> int:
                 recruit(runtime)
             elif not holding:
                 return total  # a helper: the trickle is the holder's
-            if time.monotonic() - started > DRAIN_SLICE_SECONDS:
-                # Hand over to a new job (queued by the ring, as the key is free) for RQ's sake.
+            if STOP_REQUESTED.is_set() or time.monotonic() - started > DRAIN_SLICE_SECONDS:
+                # Hand over to a new job (queued by the ring, as the key is free) for RQ's sake,
+                # or for another worker's when this one is stopping.
                 hold.release()
                 ring(runtime)
                 return total

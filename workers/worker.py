@@ -22,6 +22,7 @@ from rq.utils import now as rq_now
 from tributary.runtime.doorbell import settle_all
 from tributary.runtime.process import Runtime
 from tributary.workers.imports import reconcile_if_due
+from tributary.workers.stopping import STOP_REQUESTED
 from tributary.workers.sweep import sweep, sweep_if_due
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ class TributaryWorker(SimpleWorker):
 
     def work(self, burst: bool = False, *args: Any, **kwargs: Any) -> bool:
         self._burst = burst
+        STOP_REQUESTED.clear()  # a stop asked of an earlier worker in this process (tests)
         if burst:
             # A burst worker in the process that served the requests (`tributary.app.testing`, the
             # tests) lets the doorbell rings they owe land first, or it could find no job yet.
@@ -210,6 +212,8 @@ class TributaryWorker(SimpleWorker):
             super().execute_job(job, queue)
 
     def _shutdown(self) -> None:
+        # A drain job in hand ends after its batch instead of draining on (workers/stopping.py).
+        STOP_REQUESTED.set()
         # A stop asked for during a job is recorded in Redis too; during an outage that write
         # must not raise inside the job (the signal handler runs in the job's frame).
         try:

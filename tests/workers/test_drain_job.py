@@ -18,6 +18,7 @@ from tests.helpers import identify
 from tributary.models import Event
 from tributary.runtime.process import Runtime
 from tributary.workers import jobs
+from tributary.workers.stopping import STOP_REQUESTED
 
 
 @pytest.fixture
@@ -122,3 +123,31 @@ def test_a_full_batch_recruits_another_worker_and_is_followed_by_a_claim_at_once
         assert yields == ([gather_s] if gather_s else [])
     else:
         assert yields == [jobs.SQLITE_YIELD_S, max(gather_s, jobs.SQLITE_YIELD_S)]
+
+
+def test_a_stop_asked_of_the_worker_ends_the_job_after_the_batch_in_hand(
+    client: FlaskClient,
+    admin_key: str,
+    runtime: Runtime,
+    batches: list[int],
+    yields: list[float],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Under a backlog the job would drain on for its whole slice (30 s), as long as a platform
+    # waits between SIGTERM and SIGKILL; asked to stop, it ends at the batch boundary and rings,
+    # so another worker takes the rest.
+    monkeypatch.setattr(runtime, "settings", dataclasses.replace(runtime.settings, batch_size=2))
+    rings: list[bool] = []
+    real_ring = jobs.ring
+    monkeypatch.setattr(jobs, "ring", lambda rt: rings.append(real_ring(rt)) or rings[-1])
+    for i in range(5):
+        identify(client, admin_key, email=f"s{i}@example.com")
+    STOP_REQUESTED.set()
+    try:
+        assert jobs.drain() == 2
+    finally:
+        STOP_REQUESTED.clear()
+    assert batches == [2]
+    assert _pending(runtime) == 3
+    assert rings == [True]  # a drain job queued for the other workers
+    assert jobs.drain() == 3  # the next job (here, the same process) finishes them

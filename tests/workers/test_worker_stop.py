@@ -15,6 +15,7 @@ from rq.exceptions import StopRequested
 
 from tributary.runtime.process import Runtime
 from tributary.workers import worker as worker_module
+from tributary.workers.stopping import STOP_REQUESTED
 from tributary.workers.worker import TributaryWorker
 
 
@@ -25,6 +26,7 @@ def restored_signals() -> Iterator[None]:
     yield
     for number, handler in saved.items():
         signal.signal(number, handler)
+    STOP_REQUESTED.clear()
 
 
 @pytest.mark.parametrize("step", ["sweep_if_due", "reconcile_if_due"])
@@ -44,6 +46,7 @@ def test_a_stop_asked_for_during_maintenance_stops_the_worker(
     with pytest.raises(StopRequested):
         worker.run_maintenance_tasks()
     assert ran == []
+    assert STOP_REQUESTED.is_set()  # what a drain job in hand reads (tests/workers/test_drain_job.py)
 
 
 def test_a_failing_maintenance_step_is_logged_and_the_worker_goes_on(
