@@ -220,7 +220,9 @@ def among(column: Any, ids: list[str], dialect: str) -> ColumnElement[bool]:
     is the same for every page, so it is compiled once and prepared by the driver, where an
     expanding IN renders and binds a placeholder per id on every request. SQLite has no arrays."""
     if dialect == "postgresql":
-        return column == any_(bindparam("ids", ids, type_=ARRAY(String())))  # type: ignore[no-any-return]
+        # Unique: two of these in one statement stay two parameters.
+        ids_param = bindparam("ids", ids, type_=ARRAY(String()), unique=True)
+        return column == any_(ids_param)  # type: ignore[no-any-return]
     return column.in_(ids)  # type: ignore[no-any-return]
 
 

@@ -16,12 +16,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, text
+from sqlalchemy import event, insert, or_, select, text
 from sqlalchemy.orm import Session
 
 from tests.helpers import plan_of
 from tributary.app.customer_args import parse_list_args
-from tributary.app.customer_query import Reader, customer_json, list_customers
+from tributary.app.customer_query import Reader, among, customer_json, list_customers
 from tributary.models import Customer, CustomerProject, Project
 from tributary.runtime.process import Runtime
 
@@ -301,3 +301,15 @@ def test_a_page_reads_only_what_it_shows_with_one_statement_text_per_lookup(
         if runtime.db.is_postgres:
             assert texts[3] == texts[50]
             assert all("= ANY (" in s for s in texts[3]), texts[3]
+
+
+def test_two_id_lists_in_one_statement_stay_apart(runtime: Runtime, people: list[Customer]) -> None:
+    first, second = [people[0].id, people[1].id], [people[2].id]
+    with runtime.db.session() as session:
+        dialect = session.get_bind().dialect.name
+        found = session.scalars(
+            select(Customer.id).where(
+                or_(among(Customer.id, first, dialect), among(Customer.id, second, dialect))
+            )
+        ).all()
+    assert sorted(found) == sorted(first + second)
