@@ -248,29 +248,24 @@ def list_customers(session: Session, reader: Reader, request: ListRequest, secre
         # each running ahead, so a page of 50 probed ~11,000 customers where one process probes
         # ~4,800 (the 0.6 % family: 56-76 ms against 25-35 ms). For the rest of this transaction.
         session.execute(text("SET LOCAL max_parallel_workers_per_gather = 0"))
-    if not query.probes_project_rows:
-        # The walk reads the table's row of each customer it keeps anyway (through a join, or for
-        # a filter its index lacks) and passes few it does not: it returns the page itself.
-        rows, position = fetch_page(
-            session, query.statement(dialect).with_only_columns(*CUSTOMER_COLUMNS), spec, request.limit, after
-        )
-        customers: list[CustomerFields] = list(rows)
-    else:
-        # The page's ids first, then its customers by primary key. The walk down the sort order
-        # then needs nothing from the customers table that its (account_id, sort column, id)
-        # index lacks, so PostgreSQL answers it from the index alone (an index-only scan where
-        # the visibility map allows) and reads the table for the page's rows only, not for every
-        # customer a project filter probes and rejects (`params.seats=50`, 0.6 % of 1,000,000:
-        # ~4,800 probed, 118 -> 41 ms; bench/README.md). SQLite likewise walks a covering index.
-        walk = query.statement(dialect).with_only_columns(Customer.id)
-        rows, position = fetch_page(session, walk, spec, request.limit, after)
+    # A walk that probes project rows (a project filter over every project) selects the page's
+    # ids alone, then its customers are read by primary key: the walk down the sort order then
+    # needs nothing from the customers table that its (account_id, sort column, id) index lacks,
+    # so PostgreSQL answers it from the index alone (an index-only scan where the visibility map
+    # allows) and reads the table for the page's rows only, not for every customer the probe
+    # rejects (`params.seats=50`, 0.6 % of 1,000,000: ~4,800 probed, 118 -> 41 ms;
+    # bench/README.md); SQLite likewise walks a covering index. Any other walk reads the table's
+    # row of each customer it keeps anyway (through a join, or for a filter its index lacks) and
+    # passes few it does not: it returns the page itself.
+    by_id = query.probes_project_rows
+    columns = (Customer.id,) if by_id else CUSTOMER_COLUMNS
+    walk = query.statement(dialect).with_only_columns(*columns)
+    rows, position = fetch_page(session, walk, spec, request.limit, after)
+    customers: list[CustomerFields] = list(rows)
+    if by_id and rows:
         ids = [row[0] for row in rows]
-        loaded: dict[str, CustomerFields] = {}
-        if ids:
-            loaded = {
-                c.id: c
-                for c in session.execute(select(*CUSTOMER_COLUMNS).where(among(Customer.id, ids, dialect)))
-            }
+        stmt = select(*CUSTOMER_COLUMNS).where(among(Customer.id, ids, dialect))
+        loaded: dict[str, CustomerFields] = {c.id: c for c in session.execute(stmt)}
         # A customer erased between the two statements is left out rather than failing the page.
         customers = [loaded[i] for i in ids if i in loaded]
     next_cursor = codec.encode(position, query.binding) if position is not None else None
