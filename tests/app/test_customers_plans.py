@@ -11,7 +11,7 @@ are checked.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -78,18 +78,23 @@ def _avoid(session: Session, runtime: Runtime, *plans: str) -> None:
             session.execute(text(f"SET LOCAL enable_{plan} = off"))
 
 
-@pytest.fixture
-def statements(runtime: Runtime) -> Iterator[list[tuple[str, Any]]]:
-    """The SELECTs with a LIMIT (the list's pages) that run while the test does."""
+def _capturing(runtime: Runtime, keep: Callable[[str], bool]) -> Iterator[list[tuple[str, Any]]]:
+    """The statements `keep` accepts, with their parameters, as they run while the test does."""
     seen: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "LIMIT" in statement:
+        if keep(statement):
             seen.append((statement, parameters))
 
     event.listen(runtime.db.engine, "before_cursor_execute", capture)
     yield seen
     event.remove(runtime.db.engine, "before_cursor_execute", capture)
+
+
+@pytest.fixture
+def statements(runtime: Runtime) -> Iterator[list[tuple[str, Any]]]:
+    """The SELECTs with a LIMIT (the list's pages) that run while the test does."""
+    yield from _capturing(runtime, lambda sql: sql.lstrip().upper().startswith("SELECT") and "LIMIT" in sql)
 
 
 def _all_pages(session: Session, account_id: str, query: str) -> list[str]:
@@ -264,19 +269,12 @@ def test_the_walk_runs_in_one_process_on_postgresql(
 
 
 @pytest.fixture
-def all_statements(runtime: Runtime) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        seen.append(statement)
-
-    event.listen(runtime.db.engine, "before_cursor_execute", capture)
-    yield seen
-    event.remove(runtime.db.engine, "before_cursor_execute", capture)
+def all_statements(runtime: Runtime) -> Iterator[list[tuple[str, Any]]]:
+    yield from _capturing(runtime, lambda sql: True)
 
 
 def test_a_page_reads_only_what_it_shows_with_one_statement_text_per_lookup(
-    runtime: Runtime, account_id: str, people: list[Customer], all_statements: list[str]
+    runtime: Runtime, account_id: str, people: list[Customer], all_statements: list[tuple[str, Any]]
 ) -> None:
     # A walk that keeps most customers it passes returns the page's customers itself; one that
     # probes project rows returns ids, and the page is read by id after it. Then the page's
@@ -294,7 +292,7 @@ def test_a_page_reads_only_what_it_shows_with_one_statement_text_per_lookup(
                 rows = customer_json(session, page.customers)
             assert len(rows) == limit and all(r["projects"]["app"]["status"] == "paid" for r in rows)
             assert {r["email"] for r in rows} <= {c.email for c in people}
-            selects = [s for s in all_statements if s.lstrip().upper().startswith("SELECT")]
+            selects = [sql for sql, _ in all_statements if sql.lstrip().upper().startswith("SELECT")]
             assert not [s for s in selects if re.search(r"\bclock\b", s)], selects
             texts[limit] = [s for s in selects if "LIMIT" not in s]
         assert len(texts[3]) == lookups_per_page, texts[3]

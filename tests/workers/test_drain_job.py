@@ -139,7 +139,12 @@ def test_a_stop_asked_of_the_worker_ends_the_job_after_the_batch_in_hand(
     monkeypatch.setattr(runtime, "settings", dataclasses.replace(runtime.settings, batch_size=2))
     rings: list[bool] = []
     real_ring = jobs.ring
-    monkeypatch.setattr(jobs, "ring", lambda rt: rings.append(real_ring(rt)) or rings[-1])
+
+    def recorded_ring(rt: Runtime) -> bool:
+        rings.append(real_ring(rt))
+        return rings[-1]
+
+    monkeypatch.setattr(jobs, "ring", recorded_ring)
     for i in range(5):
         identify(client, admin_key, email=f"s{i}@example.com")
     STOP_REQUESTED.set()
