@@ -11,7 +11,7 @@
         PostgreSQL's execution time per batch by statement, and the triggers (foreign-key checks,
         tallies) each fired (bench/drain_triggers.py; needs a superuser for auto_explain)
     python bench/drain_profile.py stats --events 30000 --batch-size 20
-        small batches on tables never analyzed against analyzed ones (bench/drain_stats.py)
+        small batches with and without an ANALYZE halfway (bench/drain_stats.py)
 
 It creates its own database (dropped at the end) on `--pg` and uses Redis db `--redis-db`.
 The events are inserted directly (rows as the identify API stores them), not through HTTP.

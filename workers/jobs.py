@@ -23,6 +23,7 @@ from tributary.workers.batch.apply import apply_events, claim_events, claim_pend
 from tributary.workers.failpoints import failpoint
 from tributary.workers.isolation import apply_isolated, isolable, record_failure
 from tributary.workers.stopping import STOP_REQUESTED
+from tributary.workers.table_statistics import keep_fresh
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ def drain_batch(runtime: Runtime, limit: int | None = None) -> int:
         report.claimed = len(claimed)
     for event_id in report.failed:
         schedule_retry(runtime, event_id)
+    # A table that doubled since its statistics is planned as if it were tiny: full scans per batch.
+    keep_fresh(runtime.db)
     return report.claimed
 
 

@@ -1,0 +1,130 @@
+"""Planner statistics for the tables a batch reads by key, refreshed once a table outgrows them.
+
+A batch finds its customers, their project rows and their identities by key: a few hundred index
+probes. PostgreSQL picks those plans from its statistics, which autovacuum refreshes once about a
+tenth of a table has changed, at its next round (a minute apart by default), and never where it is
+turned off. Until then a table that grew fast (a new install draining its first backlog, an import)
+is planned with default selectivities: one account's `account_id = …` taken for 0.5 % of the rows,
+an `email IN (500 addresses)` for all of them. The lookups then become scans of the whole table,
+once per batch, and the drain slows as the table grows: at 20,000-40,000 customers 3,276-3,351
+events/s in process against 3,586-3,648 with statistics, and a Seq Scan of 539,072 rows (95 ms)
+for 34 ids in a scratch database left unanalyzed (bench/README.md).
+
+So `drain_batch` asks `keep_fresh` after each batch; at most every `CHECK_SECONDS` per database
+it compares each table's size now with its size at the last ANALYZE (or VACUUM: `pg_class.relpages`,
+0 before either) and ANALYZEs a table that has doubled, once past `MIN_PAGES`. Doubling bounds the
+work: about twenty ANALYZEs on a table's way to a million rows, each sampling at most 30,000 rows.
+Where autovacuum runs it analyzes at a tenth of growth and usually gets there first; then this
+never fires. Pages rather than the statistics collector's row counts: a backend reports those up to
+a second late (ten when idle), while a relation's size is current.
+
+SQLite is left alone: without statistics its planner assumes an index narrows the search, which is
+what these lookups want.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from tributary.models.session import Database
+
+__all__ = [
+    "CHECK_SECONDS",
+    "MIN_PAGES",
+    "TABLES",
+    "StatisticsCheck",
+    "analyze_outgrown",
+    "keep_fresh",
+    "outgrown",
+]
+
+log = logging.getLogger(__name__)
+
+# The tables a batch's load reads by key (workers/batch/load_statements.py, identity_resolution.py).
+TABLES = ("customers", "customer_projects", "identities")
+# Below this many 8 kB pages (512 kB) a whole-table scan costs about what a few hundred probes do.
+MIN_PAGES = 64
+# How often one process looks, per database: one catalog query of three rows.
+CHECK_SECONDS = 2.0
+
+_OUTGROWN = text(
+    """
+    SELECT c.relname
+    FROM pg_class AS c
+    WHERE c.oid = ANY(CAST(:tables AS regclass[]))
+      -- ANALYZE skips, with a warning, a table its role does not own: it would be retried forever.
+      AND pg_has_role(c.relowner, 'USAGE')
+      AND pg_relation_size(c.oid) / current_setting('block_size')::int
+          >= greatest(:min_pages, 2 * c.relpages)
+    ORDER BY c.relname
+    """
+)
+# Another worker analyzing the same table is enough: this one does not queue behind it.
+_CLAIM = text("SELECT pg_try_advisory_xact_lock(hashtext('tributary:analyze:' || :table))")
+
+
+def outgrown(db: Database) -> list[str]:
+    """The tables of `TABLES` at least twice their size at their last ANALYZE (and `MIN_PAGES`)."""
+    if not db.is_postgres:
+        return []
+    with db.autocommit() as conn:
+        found = conn.execute(_OUTGROWN, {"tables": list(TABLES), "min_pages": MIN_PAGES}).scalars()
+        return [str(name) for name in found]
+
+
+def analyze_outgrown(db: Database) -> list[str]:
+    """ANALYZE each outgrown table no other process is analyzing; the tables analyzed."""
+    analyzed = []
+    for table in outgrown(db):
+        with db.engine.begin() as conn:
+            if not conn.scalar(_CLAIM, {"table": table}):
+                continue
+            started = time.perf_counter()
+            # `table` is one of TABLES (the catalog query returns only those names).
+            conn.exec_driver_sql(f"ANALYZE {table}")
+        analyzed.append(table)
+        elapsed_ms = 1000 * (time.perf_counter() - started)
+        log.info("analyzed %s, which had doubled since its statistics (%.0f ms)", table, elapsed_ms)
+    return analyzed
+
+
+class StatisticsCheck:
+    """One database's check: when it is next due in this process."""
+
+    def __init__(self) -> None:
+        self.due = 0.0
+
+    @classmethod
+    def for_database(cls, db: Database) -> StatisticsCheck:
+        with _checks_lock:
+            found = _checks.get(db)
+            if found is None:
+                found = _checks[db] = cls()
+            return found
+
+
+_checks: weakref.WeakKeyDictionary[Database, StatisticsCheck] = weakref.WeakKeyDictionary()
+_checks_lock = threading.Lock()
+
+
+def keep_fresh(db: Database) -> list[str]:
+    """`analyze_outgrown`, at most once per `CHECK_SECONDS` per database in this process. A database
+    error is logged, not raised: statistics are an optimization, and the batch before has committed."""
+    if not db.is_postgres:
+        return []
+    check = StatisticsCheck.for_database(db)
+    now = time.monotonic()
+    if now < check.due:
+        return []
+    check.due = now + CHECK_SECONDS
+    try:
+        return analyze_outgrown(db)
+    except SQLAlchemyError as exc:
+        log.warning("could not refresh the planner's statistics: %s", exc)
+        return []
