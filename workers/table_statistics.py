@@ -25,7 +25,6 @@ what these lookups want.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import weakref
 
@@ -37,8 +36,8 @@ from tributary.models.session import Database
 __all__ = [
     "CHECK_SECONDS",
     "MIN_PAGES",
+    "NEXT_CHECK",
     "TABLES",
-    "StatisticsCheck",
     "analyze_outgrown",
     "keep_fresh",
     "outgrown",
@@ -94,35 +93,18 @@ def analyze_outgrown(db: Database) -> list[str]:
     return analyzed
 
 
-class StatisticsCheck:
-    """One database's check: when it is next due in this process."""
-
-    def __init__(self) -> None:
-        self.due = 0.0
-
-    @classmethod
-    def for_database(cls, db: Database) -> StatisticsCheck:
-        with _checks_lock:
-            found = _checks.get(db)
-            if found is None:
-                found = _checks[db] = cls()
-            return found
-
-
-_checks: weakref.WeakKeyDictionary[Database, StatisticsCheck] = weakref.WeakKeyDictionary()
-_checks_lock = threading.Lock()
+# When each database's next check is due in this process. Unlocked: two threads racing here cost one
+# catalog query more, and ANALYZE itself is claimed under an advisory lock.
+NEXT_CHECK: weakref.WeakKeyDictionary[Database, float] = weakref.WeakKeyDictionary()
 
 
 def keep_fresh(db: Database) -> list[str]:
     """`analyze_outgrown`, at most once per `CHECK_SECONDS` per database in this process. A database
     error is logged, not raised: statistics are an optimization, and the batch before has committed."""
-    if not db.is_postgres:
-        return []
-    check = StatisticsCheck.for_database(db)
     now = time.monotonic()
-    if now < check.due:
+    if not db.is_postgres or now < NEXT_CHECK.get(db, 0.0):
         return []
-    check.due = now + CHECK_SECONDS
+    NEXT_CHECK[db] = now + CHECK_SECONDS
     try:
         return analyze_outgrown(db)
     except SQLAlchemyError as exc:

@@ -20,7 +20,7 @@ from tributary.runtime.process import Runtime
 from tributary.workers.jobs import drain_batch
 from tributary.workers.table_statistics import (
     MIN_PAGES,
-    StatisticsCheck,
+    NEXT_CHECK,
     analyze_outgrown,
     keep_fresh,
     outgrown,
@@ -39,7 +39,7 @@ def pg(runtime: Runtime) -> Iterator[Runtime]:
         pytest.skip("planner statistics are PostgreSQL's; SQLite's planner trusts its indexes unasked")
     with runtime.db.engine.begin() as conn:
         conn.execute(text("ANALYZE customers, customer_projects, identities"))
-    StatisticsCheck.for_database(runtime.db).due = 0.0
+    NEXT_CHECK[runtime.db] = 0.0
     yield runtime
 
 
@@ -106,16 +106,16 @@ def test_the_check_runs_once_per_interval_and_again_at_each_doubling(pg: Runtime
 
     more = _grow(pg, account_id, MIN_PAGES, below)
     assert keep_fresh(pg.db) == []  # outgrown, but checked a moment ago
-    StatisticsCheck.for_database(pg.db).due = 0.0
+    NEXT_CHECK[pg.db] = 0.0
     assert keep_fresh(pg.db) == ["customers"]
     analyzed_at = _catalog(pg)[0]
     assert analyzed_at >= MIN_PAGES
 
     grown = _grow(pg, account_id, 2 * analyzed_at - CHUNK // 40, more)
-    StatisticsCheck.for_database(pg.db).due = 0.0
+    NEXT_CHECK[pg.db] = 0.0
     assert keep_fresh(pg.db) == []  # grown, not yet doubled
     _grow(pg, account_id, 2 * analyzed_at, grown)
-    StatisticsCheck.for_database(pg.db).due = 0.0
+    NEXT_CHECK[pg.db] = 0.0
     assert keep_fresh(pg.db) == ["customers"]
     assert _catalog(pg)[1] == _count(pg)
 
@@ -132,6 +132,6 @@ def test_a_table_another_process_is_analyzing_is_left_to_it(pg: Runtime, account
 def test_sqlite_is_left_alone(runtime: Runtime) -> None:
     if runtime.db.is_postgres:
         pytest.skip("the SQLite side")
-    StatisticsCheck.for_database(runtime.db).due = 0.0
+    NEXT_CHECK[runtime.db] = 0.0
     assert outgrown(runtime.db) == []
     assert keep_fresh(runtime.db) == []
