@@ -51,14 +51,9 @@ def prepare_heap() -> None:
 
 @contextmanager
 def _retried_later(what: str) -> Iterator[None]:
-    """Log a maintenance step's failure and go on: it runs again at the next interval. A stop is
-    not a failure: when the worker is idle, RQ's SIGTERM handler raises StopRequested in whatever
-    frame is running, a sweep's query included, and a worker that logged it as a failed sweep
-    went on working until it was killed (the bench's drain worker, 20 s after its SIGTERM)."""
+    """Log a maintenance step's failure and go on: it runs again at the next interval."""
     try:
         yield
-    except StopRequested:
-        raise
     except Exception:
         log.exception("%s failed; will try again next interval", what)
 
@@ -76,6 +71,9 @@ class TributaryWorker(SimpleWorker):
     the sweeper. Here every Redis call of the work loop waits for Redis with backoff instead, then
     the worker resumes: it re-registers, restarts its scheduler and sweeps at once, since events
     stored during the outage could not ring the doorbell.
+
+    A stop asked for while the worker has no job is honoured after the database work in hand
+    (`_stop_deferred`), not raised inside it as RQ does.
     """
 
     def __init__(self, runtime: Runtime, **kwargs: Any) -> None:
@@ -89,6 +87,7 @@ class TributaryWorker(SimpleWorker):
         self.maintenance_interval = interval
         self._registries_cleaned_at: float | None = None
         self._burst = False
+        self._deferring_stop = False
         self.outages = 0  # Redis outages ridden out (for logs and tests)
 
     @classmethod
@@ -126,24 +125,24 @@ class TributaryWorker(SimpleWorker):
         self._resume()
 
     def _resume(self) -> None:
-        try:
-            # Redis may have restarted empty: register again so monitoring (and RQ) see us.
-            if not self.connection.exists(self.key):
-                self.register_birth()  # type: ignore[no-untyped-call]
-            self._keep_scheduler()
-            # Events stored while Redis was away rang no doorbell: schedule them now.
-            sweep(self.runtime, older_than=timedelta(0))
-        except REDIS_DOWN as exc:
-            log.warning("Redis dropped again while resuming (%s); the next call retries", exc)
-        except StopRequested:
-            raise
-        except Exception:
-            log.exception("sweep after the outage failed; the periodic sweep will retry")
+        with self._stop_deferred():
+            try:
+                # Redis may have restarted empty: register again so monitoring (and RQ) see us.
+                if not self.connection.exists(self.key):
+                    self.register_birth()  # type: ignore[no-untyped-call]
+                self._keep_scheduler()
+                # Events stored while Redis was away rang no doorbell: schedule them now.
+                sweep(self.runtime, older_than=timedelta(0))
+            except REDIS_DOWN as exc:
+                log.warning("Redis dropped again while resuming (%s); the next call retries", exc)
+            except Exception:
+                log.exception("sweep after the outage failed; the periodic sweep will retry")
 
     def _keep_scheduler(self) -> None:
         """Restart the scheduler process (retry jobs) if a Redis error killed it."""
         scheduler = self.scheduler
-        if scheduler is None or self._burst:
+        # Stopping: the signal that stopped the worker's process group stopped its scheduler too.
+        if scheduler is None or self._burst or self._stop_requested:
             return
         if not (scheduler._process and scheduler._process.is_alive()):
             scheduler.acquire_locks(auto_start=True)  # type: ignore[no-untyped-call]
@@ -214,6 +213,9 @@ class TributaryWorker(SimpleWorker):
     def _shutdown(self) -> None:
         # A drain job in hand ends after its batch instead of draining on (workers/stopping.py).
         STOP_REQUESTED.set()
+        if self._deferring_stop:
+            self._stop_requested = True  # honoured when the database work ends (_stop_deferred)
+            return
         # A stop asked for during a job is recorded in Redis too; during an outage that write
         # must not raise inside the job (the signal handler runs in the job's frame).
         try:
@@ -229,11 +231,36 @@ class TributaryWorker(SimpleWorker):
 
     # --- maintenance ----------------------------------------------------------------------------
 
+    @contextmanager
+    def _stop_deferred(self) -> Iterator[None]:
+        """Database work between jobs, which a stop waits for, then ends the worker.
+
+        When the worker has no job, RQ's SIGTERM handler raises StopRequested in whatever frame
+        runs. Raised inside a query, it left psycopg mid-command; closing the session then failed
+        ("another command is already in progress"), that error replaced the stop, the step was
+        logged as failed and the worker worked on until it was killed (the bench's drain worker,
+        17 minutes after its SIGTERM). Here the handler only records the stop."""
+        outer, self._deferring_stop = self._deferring_stop, True
+        try:
+            yield
+        finally:
+            self._deferring_stop = outer
+        if self._stop_requested and not outer:
+            raise StopRequested()
+
     def run_maintenance_tasks(self) -> None:
+        with self._stop_deferred():
+            self._maintain()
+
+    def _maintain(self) -> None:
         with _retried_later("sweep"):
             sweep_if_due(self.runtime)
+        if self._stop_requested:
+            return
         with _retried_later("scheduling the periodic reconcile"):
             reconcile_if_due(self.runtime)
+        if self._stop_requested:
+            return
         with self._riding_out_redis("maintaining registries"):
             self._keep_scheduler()
             now = time.monotonic()
