@@ -4,6 +4,7 @@ processes, and RQ's own rate for a job that does nothing, on the same Redis, for
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -68,9 +69,16 @@ def workers_run(url: str, env: dict[str, str], count: int, events: int) -> float
         return seconds
     finally:
         for proc in procs:
-            os.killpg(proc.pid, 15)
+            os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
-            proc.wait(20)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                # Killed rather than left behind: a worker still listening on this Redis db would
+                # take the next run's drain job to a database that no longer exists.
+                print(f"worker {proc.pid} ignored SIGTERM for 20 s; killing its group", file=sys.stderr)
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
         engine.dispose()
         runtime.redis.flushdb()
 
