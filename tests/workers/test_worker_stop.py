@@ -34,7 +34,11 @@ def restored_signals() -> Iterator[None]:
     STOP_REQUESTED.clear()
 
 
-@pytest.mark.parametrize("step", ["sweep_if_due", "reconcile_if_due"])
+# The maintenance steps, in the order the worker runs them.
+STEPS = ("sweep_if_due", "reconcile_if_due")
+
+
+@pytest.mark.parametrize("step", STEPS)
 def test_a_stop_asked_for_during_maintenance_stops_the_worker_once_the_step_ends(
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch, restored_signals: None, step: str
 ) -> None:
@@ -52,12 +56,13 @@ def test_a_stop_asked_for_during_maintenance_stops_the_worker_once_the_step_ends
 
         return run
 
-    for name in ("sweep_if_due", "reconcile_if_due"):
+    for name in STEPS:
         monkeypatch.setattr(worker_module, name, recorded(name))
     with pytest.raises(StopRequested):
         worker.run_maintenance_tasks()
     # The step in hand finished; the ones after it were left for the next worker.
-    assert ran == ["sweep_if_due", "reconcile_if_due"][: ["sweep_if_due", "reconcile_if_due"].index(step) + 1]
+    assert ran == list(STEPS[: STEPS.index(step) + 1])
+    assert STOP_REQUESTED.is_set()  # what a drain job in hand reads (tests/workers/test_drain_job.py)
 
 
 def test_a_failing_maintenance_step_is_logged_and_the_worker_goes_on(
@@ -75,6 +80,9 @@ def _await_lock_wait(blocker: Connection, seconds: float = 10.0) -> bool:
     """Whether another backend came to wait for a lock (the sweep's query behind the blocker's)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
+        # Inside the blocker's transaction pg_stat_activity is read once and kept: drop that copy,
+        # or a waiter that came after the first look is never seen.
+        blocker.execute(text("SELECT pg_stat_clear_snapshot()"))
         waiting = blocker.execute(
             text(
                 "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
