@@ -3,8 +3,6 @@ processes, and RQ's own rate for a job that does nothing, on the same Redis, for
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,6 +10,8 @@ from pathlib import Path
 
 from redis import Redis
 from sqlalchemy import create_engine, text
+
+from bench.harness import Processes
 
 BIN = Path(sys.executable).parent
 
@@ -35,16 +35,10 @@ def workers_run(url: str, env: dict[str, str], count: int, events: int) -> float
     runtime.redis.flushdb()
     logs = Path(env["TRIBUTARY_HOME"]) / "logs"
     logs.mkdir(exist_ok=True)
-    procs = [
-        subprocess.Popen(
-            [str(BIN / "tributary"), "worker"],
-            env=env,
-            stdout=open(logs / f"w{count}-{i}.log", "wb"),  # noqa: SIM115
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        for i in range(count)
-    ]
+    # Started and stopped as the harness does (SIGTERM, then SIGKILL for the group after 20 s): a
+    # worker left behind on this Redis db would take the next run's drain job to a dropped database.
+    processes = Processes(logs)
+    procs = [processes.start(f"w{count}-{i}", [str(BIN / "tributary"), "worker"], env) for i in range(count)]
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     try:
         deadline = time.monotonic() + 60
@@ -69,16 +63,7 @@ def workers_run(url: str, env: dict[str, str], count: int, events: int) -> float
         return seconds
     finally:
         for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                # Killed rather than left behind: a worker still listening on this Redis db would
-                # take the next run's drain job to a database that no longer exists.
-                print(f"worker {proc.pid} ignored SIGTERM for 20 s; killing its group", file=sys.stderr)
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+            processes.stop(proc)
         engine.dispose()
         runtime.redis.flushdb()
 
