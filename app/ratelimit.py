@@ -15,6 +15,14 @@ only make a view optimistic, never pessimistic, so:
   bucket, is empty (then no round trip either, which keeps a flood of 429s cheap too);
 - other processes may admit up to `chunk - 1` each above the burst before Redis hears of it;
   that debt stays in the bucket and is paid back by refusing as long after.
+A view's chunk follows the level Redis last reported for it: a twentieth of it (up to
+`MAX_CHUNK`), never less than the limit's base chunk (`CHUNK_FRACTION` of the limit). Far from
+empty, twenty processes' unreported requests together cannot take the bucket below zero, so the
+larger chunks overrun nothing while they save round trips, each of which costs a busy web
+process far more than its share of Redis's time (bench/README.md); as the bucket empties, each
+report shrinks the next chunk back to the base one. A process that last heard from Redis while
+the bucket was full may still hold a twentieth of it unreported when others empty it: that is
+the most a process admits above the burst (50 at `1000/second`; 10 once it saw fewer than 200).
 Limits of a few per period have a chunk of 1: every request is a round trip, exact.
 No lock is held across a round trip: while one thread reports a key, the process's other threads
 go on deciding on its view (a report's requests count as spent until Redis answers for them).
@@ -48,10 +56,12 @@ log = logging.getLogger(__name__)
 
 # Skip Redis this long after a failure.
 BREAKER_SECONDS = 5.0
-# A chunk is this fraction of a limit's amount (1000/second: 10 requests per round trip), which
-# bounds both the round trips saved and what other processes may admit above the burst.
+# A limit's base chunk, its smallest, is this fraction of its amount (1000/second: 10 requests per
+# round trip); it bounds what other processes may admit above the burst near empty.
 CHUNK_FRACTION = 0.01
 MAX_CHUNK = 100
+# A view's chunk is at least this fraction of the level Redis last reported for its bucket.
+LEVEL_FRACTION = 0.05
 
 # KEYS[1]: the bucket. ARGV: refill per second, capacity, tokens already spent (admitted by the
 # caller since its last call), tokens wanted now. Returns {granted, level as a string}; the
@@ -92,6 +102,7 @@ class _View:
     pending: int = 0
     reporting: int = 0  # admitted here, on their way to Redis in reports not yet answered
     reports: int = 0  # round trips in flight
+    chunk: int = 1  # requests admitted here per report, set from the level (`_Limit.chunk_at`)
 
 
 class _Limit:
@@ -103,6 +114,13 @@ class _Limit:
         self.chunk = max(1, min(MAX_CHUNK, int(self.amount * CHUNK_FRACTION)))
         self.prefix = f"tributary:rl:{self.amount}/{int(self.period)}:"
         self.views: dict[str, _View] = {}
+
+    def chunk_at(self, level: float) -> int:
+        """A view's chunk while Redis reports `level` (module docstring). A limit exact by its
+        base chunk of 1 stays exact."""
+        if self.chunk == 1:
+            return 1
+        return max(self.chunk, min(MAX_CHUNK, int(level * LEVEL_FRACTION)))
 
     def estimate(self, view: _View, now: float) -> float:
         """The most the bucket can hold now: other processes can only have spent more."""
@@ -169,7 +187,7 @@ class RateLimiter:
                 # chunk: at a tenth of a period, eight keys served by four processes at ~600
                 # requests/s (~19/s on each view) reported on 21-28 % of requests, not 10 %.
                 fresh = view.reports > 0 or now - view.synced_at < limit.period
-                if view.pending + 1 < limit.chunk and fresh:
+                if view.pending + 1 < view.chunk and fresh:
                     view.pending += 1
                     return True
                 spent, view.pending = view.pending, 0
@@ -195,6 +213,7 @@ class RateLimiter:
             view.reporting = 0
             view.reports -= 1
             view.level, view.synced_at, view.known = level, now, True
+            view.chunk = limit.chunk_at(level)
         if not int(granted):
             raise limit.refusal(level)
         return True

@@ -102,9 +102,10 @@ def test_threads_of_one_process_share_its_view(runtime: Runtime) -> None:
 def test_a_round_trip_does_not_hold_up_the_processs_other_threads(runtime: Runtime) -> None:
     # While one thread reports a key's requests to Redis (here held up), the others go on deciding
     # on the process's view of it instead of queueing behind the network.
-    limiter = RateLimiter(lambda: runtime.redis, "1000/second")  # a chunk of 10
+    limiter = RateLimiter(lambda: runtime.redis, "1000/second")
     real_spend = limiter._spend
     limiter.hit("key_flight")  # Redis answers: the view is known
+    chunk = limiter.limits[0].views["key_flight"].chunk
     reporting, release = threading.Event(), threading.Event()
 
     def held_spend(*args: Any, **kwargs: Any) -> Any:
@@ -113,8 +114,8 @@ def test_a_round_trip_does_not_hold_up_the_processs_other_threads(runtime: Runti
         return real_spend(*args, **kwargs)
 
     limiter.__dict__["_spend"] = held_spend
-    reporter = threading.Thread(target=_admitted, args=(limiter, "key_flight", 10))
-    reporter.start()  # 9 on the view, then the 10th reports them and waits
+    reporter = threading.Thread(target=_admitted, args=(limiter, "key_flight", chunk))
+    reporter.start()  # chunk - 1 on the view, then the last reports them and waits
     assert reporting.wait(5)
     started = time.monotonic()
     assert _admitted(limiter, "key_flight", 5) == 5
@@ -122,13 +123,13 @@ def test_a_round_trip_does_not_hold_up_the_processs_other_threads(runtime: Runti
     release.set()
     reporter.join(10)
     limiter.__dict__["_spend"] = real_spend
-    assert _admitted(limiter, "key_flight", 20) == 20
+    assert _admitted(limiter, "key_flight", 2 * chunk) == 2 * chunk
 
 
 def test_a_steady_key_reports_once_a_chunk_not_once_a_tick_of_the_clock(runtime: Runtime) -> None:
     # One process's share of a busy key: 40 requests over ~0.8 s (50/s on this view against
-    # 1000/s, a chunk of 10). Each chunk is one round trip to Redis; a report forced every tenth
-    # of a second sent one every ~5 requests instead, on every view of every key.
+    # 1000/s, a chunk of at least 10). Each chunk is one round trip to Redis; a report forced
+    # every tenth of a second sent one every ~5 requests instead, on every view of every key.
     limiter = RateLimiter(lambda: runtime.redis, "1000/second")
     real_spend = limiter._spend
     calls: list[int] = []
@@ -145,3 +146,61 @@ def test_a_steady_key_reports_once_a_chunk_not_once_a_tick_of_the_clock(runtime:
     # The first call learns the bucket; a slow machine may add one report per period elapsed.
     allowed = 1 + 40 // limiter.limits[0].chunk + int(time.monotonic() - started)
     assert len(calls) <= allowed, len(calls)
+
+
+def _counting(limiter: RateLimiter) -> list[int]:
+    """Count `limiter`'s round trips to Redis."""
+    real_spend = limiter._spend
+    calls: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real_spend(*args, **kwargs)
+
+    limiter.__dict__["_spend"] = counted
+    return calls
+
+
+def test_a_full_bucket_is_reported_in_larger_chunks_an_emptying_one_in_the_base_chunk(
+    runtime: Runtime,
+) -> None:
+    # 1000/minute: a base chunk of 10. Far from empty, a view's chunk is a twentieth of the level
+    # Redis reported (49 at 999 left), so a web process makes a fifth of the round trips; once
+    # another process has taken the bucket near empty, the next report brings the chunk back to
+    # 10, and the bound on what a process admits ahead of Redis with it.
+    limiter, other = (RateLimiter(lambda: runtime.redis, "1000/minute") for _ in range(2))
+    calls = _counting(limiter)
+    assert _admitted(limiter, "key_level", 98) == 98
+    view = limiter.limits[0].views["key_level"]
+    assert view.chunk >= 45
+    assert len(calls) <= 3  # the first request, then one per chunk (10 with the base chunk)
+    assert _admitted(other, "key_level", 800) == 800  # another process spends most of the rest
+    assert _admitted(limiter, "key_level", 50) == 50  # the report due on the way finds ~57 left
+    assert view.chunk == limiter.limits[0].chunk == 10
+    calls.clear()
+    assert _admitted(limiter, "key_level", 40) == 40
+    assert len(calls) >= 3  # one per 10 (0 or 1 with a chunk of 45)
+
+
+def test_a_limit_with_a_chunk_of_one_stays_exact(runtime: Runtime) -> None:
+    # 100/second: a base chunk of 1, so every request asks Redis, however full the bucket; a
+    # twentieth of the level would have been 5.
+    limiter = RateLimiter(lambda: runtime.redis, "100/second")
+    calls = _counting(limiter)
+    assert _admitted(limiter, "key_exact", 20) == 20
+    assert limiter.limits[0].views["key_exact"].chunk == 1
+    assert len(calls) == 20
+
+
+def test_many_processes_overrun_a_burst_by_at_most_a_chunk_each(runtime: Runtime) -> None:
+    # Eight processes send a burst far above the rate, in turns. Each may hold back one chunk from
+    # Redis (at most a twentieth of the level it saw), so together they pass the 1000-token
+    # bucket by no more than seven such chunks, plus what refills during the test (~17 a second);
+    # and never refuse before the burst is spent.
+    processes = [RateLimiter(lambda: runtime.redis, "1000/minute") for _ in range(8)]
+    started = time.monotonic()
+    admitted = 0
+    for _ in range(250):
+        admitted += sum(_admitted(limiter, "key_many", 1) for limiter in processes)
+    refilled = int((time.monotonic() - started) * 17) + 17
+    assert 1000 <= admitted <= 1000 + 7 * 50 + refilled
