@@ -57,7 +57,12 @@ def ingest_phase(
     apps = [
         ("bare", "bare Flask (bench/bare_app.py)", BARE_APP, env.env()),
         ("tributary-limiter", f"{default_label}, {INGEST_KEYS} keys", WSGI_APP, env.env()),
-        ("tributary", "Tributary, rate limit off", WSGI_APP, env.env(TRIBUTARY_RATE_LIMIT="off")),
+        (
+            "tributary",
+            f"Tributary, rate limit off, {INGEST_KEYS} keys",
+            WSGI_APP,
+            env.env(TRIBUTARY_RATE_LIMIT="off"),
+        ),
     ]
     servers = [
         start_server(procs, name, label, app, app_env, cfg.web_workers, token)
@@ -81,8 +86,10 @@ def ingest_phase(
     # "Rounds"). The one-key point is informational and measured in the first round only.
     for round_no in range(cfg.rounds):
         for connections in cfg.connections:
+            # Both Tributary servers get the same traffic, so the limiter's cost (on / off) compares
+            # like with like: before, the server without it was sent one key's requests.
             runs: list[tuple[Server, Target | None, tuple[str, str] | None]] = [
-                (server, spread if server is default else None, None) for server in servers
+                (server, None if server.name == "bare" else spread, None) for server in servers
             ]
             if round_no == 0:
                 runs.append((default, None, one_key))
