@@ -27,6 +27,19 @@ def _admitted(limiter: RateLimiter, key_id: str, n: int) -> int:
     return admitted
 
 
+def _counting(limiter: RateLimiter) -> list[int]:
+    """Count `limiter`'s round trips to Redis."""
+    real_spend = limiter._spend
+    calls: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real_spend(*args, **kwargs)
+
+    limiter.__dict__["_spend"] = counted
+    return calls
+
+
 def test_a_key_that_keeps_to_its_rate_is_never_refused(runtime: Runtime) -> None:
     # 15 requests a second against 20/second, in bursts whose timing wobbles (a cron that sends a
     # batch each second, a client's retries): 30 requests in 0.8 s, which is under the rate plus
@@ -131,14 +144,7 @@ def test_a_steady_key_reports_once_a_chunk_not_once_a_tick_of_the_clock(runtime:
     # 1000/s, a chunk of at least 10). Each chunk is one round trip to Redis; a report forced
     # every tenth of a second sent one every ~5 requests instead, on every view of every key.
     limiter = RateLimiter(lambda: runtime.redis, "1000/second")
-    real_spend = limiter._spend
-    calls: list[int] = []
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return real_spend(*args, **kwargs)
-
-    limiter.__dict__["_spend"] = counted
+    calls = _counting(limiter)
     started = time.monotonic()
     for _ in range(40):
         assert _admitted(limiter, "key_steady", 1) == 1
@@ -146,19 +152,6 @@ def test_a_steady_key_reports_once_a_chunk_not_once_a_tick_of_the_clock(runtime:
     # The first call learns the bucket; a slow machine may add one report per period elapsed.
     allowed = 1 + 40 // limiter.limits[0].chunk + int(time.monotonic() - started)
     assert len(calls) <= allowed, len(calls)
-
-
-def _counting(limiter: RateLimiter) -> list[int]:
-    """Count `limiter`'s round trips to Redis."""
-    real_spend = limiter._spend
-    calls: list[int] = []
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        return real_spend(*args, **kwargs)
-
-    limiter.__dict__["_spend"] = counted
-    return calls
 
 
 def test_a_full_bucket_is_reported_in_larger_chunks_an_emptying_one_in_the_base_chunk(
