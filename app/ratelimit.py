@@ -20,9 +20,11 @@ A view's chunk follows the level Redis last reported for it: a twentieth of it (
 empty, twenty processes' unreported requests together cannot take the bucket below zero, so the
 larger chunks overrun nothing while they save round trips, each of which costs a busy web
 process far more than its share of Redis's time (bench/README.md); as the bucket empties, each
-report shrinks the next chunk back to the base one. A process that last heard from Redis while
-the bucket was full may still hold a twentieth of it unreported when others empty it: that is
-the most a process admits above the burst (50 at `1000/second`; 10 once it saw fewer than 200).
+report shrinks the next chunk back to the base one. While a report is out, the next one carries
+the base chunk: the first answer takes every report in flight as counted, so overlapping reports
+stay small. A process that last heard from Redis while the bucket was full may still hold a
+twentieth of it unreported when others empty it: that is the most a process admits above the
+burst (50 at `1000/second`; 10 once it saw fewer than 200).
 Limits of a few per period have a chunk of 1: every request is a round trip, exact.
 No lock is held across a round trip: while one thread reports a key, the process's other threads
 go on deciding on its view (a report's requests count as spent until Redis answers for them).
@@ -187,7 +189,11 @@ class RateLimiter:
                 # chunk: at a tenth of a period, eight keys served by four processes at ~600
                 # requests/s (~19/s on each view) reported on 21-28 % of requests, not 10 %.
                 fresh = view.reports > 0 or now - view.synced_at < limit.period
-                if view.pending + 1 < view.chunk and fresh:
+                # The level's larger chunk only while no report is out: a report answered
+                # first takes every report in flight as counted (`_synced`), so while reports
+                # overlap (a burst on many threads) each carries the base chunk, as before.
+                chunk = limit.chunk if view.reports else view.chunk
+                if view.pending + 1 < chunk and fresh:
                     view.pending += 1
                     return True
                 spent, view.pending = view.pending, 0

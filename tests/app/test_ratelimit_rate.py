@@ -175,6 +175,38 @@ def test_a_full_bucket_is_reported_in_larger_chunks_an_emptying_one_in_the_base_
     assert len(calls) >= 3  # one per 10 (0 or 1 with a chunk of 45)
 
 
+def test_while_a_report_is_out_the_others_carry_the_base_chunk(runtime: Runtime) -> None:
+    # A report answered first takes every report in flight as counted, so overlapping reports
+    # must stay small: with one (of a full bucket's 49) held on its way, the process's next
+    # report leaves after the base chunk of 10, not after another 49. A burst on eight threads
+    # passed the bucket by 88-115 on a loaded machine without this (the test above).
+    limiter = RateLimiter(lambda: runtime.redis, "1000/minute")
+    real_spend = limiter._spend
+    limiter.hit("key_overlap")
+    chunk = limiter.limits[0].views["key_overlap"].chunk
+    assert chunk >= 45
+    calls: list[int] = []
+    reporting, release = threading.Event(), threading.Event()
+
+    def first_held(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            reporting.set()
+            release.wait(10)
+        return real_spend(*args, **kwargs)
+
+    limiter.__dict__["_spend"] = first_held
+    reporter = threading.Thread(target=_admitted, args=(limiter, "key_overlap", chunk))
+    reporter.start()
+    try:
+        assert reporting.wait(5)
+        assert _admitted(limiter, "key_overlap", 10) == 10
+        assert len(calls) == 2  # the tenth reported its chunk while the first report was out
+    finally:
+        release.set()
+        reporter.join(10)
+
+
 def test_a_limit_with_a_chunk_of_one_stays_exact(runtime: Runtime) -> None:
     # 100/second: a base chunk of 1, so every request asks Redis, however full the bucket; a
     # twentieth of the level would have been 5.
