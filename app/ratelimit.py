@@ -104,7 +104,6 @@ class _View:
     pending: int = 0
     reporting: int = 0  # admitted here, on their way to Redis in reports not yet answered
     reports: int = 0  # round trips in flight
-    chunk: int = 1  # requests admitted here per report, set from the level (`_Limit.chunk_at`)
 
 
 class _Limit:
@@ -192,7 +191,7 @@ class RateLimiter:
                 # The level's larger chunk only while no report is out: a report answered
                 # first takes every report in flight as counted (`_synced`), so while reports
                 # overlap (a burst on many threads) each carries the base chunk, as before.
-                chunk = limit.chunk if view.reports else view.chunk
+                chunk = limit.chunk if view.reports else limit.chunk_at(view.level)
                 if view.pending + 1 < chunk and fresh:
                     view.pending += 1
                     return True
@@ -219,7 +218,6 @@ class RateLimiter:
             view.reporting = 0
             view.reports -= 1
             view.level, view.synced_at, view.known = level, now, True
-            view.chunk = limit.chunk_at(level)
         if not int(granted):
             raise limit.refusal(level)
         return True
