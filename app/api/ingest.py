@@ -33,7 +33,9 @@ from tributary.runtime.doorbell import stored
 bp = Blueprint("ingest", __name__)
 
 
-def _resolve_project(principal: Principal, slug: str | None) -> str:
+def message_project(principal: Principal, slug: str | None) -> str:
+    """The id of the project a message names (`slug`; none: the key's own, or `default`), or
+    the 403/404 the message is refused with."""
     ext = current_app.extensions["tributary"]
     if principal.project_id is not None:
         if (
@@ -108,10 +110,13 @@ def event_row(
     body: bytes,
     message_id: str | None,
     received_at: datetime,
+    project_id: str | None = None,
 ) -> dict[str, Any]:
-    """The `events` row for one validated identify/ping message (shared with `/v1/batch`).
-    Raises `APIError` for a project the key may not use or a timestamp too far ahead."""
-    project_id = _resolve_project(principal, payload.project)
+    """The `events` row for one validated identify/ping message (shared with `/v1/batch`, which
+    resolves each project slug once per request and passes `project_id`). Raises `APIError` for a
+    project the key may not use or a timestamp too far ahead."""
+    if project_id is None:
+        project_id = message_project(principal, payload.project)
     return event_row_for(
         account_id=principal.account_id,
         project_id=project_id,

@@ -127,6 +127,44 @@ def test_non_finite_numbers_are_refused_per_message(
     assert "Unicode" in response.get_json()["error"]["details"]["results"][0]["error"]["message"]
 
 
+def test_every_number_is_stored_as_sent_and_an_infinite_one_refused(
+    client: FlaskClient, admin_key: str, runtime: Runtime
+) -> None:
+    # A batch of finite numbers is encoded by orjson, which takes no integer beyond 64 bits: that
+    # message is encoded by the standard encoder instead, exactly. 1e400 parses as infinity.
+    headers = {**auth(admin_key), "Content-Type": "application/json"}
+    big = 123456789012345678901234567890
+    raw = (
+        b'{"batch": [{"type": "identify", "email": "big@example.com", "params": {"n": %d, "f": 1e-7}},'
+        b' {"type": "identify", "email": "small@example.com", "params": {"n": 7, "f": 0.5}}]}' % big
+    )
+    assert client.post("/v1/batch", data=raw, headers=headers).get_json()["accepted"] == 2
+    raw = (
+        b'{"batch": [{"type": "identify", "email": "inf@example.com", "params": {"x": 1e400}},'
+        b' {"type": "identify", "email": "fine@example.com", "params": {"x": 2.5}}]}'
+    )
+    results = client.post("/v1/batch", data=raw, headers=headers).get_json()["results"]
+    assert results[0]["status"] == 400 and "finite" in results[0]["error"]["message"]
+    assert results[1]["event_id"].startswith("evt_")
+    with runtime.db.session() as session:
+        bodies = {e.email: json.loads(e.body) for e in session.scalars(select(Event))}
+    assert bodies["big@example.com"]["params"] == {"n": big, "f": 1e-7}
+    assert bodies["small@example.com"]["params"] == {"n": 7, "f": 0.5}
+    assert bodies["fine@example.com"]["params"] == {"x": 2.5}
+    assert "inf@example.com" not in bodies
+
+
+def test_a_project_refused_is_refused_for_every_message_naming_it(
+    client: FlaskClient, admin_key: str, runtime: Runtime
+) -> None:
+    ping = {"type": "ping", "email": "a@example.com"}
+    batch = [{**ping, "project": "nope"}, ping, {**ping, "project": "nope"}, {**ping, "project": "default"}]
+    results = _post(client, admin_key, batch).get_json()["results"]
+    assert [r.get("status") for r in results] == [404, None, 404, None]
+    assert results[2]["error"]["code"] == "project_not_found"
+    assert _count(runtime) == 2
+
+
 def test_envelope_errors_and_limits(client: FlaskClient, admin_key: str, runtime: Runtime) -> None:
     headers = {**auth(admin_key), "Content-Type": "application/json"}
     cases: list[tuple[bytes, int, str]] = [
