@@ -148,7 +148,14 @@ def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
     (a row without a payload leaves the column out, see event_rows.py)."""
     if conn.dialect.name == "postgresql":
         payload = _pg_payload(rows, [None] * len(rows))
-        return {str(found) for found in conn.exec_driver_sql(_PG_BATCH, (payload,)).scalars()}
+        # Straight to the driver, on the caller's connection and so in its transaction: a
+        # SQLAlchemy result fetched row by row cost a tenth of `/v1/batch`'s CPU for its 100 ids.
+        driver = conn.connection.driver_connection
+        if driver is None:  # never for a checked-out connection; SQLAlchemy types it optional
+            raise RuntimeError("the connection has no driver connection")
+        with driver.cursor() as cursor:
+            cursor.execute(_PG_BATCH, (payload,))
+            return {str(found) for (found,) in cursor.fetchall()}
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
         shapes.setdefault(tuple(row), []).append(row)
