@@ -150,9 +150,10 @@ def authenticate(
     error message) a project-bound key is refused too.
 
     `revocation_checked_by_write`: the route's one write is conditioned on the key being active (the
-    identify INSERT, app/api/ingest.py) and answers `key_revoked()` when it is not, so a cached key
-    is used without reading the revocation stamp: no Redis round trip, and a revocation still
-    applies to the very next request, checked by the database in the statement itself."""
+    INSERT of identify, ping and `/v1/batch`, app/event_store.py) and answers `key_revoked()` when
+    it is not, so a cached key is used without reading the revocation stamp: no Redis round trip,
+    and a revocation still applies to the very next request, checked by the database in the
+    statement itself."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

@@ -21,9 +21,9 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 
 from tributary.app.api.ingest import event_row, message_project, same_message
-from tributary.app.auth import Principal, authenticate
+from tributary.app.auth import Principal, authenticate, key_revoked
 from tributary.app.errors import APIError, validation_error
-from tributary.app.event_store import insert_rows
+from tributary.app.event_store import insert_rows, key_active
 from tributary.app.openapi import describe
 from tributary.app.schemas import ErrorBody, IdentifyRequest, PingRequest
 from tributary.connectors.identify import validate_message
@@ -167,7 +167,8 @@ def _row(
     errors=(400, 401, 403, 413, 429, 503),
 )
 def batch() -> Response:
-    principal = authenticate("ingest")
+    # The key is checked by the INSERT itself (`insert_rows`), as identify's is: no Redis read.
+    principal = authenticate("ingest", revocation_checked_by_write=True)
     if (request.content_length or 0) > MAX_BATCH_BYTES:
         raise APIError(413, "payload_too_large", f"a batch is at most {MAX_BATCH_BYTES} bytes")
     body = request.get_data(cache=False)
@@ -215,8 +216,10 @@ def _store(
     the same message, a 409 if the id was reused for a different one."""
     runtime = current_app.extensions["tributary"].runtime
     with doorbell.stored(runtime) as store, runtime.db.autocommit() as conn:
-        inserted = insert_rows(conn, rows)
+        inserted = insert_rows(conn, rows, principal.key_id)
         store.committed = bool(inserted)
+        if not inserted and not key_active(conn, principal.key_id):
+            raise key_revoked()
         missing = {r["dedup_key"] for r in rows if r["id"] not in inserted}
         existing: dict[str, Any] = {}
         if missing:

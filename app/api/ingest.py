@@ -21,12 +21,12 @@ from tributary.app.auth import Principal, authenticate, key_revoked
 from tributary.app.errors import APIError, validation_error
 from tributary.app.event_rows import event_row as event_row_for
 from tributary.app.event_rows import refuse_future
-from tributary.app.event_store import insert_one
+from tributary.app.event_store import insert_one, key_active
 from tributary.app.openapi import describe
 from tributary.app.schemas import EventAccepted, IdentifyRequest, PingRequest
 from tributary.connectors.identify import validate_message
 from tributary.connectors.safe_json import bad_text
-from tributary.models import ApiKey, Event
+from tributary.models import Event
 from tributary.models.base import utcnow
 from tributary.runtime.doorbell import stored
 
@@ -84,7 +84,7 @@ def _not_stored(
     """The answer for a row the INSERT did not store: the key was revoked (401), or its message id
     was stored before: a duplicate, or a 409 when that id came with a different message. The row's
     own id counts too: a shared write whose commit was acknowledged to nobody may still hold it."""
-    if not _key_active(conn, principal.key_id):
+    if not key_active(conn, principal.key_id):
         raise key_revoked()
     same = Event.id == row["id"]
     if row["dedup_key"] is not None:
@@ -166,12 +166,6 @@ def stored_fingerprint(existing: Any) -> str | None:
         return message_fingerprint(existing.channel, model.model_validate_json(existing.body))
     except ValueError:
         return None
-
-
-def _key_active(conn: Connection, key_id: str) -> bool:
-    """Whether the key still exists unrevoked (asked only when the INSERT stored nothing)."""
-    found = conn.scalar(select(ApiKey.id).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)))
-    return found is not None
 
 
 def _accepted(event_id: str, *, duplicate: bool = False) -> Response:

@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 
 from tests.helpers import auth, make_key
 from tributary.app import create_app
+from tributary.app.auth import hash_key
 from tributary.app.cli import cli
 from tributary.models import ApiKey, Event
 from tributary.models.base import utcnow
@@ -82,3 +83,30 @@ def test_an_ingest_key_revoked_without_any_announcement_stores_nothing_more(
     assert web.post("/v1/identify", json=PING, headers=auth(token)).status_code == 401
     with runtime.db.session() as session:
         assert session.scalar(select(func.count()).select_from(Event)) == 1
+
+
+def test_a_batch_of_a_key_revoked_without_any_announcement_stores_nothing(
+    runtime: Runtime, account_id: str
+) -> None:
+    """`/v1/batch` trusts its cached key as identify does: its INSERT checks the key, so a key
+    revoked behind the cache's back stores nothing more, whether the messages are new or
+    duplicates, and the answer is the unknown key's 401."""
+    web = _instance(runtime).test_client()
+    token, other = make_key(runtime, ["ingest"]), make_key(runtime, ["ingest"])
+    first = [{"type": "ping", **PING, "message_id": "m1"}]
+    for key in (token, other):
+        assert web.post("/v1/batch", json={"batch": first}, headers=auth(key)).status_code == 202
+    with runtime.db.session() as session, session.begin():
+        session.execute(
+            update(ApiKey).where(ApiKey.secret_hash == hash_key(token)).values(revoked_at=utcnow())
+        )
+    again = [*first, {"type": "ping", **PING, "message_id": "m2"}, {"type": "identify", **PING}]
+    for batch in (first, again):
+        response = web.post("/v1/batch", json={"batch": batch}, headers=auth(token))
+        assert response.status_code == 401, response.get_json()
+        assert response.get_json()["error"]["code"] == "unauthorized"
+    # The other key of the account, cached too, still stores (m1 answered as the duplicate it is).
+    results = web.post("/v1/batch", json={"batch": again}, headers=auth(other)).get_json()["results"]
+    assert [r.get("duplicate") for r in results] == [True, False, False]
+    with runtime.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == 3
