@@ -15,6 +15,8 @@ Why these values:
   "Production").
 - gunicorn's own refusals (request line or headers too large, malformed request) are answered in the
   API's JSON error shape instead of gunicorn's HTML page.
+- The access log goes to stdout in gunicorn's format, written by `AccessLogger` (app/access_log.py):
+  the same lines for a fraction of gunicorn's CPU per request.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
 accesslog = "-"
+logger_class = "tributary.app.access_log.AccessLogger"
 
 _ERROR_CODES = {
     400: "bad_request",

@@ -1,11 +1,13 @@
 """The shipped gunicorn configuration (`app/gunicorn_conf.py`) on a real gunicorn process: slow
-clients do not starve it, and gunicorn's own refusals are JSON in the API's error shape."""
+clients do not starve it, gunicorn's own refusals are JSON in the API's error shape, and each
+request is a line of the access log on stdout."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,27 +41,30 @@ def _get(url: str, timeout: float = PROBE_TIMEOUT) -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """`gunicorn -c python:tributary.app.gunicorn_conf tributary.app.wsgi:app`, the Procfile's line,
-    on a free port, with the same 2 processes `tributary serve` starts."""
+    on a free port, with the same 2 processes `tributary serve` starts: its address and the file
+    its stdout goes to."""
     port = _free_port()
+    stdout = tmp_path_factory.mktemp("log") / "stdout.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRIBUTARY_", "DATABASE_", "REDIS_"))}
     env.update(TRIBUTARY_HOME=str(tmp_path_factory.mktemp("home")), PORT=str(port), WEB_CONCURRENCY="2")
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            "python:tributary.app.gunicorn_conf",
-            "tributary.app.wsgi:app",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with stdout.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "python:tributary.app.gunicorn_conf",
+                "tributary.app.wsgi:app",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -71,10 +77,31 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             assert process.poll() is None, "gunicorn exited"
             assert time.monotonic() < deadline, "gunicorn did not start"
             time.sleep(0.2)
-        yield base
+        yield base, stdout
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(served: tuple[str, Path]) -> str:
+    return served[0]
+
+
+def test_each_request_is_a_line_of_the_access_log(served: tuple[str, Path]) -> None:
+    base, stdout = served
+    path = f"/healthz?probe={uuid.uuid4().hex}"
+    assert _get(f"{base}{path}") == 200
+    # gunicorn's combined format (`AccessLogger` writes it, app/access_log.py).
+    expected = re.compile(
+        r"127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] "
+        + re.escape(f'"GET {path} HTTP/1.1" 200 ')
+        + r'\d+ "-" "Python-urllib/[\d.]+"'
+    )
+    deadline = time.monotonic() + 10
+    while not any(expected.fullmatch(line) for line in stdout.read_text().splitlines()):
+        assert time.monotonic() < deadline, f"no access line for {path} in:\n{stdout.read_text()[-2000:]}"
+        time.sleep(0.1)
 
 
 def _slow_client(port: int, stop: threading.Event) -> None:
