@@ -24,6 +24,10 @@ from typing import Any, ClassVar
 
 import stripe
 
+# Bound once: the stripe package resolves each top-level name lazily, through `importlib` on every
+# access (a webhook's check paid that lookup per request).
+from stripe import SignatureVerificationError, WebhookSignature
+
 from tributary.connectors.base import (
     TIMESTAMP_TOLERANCE_SECONDS,
     Connector,
@@ -86,10 +90,8 @@ class StripeConnector(Connector):
         reason = "no signature matches"
         for secret in source.secrets:
             try:
-                stripe.WebhookSignature.verify_header(
-                    payload, header, secret, tolerance=TIMESTAMP_TOLERANCE_SECONDS
-                )
-            except stripe.SignatureVerificationError as exc:
+                WebhookSignature.verify_header(payload, header, secret, tolerance=TIMESTAMP_TOLERANCE_SECONDS)
+            except SignatureVerificationError as exc:
                 reason = str(exc.user_message or exc)
                 continue
             # The library rejects only old timestamps; a future one is as much a replay risk.
