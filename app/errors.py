@@ -99,8 +99,9 @@ def _whole_chunked_body(limit: int) -> None:
     """A chunked body has no Content-Length, so werkzeug's stream stops quietly at the limit and
     the view parses a truncated body (a 400). Read it whole first: over the limit is a 413."""
     environ = request.environ
+    # The header first: nearly every request has none, and `content_length` parses headers.
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-    if request.content_length is not None or not chunked:
+    if not chunked or request.content_length is not None:
         return
     data = _read_at_most(environ["wsgi.input"], limit)
     if len(data) > limit:
