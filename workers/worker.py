@@ -204,6 +204,15 @@ class TributaryWorker(SimpleWorker):
         with self._riding_out_redis("sending a heartbeat"):
             super().heartbeat(timeout)
 
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        # RQ records "idle" as it enters its dequeue, outside the part that handles Redis errors:
+        # an outage at that moment (just after a job) made the worker quit.
+        if pipeline is not None:  # part of a caller's transaction: the caller handles errors
+            super().set_state(state, pipeline)
+            return
+        with self._riding_out_redis(f"recording its state ({state})"):
+            super().set_state(state)
+
     def execute_job(self, job: Any, queue: Any) -> None:
         # A job interrupted by the outage is left to RQ's registry cleaning; its events are safe
         # in the database either way (drain and retry jobs are idempotent).

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from flask.testing import FlaskClient
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.scheduler import RQScheduler
+from rq.worker import WorkerStatus
 from sqlalchemy import func, select
 
 from tests.helpers import identify
@@ -25,6 +27,7 @@ from tributary.app import create_app
 from tributary.models import Event, TimelineEntry
 from tributary.runtime.embedded_redis import redis_executable
 from tributary.runtime.process import Runtime
+from tributary.workers.worker import TributaryWorker
 
 pytestmark = pytest.mark.slow
 
@@ -173,6 +176,26 @@ def test_a_worker_rides_out_redis_dying_mid_job_and_while_idle(
     assert "lost Redis while running job" in text
     assert "Redis is back" in text
     assert "unhandled exception" not in text
+
+
+def test_a_worker_entering_its_dequeue_as_redis_dies_waits_for_it(
+    runtime: Runtime, private_redis: PrivateRedis
+) -> None:
+    """RQ records the worker's "idle" state before the part of its dequeue that handles Redis
+    errors: an outage just after a job made the worker quit (seen once in CI)."""
+    redis = Redis.from_url(private_redis.url)
+    worker = TributaryWorker(Runtime(runtime.settings, db=runtime.db, redis=redis))
+    worker.register_birth()
+    private_redis.kill()
+    back = threading.Timer(1.0, private_redis.start)
+    back.start()
+    try:
+        worker.set_state(WorkerStatus.IDLE)  # raised ConnectionError, which ended `work`
+    finally:
+        back.join()
+    assert worker.outages == 1
+    # Redis came back empty; the worker registered again as it resumed.
+    assert Redis.from_url(private_redis.url).sismember("rq:workers", worker.key)
 
 
 def test_a_worker_waiting_for_redis_stops_promptly_on_sigterm(
