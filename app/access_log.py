@@ -84,12 +84,21 @@ def _pairs(headers: Any) -> Iterable[tuple[str, Any]]:
     return headers.items() if hasattr(headers, "items") else headers  # type: ignore[no-any-return]
 
 
-def _braced(kind: str, name: str, resp: Any, req: Any, environ: Mapping[str, Any]) -> Any:
+def _braced(key: str) -> Atom | None:
+    """The atom for a braced key (`{name}i`, `{name}o`, `{name}e`), resolved once per format."""
+    braced = _BRACED.fullmatch(key.lower())
+    if braced is None:
+        return None
+    name, kind = braced.group(1), braced.group(2)
     if kind == "i":
-        return _last(_pairs(getattr(req, "headers", req)), name)
+        return lambda _log, _resp, req, _env, _t: _last(_pairs(getattr(req, "headers", req)), name)
     if kind == "o":
-        return _last(_pairs(resp.headers), name)
-    return _last(environ.items(), name)
+        return lambda _log, resp, _req, _env, _t: _last(_pairs(resp.headers), name)
+    return lambda _log, _resp, _req, env, _t: _last(env.items(), name)
+
+
+def _unknown(_log: Any, _resp: Any, _req: Any, _env: Mapping[str, Any], _t: timedelta) -> str:
+    return "-"  # gunicorn's answer for a braced key it cannot parse
 
 
 def _escaped(value: Any) -> Any:
@@ -101,8 +110,14 @@ class AccessLogger(glogging.Logger):  # type: ignore[misc]
 
     def setup(self, cfg: Any) -> None:
         super().setup(cfg)
-        self._keys = list(dict.fromkeys(_KEY.findall(cfg.access_log_format)))
-        known = all(key in _ATOMS or key.startswith("{") for key in self._keys)
+        # Each key resolved once to its atom, so a request only calls them.
+        self._fields: list[tuple[str, Atom]] = []
+        known = True
+        for key in dict.fromkeys(_KEY.findall(cfg.access_log_format)):
+            atom = _ATOMS.get(key) or _braced(key)
+            if atom is None and not key.startswith("{"):
+                known = False  # gunicorn's own path decides what an unknown key prints
+            self._fields.append((key, atom or _unknown))
         # `getattr`: older gunicorns lack some of these settings.
         custom = any(getattr(cfg, name, None) for name in _CONFIGURED_LOGGING)
         self._lean = bool(cfg.accesslog) and known and not custom
@@ -124,13 +139,4 @@ class AccessLogger(glogging.Logger):  # type: ignore[misc]
     def _atoms(
         self, resp: Any, req: Any, environ: Mapping[str, Any], request_time: timedelta
     ) -> dict[str, Any]:
-        atoms: dict[str, Any] = {}
-        for key in self._keys:
-            if key in _ATOMS:
-                value = _ATOMS[key](self, resp, req, environ, request_time)
-            elif braced := _BRACED.fullmatch(key.lower()):
-                value = _braced(braced.group(2), braced.group(1), resp, req, environ)
-            else:
-                value = "-"  # gunicorn's answer for a key it does not know
-            atoms[key] = _escaped(value)
-        return atoms
+        return {key: _escaped(atom(self, resp, req, environ, request_time)) for key, atom in self._fields}

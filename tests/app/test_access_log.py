@@ -15,6 +15,7 @@ import pytest
 from gunicorn import glogging
 from gunicorn.config import Config
 
+from tributary.app import gunicorn_conf
 from tributary.app.access_log import _ATOMS, AccessLogger
 
 DEFAULT = Config().access_log_format
@@ -129,9 +130,6 @@ def test_a_logging_configuration_gets_gunicorns_record(tmp_path: Path) -> None:
 
 def test_the_shipped_configuration_uses_it() -> None:
     cfg = Config()
-    cfg.set("config", "python:tributary.app.gunicorn_conf")
-    from tributary.app import gunicorn_conf
-
     for name in ("accesslog", "logger_class"):
         cfg.set(name, getattr(gunicorn_conf, name))
     assert cfg.logger_class is AccessLogger
