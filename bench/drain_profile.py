@@ -153,9 +153,16 @@ def _kind(statement: str) -> str:
     if head == "UPDATE":
         table = words[1].strip('"')
     if head == "SELECT":
-        upper = [w.upper() for w in words]
-        table = words[upper.index("FROM") + 1].strip('"(') if "FROM" in upper else "?"
+        # The first table read, past subqueries' parentheses and function calls.
+        tables = [
+            words[i + 1].strip('"(')
+            for i, word in enumerate(words[:-1])
+            if word.upper() == "FROM" and words[i + 1].strip('"(') and "(" not in words[i + 1].strip('"(')
+        ]
+        table = tables[0] if tables else "?"
         table += " (lock)" if "FOR UPDATE" in statement else ""
+        table += " (key share)" if "FOR KEY SHARE" in statement else ""
+        table += " (advisory locks)" if "pg_advisory_xact_lock" in statement else ""
     return f"{head} {table}"
 
 

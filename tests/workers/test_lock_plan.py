@@ -9,10 +9,11 @@ addresses of one domain, statistics or not, and a batch took a quarter of a seco
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import insert, text
+from sqlalchemy import event, insert, text
 
 from tests.helpers import customer, identify, plan_of, statements_sent
 from tributary.models import Customer
@@ -51,11 +52,40 @@ def test_a_batch_locks_its_customers_through_the_unique_index(
         assert drain_batch(runtime, 1000) == 40
     locks = [s for s in sent if s.reads("customers") and "FOR UPDATE" in s.sql]
 
-    assert locks
+    assert locks and any("past" in lock.parameters for lock in locks)
     with runtime.db.engine.connect() as conn:
         for lock in locks:
             plan = plan_of(conn, lock.sql, lock.parameters)
             assert "ix_customers_email_trgm" not in plan, plan
             assert "uq_customers_account_id_email" in plan, plan
+            if "past" in lock.parameters:  # the new addresses' past holders, in the same statement
+                assert "ix_customers_with_past_emails" in plan, plan
     record = customer(client, admin_key, f"known{KNOWN // 20}@example.com")
     assert record["projects"]["default"]["status"] == "paid"
+
+
+def test_a_batch_plans_its_load_for_the_values_at_hand(
+    client: FlaskClient, admin_key: str, runtime: Runtime
+) -> None:
+    # psycopg prepares a statement run five times, and PostgreSQL may then choose a generic plan of
+    # `email IN (…)` that reads every customer of the account; the batch asks for custom plans for
+    # its transaction (workers/batch/state.py, with the lock on its projects).
+    if not runtime.db.is_postgres:
+        pytest.skip("plan_cache_mode is PostgreSQL's")
+    settings: list[str] = []
+
+    def setting_at_the_lock(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "FOR UPDATE" in statement and "FROM customers" in statement:
+            settings.append(cursor.connection.execute("SHOW plan_cache_mode").fetchone()[0])
+
+    for n in range(3):
+        identify(client, admin_key, email=f"plan{n}@example.com", status="trial")
+    event.listen(runtime.db.engine, "before_cursor_execute", setting_at_the_lock)
+    try:
+        assert drain_batch(runtime, 10) == 3
+    finally:
+        event.remove(runtime.db.engine, "before_cursor_execute", setting_at_the_lock)
+
+    assert settings == ["force_custom_plan"]
+    with runtime.db.engine.connect() as conn:  # for the batch's transaction only
+        assert conn.execute(text("SHOW plan_cache_mode")).scalar() == "auto"

@@ -12,25 +12,40 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ARRAY, Select, Text, bindparam, func, or_, select, text, type_coerce
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    type_coerce,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 
 from tributary.models import Customer, CustomerProject
 from tributary.models.customer import HAS_PAST_EMAILS
 
-__all__ = ["customers", "past_holders", "project_rows"]
+__all__ = ["customers", "project_rows"]
 
 
 @cache
-def customers(postgres: bool, by_email: bool, by_id: bool) -> Select[Customer]:
-    """The account's customers holding any of `:emails` and/or with any of `:ids`, in id order;
-    locked on PostgreSQL (the customer row is the lock that serializes workers writing the same
-    person)."""
-    conditions = []
+def customers(postgres: bool, by_email: bool, by_id: bool, by_past: bool) -> Select[Customer]:
+    """The account's customers holding any of `:emails`, with any of `:ids`, and/or whose past
+    addresses hold any of `:past`, in id order; locked on PostgreSQL (the customer row is the lock
+    that serializes workers writing the same person). The past addresses are one more condition of
+    this statement, not a read of their own: one statement fewer per batch that meets a new address."""
+    conditions: list[ColumnElement[bool]] = []
     if by_email:
         conditions.append(Customer.email.in_(bindparam("emails", expanding=True)))
     if by_id:
         conditions.append(Customer.id.in_(bindparam("ids", expanding=True)))
+    if by_past:
+        conditions.append(_had_past(postgres))
     stmt = (
         select(Customer)
         .where(Customer.account_id == bindparam("account"), or_(*conditions))
@@ -40,21 +55,20 @@ def customers(postgres: bool, by_email: bool, by_id: bool) -> Select[Customer]:
     return stmt.with_for_update() if postgres else stmt
 
 
-@cache
-def past_holders(postgres: bool) -> Select[str]:
-    """Ids of the account's customers whose past addresses hold any of `:emails`."""
+def _had_past(postgres: bool) -> ColumnElement[bool]:
+    """A customer whose past addresses hold any of `:past`."""
     had: Any
     if postgres:
         # `?|`: any of the addresses is an element of the array; one bound array, not a
         # containment test per address.
         past = type_coerce(Customer.past_emails, JSONB())
-        had = past.has_any(bindparam("emails", type_=ARRAY(Text())))
+        had = past.has_any(bindparam("past", type_=ARRAY(Text())))
     else:
         each = func.json_each(Customer.past_emails).table_valued("value")
-        had = select(each.c.value).where(each.c.value.in_(bindparam("emails", expanding=True))).exists()
+        had = select(each.c.value).where(each.c.value.in_(bindparam("past", expanding=True))).exists()
     # Served by the partial index on customers with past addresses (models/customer.py).
     some_past = text(HAS_PAST_EMAILS["postgresql" if postgres else "sqlite"])
-    return select(Customer.id).where(Customer.account_id == bindparam("account"), some_past, had)
+    return and_(some_past, had)
 
 
 @cache

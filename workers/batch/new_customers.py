@@ -6,9 +6,9 @@ to know before it merges whether the address is someone's.
 
 - SQLite has one writer at a time (the drain's BEGIN IMMEDIATE): the load inserts an empty row for
   each missing address (`insert_missing_customers`), and write-back updates it like any other.
-- PostgreSQL: the load reads which addresses nobody holds (`unheld`), then takes a transaction-scoped
-  advisory lock on each of them (`lock_addresses`, in one order, so two batches never wait on each
-  other in a circle). Every batch that writes a new address (a new customer or a rename) holds its
+- PostgreSQL: the load reads which addresses nobody holds and takes a transaction-scoped advisory
+  lock on each of them, in one statement (`lock_unheld`; in one order, so two batches never wait on
+  each other in a circle). Every batch that writes a new address (a new customer or a rename) holds its
   lock, so an address read as free stays free until the batch commits, and a second batch naming it
   waits, then finds the first one's customer. The new customer lives in memory (`NewCustomer`) and
   write-back inserts it once, with its final values (write_back_pg.insert_customers). Inserting an
@@ -36,12 +36,19 @@ from tributary.models import Customer
 from tributary.models.base import sortable_id
 from tributary.models.sql import dialect_insert
 
-__all__ = ["NewCustomer", "address_key", "insert_missing_customers", "lock_addresses", "unheld"]
+__all__ = ["NewCustomer", "address_key", "insert_missing_customers", "lock_addresses", "lock_unheld"]
 
-_UNHELD = text(
-    "SELECT e FROM unnest(:emails) AS e "
-    "WHERE NOT EXISTS (SELECT 1 FROM customers AS c WHERE c.account_id = :account AND c.email = e)"
-).bindparams(bindparam("emails", type_=ARRAY(Text())))
+# The addresses nobody holds, each locked as the outer query reads it: the subquery's ORDER BY keeps
+# PostgreSQL from merging it into the outer query (PostgreSQL's documented way to take advisory
+# locks in a given order), so the locks are taken in key order and only for the rows it returns.
+# One statement where a read then a lock were two: the load's fixed cost per batch is what a
+# trickle pays per event (bench/README.md, 2026-12-04).
+_LOCK_UNHELD = text(
+    "SELECT free.e, pg_advisory_xact_lock(free.k) FROM ("
+    " SELECT a.e, a.k FROM unnest(:emails, :keys) AS a(e, k)"
+    " WHERE NOT EXISTS (SELECT 1 FROM customers AS c WHERE c.account_id = :account AND c.email = a.e)"
+    " ORDER BY a.k) AS free"
+).bindparams(bindparam("emails", type_=ARRAY(Text())), bindparam("keys", type_=ARRAY(BigInteger())))
 
 # unnest returns the array in order and the lock is taken row by row as it is read: the order of
 # `keys`, sorted by the caller.
@@ -59,12 +66,18 @@ def address_key(account_id: str, email: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def unheld(session: Session, account_id: str, emails: Sequence[str]) -> list[str]:
-    """Which of `emails` no customer of the account holds now (PostgreSQL; no lock), sorted."""
+def lock_unheld(session: Session, account_id: str, emails: Sequence[str]) -> list[str]:
+    """Which of `emails` no customer of the account holds now, each address's advisory lock held
+    until the transaction ends (PostgreSQL); sorted."""
     if not emails:
         return []
-    found = session.scalars(_UNHELD, {"emails": list(emails), "account": account_id})
-    return sorted(found)
+    keyed = sorted((address_key(account_id, email), email) for email in set(emails))
+    params = {
+        "emails": [email for _, email in keyed],
+        "keys": [key for key, _ in keyed],
+        "account": account_id,
+    }
+    return sorted(session.scalars(_LOCK_UNHELD, params))
 
 
 def lock_addresses(session: Session, account_id: str, emails: Sequence[str]) -> None:

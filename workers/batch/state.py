@@ -29,10 +29,15 @@ from tributary.workers.batch.new_customers import NewCustomer
 
 __all__ = ["BatchState", "EventOutcome", "PlannedMerge", "Ref", "Tombstone"]
 
-# In one order in every batch (the rows are locked as the sorted result is read).
+# The batch's projects and their accounts locked in one order in every batch (the rows are locked
+# as the sorted result is read), and the plans for the rest of the transaction chosen for the
+# values at hand (`load`): one statement, not two, as the load's fixed cost per batch is what a
+# trickle pays per event. The lock is a subquery so that the setting is made even when a project is
+# gone.
 _LOCK_PARENTS = text(
-    "SELECT 1 FROM projects AS p JOIN accounts AS a ON a.id = p.account_id "
-    "WHERE p.id = ANY(:projects) ORDER BY p.id FOR KEY SHARE"
+    "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), (SELECT count(*) FROM ("
+    " SELECT 1 FROM projects AS p JOIN accounts AS a ON a.id = p.account_id"
+    " WHERE p.id = ANY(:projects) ORDER BY p.id FOR KEY SHARE) AS parents)"
 ).bindparams(bindparam("projects", type_=ARRAY(Text())))
 
 # (account id, identity source, external id)
@@ -151,10 +156,10 @@ class BatchState:
                 if change.identity:
                     identities[event.account_id].add((change.identity.source, change.identity.external_id))
         if is_postgres(self.session):
-            # Plans for the values at hand: psycopg prepares a statement run five times, and a
-            # generic plan of `email IN (…500 parameters…)` compares every row of the account with
-            # each address in turn, where a custom plan hashes the list and uses the unique index.
-            self.session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+            # With the parents' locks, plans for the values at hand: psycopg prepares a statement
+            # run five times, and a generic plan of `email IN (…500 parameters…)` compares every row
+            # of the account with each address in turn, where a custom plan hashes the list and
+            # uses the unique index.
             self._lock_parents(event for event, _ in planned)
         for account_id in sorted(emails.keys() | identities.keys()):
             self._load_account(account_id, sorted(emails[account_id]), sorted(identities[account_id]))
@@ -164,10 +169,10 @@ class BatchState:
         """Lock the batch's projects and their accounts FOR KEY SHARE until it commits: they stay
         while the batch writes rows that point at them (customers, project and timeline rows), and
         a deletion waits for the batch, then takes those rows with it. On PostgreSQL these are
-        what the foreign keys' per-row checks were (migration 0015); one statement per batch."""
+        what the foreign keys' per-row checks were (migration 0015). The same statement sets the
+        transaction's `plan_cache_mode` (`_LOCK_PARENTS`)."""
         projects = sorted({event.project_id for event in events})
-        if projects:
-            self.session.execute(_LOCK_PARENTS, {"projects": projects})
+        self.session.execute(_LOCK_PARENTS, {"projects": projects})
 
     def _load_account(self, account_id: str, emails: list[str], identities: list[tuple[str, str]]) -> None:
         others: list[str] = []
@@ -178,16 +183,14 @@ class BatchState:
         unheld: list[str] = []
         if emails and postgres:
             # Whether an address is anyone's, and its lock if nobody's (see new_customers.py).
-            unheld = new_customers.unheld(self.session, account_id, emails)
-            new_customers.lock_addresses(self.session, account_id, unheld)
+            unheld = new_customers.lock_unheld(self.session, account_id, emails)
         elif emails:
             fresh = new_customers.insert_missing_customers(self.session, account_id, emails, self.now)
             self.created.update(customer_id for customer_id, _ in fresh)
             unheld = sorted(email for _, email in fresh)
-        # Addresses nobody holds now may be someone's past one (see `resolve_customer`).
-        others += self._past_holders(account_id, unheld)
         if emails or others:
-            self._lock_customers(account_id, emails, others)
+            # Addresses nobody holds now may be someone's past one (see `resolve_customer`).
+            self._lock_customers(account_id, emails, others, past=unheld)
         if emails and postgres:
             self._create(account_id, emails, set(unheld))
 
@@ -201,7 +204,7 @@ class BatchState:
             # Rare, so locked here, out of the usual order (a deadlock, which PostgreSQL breaks,
             # fails the batch, and workers/isolation.py applies it again in halves).
             new_customers.lock_addresses(self.session, account_id, late)
-            self._lock_customers(account_id, late, self._past_holders(account_id, late))
+            self._lock_customers(account_id, late, [], past=late)
             missing = [email for email in missing if (account_id, email) not in self.by_email]
         for email in missing:
             customer = NewCustomer.create(account_id, email, self.now)
@@ -269,14 +272,17 @@ class BatchState:
                 owners.append(owner)
         return owners
 
-    def _lock_customers(self, account_id: str, emails: list[str], ids: list[str]) -> None:
-        """Load (and on PostgreSQL lock) the customers holding `emails` and those with `ids`."""
-        stmt = load_statements.customers(is_postgres(self.session), bool(emails), bool(ids))
+    def _lock_customers(self, account_id: str, emails: list[str], ids: list[str], past: list[str]) -> None:
+        """Load (and on PostgreSQL lock) the customers holding `emails`, those with `ids` and those
+        whose past addresses hold any of `past`."""
+        stmt = load_statements.customers(is_postgres(self.session), bool(emails), bool(ids), bool(past))
         params: dict[str, Any] = {"account": account_id}
         if emails:
             params["emails"] = emails
         if ids:
             params["ids"] = ids
+        if past:
+            params["past"] = past
         for customer in self.session.scalars(stmt, params):
             self._hold(customer)
 
@@ -304,12 +310,6 @@ class BatchState:
                 clock=row.clock,
                 last_activity_at=row.last_activity_at,
             )
-
-    def _past_holders(self, account_id: str, emails: list[str]) -> list[str]:
-        if not emails:
-            return []
-        stmt = load_statements.past_holders(is_postgres(self.session))
-        return list(self.session.scalars(stmt, {"account": account_id, "emails": list(emails)}))
 
     def earlier_holder(self, account_id: str, email: str, t: int) -> str | None:
         """The customer whose identity asserted `email` at or after `t` and has since moved on: a
