@@ -1,6 +1,7 @@
 """A batch's writes cost the same statements whatever its size (workers/batch/write_back_pg.py on
-PostgreSQL, one executemany per kind of row on SQLite: write_back_sqlite.py), and every kind of
-write lands as the ORM path would write it (both backends)."""
+PostgreSQL, its last writes in one statement; one executemany per kind of row on SQLite:
+write_back_sqlite.py), and every kind of write lands as the ORM path would write it (both
+backends)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from tributary.models import Customer, Event, EventAttempt, Identity, IdentityTo
 from tributary.models.base import to_micros
 from tributary.models.sql import json_rows
 from tributary.runtime.process import Runtime
-from tributary.workers.batch import write_back_pg
+from tributary.workers.batch import row_source
 from tributary.workers.jobs import drain_batch
 
 # Quotes, a backslash, an escape's look-alike and characters beyond ASCII and the BMP: the bulk
@@ -133,10 +134,34 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(
     assert many == few
 
 
+def test_the_last_writes_of_a_batch_are_one_statement_on_postgresql(
+    client: FlaskClient, admin_key: str, runtime: Runtime
+) -> None:
+    # Project rows, timeline and event outcomes with their attempts (write_back_pg.finish_batch):
+    # a trickle's batch pays each of its statements per event.
+    for i in range(3):
+        identify(client, admin_key, email=f"last{i}@example.com", status="trial", params={"n": i})
+    with statements_sent(runtime) as sent:
+        assert drain_batch(runtime, 100) == 3
+
+    last = [s for s in sent if "event_attempts" in s.sql]
+    if runtime.db.is_postgres:
+        (statement,) = last
+        assert "INSERT INTO customer_projects" in statement.sql
+        assert "INSERT INTO customer_changes" in statement.sql
+        assert "UPDATE events" in statement.sql
+    for i in range(3):
+        project = customer(client, admin_key, f"last{i}@example.com")["projects"]["default"]
+        assert (project["status"], project["params"]) == ("trial", {"n": i})
+    with runtime.db.session() as session:
+        assert len(list(session.scalars(select(EventAttempt)))) == 3
+        assert len(list(session.scalars(select(TimelineEntry)))) == 3
+
+
 def test_rows_go_as_json_unless_they_hold_a_nul_or_a_lone_surrogate() -> None:
-    # The bulk statements' choice of row source (workers/batch/write_back_pg.py): what JSON cannot
+    # The bulk statements' choice of row source (workers/batch/row_source.py): what JSON cannot
     # carry goes as arrays, for the driver to refuse in its own words.
-    safe = write_back_pg._json_safe
+    safe = row_source._json_safe
     assert safe(json.dumps([{"name": "plain"}]))
     assert safe(json.dumps([{"name": ODD}], ensure_ascii=False))
     assert not safe(json.dumps([{"name": "a\x00b"}], ensure_ascii=False))
@@ -158,10 +183,10 @@ def test_the_bulk_rows_encode_as_the_standard_encoder_would() -> None:
     def standard(value: list[dict[str, Any]]) -> str:
         return json.dumps(value, default=lambda v: v.isoformat(), ensure_ascii=False)
 
-    assert json.loads(json_rows(rows, write_back_pg._default)) == json.loads(standard(rows))
+    assert json.loads(json_rows(rows, row_source._default)) == json.loads(standard(rows))
     for odd in ({"big": 2**70, "small": -(2**65)}, {"text": "a\ud800b"}):
         expected = json.dumps([odd], separators=(",", ":"), ensure_ascii=False)
-        assert json_rows([odd], write_back_pg._default) == expected
+        assert json_rows([odd], row_source._default) == expected
 
 
 def test_integers_beyond_64_bits_are_stored_exactly(

@@ -50,6 +50,14 @@ class _BulkWriter(Protocol):
         self, session: Session, rows: Sequence[dict[str, Any]], loaded: Sequence[CustomerProject | None]
     ) -> None: ...
     def insert_timeline(self, session: Session, rows: Sequence[dict[str, Any]]) -> None: ...
+    def finish_batch(
+        self,
+        session: Session,
+        projects: Sequence[dict[str, Any]],
+        loaded: Sequence[CustomerProject | None],
+        timeline: Sequence[dict[str, Any]],
+        events: Sequence[tuple[Event, dict[str, Any]]],
+    ) -> None: ...
     def delete_identities(self, session: Session, refs: Sequence[tuple[str, str, str]]) -> None: ...
     def insert_identities(
         self, session: Session, links: Sequence[tuple[tuple[str, str, str], str]], now: datetime
@@ -76,18 +84,23 @@ def write_batch(state: BatchState) -> None:
     state.session.flush()
     _write_identity_changes(state)
     _write_customers(state, writer)
-    _write_projects(state, writer)
     _write_identities(state, writer)
     _write_tombstones(state, writer)
-    if state.timeline:
-        writer.insert_timeline(state.session, state.timeline)
-    write_event_outcomes(state.session, state.outcomes, state.now)
+    # Project rows, timeline and event outcomes last: one statement on PostgreSQL.
+    projects, loaded = _project_writes(state)
+    outcomes = _event_writes(state.outcomes, state.now)
+    writer.finish_batch(state.session, projects, loaded, state.timeline, outcomes)
 
 
 def write_event_outcomes(session: Session, outcomes: Sequence[EventOutcome], now: datetime) -> None:
     """Each event's status, error and report, and one attempt row for it (the attempt history), in
     the caller's transaction: a rolled-back batch leaves none. On PostgreSQL one statement writes
     both (write_back_pg.py), on SQLite one executemany each (write_back_sqlite.py)."""
+    _writer(session).update_events(session, _event_writes(outcomes, now))
+
+
+def _event_writes(outcomes: Sequence[EventOutcome], now: datetime) -> list[tuple[Event, dict[str, Any]]]:
+    """Each event with the values its outcome writes."""
     written: list[tuple[Event, dict[str, Any]]] = []
     for outcome in outcomes:
         event = outcome.event
@@ -102,7 +115,7 @@ def write_event_outcomes(session: Session, outcomes: Sequence[EventOutcome], now
         if outcome.awaiting is not None:
             values["awaiting_source"], values["awaiting_id"] = outcome.awaiting[1], outcome.awaiting[2]
         written.append((event, values))
-    _writer(session).update_events(session, written)
+    return written
 
 
 def _write_identity_changes(state: BatchState) -> None:
@@ -229,7 +242,8 @@ def _current(row: Customer) -> dict[str, Any]:
     }
 
 
-def _write_projects(state: BatchState, writer: _BulkWriter) -> None:
+def _project_writes(state: BatchState) -> tuple[list[dict[str, Any]], list[CustomerProject | None]]:
+    """The project rows the batch changed, each with the ORM row it updates (None for a new one)."""
     rows: list[dict[str, Any]] = []
     loaded: list[CustomerProject | None] = []
     for key, project in state.project_records.items():
@@ -245,7 +259,7 @@ def _write_projects(state: BatchState, writer: _BulkWriter) -> None:
             continue
         rows.append({"customer_id": key[0], "project_id": key[1], **values, "updated_at": state.now})
         loaded.append(existing)
-    writer.upsert_projects(state.session, rows, loaded)
+    return rows, loaded
 
 
 def _write_identities(state: BatchState, writer: _BulkWriter) -> None:

@@ -1,9 +1,10 @@
-"""The bulk writes of a batch on PostgreSQL: one statement per table whatever the batch's size.
+"""The bulk writes of a batch on PostgreSQL: one statement per table whatever the batch's size,
+and the batch's last writes (project rows, timeline, event outcomes) as one (`finish_batch`).
 
 Each statement takes its rows as one JSON array and turns it into typed rows with
-`json_to_recordset` (`UPDATE … FROM json_to_recordset(…)`, `INSERT … SELECT … ON CONFLICT`), so a
-batch of 500 events costs the same handful of round trips and plans as a batch of 5, where the
-ORM's flush would send one UPDATE per row. workers/batch/write_back.py decides what to write and
+`json_to_recordset` (`UPDATE … FROM json_to_recordset(…)`, `INSERT … SELECT … ON CONFLICT`;
+workers/batch/row_source.py), so a batch of 500 events costs the same handful of round trips and
+plans as a batch of 5, where the ORM's flush would send one UPDATE per row. workers/batch/write_back.py decides what to write and
 calls these on PostgreSQL (write_back_sqlite.py's executemany on SQLite). The ORM rows the batch
 loaded are then marked as written (`set_committed_value`), so the session holds what the database
 holds and its flush sends nothing more for them.
@@ -11,16 +12,14 @@ holds and its flush sends nothing more for them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from tributary.models.sql import json_rows
+from tributary.workers.batch.row_source import Part, execute, execute_together
 
 if TYPE_CHECKING:
     from tributary.models import Customer, CustomerProject, Event
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "delete_identities",
+    "finish_batch",
     "insert_customers",
     "insert_identities",
     "insert_timeline",
@@ -38,64 +38,10 @@ __all__ = [
 ]
 
 
-def _default(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-# Text the JSON path cannot carry: NUL (escaped by the encoder as `\u0000`) and lone UTF-16
-# surrogates (kept raw, not being text at all). Rows holding either go as arrays, so the driver
-# refuses them in its own words (workers/isolation.py then fails that event alone) instead of the
-# JSON parser.
-_NUL = "\\u0000"
-
-
-def _json_safe(payload: str) -> bool:
-    """Whether `payload` can go as JSON. A batch's payload is about a megabyte: a substring test and
-    `isascii` run at memory speed, where a regular expression stepped through it character by
-    character (15 ms a batch). A lone surrogate is exactly what strict UTF-8 cannot encode."""
-    if _NUL in payload:
-        return False
-    if payload.isascii():
-        return True
-    try:
-        payload.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _execute(
-    session: Session, template: str, columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, Any]]
-) -> Any:
-    """Run `template` with `{rows}` replaced by a row source named `v` with `columns` (name, SQL
-    type) and an ordinal `n`, fed by `rows` in one parameter.
-
-    The rows go as one JSON array (`json_to_recordset`): one C-encoded string binds far faster than
-    an array per column, whose every text element the driver escapes in Python."""
-    names = ", ".join(name for name, _ in columns)
-    payload = json_rows([{name: row[name] for name, _ in columns} for row in rows], _default)
-    if _json_safe(payload):
-        typed = ", ".join(f"{name} {kind}" for name, kind in columns)
-        source = (
-            f"ROWS FROM (json_to_recordset(CAST(:rows AS json)) AS ({typed})) "
-            f"WITH ORDINALITY AS v({names}, n)"
-        )
-        return session.execute(text(template.format(rows=source)), {"rows": payload})
-    arrays = ", ".join(f"CAST(:c{i} AS {kind}[])" for i, (_, kind) in enumerate(columns))
-    params = {
-        f"c{i}": [json.dumps(row[name]) if kind == "jsonb" else row[name] for row in rows]
-        for i, (name, kind) in enumerate(columns)
-    }
-    source = f"unnest({arrays}) WITH ORDINALITY AS v({names}, n)"
-    return session.execute(text(template.format(rows=source)), params)
-
-
 # The events' outcomes and their attempt rows (the attempt history) in one statement: the attempt
 # is what the update wrote (number = the new `attempts`, at `processed_at`), in the batch's order.
 _UPDATE_EVENTS = """
-    WITH done AS (
+    events_done AS (
         UPDATE events AS e SET
             attempts = v.attempts,
             status = v.status,
@@ -107,11 +53,13 @@ _UPDATE_EVENTS = """
         FROM {rows}
         WHERE e.id = v.id
         RETURNING v.n, e.id, e.attempts, e.status, e.last_error, e.processed_at
+    ),
+    attempts_added AS (
+        INSERT INTO event_attempts (event_id, number, outcome, error, attempted_at)
+        SELECT done.id, done.attempts, done.status, done.last_error, done.processed_at
+        FROM events_done AS done
+        ORDER BY done.n
     )
-    INSERT INTO event_attempts (event_id, number, outcome, error, attempted_at)
-    SELECT done.id, done.attempts, done.status, done.last_error, done.processed_at
-    FROM done
-    ORDER BY done.n
 """
 _EVENT_COLUMNS = (
     ("id", "text"),
@@ -131,8 +79,10 @@ def update_events(session: Session, events: Sequence[tuple[Event, dict[str, Any]
     """Write each event's new attributes (`attempts`, `status`, `last_error`, `processed_at`, and
     `changes` / `awaiting_source` / `awaiting_id` when given) and one attempt row for each, in one
     statement."""
-    if not events:
-        return
+    finish_batch(session, [], [], [], events)
+
+
+def _events_part(events: Sequence[tuple[Event, dict[str, Any]]]) -> Part:
     rows = [
         {
             "id": event.id,
@@ -148,7 +98,36 @@ def update_events(session: Session, events: Sequence[tuple[Event, dict[str, Any]
         }
         for event, values in events
     ]
-    _execute(session, _UPDATE_EVENTS, _EVENT_COLUMNS, rows)
+    return Part("events", _UPDATE_EVENTS, _EVENT_COLUMNS, rows)
+
+
+def finish_batch(
+    session: Session,
+    projects: Sequence[dict[str, Any]],
+    loaded: Sequence[CustomerProject | None],
+    timeline: Sequence[dict[str, Any]],
+    events: Sequence[tuple[Event, dict[str, Any]]],
+) -> None:
+    """A batch's last writes in one statement: its project rows (as `upsert_projects`), timeline
+    rows (as `insert_timeline`) and event outcomes with their attempts (as `update_events`). They
+    write four tables apart and read none of each other's rows, so they can share a statement; a
+    trickle's batch pays its fixed number of statements per event (bench/README.md, 2026-12-04)."""
+    parts: list[Part] = []
+    pairs = sorted(
+        zip(projects, loaded, strict=True), key=lambda p: (p[0]["customer_id"], p[0]["project_id"])
+    )
+    if pairs:
+        # Sorted by key, so two batches that touch the same rows lock them in the same order.
+        parts.append(Part("projects", _UPSERT_PROJECTS, _PROJECT_COLUMNS, [r for r, _ in pairs]))
+    if timeline:
+        parts.append(Part("timeline", _INSERT_TIMELINE, _TIMELINE_COLUMNS, timeline))
+    if events:
+        parts.append(_events_part(events))
+    execute_together(session, parts)
+    for row, existing in pairs:
+        if existing is not None:
+            for name in ("status", "params", "clock", "first_seen_at", "last_activity_at", "updated_at"):
+                set_committed_value(existing, name, row[name])
     for event, values in events:
         for name, value in values.items():
             set_committed_value(event, name, value)
@@ -194,26 +173,28 @@ def update_customers(session: Session, customers: Sequence[tuple[Customer, dict[
         }
         for customer, values in ordered
     ]
-    _execute(session, _UPDATE_CUSTOMERS, _CUSTOMER_COLUMNS, rows)
+    execute(session, _UPDATE_CUSTOMERS, _CUSTOMER_COLUMNS, rows)
     for customer, values in ordered:
         for name, value in values.items():
             set_committed_value(customer, name, value)
 
 
 _UPSERT_PROJECTS = """
-    INSERT INTO customer_projects
-        (customer_id, project_id, status, params, clock, first_seen_at, last_activity_at, updated_at)
-    SELECT v.customer_id, v.project_id, v.status, v.params, v.clock, v.first_seen_at,
-           v.last_activity_at, v.updated_at
-    FROM {rows}
-    ORDER BY v.n
-    ON CONFLICT (customer_id, project_id) DO UPDATE SET
-        status = excluded.status,
-        params = excluded.params,
-        clock = excluded.clock,
-        first_seen_at = excluded.first_seen_at,
-        last_activity_at = excluded.last_activity_at,
-        updated_at = excluded.updated_at
+    projects_upserted AS (
+        INSERT INTO customer_projects
+            (customer_id, project_id, status, params, clock, first_seen_at, last_activity_at, updated_at)
+        SELECT v.customer_id, v.project_id, v.status, v.params, v.clock, v.first_seen_at,
+               v.last_activity_at, v.updated_at
+        FROM {rows}
+        ORDER BY v.n
+        ON CONFLICT (customer_id, project_id) DO UPDATE SET
+            status = excluded.status,
+            params = excluded.params,
+            clock = excluded.clock,
+            first_seen_at = excluded.first_seen_at,
+            last_activity_at = excluded.last_activity_at,
+            updated_at = excluded.updated_at
+    )
 """
 _PROJECT_COLUMNS = (
     ("customer_id", "text"),
@@ -233,23 +214,18 @@ def upsert_projects(
     loaded: Sequence[CustomerProject | None],
 ) -> None:
     """Insert or update project rows (keyed by customer and project) in one statement; `loaded[i]`
-    is the ORM row `rows[i]` updates, or None for a new one. Sorted by key, so two batches that
-    touch the same rows lock them in the same order."""
-    if not rows:
-        return
-    pairs = sorted(zip(rows, loaded, strict=True), key=lambda p: (p[0]["customer_id"], p[0]["project_id"]))
-    _execute(session, _UPSERT_PROJECTS, _PROJECT_COLUMNS, [r for r, _ in pairs])
-    for row, existing in pairs:
-        if existing is not None:
-            for name in ("status", "params", "clock", "first_seen_at", "last_activity_at", "updated_at"):
-                set_committed_value(existing, name, row[name])
+    is the ORM row `rows[i]` updates, or None for a new one."""
+    finish_batch(session, rows, loaded, [], [])
 
 
 _INSERT_TIMELINE = """
-    INSERT INTO customer_changes (customer_id, project_id, event_id, kind, data, occurred_at, recorded_at)
-    SELECT v.customer_id, v.project_id, v.event_id, v.kind, v.data, v.occurred_at, v.recorded_at
-    FROM {rows}
-    ORDER BY v.n
+    timeline_added AS (
+        INSERT INTO customer_changes
+            (customer_id, project_id, event_id, kind, data, occurred_at, recorded_at)
+        SELECT v.customer_id, v.project_id, v.event_id, v.kind, v.data, v.occurred_at, v.recorded_at
+        FROM {rows}
+        ORDER BY v.n
+    )
 """
 _TIMELINE_COLUMNS = (
     ("customer_id", "text"),
@@ -264,9 +240,7 @@ _TIMELINE_COLUMNS = (
 
 def insert_timeline(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """The batch's timeline rows, in one statement; ids follow the rows' order."""
-    if not rows:
-        return
-    _execute(session, _INSERT_TIMELINE, _TIMELINE_COLUMNS, rows)
+    finish_batch(session, [], [], rows, [])
 
 
 # A customer the batch created (workers/batch/new_customers.py), written once with its final values.
@@ -296,7 +270,7 @@ def insert_customers(session: Session, customers: Sequence[tuple[NewCustomer, di
     if not customers:
         return
     rows = [{"id": c.id, "account_id": c.account_id, **values} for c, values in customers]
-    _execute(session, _INSERT_CUSTOMERS, _NEW_CUSTOMER_COLUMNS, rows)
+    execute(session, _INSERT_CUSTOMERS, _NEW_CUSTOMER_COLUMNS, rows)
 
 
 _IDENTITY_KEY = (("account_id", "text"), ("source", "text"), ("external_id", "text"))
@@ -314,7 +288,7 @@ def delete_identities(session: Session, refs: Sequence[tuple[str, str, str]]) ->
     if not refs:
         return
     rows = [{"account_id": a, "source": s, "external_id": x} for a, s, x in refs]
-    _execute(session, _DELETE_IDENTITIES, _IDENTITY_KEY, rows)
+    execute(session, _DELETE_IDENTITIES, _IDENTITY_KEY, rows)
 
 
 _INSERT_IDENTITIES = """
@@ -338,7 +312,7 @@ def insert_identities(
         {"account_id": a, "source": s, "external_id": x, "customer_id": c, "created_at": now}
         for (a, s, x), c in links
     ]
-    _execute(session, _INSERT_IDENTITIES, _IDENTITY_COLUMNS, rows)
+    execute(session, _INSERT_IDENTITIES, _IDENTITY_COLUMNS, rows)
 
 
 # Concurrent deletions of one identity meet on the unique index: the later deletion wins and a known
@@ -374,4 +348,4 @@ def upsert_tombstones(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     caller sorts them by key, so two batches lock the same rows in the same order."""
     if not rows:
         return
-    _execute(session, _UPSERT_TOMBSTONES, _TOMBSTONE_COLUMNS, rows)
+    execute(session, _UPSERT_TOMBSTONES, _TOMBSTONE_COLUMNS, rows)

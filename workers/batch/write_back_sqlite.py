@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "delete_identities",
+    "finish_batch",
     "insert_identities",
     "insert_timeline",
     "update_customers",
@@ -193,3 +194,17 @@ def upsert_tombstones(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         },
     )
     session.execute(stmt, rows)
+
+
+def finish_batch(
+    session: Session,
+    projects: Sequence[dict[str, Any]],
+    loaded: Sequence[CustomerProject | None],
+    timeline: Sequence[dict[str, Any]],
+    events: Sequence[tuple[Event, dict[str, Any]]],
+) -> None:
+    """A batch's last writes (one statement on PostgreSQL, write_back_pg.py): its project rows,
+    timeline rows and event outcomes, each kind as above."""
+    upsert_projects(session, projects, loaded)
+    insert_timeline(session, timeline)
+    update_events(session, events)
