@@ -46,10 +46,6 @@ class _BulkWriter(Protocol):
     def update_customers(
         self, session: Session, customers: Sequence[tuple[Customer, dict[str, Any]]]
     ) -> None: ...
-    def upsert_projects(
-        self, session: Session, rows: Sequence[dict[str, Any]], loaded: Sequence[CustomerProject | None]
-    ) -> None: ...
-    def insert_timeline(self, session: Session, rows: Sequence[dict[str, Any]]) -> None: ...
     def finish_batch(
         self,
         session: Session,

@@ -4,10 +4,11 @@ and the batch's last writes (project rows, timeline, event outcomes) as one (`fi
 Each statement takes its rows as one JSON array and turns it into typed rows with
 `json_to_recordset` (`UPDATE … FROM json_to_recordset(…)`, `INSERT … SELECT … ON CONFLICT`;
 workers/batch/row_source.py), so a batch of 500 events costs the same handful of round trips and
-plans as a batch of 5, where the ORM's flush would send one UPDATE per row. workers/batch/write_back.py decides what to write and
-calls these on PostgreSQL (write_back_sqlite.py's executemany on SQLite). The ORM rows the batch
-loaded are then marked as written (`set_committed_value`), so the session holds what the database
-holds and its flush sends nothing more for them.
+plans as a batch of 5, where the ORM's flush would send one UPDATE per row.
+workers/batch/write_back.py decides what to write and calls these on PostgreSQL
+(write_back_sqlite.py's executemany on SQLite). The ORM rows the batch loaded are then marked as
+written (`set_committed_value`), so the session holds what the database holds and its flush sends
+nothing more for them.
 """
 
 from __future__ import annotations
@@ -30,10 +31,8 @@ __all__ = [
     "finish_batch",
     "insert_customers",
     "insert_identities",
-    "insert_timeline",
     "update_customers",
     "update_events",
-    "upsert_projects",
     "upsert_tombstones",
 ]
 
@@ -108,8 +107,9 @@ def finish_batch(
     timeline: Sequence[dict[str, Any]],
     events: Sequence[tuple[Event, dict[str, Any]]],
 ) -> None:
-    """A batch's last writes in one statement: its project rows (as `upsert_projects`), timeline
-    rows (as `insert_timeline`) and event outcomes with their attempts (as `update_events`). They
+    """A batch's last writes in one statement: its project rows, inserted or updated by key
+    (`loaded[i]` is the ORM row `projects[i]` updates, or None for a new one), its timeline rows
+    (ids in their order) and its events' outcomes with their attempts (as `update_events`). They
     write four tables apart and read none of each other's rows, so they can share a statement; a
     trickle's batch pays its fixed number of statements per event (bench/README.md, 2026-12-04)."""
     parts: list[Part] = []
@@ -208,16 +208,6 @@ _PROJECT_COLUMNS = (
 )
 
 
-def upsert_projects(
-    session: Session,
-    rows: Sequence[dict[str, Any]],
-    loaded: Sequence[CustomerProject | None],
-) -> None:
-    """Insert or update project rows (keyed by customer and project) in one statement; `loaded[i]`
-    is the ORM row `rows[i]` updates, or None for a new one."""
-    finish_batch(session, rows, loaded, [], [])
-
-
 _INSERT_TIMELINE = """
     timeline_added AS (
         INSERT INTO customer_changes
@@ -236,11 +226,6 @@ _TIMELINE_COLUMNS = (
     ("occurred_at", "timestamptz"),
     ("recorded_at", "timestamptz"),
 )
-
-
-def insert_timeline(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """The batch's timeline rows, in one statement; ids follow the rows' order."""
-    finish_batch(session, [], [], rows, [])
 
 
 # A customer the batch created (workers/batch/new_customers.py), written once with its final values.

@@ -39,10 +39,8 @@ __all__ = [
     "delete_identities",
     "finish_batch",
     "insert_identities",
-    "insert_timeline",
     "update_customers",
     "update_events",
-    "upsert_projects",
     "upsert_tombstones",
 ]
 
@@ -116,7 +114,7 @@ def update_customers(session: Session, customers: Sequence[tuple[Customer, dict[
         _mark_written(customer, values)
 
 
-def upsert_projects(
+def _upsert_projects(
     session: Session,
     rows: Sequence[dict[str, Any]],
     loaded: Sequence[CustomerProject | None],
@@ -140,7 +138,7 @@ def upsert_projects(
             _mark_written(existing, v)
 
 
-def insert_timeline(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+def _insert_timeline(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """The batch's timeline rows; ids follow the rows' order."""
     if rows:
         session.execute(_insert_statement(TimelineEntry), rows)
@@ -204,7 +202,8 @@ def finish_batch(
     events: Sequence[tuple[Event, dict[str, Any]]],
 ) -> None:
     """A batch's last writes (one statement on PostgreSQL, write_back_pg.py): its project rows,
-    timeline rows and event outcomes, each kind as above."""
-    upsert_projects(session, projects, loaded)
-    insert_timeline(session, timeline)
+    timeline rows and event outcomes, each kind as above (`loaded[i]` is the ORM row `projects[i]`
+    updates, or None for a new one)."""
+    _upsert_projects(session, projects, loaded)
+    _insert_timeline(session, timeline)
     update_events(session, events)
