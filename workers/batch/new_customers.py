@@ -11,7 +11,7 @@ to know before it merges whether the address is someone's.
   each other in a circle). Every batch that writes a new address (a new customer or a rename) holds its
   lock, so an address read as free stays free until the batch commits, and a second batch naming it
   waits, then finds the first one's customer. The new customer lives in memory (`NewCustomer`) and
-  write-back inserts it once, with its final values (write_back_pg.insert_customers). Inserting an
+  write-back inserts it once, with its final values (write_back_pg.write_customers). Inserting an
   empty row at load and updating it at write-back wrote every index of the table twice: 26 of the
   69 ms PostgreSQL spent on a batch of 500 new customers (bench/README.md, 2026-12-02).
 

@@ -43,8 +43,11 @@ class _BulkWriter(Protocol):
     table, rows as one JSON parameter) and write_back_sqlite.py (one executemany per table)."""
 
     def update_events(self, session: Session, events: Sequence[tuple[Event, dict[str, Any]]]) -> None: ...
-    def update_customers(
-        self, session: Session, customers: Sequence[tuple[Customer, dict[str, Any]]]
+    def write_customers(
+        self,
+        session: Session,
+        created: Sequence[tuple[NewCustomer, dict[str, Any]]],
+        changed: Sequence[tuple[Customer, dict[str, Any]]],
     ) -> None: ...
     def finish_batch(
         self,
@@ -200,7 +203,7 @@ def _write_merge(state: BatchState, merge: PlannedMerge) -> None:
 
 def _write_customers(state: BatchState, writer: _BulkWriter) -> None:
     """Name, clocks, activity and addresses (an email change lands here): on PostgreSQL in one
-    statement for the new customers and one for the others (write_back_pg.py), on SQLite in one
+    statement for the new customers and the others (write_back_pg.py), on SQLite in one
     executemany (write_back_sqlite.py)."""
     created: list[tuple[NewCustomer, dict[str, Any]]] = []
     changed: list[tuple[Customer, dict[str, Any]]] = []
@@ -220,12 +223,10 @@ def _write_customers(state: BatchState, writer: _BulkWriter) -> None:
             changed.append((row, {**values, "updated_at": state.now}))
         elif customer_id in state.touched:
             changed.append((row, {**_current(row), "updated_at": state.now}))
-    if created:
-        # New rows first: their addresses are free once the identity changes above have run, and
-        # the others' updates only take addresses that no new customer has. PostgreSQL only: on
-        # SQLite the load inserted its new customers (new_customers.py).
-        write_back_pg.insert_customers(state.session, created)
-    writer.update_customers(state.session, changed)
+    # New customers' addresses are free once the identity changes above have run, and the others'
+    # updates only take addresses that no new customer has: one statement on PostgreSQL. New rows
+    # are PostgreSQL's only: on SQLite the load inserted its new customers (new_customers.py).
+    writer.write_customers(state.session, created, changed)
 
 
 def _current(row: Customer) -> dict[str, Any]:

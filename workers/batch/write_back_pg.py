@@ -29,11 +29,10 @@ if TYPE_CHECKING:
 __all__ = [
     "delete_identities",
     "finish_batch",
-    "insert_customers",
     "insert_identities",
-    "update_customers",
     "update_events",
     "upsert_tombstones",
+    "write_customers",
 ]
 
 
@@ -134,15 +133,17 @@ def finish_batch(
 
 
 _UPDATE_CUSTOMERS = """
-    UPDATE customers AS c SET
-        name = v.name,
-        clock = v.clock,
-        last_activity_at = v.last_activity_at,
-        email = v.email,
-        past_emails = v.past_emails,
-        updated_at = v.updated_at
-    FROM {rows}
-    WHERE c.id = v.id
+    customers_updated AS (
+        UPDATE customers AS c SET
+            name = v.name,
+            clock = v.clock,
+            last_activity_at = v.last_activity_at,
+            email = v.email,
+            past_emails = v.past_emails,
+            updated_at = v.updated_at
+        FROM {rows}
+        WHERE c.id = v.id
+    )
 """
 _CUSTOMER_COLUMNS = (
     ("id", "text"),
@@ -155,25 +156,39 @@ _CUSTOMER_COLUMNS = (
 )
 
 
-def update_customers(session: Session, customers: Sequence[tuple[Customer, dict[str, Any]]]) -> None:
-    """Write each customer's `name`, `clock`, `last_activity_at`, `email`, `past_emails` and
-    `updated_at` in one statement. The rows are sorted by id, the order the load locked them in."""
-    if not customers:
-        return
-    ordered = sorted(customers, key=lambda item: item[0].id)
-    rows = [
-        {
-            "id": customer.id,
-            "name": values["name"],
-            "clock": values["clock"],
-            "last_activity_at": values["last_activity_at"],
-            "email": values["email"],
-            "past_emails": values["past_emails"],
-            "updated_at": values["updated_at"],
-        }
-        for customer, values in ordered
-    ]
-    execute(session, _UPDATE_CUSTOMERS, _CUSTOMER_COLUMNS, rows)
+def write_customers(
+    session: Session,
+    created: Sequence[tuple[NewCustomer, dict[str, Any]]],
+    changed: Sequence[tuple[Customer, dict[str, Any]]],
+) -> None:
+    """The batch's customers in one statement: `created` inserted with their final values (`name`,
+    `clock`, `last_activity_at`, `email`, `past_emails`, `created_at`, `updated_at`), `changed`
+    updated with the same but `created_at`, sorted by id, the order the load locked them in.
+
+    PostgreSQL writes a statement's CTEs in no set order and checks the unique address as each row
+    lands, so neither set may take an address the other gives up. Neither does: a new customer takes
+    an address nobody held (its advisory lock held since the load), and the addresses that renames
+    and merges give up were freed by the identity changes written before (write_back.py)."""
+    parts: list[Part] = []
+    if created:
+        rows = [{"id": c.id, "account_id": c.account_id, **values} for c, values in created]
+        parts.append(Part("created", _INSERT_CUSTOMERS, _NEW_CUSTOMER_COLUMNS, rows))
+    ordered = sorted(changed, key=lambda item: item[0].id)
+    if ordered:
+        rows = [
+            {
+                "id": customer.id,
+                "name": values["name"],
+                "clock": values["clock"],
+                "last_activity_at": values["last_activity_at"],
+                "email": values["email"],
+                "past_emails": values["past_emails"],
+                "updated_at": values["updated_at"],
+            }
+            for customer, values in ordered
+        ]
+        parts.append(Part("changed", _UPDATE_CUSTOMERS, _CUSTOMER_COLUMNS, rows))
+    execute_together(session, parts)
     for customer, values in ordered:
         for name, value in values.items():
             set_committed_value(customer, name, value)
@@ -233,12 +248,14 @@ _TIMELINE_COLUMNS = (
 # and fails the batch loudly (workers/isolation.py applies it again in halves, which then find the
 # other customer).
 _INSERT_CUSTOMERS = """
-    INSERT INTO customers
-        (id, account_id, email, name, past_emails, clock, last_activity_at, created_at, updated_at)
-    SELECT v.id, v.account_id, v.email, v.name, v.past_emails, v.clock, v.last_activity_at,
-           v.created_at, v.updated_at
-    FROM {rows}
-    ORDER BY v.n
+    customers_created AS (
+        INSERT INTO customers
+            (id, account_id, email, name, past_emails, clock, last_activity_at, created_at, updated_at)
+        SELECT v.id, v.account_id, v.email, v.name, v.past_emails, v.clock, v.last_activity_at,
+               v.created_at, v.updated_at
+        FROM {rows}
+        ORDER BY v.n
+    )
 """
 _NEW_CUSTOMER_COLUMNS = (
     ("id", "text"),
@@ -247,15 +264,6 @@ _NEW_CUSTOMER_COLUMNS = (
     ("created_at", "timestamptz"),
     ("updated_at", "timestamptz"),
 )
-
-
-def insert_customers(session: Session, customers: Sequence[tuple[NewCustomer, dict[str, Any]]]) -> None:
-    """Insert new customers with `values` (as `update_customers`, plus `created_at`) in one
-    statement."""
-    if not customers:
-        return
-    rows = [{"id": c.id, "account_id": c.account_id, **values} for c, values in customers]
-    execute(session, _INSERT_CUSTOMERS, _NEW_CUSTOMER_COLUMNS, rows)
 
 
 _IDENTITY_KEY = (("account_id", "text"), ("source", "text"), ("external_id", "text"))

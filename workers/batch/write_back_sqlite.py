@@ -35,13 +35,15 @@ from tributary.models import (
 if TYPE_CHECKING:
     from sqlalchemy.orm import DeclarativeBase
 
+    from tributary.workers.batch.new_customers import NewCustomer
+
 __all__ = [
     "delete_identities",
     "finish_batch",
     "insert_identities",
-    "update_customers",
     "update_events",
     "upsert_tombstones",
+    "write_customers",
 ]
 
 
@@ -102,13 +104,19 @@ def update_events(session: Session, events: Sequence[tuple[Event, dict[str, Any]
         _mark_written(event, values)
 
 
-def update_customers(session: Session, customers: Sequence[tuple[Customer, dict[str, Any]]]) -> None:
-    """Write each customer's values, in id order: SQLite checks the unique address after each row,
-    and renamed rows hold placeholders by now (write_back.py), so any order is valid; id order is
-    the one the ORM used."""
-    if not customers:
+def write_customers(
+    session: Session,
+    created: Sequence[tuple[NewCustomer, dict[str, Any]]],
+    changed: Sequence[tuple[Customer, dict[str, Any]]],
+) -> None:
+    """Write each changed customer's values, in id order: SQLite checks the unique address after
+    each row, and renamed rows hold placeholders by now (write_back.py), so any order is valid; id
+    order is the one the ORM used. New customers were inserted by the load (new_customers.py)."""
+    if created:
+        raise ValueError("on SQLite a batch's load inserts its new customers")
+    if not changed:
         return
-    ordered = sorted(customers, key=lambda item: item[0].id)
+    ordered = sorted(changed, key=lambda item: item[0].id)
     _update_by_id(session, Customer, [{"id": customer.id, **values} for customer, values in ordered])
     for customer, values in ordered:
         _mark_written(customer, values)
