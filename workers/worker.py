@@ -31,6 +31,8 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 # Reconnection backoff: quick for a blip, capped so a worker notices a recovered Redis soon.
 RECONNECT_FIRST_SECONDS = 0.5
 RECONNECT_MAX_SECONDS = 10.0
+# The longest the command channel's thread waits between looks at whether it should stop.
+PUBSUB_WAIT_SECONDS = 0.25
 # Allocations between young-generation collections in a worker (Python's default is 700). A batch
 # of 500 events allocates some 30,000 short-lived containers that reference counting frees; at 700
 # they set off about 40 collections a batch that find next to nothing.
@@ -178,6 +180,18 @@ class TributaryWorker(SimpleWorker):
                 self._drop_subscription()
                 time.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+
+    def subscribe(self) -> None:
+        """RQ's subscription to the worker's command channel, its thread waking every
+        `PUBSUB_WAIT_SECONDS` instead of every 60 s. Once the channel is unsubscribed the thread
+        waits that long for a subscription that never comes, and redis-py 8's `stop()` waits for
+        the thread: a worker's teardown took up to a minute (a test's drain hung on it)."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        # RQ's __init__ sets the attribute to None, which is all mypy sees of its type.
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
+            sleep_time=PUBSUB_WAIT_SECONDS, daemon=True, exception_handler=self._pubsub_exception_handler
+        )
 
     def _drop_subscription(self) -> None:
         thread, self.pubsub_thread = self.pubsub_thread, None

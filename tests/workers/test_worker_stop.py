@@ -132,3 +132,25 @@ def test_a_stop_that_lands_in_a_maintenance_query_stops_the_worker_after_it(
     # The sweep finished its query: its connection went back to the pool fit for the next one.
     with runtime.db.session() as session:
         assert session.execute(text("SELECT 1")).scalar() == 1
+
+
+def test_a_worker_stops_listening_promptly_once_its_channel_is_quiet(runtime: Runtime) -> None:
+    """Unsubscribed, the command channel's thread waits for a subscription again, as long as its
+    sleep time (RQ's is 60 s); redis-py 8's `stop()` waits for the thread, so a worker's teardown
+    took up to a minute (a test's drain hung on it). Here the thread is put in that wait first,
+    the case RQ's order of calls (unsubscribe, then stop) leaves to chance."""
+    worker = TributaryWorker(runtime)
+    worker.subscribe()
+    pubsub = worker.pubsub
+    assert pubsub is not None
+    pubsub.unsubscribe()
+    deadline = time.monotonic() + 10
+    while pubsub.subscribed and time.monotonic() < deadline:
+        time.sleep(0.01)  # the thread reads the reply, then waits for a subscription
+    assert not pubsub.subscribed
+    time.sleep(0.1)
+
+    teardown = threading.Thread(target=worker.unsubscribe)
+    teardown.start()
+    teardown.join(10)
+    assert not teardown.is_alive()
