@@ -154,11 +154,8 @@ def _kind(statement: str) -> str:
         table = words[1].strip('"')
     if head == "SELECT":
         # The first table read, past subqueries' parentheses and function calls.
-        tables = [
-            words[i + 1].strip('"(')
-            for i, word in enumerate(words[:-1])
-            if word.upper() == "FROM" and words[i + 1].strip('"(') and "(" not in words[i + 1].strip('"(')
-        ]
+        after_from = [words[i + 1].strip('"(') for i, word in enumerate(words[:-1]) if word.upper() == "FROM"]
+        tables = [name for name in after_from if name and "(" not in name]
         table = tables[0] if tables else "?"
         table += " (lock)" if "FOR UPDATE" in statement else ""
         table += " (key share)" if "FOR KEY SHARE" in statement else ""
