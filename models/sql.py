@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
 from sqlalchemy import ColumnElement, and_, false, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 
 def insert_for(dialect_name: str, table: Any) -> Any:
@@ -73,6 +74,13 @@ def schema_filter(dialect_name: str) -> Any:
         )
 
     return include
+
+
+def mark_written(row: Any, values: Mapping[str, Any]) -> None:
+    """Record `values` as what the database holds for ORM `row`, after a bulk statement wrote them
+    past the ORM: the session's flush then sends nothing more for them."""
+    for name, value in values.items():
+        set_committed_value(row, name, value)
 
 
 def json_rows(rows: list[dict[str, Any]], default: Callable[[Any], Any]) -> str:

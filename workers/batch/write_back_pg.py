@@ -7,7 +7,7 @@ workers/batch/row_source.py), so a batch of 500 events costs the same handful of
 plans as a batch of 5, where the ORM's flush would send one UPDATE per row.
 workers/batch/write_back.py decides what to write and calls these on PostgreSQL
 (write_back_sqlite.py's executemany on SQLite). The ORM rows the batch loaded are then marked as
-written (`set_committed_value`), so the session holds what the database holds and its flush sends
+written (`mark_written`), so the session holds what the database holds and its flush sends
 nothing more for them.
 """
 
@@ -18,8 +18,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
+from tributary.models.sql import mark_written
 from tributary.workers.batch.row_source import Part, execute, execute_together
 
 if TYPE_CHECKING:
@@ -125,11 +125,9 @@ def finish_batch(
     execute_together(session, parts)
     for row, existing in pairs:
         if existing is not None:
-            for name in ("status", "params", "clock", "first_seen_at", "last_activity_at", "updated_at"):
-                set_committed_value(existing, name, row[name])
+            mark_written(existing, {name: row[name] for name in _PROJECT_VALUES})
     for event, values in events:
-        for name, value in values.items():
-            set_committed_value(event, name, value)
+        mark_written(event, values)
 
 
 _UPDATE_CUSTOMERS = """
@@ -190,8 +188,7 @@ def write_customers(
         parts.append(Part("changed", _UPDATE_CUSTOMERS, _CUSTOMER_COLUMNS, rows))
     execute_together(session, parts)
     for customer, values in ordered:
-        for name, value in values.items():
-            set_committed_value(customer, name, value)
+        mark_written(customer, values)
 
 
 _UPSERT_PROJECTS = """
@@ -211,6 +208,8 @@ _UPSERT_PROJECTS = """
             updated_at = excluded.updated_at
     )
 """
+# The values a project row's upsert writes (its key aside).
+_PROJECT_VALUES = ("status", "params", "clock", "first_seen_at", "last_activity_at", "updated_at")
 _PROJECT_COLUMNS = (
     ("customer_id", "text"),
     ("project_id", "text"),

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Insert, Table, Update, bindparam, case, delete, func, insert, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from tributary.models import (
     Customer,
@@ -31,6 +30,7 @@ from tributary.models import (
     IdentityTombstone,
     TimelineEntry,
 )
+from tributary.models.sql import mark_written
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import DeclarativeBase
@@ -78,11 +78,6 @@ def _update_by_id(session: Session, model: type[DeclarativeBase], rows: Sequence
         session.execute(_update_by_id_statement(model), params)
 
 
-def _mark_written(row: Any, values: dict[str, Any]) -> None:
-    for name, value in values.items():
-        set_committed_value(row, name, value)
-
-
 def update_events(session: Session, events: Sequence[tuple[Event, dict[str, Any]]]) -> None:
     """Write each event's new attributes (as write_back_pg.update_events) and one attempt row for
     each, the attempts in the batch's order."""
@@ -101,7 +96,7 @@ def update_events(session: Session, events: Sequence[tuple[Event, dict[str, Any]
     ]
     session.execute(_insert_statement(EventAttempt), attempts)
     for event, values in events:
-        _mark_written(event, values)
+        mark_written(event, values)
 
 
 def write_customers(
@@ -119,7 +114,7 @@ def write_customers(
     ordered = sorted(changed, key=lambda item: item[0].id)
     _update_by_id(session, Customer, [{"id": customer.id, **values} for customer, values in ordered])
     for customer, values in ordered:
-        _mark_written(customer, values)
+        mark_written(customer, values)
 
 
 def _upsert_projects(
@@ -143,7 +138,7 @@ def _upsert_projects(
             [{"id": existing.id, **v} for (_, existing), v in zip(changed, values, strict=True)],
         )
         for (_, existing), v in zip(changed, values, strict=True):
-            _mark_written(existing, v)
+            mark_written(existing, v)
 
 
 def _insert_timeline(session: Session, rows: Sequence[dict[str, Any]]) -> None:
