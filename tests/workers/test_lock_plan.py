@@ -8,6 +8,7 @@ addresses of one domain, statistics or not, and a batch took a quarter of a seco
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from sqlalchemy import event, insert, text
 from tests.helpers import customer, identify, plan_of, statements_sent
 from tributary.models import Customer
 from tributary.runtime.process import Runtime
+from tributary.workers.batch import load_statements
 from tributary.workers.jobs import drain_batch
 
 KNOWN = 8_000  # where the trigram plan appeared, with fresh statistics
@@ -89,3 +91,56 @@ def test_a_batch_plans_its_load_for_the_values_at_hand(
     assert settings == ["force_custom_plan"]
     with runtime.db.engine.connect() as conn:  # for the batch's transaction only
         assert conn.execute(text("SHOW plan_cache_mode")).scalar() == "auto"
+
+
+def _walks_the_account(plan: str) -> list[str]:
+    """The steps of a SQLite plan that read customers by account alone (every customer of the
+    account) or scan the table; the partial index of customers with past addresses is meant to."""
+    return [
+        step
+        for step in plan.splitlines()
+        if re.search(r"SCAN customers\b", step)
+        or (re.search(r"customers USING .*INDEX (\w+) \(account_id=\?\)$", step) and "with_past" not in step)
+    ]
+
+
+def test_a_batch_reads_its_customers_on_sqlite_through_their_indexes(
+    client: FlaskClient, admin_key: str, runtime: Runtime, account_id: str
+) -> None:
+    # An OR of the batch's arms (addresses, ids, past addresses) made SQLite walk every customer of
+    # the account for each batch that met a new address: 12 ms a batch at 16,000 customers.
+    if runtime.db.is_postgres:
+        pytest.skip("SQLite's plans; PostgreSQL's are the tests above")
+    with runtime.db.engine.begin() as conn:
+        conn.execute(
+            insert(Customer),
+            [
+                {"account_id": account_id, "email": f"known{n}@example.com", "name": f"Known {n}",
+                 "past_emails": [f"was{n}@example.com"] if n % 50 == 0 else [], "clock": {},
+                 "created_at": START, "updated_at": START}
+                for n in range(500)
+            ],
+        )  # fmt: skip
+    for n in range(0, 500, 25):
+        identify(client, admin_key, email=f"known{n}@example.com", status="paid")
+        identify(client, admin_key, email=f"new{n}@example.com", status="trial")
+    identify(client, admin_key, email="was100@example.com", status="trial")  # someone's past address
+
+    with statements_sent(runtime) as sent:
+        assert drain_batch(runtime, 1000) == 41
+    reads = [s for s in sent if s.sql.lstrip().startswith("SELECT") and "FROM customers" in s.sql]
+    assert any("json_each" in read.sql for read in reads)  # the past addresses' arm was asked
+    with runtime.db.engine.connect() as conn:
+        for read in reads:
+            plan = plan_of(conn, read.sql, read.parameters)
+            assert _walks_the_account(plan) == [], plan
+    # Every arm at once, the ids arm too (a batch's customers found through identities).
+    every_arm = {"account": account_id, "emails": ["known0@example.com"], "ids": ["c1"], "past": ["x@y.z"]}
+    with statements_sent(runtime) as sent, runtime.db.session() as session:
+        session.scalars(load_statements.customers(False, True, True, True), every_arm).all()
+    with runtime.db.engine.connect() as conn:
+        plan = plan_of(conn, sent[-1].sql, sent[-1].parameters)
+    assert _walks_the_account(plan) == [], plan
+    assert "ix_customers_with_past_emails" in plan, plan
+    assert customer(client, admin_key, "known25@example.com")["projects"]["default"]["status"] == "paid"
+    assert customer(client, admin_key, "new25@example.com")["projects"]["default"]["status"] == "trial"

@@ -20,10 +20,12 @@ from sqlalchemy import (
     and_,
     bindparam,
     func,
+    literal_column,
     or_,
     select,
     text,
     type_coerce,
+    union,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -39,20 +41,45 @@ def customers(postgres: bool, by_email: bool, by_id: bool, by_past: bool) -> Sel
     addresses hold any of `:past`, in id order; locked on PostgreSQL (the customer row is the lock
     that serializes workers writing the same person). The past addresses are one more condition of
     this statement, not a read of their own: one statement fewer per batch that meets a new address."""
-    conditions: list[ColumnElement[bool]] = []
+    account = Customer.account_id == bindparam("account")
+    if postgres:
+        arms: list[ColumnElement[bool]] = []
+        if by_email:
+            arms.append(Customer.email.in_(bindparam("emails", expanding=True)))
+        if by_id:
+            arms.append(Customer.id.in_(bindparam("ids", expanding=True)))
+        if by_past:
+            arms.append(_had_past(postgres))
+        # One index scan per arm, OR'ed in a BitmapOr (tests/workers/test_lock_plan.py).
+        stmt = select(Customer).where(account, or_(*arms)).with_for_update()
+    else:
+        stmt = select(Customer).where(_sqlite_arms(account, by_email, by_id, by_past))
+    return stmt.order_by(Customer.id).execution_options(populate_existing=True)
+
+
+def _sqlite_arms(
+    account: ColumnElement[bool], by_email: bool, by_id: bool, by_past: bool
+) -> ColumnElement[bool]:
+    """SQLite's form of the arms. It walked every customer of the account for an OR of arms that
+    are not all plain column tests (12 ms a batch at 16,000 customers in `tributary serve`, and
+    growing), so each address arm is a SELECT of ids on its own index, in a UNION; the ids arm is
+    the primary key's. The account is checked again outside them, through a unary `+`, SQLite's
+    documented way to keep a term from choosing the index (with no statistics, it would walk the
+    account's range of another index, which holds every customer)."""
+    addresses = []
     if by_email:
-        conditions.append(Customer.email.in_(bindparam("emails", expanding=True)))
-    if by_id:
-        conditions.append(Customer.id.in_(bindparam("ids", expanding=True)))
+        addresses.append(
+            select(Customer.id).where(account, Customer.email.in_(bindparam("emails", expanding=True)))
+        )
     if by_past:
-        conditions.append(_had_past(postgres))
-    stmt = (
-        select(Customer)
-        .where(Customer.account_id == bindparam("account"), or_(*conditions))
-        .order_by(Customer.id)
-        .execution_options(populate_existing=True)
-    )
-    return stmt.with_for_update() if postgres else stmt
+        addresses.append(select(Customer.id).where(account, _had_past(False)))
+    found: list[ColumnElement[bool]] = []
+    if by_id:
+        found.append(Customer.id.in_(bindparam("ids", expanding=True)))
+    if addresses:
+        found.append(Customer.id.in_(union(*addresses)))
+    unindexed = literal_column(f"+{Customer.__tablename__}.account_id", Customer.account_id.type)
+    return and_(unindexed == bindparam("account"), or_(*found))
 
 
 def _had_past(postgres: bool) -> ColumnElement[bool]:
