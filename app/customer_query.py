@@ -303,11 +303,17 @@ def find_visible_customer(session: Session, reader: Reader, ref: str) -> Custome
     else:
         customer = session.scalar(_visible(reader, select(Customer)).where(Customer.id == ref))
         if customer is None:
-            survivor = select(CustomerMerge.survivor_id).where(
-                CustomerMerge.account_id == reader.account_id, CustomerMerge.absorbed_id == ref
+            # The survivors' ids first, then their rows by id: SQLite served `id IN (subquery)`
+            # beside the account's condition by walking every customer of the account.
+            survivors = session.scalars(
+                select(CustomerMerge.survivor_id).where(
+                    CustomerMerge.account_id == reader.account_id, CustomerMerge.absorbed_id == ref
+                )
+            ).all()
+            merged_into = survivors and session.scalar(
+                _visible(reader, select(Customer)).where(Customer.id.in_(survivors))
             )
-            merged_into = session.scalar(_visible(reader, select(Customer)).where(Customer.id.in_(survivor)))
-            if merged_into is not None:
+            if merged_into:
                 raise NotFound(
                     "customer_merged",
                     f"this customer was merged into {merged_into.id}",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import case, delete, null, or_, select, union, update
+from sqlalchemy import CompoundSelect, case, delete, null, or_, select, union, update
 from sqlalchemy.orm import Session
 
 from tributary.app.domain_errors import NotFound
@@ -28,6 +28,7 @@ from tributary.models import (
     IdentityTombstone,
     TimelineEntry,
 )
+from tributary.models.sql import is_postgres, sqlite_unindexed
 
 REDACTED_BODY = b'{"redacted": true}'
 ERASED_NOTE = "redacted: the customer was erased"
@@ -35,22 +36,34 @@ ERASED_NOTE = "redacted: the customer was erased"
 
 def _event_ids(session: Session, customer: Customer, *, skip_locked: bool) -> list[str]:
     emails = [customer.email, *customer.past_emails]
-    linked = union(
+    links = (
         select(TimelineEntry.event_id).where(TimelineEntry.customer_id == customer.id),
         select(IdentityTombstone.event_id).where(IdentityTombstone.customer_id == customer.id),
         select(CustomerMerge.event_id).where(CustomerMerge.survivor_id == customer.id),
     )
-    stmt = (
-        select(Event.id)
-        .where(
-            Event.account_id == customer.account_id,
-            or_(Event.id.in_(linked), Event.email.in_(emails)),
+    if is_postgres(session):
+        linked = union(*links)
+        stmt = (
+            select(Event.id)
+            .where(
+                Event.account_id == customer.account_id, or_(Event.id.in_(linked), Event.email.in_(emails))
+            )
+            .order_by(Event.id)
+            # Same lock order as the worker's claims (event ids ascending), so neither side deadlocks.
+            .with_for_update(of=Event, skip_locked=skip_locked)
         )
-        .order_by(Event.id)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        # Same lock order as the worker's claims (event ids ascending), so neither side deadlocks.
-        stmt = stmt.with_for_update(of=Event, skip_locked=skip_locked)
+    else:
+        # SQLite served the OR beside the account's condition by reading every event of the account:
+        # the addresses' events are one more SELECT of the union, on the email's index, and the
+        # account is tested on the rows found.
+        addressed: CompoundSelect[tuple[str | None]] = union(
+            *links, select(Event.id).where(Event.email.in_(emails))
+        )
+        stmt = (
+            select(Event.id)
+            .where(sqlite_unindexed(Event.account_id) == customer.account_id, Event.id.in_(addressed))
+            .order_by(Event.id)
+        )
     return list(session.scalars(stmt))
 
 

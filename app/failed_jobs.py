@@ -92,10 +92,14 @@ def _visible_events(runtime: Runtime, reader: Reader, job_ids: list[str]) -> dic
     if not event_ids:
         return {}
     with runtime.db.session() as session:
-        stmt = select(Event).where(Event.id.in_(event_ids), Event.account_id == reader.account_id)
-        if reader.project_id is not None:
-            stmt = stmt.where(Event.project_id == reader.project_id)
-        return {e.id: e for e in session.scalars(stmt)}
+        # Found by id alone, then kept if the reader may see them: beside the account's condition,
+        # SQLite read every event of the account to find these few.
+        found = session.scalars(select(Event).where(Event.id.in_(event_ids)))
+        return {
+            e.id: e
+            for e in found
+            if e.account_id == reader.account_id and reader.project_id in (None, e.project_id)
+        }
 
 
 def _visible(reader: Reader, job_id: str, events: dict[str, Event]) -> bool:

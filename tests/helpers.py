@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -86,6 +87,38 @@ def plan_of(conn: Connection, sql: str, parameters: Any) -> str:
     """The plan the backend would run `sql` with (EXPLAIN, or SQLite's EXPLAIN QUERY PLAN)."""
     explain = "EXPLAIN " if conn.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
     return "\n".join(str(row[-1]) for row in conn.exec_driver_sql(explain + sql, parameters))
+
+
+def walks_the_table(plan: str, table: str, *, allowed: tuple[str, ...] = ()) -> list[str]:
+    """The steps of a SQLite plan (EXPLAIN QUERY PLAN) that scan `table` or read it by account
+    alone (every row of the account), but through the indexes `allowed`."""
+    return [
+        step
+        for step in plan.splitlines()
+        if re.search(rf"SCAN {table}\b", step)
+        or (
+            re.search(rf"{table} USING .*INDEX (\w+) \(account_id=\?\)$", step)
+            and not any(index in step for index in allowed)
+        )
+    ]
+
+
+def sqlite_walks(
+    runtime: Runtime, sent: list[Sent], table: str, *, allowed: tuple[str, ...] = ()
+) -> list[str]:
+    """`walks_the_table` over the plans of the reads of `table` in `sent`, on SQLite (without
+    statistics, as a new `tributary serve` runs); none on PostgreSQL, whose plans have tests of
+    their own. Asserts there was such a read, so a test cannot pass by reading nothing."""
+    reads = [s for s in sent if s.reads(table)]
+    assert reads, f"no read of {table}"
+    if runtime.db.is_postgres:
+        return []
+    with runtime.db.engine.connect() as conn:
+        return [
+            step
+            for read in reads
+            for step in walks_the_table(plan_of(conn, read.sql, read.parameters), table, allowed=allowed)
+        ]
 
 
 def make_key(runtime: Runtime, scopes: list[str], project: str | None = None) -> str:

@@ -16,7 +16,7 @@ from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse 
     import_customer,
     people,
 )
-from tests.helpers import auth, customer, make_key
+from tests.helpers import auth, customer, make_key, sqlite_walks, statements_sent
 from tributary.runtime.process import Runtime
 
 
@@ -135,3 +135,14 @@ def test_scopes(client: FlaskClient, runtime: Runtime, admin_key: str, drain: Ca
     assert client.get("/v1/customers/ada@example.com").status_code == 401
     assert _get(client, make_key(runtime, ["ingest"]), "ada@example.com", 403)["error"]["code"] == "forbidden"
     assert _get(client, make_key(runtime, ["read"]), "ada@example.com")["email"] == "ada@example.com"
+
+
+def test_a_merged_id_is_looked_up_without_walking_the_account(
+    client: FlaskClient, admin_key: str, runtime: Runtime, merged: dict[str, str]
+) -> None:
+    # `id IN (the survivors)` beside the account's condition walked every customer of the account
+    # on SQLite: an unknown id cost a read of the whole account.
+    with statements_sent(runtime) as sent:
+        assert _get(client, admin_key, merged["work"], 404)["error"]["code"] == "customer_merged"
+        assert _get(client, admin_key, "cus_never_existed", 404)["error"]["code"] == "customer_not_found"
+    assert sqlite_walks(runtime, sent, "customers") == []

@@ -19,7 +19,7 @@ from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse 
     import_customer,
     people,
 )
-from tests.helpers import auth, customer, identify, make_key
+from tests.helpers import auth, customer, identify, make_key, sqlite_walks, statements_sent
 from tributary.models import (
     Customer,
     CustomerMerge,
@@ -144,8 +144,12 @@ def test_erasure_removes_the_person_and_redacts_their_events_only(
     assert len(world["applied"]) == 6
     before = _snapshot(runtime)
 
-    response = client.delete(f"/v1/customers/{ada_id}", headers=auth(admin_key))
+    with statements_sent(runtime) as sent:
+        response = client.delete(f"/v1/customers/{ada_id}", headers=auth(admin_key))
     assert response.status_code == 204 and response.data == b""
+    # The person's events are found through their own links and addresses: an OR beside the
+    # account's condition made SQLite read every event of the account.
+    assert sqlite_walks(runtime, sent, "events") == []
 
     after = _snapshot(runtime)
     # The person and everything keyed by them is gone; everyone else's rows are byte-for-byte the same.

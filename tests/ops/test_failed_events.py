@@ -12,6 +12,7 @@ import responses
 from flask.testing import FlaskClient
 
 from tests.connectors.stripe_helpers import API_KEY, CUSTOMER_ID, EMAIL, create_source, load, post
+from tests.helpers import sqlite_walks, statements_sent
 from tributary.runtime.process import Runtime
 from tributary.workers.worker import TributaryWorker
 
@@ -137,13 +138,18 @@ def test_retry_all_requeues_every_failed_job(
             post(client, source_id, body)
         drain()
         work(runtime)
-    assert len(client.get("/v1/jobs/failed", headers=admin).get_json()["data"]) == 3
+    with statements_sent(runtime) as sent:
+        assert len(client.get("/v1/jobs/failed", headers=admin).get_json()["data"]) == 3
     with responses.RequestsMock(assert_all_requests_are_fired=False) as api:
         api.get(LOOKUP, json={"id": CUSTOMER_ID, "object": "customer", "email": EMAIL})
-        answer = client.post("/v1/jobs/failed/retry", headers=admin)
+        with statements_sent(runtime) as retried:
+            answer = client.post("/v1/jobs/failed/retry", headers=admin)
         assert answer.status_code == 202 and answer.get_json()["requeued"] == 3
         work(runtime)
     assert client.get("/v1/jobs/failed", headers=admin).get_json()["data"] == []
+    # The jobs' events are found by id: beside the account's condition, SQLite read every event of
+    # the account to find them.
+    assert sqlite_walks(runtime, sent + retried, "events") == []
     statuses = {e["status"] for e in client.get("/v1/events", headers=admin).get_json()["data"]}
     assert statuses == {"processed"}
 
