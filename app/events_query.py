@@ -169,7 +169,8 @@ def list_events(
     codec = CursorCodec(secret_key, "events")
     binding = fingerprint(reader.account_id, reader.project_id, filters.to_json())
     after = codec.decode(cursor, binding, SORT) if cursor is not None else None
-    rows, position = fetch_page(session, event_statement(filters), SORT, limit, after)
+    stmt = event_statement(filters, dialect=session.get_bind().dialect.name)
+    rows, position = fetch_page(session, stmt, SORT, limit, after)
     events: list[Event] = [row[0] for row in rows]
     slugs = _slugs(session, {e.project_id for e in events})
     return EventPage(

@@ -37,7 +37,7 @@ def plan_replay(runtime: Runtime, filters: EventFilters) -> dict[str, Any]:
         count = count_matching(session, filters)
         sample_ids = list(
             session.scalars(
-                event_statement(filters, Event.id)
+                event_statement(filters, Event.id, dialect=runtime.db.engine.dialect.name)
                 .where(Event.purged_at.is_(None))
                 .order_by(Event.id)
                 .limit(SAMPLE_SIZE)

@@ -263,7 +263,8 @@ def replay_queue(runtime: Runtime) -> Queue:
 
 
 def count_matching(session: Session, filters: EventFilters) -> int:
-    stmt = event_statement(filters, func.count()).where(Event.purged_at.is_(None))
+    dialect = session.get_bind().dialect.name
+    stmt = event_statement(filters, func.count(), dialect=dialect).where(Event.purged_at.is_(None))
     return int(session.scalar(stmt) or 0)
 
 
@@ -301,7 +302,7 @@ def replay_step(runtime: Runtime, replay_id: str, batch: int = REPLAY_BATCH) -> 
             return False
         filters = EventFilters.from_json(replay.filters)
         stmt = (
-            event_statement(filters, Event.id)
+            event_statement(filters, Event.id, dialect=runtime.db.engine.dialect.name)
             .where(Event.purged_at.is_(None))
             .order_by(Event.id)
             .limit(batch)
