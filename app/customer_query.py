@@ -310,10 +310,12 @@ def find_visible_customer(session: Session, reader: Reader, ref: str) -> Custome
                     CustomerMerge.account_id == reader.account_id, CustomerMerge.absorbed_id == ref
                 )
             ).all()
-            merged_into = survivors and session.scalar(
-                _visible(reader, select(Customer)).where(Customer.id.in_(survivors))
+            merged_into = (
+                session.scalar(_visible(reader, select(Customer)).where(Customer.id.in_(survivors)))
+                if survivors
+                else None
             )
-            if merged_into:
+            if merged_into is not None:
                 raise NotFound(
                     "customer_merged",
                     f"this customer was merged into {merged_into.id}",
