@@ -146,3 +146,34 @@ def test_a_merged_id_is_looked_up_without_walking_the_account(
         assert _get(client, admin_key, merged["work"], 404)["error"]["code"] == "customer_merged"
         assert _get(client, admin_key, "cus_never_existed", 404)["error"]["code"] == "customer_not_found"
     assert sqlite_walks(runtime, sent, "customers") == []
+
+
+def test_an_id_merged_twice_names_the_customer_it_became(
+    client: FlaskClient, admin_key: str, runtime: Runtime, drain: Callable[[], None], merged: dict[str, str]
+) -> None:
+    # work was merged into ada; now cy's provider user takes ada's address, and ada is merged into
+    # cy. The earlier merge is re-pointed at cy (write_back._write_merge), so both old ids name cy.
+    people(client, admin_key, drain, [{"email": "cy@example.com", "name": "Cy", "timestamp": at(3)}])
+    import_customer(
+        runtime,
+        "cy@example.com",
+        identity=["stripe-test", "cus_cy"],
+        occurred_at=datetime(2026, 1, 6, tzinfo=UTC),
+    )
+    drain()
+    import_customer(
+        runtime,
+        "work@example.com",
+        identity=["stripe-test", "cus_cy"],
+        email_change=True,
+        occurred_at=datetime(2026, 1, 7, tzinfo=UTC),
+    )
+    drain()
+    cy = customer(client, admin_key, "work@example.com")
+    assert cy["name"] == "Cy" and cy["id"] not in merged.values()
+    for old in (merged["work"], merged["ada"]):
+        assert _get(client, admin_key, old, 404)["error"]["details"] == {"merged_into": cy["id"]}
+    # A key that cannot see where the person went learns nothing, whatever the chain.
+    create_project(client, admin_key, "web")
+    web = make_key(runtime, ["read"], project="web")
+    assert _get(client, web, merged["work"], 404) == _get(client, web, "cus_never_existed", 404)
