@@ -173,18 +173,8 @@ def write_customers(
         parts.append(Part("created", _INSERT_CUSTOMERS, _NEW_CUSTOMER_COLUMNS, rows))
     ordered = sorted(changed, key=lambda item: item[0].id)
     if ordered:
-        rows = [
-            {
-                "id": customer.id,
-                "name": values["name"],
-                "clock": values["clock"],
-                "last_activity_at": values["last_activity_at"],
-                "email": values["email"],
-                "past_emails": values["past_emails"],
-                "updated_at": values["updated_at"],
-            }
-            for customer, values in ordered
-        ]
+        # The row source takes each row's `_CUSTOMER_COLUMNS` and nothing else.
+        rows = [{"id": customer.id, **values} for customer, values in ordered]
         parts.append(Part("changed", _UPDATE_CUSTOMERS, _CUSTOMER_COLUMNS, rows))
     execute_together(session, parts)
     for customer, values in ordered:
