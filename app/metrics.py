@@ -8,9 +8,10 @@ counters). Nothing is counted in a process, so nothing is double counted when se
 answer, and nothing is lost when a worker restarts: any web process answers the same, install-wide
 numbers.
 
-HTTP request durations can only be observed where requests are served. Each process buckets them
-in memory and a daemon thread adds the buckets to one Redis hash every second (HINCRBY, so adds
-from all processes sum exactly); `/metrics` flushes its own process first. This was chosen over
+HTTP request durations can only be observed where requests are served. Each app buckets them in
+memory and one daemon thread per process adds the buckets to one Redis hash (the app's own Redis)
+every second (HINCRBY, so adds from all processes sum exactly); `/metrics` flushes its own process
+first. This was chosen over
 prometheus_client's multiprocess mode, which needs an environment variable set before import and a
 shared directory per machine (and so answers per machine, not per install), and over one Redis
 round trip per request, which the ingest path cannot afford. A process killed with SIGKILL loses
@@ -25,6 +26,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -63,17 +65,18 @@ def _le(bound: float) -> str:
 
 
 class RequestTimings:
-    """Per-process HTTP duration buckets, added to Redis in the background."""
+    """One app's HTTP duration buckets, added in the background to the Redis that app uses.
+
+    Each app keeps its own: a process that holds several apps (the test suite, an embedding
+    program) must add each app's timings to that app's Redis, never to whichever app was made last.
+    One thread per process flushes them all (`_Flusher`)."""
 
     def __init__(self, redis: Callable[[], Redis | None]) -> None:
         self._redis = redis
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str, str], list[float]] = {}
-        self._thread_pid: int | None = None
         self._warned_at = 0.0
-
-    def bind(self, redis: Callable[[], Redis | None]) -> None:
-        self._redis = redis
+        _flusher.live.add(self)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, str(status))
@@ -83,19 +86,8 @@ class RequestTimings:
             row[index] += 1  # buckets are stored non-cumulative; the last slot is +Inf
             row[-2] += seconds
             row[-1] += 1
-        if self._thread_pid != os.getpid():
-            self._start()
-
-    def _start(self) -> None:
-        # Also after a fork (gunicorn preload): threads do not survive it.
-        self._thread_pid = os.getpid()
-        threading.Thread(target=self._loop, name="tributary-metrics", daemon=True).start()
-        atexit.register(self.flush, final=True)
-
-    def _loop(self) -> None:
-        while True:
-            time.sleep(FLUSH_SECONDS)
-            self.flush()
+        if _flusher.pid != os.getpid():
+            _flusher.ensure_running()
 
     def flush(self, *, final: bool = False) -> None:
         with self._lock:
@@ -134,10 +126,48 @@ class RequestTimings:
                     mine[index] += value
 
 
+class _Flusher:
+    """Every app's timings in this process (weakly: an app dropped takes its timings with it) and the
+    one thread that flushes them. The pid is the thread's: threads do not survive a fork, so a
+    gunicorn worker starts its own. A round holds the lock, so `flush_request_timings` returns only
+    once nothing is on its way."""
+
+    def __init__(self) -> None:
+        self.live: weakref.WeakSet[RequestTimings] = weakref.WeakSet()
+        self.pid: int | None = None
+        self.round = threading.Lock()
+
+    def flush_all(self, *, final: bool = False) -> None:
+        with self.round:
+            for timings in list(self.live):
+                timings.flush(final=final)
+
+    def ensure_running(self) -> None:
+        with self.round:
+            if self.pid == os.getpid():
+                return
+            self.pid = os.getpid()
+        threading.Thread(target=self._forever, name="tributary-metrics", daemon=True).start()
+        atexit.register(self.flush_all, final=True)
+
+    def _forever(self) -> None:
+        while True:
+            time.sleep(FLUSH_SECONDS)
+            self.flush_all()
+
+
+_flusher = _Flusher()
+
+
+def flush_request_timings() -> None:
+    """Add every app's pending timings to its Redis now; when this returns, none is on its way (the
+    test harness calls it before it empties its Redis, so nothing lands after)."""
+    _flusher.flush_all()
+
+
 class TributaryCollector(Collector):
-    def __init__(self, runtime: Runtime, timings: RequestTimings) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self.timings = timings
 
     def collect(self) -> Iterator[Metric]:
         yield from self._events()
@@ -228,7 +258,7 @@ class TributaryCollector(Collector):
         yield rejections
 
     def _http(self) -> Metric:
-        self.timings.flush()
+        flush_request_timings()  # what this process still holds, so a scrape right after a request sees it
         family = HistogramMetricFamily(
             "tributary_http_request_duration_seconds",
             "HTTP request duration by route, method and status (all web processes).",

@@ -23,6 +23,7 @@ from sqlalchemy import text
 from tests.helpers import auth, dangling_references, make_key, temporary_database
 from tributary.app import create_app
 from tributary.app.accounts import ensure_account
+from tributary.app.metrics import flush_request_timings
 from tributary.models import Base
 from tributary.runtime import doorbell
 from tributary.runtime.config import Settings
@@ -70,6 +71,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield url
     finally:
+        flush_request_timings()  # the apps' last request timings, so none lands after the flush
         Redis.from_url(url).flushdb()
         if control.get(REDIS_DB_LOCK.format(index)) == token.encode():
             control.delete(REDIS_DB_LOCK.format(index))
@@ -104,6 +106,7 @@ def session_runtime(base_config: dict[str, Any], _migrated: None) -> Iterator[Ru
 
 def _reset(runtime: Runtime) -> None:
     doorbell.settle_all()  # a ring the last test owed must not land in this one's queue
+    flush_request_timings()  # nor the last test's request timings in this one's Redis
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     with runtime.db.engine.begin() as conn:
         if runtime.db.is_postgres:

@@ -17,9 +17,6 @@ from tributary.runtime.process import Runtime
 
 bp = Blueprint("metrics", __name__)
 
-# One per process (one flushing thread), bound to the Redis of the app created last.
-_timings = RequestTimings(lambda: None)
-
 
 def _runtime() -> Runtime:
     runtime: Runtime = current_app.extensions["tributary"].runtime
@@ -28,8 +25,7 @@ def _runtime() -> Runtime:
 
 def init_app(app: Flask) -> None:
     runtime: Runtime = app.extensions["tributary"].runtime
-    timings = _timings
-    timings.bind(lambda: runtime.redis)
+    timings = RequestTimings(lambda: runtime.redis)  # this app's, held by its hooks below
 
     @app.before_request
     def _start_timer() -> None:
@@ -69,5 +65,5 @@ def _check_token() -> None:
 def metrics() -> Response:
     _check_token()
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(TributaryCollector(_runtime(), _timings))
+    registry.register(TributaryCollector(_runtime()))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)

@@ -218,14 +218,41 @@ def test_request_timings_survive_a_redis_that_cannot_be_reached_or_started(runti
         lambda: unreachable,
         lambda: runtime.redis,
     ]
-    timings = RequestTimings(cannot_start)
+    current = [cannot_start]
+
+    def client_now() -> Redis:
+        return current[0]()
+
+    timings = RequestTimings(client_now)
     route = "/test/timings-outage"
     prefix = SEP.join((route, "GET", "200"))
     for client in clients:
-        timings.bind(client)
+        current[0] = client
         timings.observe(route, "GET", 200, 0.003)
         timings.flush()
     assert runtime.redis.hget(HTTP_KEY, f"{prefix}{SEP}count") == b"3"
     assert runtime.redis.hget(HTTP_KEY, f"{prefix}{SEP}0") == b"3"  # all in the 5 ms bucket
     timings.flush()  # nothing pending: nothing added twice
     assert runtime.redis.hget(HTTP_KEY, f"{prefix}{SEP}count") == b"3"
+
+
+def test_each_app_adds_its_timings_to_its_own_redis(
+    client: FlaskClient, admin: dict[str, str], runtime: Runtime
+) -> None:
+    """Timings were one per process, flushed to the Redis of the app made last: a test run's
+    requests landed in another app's Redis (and once in the environment's db 0, after the harness
+    had emptied its own). Each app's go to its own Redis, whichever app came after."""
+    from redis import Redis
+
+    from tributary.app.metrics import HTTP_KEY, SEP, flush_request_timings
+
+    assert client.get("/v1/projects", headers=admin).status_code == 200
+    elsewhere = Redis(host="127.0.0.1", port=_free_port(), socket_connect_timeout=0.5)
+    other = create_app(
+        {"TESTING": True}, runtime=Runtime(runtime.settings, db=runtime.db, redis=elsewhere)
+    ).test_client()
+    assert other.get("/healthz").status_code == 200
+    flush_request_timings()
+    fields = {field.decode() for field in runtime.redis.hkeys(HTTP_KEY)}
+    assert SEP.join(("/v1/projects", "GET", "200", "count")) in fields
+    assert not any(field.startswith("/healthz" + SEP) for field in fields)  # kept for its own Redis
