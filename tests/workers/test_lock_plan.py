@@ -92,6 +92,31 @@ def test_a_batch_plans_its_load_for_the_values_at_hand(
         assert conn.execute(text("SHOW plan_cache_mode")).scalar() == "auto"
 
 
+def test_the_loads_statements_are_the_same_text_at_any_batch_size(
+    client: FlaskClient, admin_key: str, runtime: Runtime
+) -> None:
+    # As expanding `IN (…)` lists, a batch of 500 sent 12 KB statements with 500 parameters, built
+    # by SQLAlchemy and parsed by psycopg anew for every batch (it caches only statements under
+    # 4 KB and 50 parameters). Each list is one array parameter on PostgreSQL.
+    if not runtime.db.is_postgres:
+        pytest.skip("SQLite keeps the expanding form, which it plans by index")
+    texts: dict[int, dict[str, set[str]]] = {}
+    for size in (2, 60):
+        for n in range(size):
+            identify(client, admin_key, email=f"size{size}-{n}@example.com", status="trial")
+        with statements_sent(runtime) as sent:
+            assert drain_batch(runtime, 100) == size
+        texts[size] = {
+            table: {s.sql for s in sent if s.reads(table)} for table in ("customers", "customer_projects")
+        }
+        for table, seen in texts[size].items():
+            assert seen, table
+        assert all(
+            len(s.parameters) <= 4 for s in sent if s.reads("customers") or s.reads("customer_projects")
+        )
+    assert texts[2] == texts[60]
+
+
 def test_a_batch_reads_its_customers_on_sqlite_through_their_indexes(
     client: FlaskClient, admin_key: str, runtime: Runtime, account_id: str
 ) -> None:

@@ -299,7 +299,9 @@ class BatchState:
     def _load_projects(self) -> None:
         if not self.customers:
             return
-        rows = self.session.scalars(load_statements.project_rows(), {"ids": list(self.customers)})
+        rows = self.session.scalars(
+            load_statements.project_rows(is_postgres(self.session)), {"ids": list(self.customers)}
+        )
         for row in rows:
             key = (row.customer_id, row.project_id)
             self.project_rows[key] = row
