@@ -11,11 +11,11 @@ numbers.
 HTTP request durations can only be observed where requests are served. Each app buckets them in
 memory and one daemon thread per process adds the buckets to one Redis hash (the app's own Redis)
 every second (HINCRBY, so adds from all processes sum exactly); `/metrics` flushes its own process
-first. This was chosen over
-prometheus_client's multiprocess mode, which needs an environment variable set before import and a
-shared directory per machine (and so answers per machine, not per install), and over one Redis
-round trip per request, which the ingest path cannot afford. A process killed with SIGKILL loses
-at most its last second of request timings; event metrics lose nothing.
+first. This was chosen over prometheus_client's multiprocess mode, which needs an environment
+variable set before import and a shared directory per machine (and so answers per machine, not per
+install), and over one Redis round trip per request, which the ingest path cannot afford. A
+process killed with SIGKILL loses at most its last second of request timings; event metrics lose
+nothing.
 """
 
 from __future__ import annotations
@@ -125,6 +125,10 @@ class RequestTimings:
                 for index, value in enumerate(row):
                     mine[index] += value
 
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._pending = {}  # the parent's to add, not the child's
+
 
 class _Flusher:
     """Every app's timings in this process (weakly: an app dropped takes its timings with it) and the
@@ -136,6 +140,15 @@ class _Flusher:
         self.live: weakref.WeakSet[RequestTimings] = weakref.WeakSet()
         self.pid: int | None = None
         self.round = threading.Lock()
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        # A lock some thread of the parent held at the fork (the flusher mid-round, waiting on Redis)
+        # stays held in the child, where no thread will ever release it.
+        self.round = threading.Lock()
+        self.pid = None
+        for timings in list(self.live):
+            timings._after_fork()
 
     def flush_all(self, *, final: bool = False) -> None:
         with self.round:

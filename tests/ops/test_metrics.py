@@ -243,11 +243,14 @@ def test_each_app_adds_its_timings_to_its_own_redis(
     requests landed in another app's Redis (and once in the environment's db 0, after the harness
     had emptied its own). Each app's go to its own Redis, whichever app came after."""
     from redis import Redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     from tributary.app.metrics import HTTP_KEY, SEP, flush_request_timings
 
     assert client.get("/v1/projects", headers=admin).status_code == 200
-    elsewhere = Redis(host="127.0.0.1", port=_free_port(), socket_connect_timeout=0.5)
+    # Refused at once, without retries: its timings stay pending, and every later flush tries again.
+    elsewhere = Redis(host="127.0.0.1", port=_free_port(), retry=Retry(NoBackoff(), 0))
     other = create_app(
         {"TESTING": True}, runtime=Runtime(runtime.settings, db=runtime.db, redis=elsewhere)
     ).test_client()
@@ -256,3 +259,53 @@ def test_each_app_adds_its_timings_to_its_own_redis(
     fields = {field.decode() for field in runtime.redis.hkeys(HTTP_KEY)}
     assert SEP.join(("/v1/projects", "GET", "200", "count")) in fields
     assert not any(field.startswith("/healthz" + SEP) for field in fields)  # kept for its own Redis
+
+
+@pytest.mark.timeout(60)
+def test_a_process_forked_mid_flush_flushes_its_own_timings(runtime: Runtime) -> None:
+    """The flushing round holds a lock while it waits on Redis; a fork taken then (a server forking
+    its workers, a test forking a child) left it held in the child, where no thread would release
+    it: the child's first flush waited forever. Nor may the child add the parent's pending timings
+    a second time."""
+    import threading
+
+    from redis import Redis
+
+    from tributary.app.metrics import HTTP_KEY, SEP, RequestTimings, flush_request_timings
+
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_redis() -> Redis:
+        entered.set()
+        release.wait(30)
+        return runtime.redis
+
+    parent = RequestTimings(slow_redis)
+    parent.observe("/test/parent", "GET", 200, 0.001)
+    flushing = threading.Thread(target=flush_request_timings)
+    flushing.start()
+    assert entered.wait(10)  # the round is under way, its lock held
+    parent.observe("/test/parent", "GET", 200, 0.001)  # pending in the parent at the fork
+    pid = os.fork()
+    if pid == 0:  # the child: flush its own timings, then report through the exit status
+        code = 1
+        try:
+            child = RequestTimings(lambda: runtime.redis)
+            child.observe("/test/child", "GET", 200, 0.001)
+            flush_request_timings()
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 20
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    release.set()
+    flushing.join(10)
+    flush_request_timings()
+    assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 0, "the child's flush never returned"
+    counts = {f.decode(): int(v) for f, v in runtime.redis.hgetall(HTTP_KEY).items() if f.endswith(b"count")}
+    assert counts[SEP.join(("/test/child", "GET", "200", "count"))] == 1
+    assert counts[SEP.join(("/test/parent", "GET", "200", "count"))] == 2  # each added once, by the parent
