@@ -6,9 +6,9 @@ about as much as running them: in `tributary serve`'s worker the load was two fi
 Built once, a statement's cache key is computed once too, and a batch only binds its values. On
 PostgreSQL each list of values is one array parameter (`= ANY(:ids)`): as an expanding `IN`, a
 batch of 500 sent a statement of 12 KB with 500 parameters, rendered by SQLAlchemy and parsed by
-psycopg again for every batch (psycopg caches only statements under 4 KB and 50 parameters), about
-a tenth of the worker's CPU at that batch size. SQLite keeps the expanding form, which it plans by
-index.
+psycopg again for every batch (psycopg caches only statements under 4 KB and 50 parameters): a
+sixth of the worker's CPU at that batch size (bench/README.md, 2026-12-04 21:15). SQLite keeps the
+expanding form, which it plans by index.
 """
 
 from __future__ import annotations
