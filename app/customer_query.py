@@ -26,17 +26,14 @@ from typing import Any, Protocol
 from sqlalchemy import (
     ColumnElement,
     Select,
-    String,
     and_,
-    any_,
-    bindparam,
     func,
     or_,
     select,
     text,
     type_coerce,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from tributary.app.customer_args import UNSTORABLE, CustomerFilters, ListRequest, ParamValue
@@ -45,6 +42,7 @@ from tributary.app.pagination import CursorCodec, SortSpec, fetch_page, fingerpr
 from tributary.app.schemas import normalize_email
 from tributary.models import Customer, CustomerMerge, CustomerProject, Identity, Project
 from tributary.models.base import isoformat
+from tributary.models.sql import among
 
 MAX_REF_CHARS = 400
 
@@ -215,17 +213,6 @@ CUSTOMER_COLUMNS = (
 )
 
 
-def among(column: Any, ids: list[str], dialect: str) -> ColumnElement[bool]:
-    """`column` is one of `ids`. On PostgreSQL one array parameter (`= ANY`): the statement's text
-    is the same for every page, so it is compiled once and prepared by the driver, where an
-    expanding IN renders and binds a placeholder per id on every request. SQLite has no arrays."""
-    if dialect == "postgresql":
-        # Unique: two of these in one statement stay two parameters.
-        ids_param = bindparam("ids", ids, type_=ARRAY(String()), unique=True)
-        return column == any_(ids_param)  # type: ignore[no-any-return]
-    return column.in_(ids)  # type: ignore[no-any-return]
-
-
 @dataclass(frozen=True, slots=True)
 class CustomerPage:
     customers: list[CustomerFields]
@@ -264,7 +251,7 @@ def list_customers(session: Session, reader: Reader, request: ListRequest, secre
     customers: list[CustomerFields] = list(rows)
     if by_id and rows:
         ids = [row[0] for row in rows]
-        stmt = select(*CUSTOMER_COLUMNS).where(among(Customer.id, ids, dialect))
+        stmt = select(*CUSTOMER_COLUMNS).where(among(Customer.id, ids, dialect == "postgresql"))
         loaded: dict[str, CustomerFields] = {c.id: c for c in session.execute(stmt)}
         # A customer erased between the two statements is left out rather than failing the page.
         customers = [loaded[i] for i in ids if i in loaded]
@@ -346,7 +333,7 @@ def customer_json(
                 CustomerProject.last_activity_at,
             )
             .join(Project, Project.id == CustomerProject.project_id)
-            .where(among(CustomerProject.customer_id, ids, dialect))
+            .where(among(CustomerProject.customer_id, ids, dialect == "postgresql"))
             .order_by(Project.slug)
         )
         if project_id is not None:
@@ -360,7 +347,7 @@ def customer_json(
             }
         identity_rows = session.execute(
             select(Identity.customer_id, Identity.source, Identity.external_id)
-            .where(among(Identity.customer_id, ids, dialect))
+            .where(among(Identity.customer_id, ids, dialect == "postgresql"))
             .order_by(Identity.source, Identity.external_id)
         )
         for customer_id, source, external_id in identity_rows:

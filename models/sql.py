@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, and_, false, or_
+from sqlalchemy import ARRAY, ColumnElement, String, and_, any_, bindparam, false, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -28,6 +28,21 @@ def dialect_insert(session: Session, table: Any) -> Any:
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def among(
+    column: Any, ids: Sequence[str] | None, postgres: bool, *, name: str = "ids"
+) -> ColumnElement[bool]:
+    """`column` is one of `ids`, or, with `ids` None, of the list bound as `name` when the statement
+    runs (a statement built once). On PostgreSQL one array parameter (`= ANY`): the statement's
+    text is the same for any number of ids, so it is compiled once and prepared by the driver, where
+    an expanding IN renders and binds a placeholder per id every time (and psycopg parses such a
+    statement anew once it passes 4 KB or 50 parameters). SQLite has no arrays."""
+    # Ids given here are unique parameters: two lists in one statement stay two.
+    given: dict[str, Any] = {} if ids is None else {"value": list(ids), "unique": True}
+    if postgres:
+        return column == any_(bindparam(name, type_=ARRAY(String()), **given))  # type: ignore[no-any-return]
+    return column.in_(bindparam(name, expanding=True, **given))  # type: ignore[no-any-return]
 
 
 def sqlite_unindexed(column: Any) -> ColumnElement[Any]:

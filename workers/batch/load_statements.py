@@ -4,7 +4,7 @@ Under steady load a batch holds a few events, and building its statements anew f
 (coercing every operand, then hashing the whole tree to find SQLAlchemy's compiled form) cost
 about as much as running them: in `tributary serve`'s worker the load was two fifths of the drain.
 Built once, a statement's cache key is computed once too, and a batch only binds its values. On
-PostgreSQL each list of values is one array parameter (`= ANY(:ids)`): as an expanding `IN`, a
+PostgreSQL each list of values is one array parameter (`models.sql.among`): as an expanding `IN`, a
 batch of 500 sent a statement of 12 KB with 500 parameters, rendered by SQLAlchemy and parsed by
 psycopg again for every batch (psycopg caches only statements under 4 KB and 50 parameters): a
 sixth of the worker's CPU at that batch size (bench/README.md, 2026-12-04 21:15). SQLite keeps the
@@ -22,7 +22,6 @@ from sqlalchemy import (
     Select,
     Text,
     and_,
-    any_,
     bindparam,
     func,
     or_,
@@ -35,7 +34,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from tributary.models import Customer, CustomerProject
 from tributary.models.customer import HAS_PAST_EMAILS
-from tributary.models.sql import sqlite_unindexed
+from tributary.models.sql import among, sqlite_unindexed
 
 __all__ = ["customers", "project_rows"]
 
@@ -50,9 +49,9 @@ def customers(postgres: bool, by_email: bool, by_id: bool, by_past: bool) -> Sel
     if postgres:
         arms: list[ColumnElement[bool]] = []
         if by_email:
-            arms.append(Customer.email == _any("emails"))
+            arms.append(among(Customer.email, None, postgres, name="emails"))
         if by_id:
-            arms.append(Customer.id == _any("ids"))
+            arms.append(among(Customer.id, None, postgres))
         if by_past:
             arms.append(_had_past(postgres))
         # One index scan per arm, OR'ed in a BitmapOr (tests/workers/test_lock_plan.py).
@@ -101,14 +100,7 @@ def _had_past(postgres: bool) -> ColumnElement[bool]:
     return and_(some_past, had)
 
 
-def _any(name: str) -> ColumnElement[Any]:
-    """`ANY(:name)`, the list bound as one text array (PostgreSQL)."""
-    return any_(bindparam(name, type_=ARRAY(Text())))
-
-
 @cache
 def project_rows(postgres: bool) -> Select[CustomerProject]:
     """The project rows of the customers `:ids`."""
-    if postgres:
-        return select(CustomerProject).where(CustomerProject.customer_id == _any("ids"))
-    return select(CustomerProject).where(CustomerProject.customer_id.in_(bindparam("ids", expanding=True)))
+    return select(CustomerProject).where(among(CustomerProject.customer_id, None, postgres))
