@@ -6,6 +6,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -30,11 +31,53 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 
 
+_SQLITE_TEXT_LENGTH = len("2026-01-01 00:00:00.000000")
+
+
+def _sqlite_text(value: datetime | None) -> str | None:
+    """A UTC moment as SQLite stores it: the text of SQLAlchemy's SQLite DATETIME,
+    `YYYY-MM-DD HH:MM:SS.ffffff` in UTC, always with its microseconds, so text order is time order."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:_SQLITE_TEXT_LENGTH]  # without the "+00:00"
+
+
+def _sqlite_moment(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    if len(value) == _SQLITE_TEXT_LENGTH:
+        # Naming the zone in the text: `replace(tzinfo=…)` would cost six times the parse.
+        return datetime.fromisoformat(value + "+00:00")
+    moment = datetime.fromisoformat(value)  # written by SQL (no microseconds) or another tool
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
-    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive, as text).
+
+    On SQLite the text is made and read in one step (`_sqlite_text`, `_sqlite_moment`) instead of
+    this decorator's conversion followed by SQLAlchemy's DATETIME formatting: 4.4 -> 1.7 us a value
+    written, 2.0 -> 0.3 read, and a drain batch binds about ten per event. It is the same text, and a writer
+    that takes this type's `bind_processor` for a driver of its own (app/sqlite_event_writes.py) gets
+    it too: the plain decorator's handed sqlite3 a naive datetime, whose default adapter drops zero
+    microseconds (`12:00:03` sorts before `12:00:03.000000`, the text of the same moment)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> Callable[[datetime | None], Any] | None:
+        if dialect.name == "sqlite":
+            return _sqlite_text
+        return super().bind_processor(dialect)
+
+    def result_processor(self, dialect: Dialect, coltype: Any) -> Callable[[Any], datetime | None] | None:
+        if dialect.name == "sqlite":
+            return _sqlite_moment
+        return super().result_processor(dialect, coltype)
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
