@@ -6,6 +6,8 @@ stored text back with plain SQL, beside what the ORM reads."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from tests.helpers import identify, make_key
 from tributary.models import Event
 from tributary.models.base import UTCDateTime
 from tributary.models.session import Database
+from tributary.runtime.migrate import upgrade
 from tributary.runtime.process import Runtime
 
 MOMENTS = [
@@ -100,3 +103,19 @@ def test_an_identify_at_a_whole_second_is_stored_with_its_microseconds(
         ).all()
     assert stored == "2026-12-04 10:00:00.000000"
     assert len(found) == 1
+
+
+def test_the_migration_gives_whole_seconds_already_stored_their_microseconds(tmp_path: Path) -> None:
+    """Rows the shared write stored before the fix (migrations/versions/0017_sqlite_whole_seconds.py)."""
+    url = f"sqlite:///{tmp_path}/upgraded.db"
+    upgrade(url, "0016_params_statistics")
+    with contextlib.closing(sqlite3.connect(tmp_path / "upgraded.db")) as conn, conn:
+        conn.execute(
+            "INSERT INTO events (id, account_id, project_id, channel, type, occurred_at, received_at, body,"
+            " headers, status, attempts) VALUES ('evt_1', 'acc', 'prj', 'identify', 'identify',"
+            " '2026-12-04 10:00:00', '2026-12-04 10:00:01.250000', x'7b7d', '{}', 'pending', 0)"
+        )
+    upgrade(url)
+    with contextlib.closing(sqlite3.connect(tmp_path / "upgraded.db")) as conn:
+        stored = conn.execute("SELECT occurred_at, received_at FROM events").fetchone()
+    assert stored == ("2026-12-04 10:00:00.000000", "2026-12-04 10:00:01.250000")
