@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 from weakref import WeakKeyDictionary
 
@@ -86,14 +86,25 @@ def _insert_statement(model: type[DeclarativeBase]) -> Insert:
     return insert(_table(model))
 
 
-@dataclass(frozen=True, slots=True)
 class _DriverForm:
-    """A statement compiled for one set of parameter names: its SQL, and for each of its
-    positional parameters the name it takes and that column type's bind processor."""
+    """A statement compiled for one set of parameter names: its SQL, and how a row becomes its
+    positional parameters: the values in the statement's order, each through its column type's
+    bind processor where it has one."""
 
-    sql: str
-    names: tuple[str, ...]
-    binds: tuple[Callable[[Any], Any] | None, ...]
+    __slots__ = ("_bound", "_values", "sql")
+
+    def __init__(self, sql: str, names: Sequence[str], binds: Sequence[Callable[[Any], Any] | None]) -> None:
+        self.sql = sql
+        # One C-level call picks a row's values (a tuple for two names or more, see `_driver_form`).
+        self._values = itemgetter(*names)
+        self._bound = [(position, bind) for position, bind in enumerate(binds) if bind is not None]
+
+    def parameters(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        values = list(self._values(row))
+        # Every value through its processor, None too, as SQLAlchemy does (JSON stores `null`).
+        for position, bind in self._bound:
+            values[position] = bind(values[position])
+        return tuple(values)
 
 
 # Per dialect (its JSON serializer is in the processors), keyed by a statement built once (above)
@@ -109,14 +120,20 @@ def _driver_form(stmt: UpdateBase, names: frozenset[str], dialect: Dialect) -> _
     if key not in forms:
         compiled = stmt.compile(dialect=dialect, column_keys=sorted(names))
         positions = compiled.positiontup
-        # A parameter the rows do not name is a default SQLAlchemy makes in Python.
-        if positions is None or compiled.post_compile_params or not names.issuperset(positions):
+        # A parameter the rows do not name is a default SQLAlchemy makes in Python; a statement of
+        # one parameter (none of ours) is left to SQLAlchemy too.
+        if (
+            positions is None
+            or len(positions) < 2
+            or compiled.post_compile_params
+            or not names.issuperset(positions)
+        ):
             forms[key] = None
         else:
             binds = [
                 compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in positions
             ]
-            forms[key] = _DriverForm(compiled.string, tuple(positions), tuple(binds))
+            forms[key] = _DriverForm(compiled.string, positions, binds)
     return forms[key]
 
 
@@ -130,10 +147,7 @@ def _executemany(session: Session, stmt: UpdateBase, rows: Sequence[dict[str, An
     if form is None or any(row.keys() != names for row in rows):
         session.execute(stmt, rows)
         return
-    pairs = tuple(zip(form.names, form.binds, strict=True))
-    # Every value through its processor, None too, as SQLAlchemy does (a JSON column stores `null`).
-    params = [tuple(row[name] if bind is None else bind(row[name]) for name, bind in pairs) for row in rows]
-    conn.exec_driver_sql(form.sql, params)
+    conn.exec_driver_sql(form.sql, [form.parameters(row) for row in rows])
 
 
 def _update_by_id(session: Session, model: type[DeclarativeBase], rows: Sequence[dict[str, Any]]) -> None:
