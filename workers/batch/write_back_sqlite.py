@@ -147,6 +147,8 @@ def _executemany(session: Session, stmt: UpdateBase, rows: Sequence[dict[str, An
     if form is None or any(row.keys() != names for row in rows):
         session.execute(stmt, rows)
         return
+    if session.autoflush:
+        session.flush()  # as `session.execute` would first (nothing, when the session is clean)
     conn.exec_driver_sql(form.sql, [form.parameters(row) for row in rows])
 
 
