@@ -5,7 +5,8 @@ SQLAlchemy's own work (the transaction's events, a compiled-cache lookup and an 
 per statement, the result's wrapping) cost more than SQLite's. This sends what `insert_rows` sends,
 through the sqlite3 connection: in one BEGIN IMMEDIATE transaction, the lookup of the rows' keys,
 then one `INSERT … ON CONFLICT DO NOTHING RETURNING id` of the rows whose key stands. Every value is
-bound as SQLAlchemy binds it, by its column type's own bind processor, so the stored row is the same.
+bound as SQLAlchemy binds it, by the processor of its column type on this dialect
+(`models.sql.bind_processor`), so the stored row is the same.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy import Table
 from tributary.app.event_rows import ROW_COLUMNS
 from tributary.models import Event
 from tributary.models.session import Database, begin_immediate
+from tributary.models.sql import bind_processor
 
 __all__ = ["SqliteEventWrites"]
 
@@ -35,7 +37,7 @@ class SqliteEventWrites:
         assert isinstance(table, Table)
         dialect = db.engine.dialect
         self._binds: list[tuple[str, Callable[[Any], Any] | None]] = [
-            (name, table.c[name].type.bind_processor(dialect)) for name in ROW_COLUMNS
+            (name, bind_processor(table.c[name].type, dialect)) for name in ROW_COLUMNS
         ]
         self._inserts: dict[int, str] = {}
 

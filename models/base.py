@@ -61,10 +61,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     On SQLite the text is made and read in one step (`_sqlite_text`, `_sqlite_moment`) instead of
     this decorator's conversion followed by SQLAlchemy's DATETIME formatting: 4.4 -> 1.7 us a value
-    written, 2.0 -> 0.3 read, and a drain batch binds about ten per event. It is the same text, and a writer
-    that takes this type's `bind_processor` for a driver of its own (app/sqlite_event_writes.py) gets
-    it too: the plain decorator's handed sqlite3 a naive datetime, whose default adapter drops zero
-    microseconds (`12:00:03` sorts before `12:00:03.000000`, the text of the same moment)."""
+    written, 2.0 -> 0.3 read, and a drain batch binds about ten per event. It is the same text. The
+    decorator on its own (what a writer to a driver of its own took, app/sqlite_event_writes.py,
+    before it asked `models.sql.bind_processor`) handed sqlite3 a naive datetime, whose default
+    adapter drops zero microseconds (`12:00:03` sorts before `12:00:03.000000`, the same moment)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True

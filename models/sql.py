@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import ARRAY, ColumnElement, String, and_, any_, bindparam, false, or_
+from sqlalchemy import ARRAY, ColumnElement, Dialect, String, and_, any_, bindparam, false, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import UnaryExpression
+from sqlalchemy.types import TypeEngine
 
 
 def insert_for(dialect_name: str, table: Any) -> Any:
@@ -28,6 +29,14 @@ def dialect_insert(session: Session, table: Any) -> Any:
 
 def is_postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def bind_processor(type_: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The processor SQLAlchemy binds a value of `type_` with on `dialect`, for a statement sent
+    past its execution: the dialect's implementation of the type, not the generic type's own (the
+    generic DateTime's left a datetime to the driver's adapter, which SQLite's wrote in a shorter
+    text than SQLAlchemy's)."""
+    return type_.dialect_impl(dialect).bind_processor(dialect)
 
 
 def among(

@@ -49,7 +49,7 @@ from tributary.models import (
     IdentityTombstone,
     TimelineEntry,
 )
-from tributary.models.sql import mark_written
+from tributary.models.sql import bind_processor, mark_written
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import DeclarativeBase
@@ -130,9 +130,7 @@ def _driver_form(stmt: UpdateBase, names: frozenset[str], dialect: Dialect) -> _
         ):
             forms[key] = None
         else:
-            binds = [
-                compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in positions
-            ]
+            binds = [bind_processor(compiled.binds[name].type, dialect) for name in positions]
             forms[key] = _DriverForm(compiled.string, positions, binds)
     return forms[key]
 
