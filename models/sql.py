@@ -120,10 +120,11 @@ def mark_written(row: Any, values: Mapping[str, Any]) -> None:
 
 def json_rows(rows: list[dict[str, Any]], default: Callable[[Any], Any]) -> str:
     """`rows` as one JSON array, the parameter of a `json_to_recordset` statement (ingest's shared
-    INSERT, the worker's bulk writes). orjson first: the standard library's encoder took a fifth of
-    a worker's CPU and a tenth of `/v1/batch`'s. What orjson refuses (lone surrogates, integers
-    beyond 64 bits, keys that are not text) the standard encoder takes, as before; `default`
-    serves both for the values neither knows (orjson writes datetimes itself).
+    INSERT) or a `jsonb_to_recordset` one (the worker's bulk writes). orjson first: the standard
+    library's encoder took a fifth of a worker's CPU and a tenth of `/v1/batch`'s. What orjson
+    refuses (lone surrogates, integers beyond 64 bits, keys that are not text) the standard encoder
+    takes, as before; `default` serves both for the values neither knows (orjson writes datetimes
+    itself).
 
     orjson writes a non-finite number as `null`, so none may reach here: the API refuses them,
     webhook payloads are scrubbed of them (app/api/webhooks.py), changes carrying one fail at

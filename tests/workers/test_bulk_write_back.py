@@ -9,8 +9,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from tests.helpers import customer, identify, statements_sent
 from tests.workers.test_email_change import (  # noqa: F401 - the fixture registers the channel
@@ -168,6 +169,51 @@ def test_rows_go_as_json_unless_they_hold_a_nul_or_a_lone_surrogate() -> None:
     assert not safe(json.dumps([{"name": "a\ud800b"}], ensure_ascii=False))
     # Text that only looks like the escape is escaped itself, and takes the arrays to no harm.
     assert not safe(json.dumps([{"name": "\\u0000"}], ensure_ascii=False))
+
+
+def _read_back(runtime: Runtime, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """`rows` through the row source the bulk statements would give them, read back by PostgreSQL."""
+    columns = [("t", "text"), ("j", "jsonb"), ("at", "timestamptz"), ("i", "int"), ("b", "boolean")]
+    source, params = row_source._source("rows", columns, rows)
+    query = f"SELECT v.t, v.j IS NULL, v.j::text, v.at, v.i, v.b, v.n FROM {source} ORDER BY v.n"
+    with runtime.db.session() as session:
+        return [tuple(row) for row in session.execute(text(query), params)]
+
+
+def test_a_payload_too_long_for_jsonb_goes_as_arrays_and_reads_the_same(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past `_JSONB_TEXT_LIMIT` the rows go as one array per column (workers/batch/row_source.py),
+    and PostgreSQL reads them as it reads the JSON: a None is SQL NULL in both, JSON `null` in
+    neither."""
+    if not runtime.db.is_postgres:
+        pytest.skip("the row sources are PostgreSQL's bulk statements")
+    moment = datetime(2026, 12, 5, 3, 0, 0, 123456, tzinfo=UTC)
+    nested = {"tiers": [1, 2.5, None], "big": 2**70, "at": moment}
+    rows: list[dict[str, Any]] = [
+        {"t": ODD, "j": nested, "at": moment, "i": 7, "b": True},
+        {"t": None, "j": None, "at": None, "i": None, "b": None},
+        {"t": "", "j": [], "at": moment.replace(microsecond=0), "i": -(2**31), "b": False},
+    ]
+    as_json = _read_back(runtime, rows)
+    monkeypatch.setattr(row_source, "_JSONB_TEXT_LIMIT", 0)
+    as_arrays = _read_back(runtime, rows)
+    assert as_arrays == as_json
+    assert as_json[1][:3] == (None, True, None)
+
+
+def test_jsonb_takes_the_densest_payload_the_limit_lets_through(runtime: Runtime) -> None:
+    """`_JSONB_TEXT_LIMIT` sits below what PostgreSQL's `jsonb` refuses (its binary form's cap, its
+    parser's allocation per array): one array of one-digit numbers, the densest JSON there is, as
+    long as the limit lets a payload be."""
+    if not runtime.db.is_postgres:
+        pytest.skip("the row sources are PostgreSQL's bulk statements")
+    head, tail = '[{"j":[', "1]}]"
+    payload = head + "1," * ((row_source._JSONB_TEXT_LIMIT - len(head) - len(tail)) // 2) + tail
+    assert row_source._json_safe(payload) and len(payload) > row_source._JSONB_TEXT_LIMIT - 2
+    query = "SELECT jsonb_array_length(v.j) FROM jsonb_to_recordset(CAST(:p AS jsonb)) AS v(j jsonb)"
+    with runtime.db.session() as session:
+        assert session.scalar(text(query), {"p": payload}) == (len(payload) - len(head) - len(tail)) // 2 + 1
 
 
 def test_the_bulk_rows_encode_as_the_standard_encoder_would() -> None:

@@ -1,10 +1,13 @@
 """Rows for a PostgreSQL bulk statement, as one parameter: the row source of write_back_pg.py.
 
 A statement's template names its rows `{rows}`; here they become a row source named `v`, with the
-template's columns (name, SQL type) and an ordinal `n`. The rows go as one JSON array
-(`json_to_recordset`): one C-encoded string binds far faster than an array per column, whose every
-text element the driver escapes in Python. Several such statements can run as one (`execute_together`):
-a batch's last writes cost one round trip, not three.
+template's columns (name, SQL type) and an ordinal `n`. The rows go as one JSON array read as
+`jsonb` (`jsonb_to_recordset`): one C-encoded string binds far faster than an array per column,
+whose every text element the driver escapes in Python. `jsonb`, not `json`: `json_to_recordset`
+scans each row's object afresh and parses every nested value (params, clocks, changes) a second
+time for its `jsonb` column, which made a batch's row sources cost PostgreSQL about a tenth
+more CPU than parsing the array once as `jsonb` (bench/README.md). Several such statements can run
+as one (`execute_together`): a batch's last writes cost one round trip, not three.
 """
 
 from __future__ import annotations
@@ -48,13 +51,21 @@ def _default(value: Any) -> str:
 # refuses them in its own words (workers/isolation.py then fails that event alone) instead of the
 # JSON parser.
 _NUL = "\\u0000"
+# `jsonb` refuses documents that text takes (up to 1 GiB): its parser holds an array's elements in
+# one allocation (32 bytes each, the capacity doubled as it grows) and PostgreSQL allocates at most
+# 1 GiB at once, so an array of one-digit numbers fails from about 32 MiB of text (the binary form
+# is capped at 256 MiB besides). A payload longer than this goes as arrays, which have no such
+# cap: a batch of very large events is written, not failed. A test sends the densest payload this
+# lets through; a batch's is usually about a megabyte.
+_JSONB_TEXT_LIMIT = 16 * 1024 * 1024
 
 
 def _json_safe(payload: str) -> bool:
-    """Whether `payload` can go as JSON. A batch's payload is about a megabyte: a substring test and
-    `isascii` run at memory speed, where a regular expression stepped through it character by
-    character (15 ms a batch). A lone surrogate is exactly what strict UTF-8 cannot encode."""
-    if _NUL in payload:
+    """Whether `payload` can go as JSON: no NUL, no lone surrogate, not too long for `jsonb`. A
+    batch's payload is about a megabyte: a substring test and `isascii` run at memory speed, where
+    a regular expression stepped through it character by character (15 ms a batch). A lone
+    surrogate is exactly what strict UTF-8 cannot encode."""
+    if len(payload) > _JSONB_TEXT_LIMIT or _NUL in payload:
         return False
     if payload.isascii():
         return True
@@ -65,6 +76,11 @@ def _json_safe(payload: str) -> bool:
     return True
 
 
+def _jsonb_text(value: Any) -> str | None:
+    """A `jsonb` column's element of the arrays: None stays SQL NULL, as the JSON path reads it."""
+    return None if value is None else json.dumps(value, default=_default)
+
+
 def _source(key: str, columns: Columns, rows: Sequence[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     """The row source `v` of `rows` and its parameters, named after `key`."""
     names = ", ".join(name for name, _ in columns)
@@ -72,13 +88,13 @@ def _source(key: str, columns: Columns, rows: Sequence[dict[str, Any]]) -> tuple
     if _json_safe(payload):
         typed = ", ".join(f"{name} {kind}" for name, kind in columns)
         source = (
-            f"ROWS FROM (json_to_recordset(CAST(:{key} AS json)) AS ({typed})) "
+            f"ROWS FROM (jsonb_to_recordset(CAST(:{key} AS jsonb)) AS ({typed})) "
             f"WITH ORDINALITY AS v({names}, n)"
         )
         return source, {key: payload}
     arrays = ", ".join(f"CAST(:{key}_{i} AS {kind}[])" for i, (_, kind) in enumerate(columns))
     params = {
-        f"{key}_{i}": [json.dumps(row[name]) if kind == "jsonb" else row[name] for row in rows]
+        f"{key}_{i}": [_jsonb_text(row[name]) if kind == "jsonb" else row[name] for row in rows]
         for i, (name, kind) in enumerate(columns)
     }
     return f"unnest({arrays}) WITH ORDINALITY AS v({names}, n)", params

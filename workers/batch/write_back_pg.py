@@ -2,7 +2,7 @@
 and the batch's last writes (project rows, timeline, event outcomes) as one (`finish_batch`).
 
 Each statement takes its rows as one JSON array and turns it into typed rows with
-`json_to_recordset` (`UPDATE … FROM json_to_recordset(…)`, `INSERT … SELECT … ON CONFLICT`;
+`jsonb_to_recordset` (`UPDATE … FROM jsonb_to_recordset(…)`, `INSERT … SELECT … ON CONFLICT`;
 workers/batch/row_source.py), so a batch of 500 events costs the same handful of round trips and
 plans as a batch of 5, where the ORM's flush would send one UPDATE per row.
 workers/batch/write_back.py decides what to write and calls these on PostgreSQL
