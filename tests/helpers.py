@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, event, exists, func, select, text
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import DBAPIError
 
 from tributary.app.accounts import create_key, ensure_account, get_project
 from tributary.models import Base
@@ -87,6 +90,41 @@ def plan_of(conn: Connection, sql: str, parameters: Any) -> str:
     """The plan the backend would run `sql` with (EXPLAIN, or SQLite's EXPLAIN QUERY PLAN)."""
     explain = "EXPLAIN " if conn.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
     return "\n".join(str(row[-1]) for row in conn.exec_driver_sql(explain + sql, parameters))
+
+
+@contextmanager
+def nested_plans(conn: Connection) -> Iterator[list[dict[str, Any]]]:
+    """The plans PostgreSQL runs on `conn` until the block ends, the statements of functions and
+    triggers included, as `auto_explain` reports them (JSON, one dict a statement, its text under
+    "Query Text"). Inside the connection's transaction; loading auto_explain takes a superuser, and
+    the test is skipped without one."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    try:
+        conn.exec_driver_sql("LOAD 'auto_explain'")
+    except DBAPIError:
+        pytest.skip("loading auto_explain takes a superuser")
+    for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_format = json"):
+        conn.exec_driver_sql(f"SET LOCAL auto_explain.{setting}")
+    conn.exec_driver_sql("SET LOCAL auto_explain.log_level = notice")
+    plans: list[dict[str, Any]] = []
+
+    def on_notice(diag: Any) -> None:
+        message = diag.message_primary or ""
+        if "plan:" in message and "{" in message:
+            plans.append(json.loads(message[message.index("{") :]))
+
+    driver.add_notice_handler(on_notice)
+    try:
+        yield plans
+    finally:
+        driver.remove_notice_handler(on_notice)
+
+
+def plan_nodes(plan: dict[str, Any]) -> list[str]:
+    """Every node of a JSON plan (one of `nested_plans`' "Plan"), as "<type> <relation or index>"."""
+    name = " ".join(str(plan[key]) for key in ("Node Type", "Relation Name", "Index Name") if key in plan)
+    return [name] + [node for child in plan.get("Plans", []) for node in plan_nodes(child)]
 
 
 def walks_the_table(plan: str, table: str, *, allowed: tuple[str, ...] = ()) -> list[str]:

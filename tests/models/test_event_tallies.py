@@ -6,19 +6,16 @@ PostgreSQL only: SQLite has no statement-level triggers and `/metrics` counts th
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, delete, func, select, text, update
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from tests.connectors.stripe_helpers import create_source, post_customer_created
-from tests.helpers import auth, identify, make_key, statements_sent
+from tests.helpers import auth, identify, make_key, nested_plans, plan_nodes, statements_sent
 from tributary.models import Event, EventCount, Source
 from tributary.models.event_tally import (
     LATENCY_BOUNDS,
@@ -201,12 +198,6 @@ def test_the_migration_counts_the_events_already_stored(scratch_url: str, runtim
     engine.dispose()
 
 
-def _join_nodes(plan: dict[str, Any]) -> list[str]:
-    kind = str(plan.get("Node Type", ""))
-    found = [kind] if kind in ("Nested Loop", "Hash Join", "Merge Join") else []
-    return found + [node for child in plan.get("Plans", []) for node in _join_nodes(child)]
-
-
 def test_the_update_tally_reads_its_transition_tables_without_a_join(
     runtime: Runtime, client: FlaskClient
 ) -> None:
@@ -214,32 +205,15 @@ def test_the_update_tally_reads_its_transition_tables_without_a_join(
     When that call saw no rows (a sweep that updated nothing), a join of `old_rows` with `new_rows`
     was kept as a nested loop: a batch of 500 events then cost 250,000 comparisons per statement,
     a fifth of PostgreSQL's CPU in the drain (bench/README.md). The update trigger (migration 0018)
-    sums the old rows out and the new ones in, with no join whatever the plan. Read from the
-    plans `auto_explain` reports for the trigger's own statements (a superuser may load it)."""
+    sums the old rows out and the new ones in, with no join whatever the plan."""
     token = make_key(runtime, ["ingest"])
     for i in range(12):
         identify(client, token, email=f"planned{i}@example.com")
-    plans: list[dict[str, Any]] = []
-
-    def on_notice(diag: Any) -> None:
-        message = diag.message_primary or ""
-        if "plan:" in message and "{" in message:
-            plans.append(json.loads(message[message.index("{") :]))
-
-    with runtime.db.engine.connect() as conn:
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        try:
-            conn.exec_driver_sql("LOAD 'auto_explain'")
-        except DBAPIError:
-            pytest.skip("loading auto_explain takes a superuser")
-        for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_format = json"):
-            conn.exec_driver_sql(f"SET LOCAL auto_explain.{setting}")
-        conn.exec_driver_sql("SET LOCAL auto_explain.log_level = notice")
-        driver.add_notice_handler(on_notice)
+    with runtime.db.engine.connect() as conn, nested_plans(conn) as plans:
         conn.execute(update(Event).where(text("false")).values(status="failed"))  # plans, no rows
         conn.execute(update(Event).values(status="failed"))  # the kept plans, 12 rows
         conn.rollback()
     tallies = [p for p in plans if "INSERT INTO event_" in p.get("Query Text", "")]
     assert len(tallies) == 4, [p.get("Query Text") for p in plans]
-    assert [node for p in tallies for node in _join_nodes(p["Plan"])] == []
+    joins = [node for p in tallies for node in plan_nodes(p["Plan"]) if node.endswith(("Loop", "Join"))]
+    assert joins == []
