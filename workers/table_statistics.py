@@ -1,12 +1,13 @@
 """Planner statistics for the tables a batch reads by key, refreshed once a table outgrows them.
 
-A batch finds its customers, their project rows and their identities by key: a few hundred index
-probes. PostgreSQL picks those plans from its statistics, which autovacuum refreshes once about a
-tenth of a table has changed, at its next round (a minute apart by default), and never where it is
-turned off. Until then a table that grew fast (a new install draining its first backlog, an import)
-is planned with default selectivities: one account's `account_id = …` taken for 0.5 % of the rows,
-an `email IN (500 addresses)` for all of them. The lookups then become scans of the whole table,
-once per batch, and the drain slows as the table grows: at 20,000-40,000 customers 3,276-3,351
+A batch claims its events in id order and finds its customers, their project rows and their
+identities by key: a few hundred index probes. PostgreSQL picks those plans from its statistics,
+which autovacuum refreshes once about a tenth of a table has changed, at its next round (a minute
+apart by default), and never where it is turned off. Until then a table that grew fast (a new
+install draining its first backlog, an import) is planned with default selectivities: one
+account's `account_id = …` taken for 0.5 % of the rows, an `email IN (500 addresses)` for all of
+them, a backlog of pending events for a few dozen. The lookups then become scans of the whole
+table, once per batch, and the drain slows as the table grows: at 20,000-40,000 customers 3,276-3,351
 events/s in process against 3,586-3,648 with statistics, and a Seq Scan of 539,072 rows (95 ms)
 for 34 ids in a scratch database left unanalyzed (bench/README.md).
 
@@ -45,11 +46,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The tables a batch's load reads by key (workers/batch/load_statements.py, identity_resolution.py).
-TABLES = ("customers", "customer_projects", "identities")
+# The tables a batch's load reads by key (workers/batch/load_statements.py, identity_resolution.py),
+# and `events`, which its claim reads in id order and its last write joins by id: unanalyzed, a
+# backlog's pending rows were estimated at a few dozen, and each claim read and sorted all of them,
+# whole rows, below the row locks (155 ms and an 18 MB spill a batch at 60,000 pending; 1 ms
+# walking the pending events' index once analyzed).
+TABLES = ("customers", "customer_projects", "events", "identities")
 # Below this many 8 kB pages (512 kB) a whole-table scan costs about what a few hundred probes do.
 MIN_PAGES = 64
-# How often one process looks, per database: one catalog query of three rows.
+# How often one process looks, per database: one catalog query of four rows.
 CHECK_SECONDS = 2.0
 
 _OUTGROWN = text(

@@ -33,12 +33,12 @@ PAGES = "SELECT pg_relation_size('customers') / current_setting('block_size')::i
 
 @pytest.fixture
 def pg(runtime: Runtime) -> Iterator[Runtime]:
-    """A PostgreSQL runtime whose `customers` statistics describe the empty table it starts as
+    """A PostgreSQL runtime whose tables' statistics describe the empty tables it starts with
     (TRUNCATE between tests keeps whatever an earlier test's ANALYZE saw), checked on demand."""
     if not runtime.db.is_postgres:
         pytest.skip("planner statistics are PostgreSQL's; SQLite's planner trusts its indexes unasked")
     with runtime.db.engine.begin() as conn:
-        conn.execute(text("ANALYZE customers, customer_projects, identities"))
+        conn.execute(text("ANALYZE customers, customer_projects, events, identities"))
     NEXT_CHECK[runtime.db] = 0.0
     yield runtime
 
@@ -97,6 +97,39 @@ def test_a_drain_analyzes_the_customers_table_once_it_outgrew_its_statistics(
     with pg.db.engine.connect() as conn:
         plan = plan_of(conn, lock.sql, lock.parameters)
     assert "uq_customers_account_id_email" in plan, plan
+
+
+def test_a_drain_analyzes_a_backlog_of_events_and_claims_it_in_id_order(
+    pg: Runtime, client: FlaskClient, admin_key: str, account_id: str
+) -> None:
+    """Statistics of the empty table say a few dozen events are pending; a claim planned on them
+    read every pending row by a bitmap scan and sorted them all below the row locks, once per
+    batch. Once the worker has analyzed the grown table, the claim walks the pending events' index
+    in id order and stops at the batch."""
+    identify(client, admin_key, email="first@example.com")
+    with pg.db.engine.begin() as conn:
+        conn.execute(
+            text(
+                """INSERT INTO events (id, account_id, project_id, channel, type, email, occurred_at,
+                       received_at, body, headers, status, attempts)
+                   SELECT 'evt_backlog' || lpad(g::text, 6, '0'), e.account_id, e.project_id,
+                          'identify', 'identify', 'b' || g || '@example.com', e.occurred_at,
+                          e.received_at, convert_to('{"email": "b' || g || '@example.com"}', 'UTF8'),
+                          e.headers, 'pending', 0
+                   FROM events AS e, generate_series(1, 3000) AS g"""
+            )
+        )
+    assert "events" in outgrown(pg.db)
+    with statements_sent(pg) as sent:
+        assert drain_batch(pg, 50) == 50
+    assert "events" not in outgrown(pg.db)
+    with pg.db.engine.connect() as conn:
+        reltuples = conn.scalar(text("SELECT reltuples FROM pg_class WHERE relname = 'events'"))
+        (claim,) = [s for s in sent if s.reads("events") and "SKIP LOCKED" in s.sql]
+        plan = plan_of(conn, claim.sql, claim.parameters)
+    assert reltuples == 3001
+    assert "Index Scan using ix_events_pending on events" in plan, plan
+    assert "Sort" not in plan and "Bitmap" not in plan, plan
 
 
 def test_the_check_runs_once_per_interval_and_again_at_each_doubling(pg: Runtime, account_id: str) -> None:
