@@ -6,8 +6,9 @@ million events, every 15-30 s, for as long as Prometheus runs. Counting them in 
 write events would miss writers (retries, replays, erasure, source and account deletion, a manual
 UPDATE) and double count on retries of a failed commit.
 
-So PostgreSQL counts: statement-level triggers on `events` (migration 0013) append one row per
-(source, connector, status) that a statement changed, with the change in count, to
+So PostgreSQL counts: statement-level triggers on `events` (migration 0013; the update trigger's
+body as of migration 0018, which reads its old and new rows without joining them) append one row
+per (source, connector, status) that a statement changed, with the change in count, to
 `event_counts`, and one row per latency bucket to `event_latency`; in the writer's own
 transaction, so the tallies are exactly what the table holds, whoever wrote it. Appending (never
 updating one row per key) keeps concurrent writers from queueing on a counter's row lock. A scrape

@@ -1,4 +1,4 @@
-"""The metrics' event tallies (models/event_tally.py, migration 0013) are exactly what the events
+"""The metrics' event tallies (models/event_tally.py, migrations 0013 and 0018) are exactly what the events
 table holds, whoever wrote it and however: the product's own paths (ingest, webhooks, the worker's
 bulk update, replay, erasure, source deletion), bare SQL (bulk updates, deletes, TRUNCATE), a
 migration from a database that already had events, and compaction beside concurrent writers.
