@@ -13,8 +13,9 @@ for 34 ids in a scratch database left unanalyzed (bench/README.md).
 
 So `drain_batch` asks `keep_fresh` after each batch; at most every `CHECK_SECONDS` per database
 it compares each table's size now with its size at the last ANALYZE (or VACUUM: `pg_class.relpages`,
-0 before either) and ANALYZEs a table that has doubled, once past `MIN_PAGES`. Doubling bounds the
-work: about twenty ANALYZEs on a table's way to a million rows, each sampling at most 30,000 rows.
+0 before either) and ANALYZEs a table that has doubled, once past `MIN_PAGES`, on the columns its
+lookups test (`TABLES`). Doubling bounds the work: about twenty ANALYZEs on a table's way to a
+million rows, each sampling at most 30,000 rows.
 Where autovacuum runs it analyzes at a tenth of growth and usually gets there first; then this
 never fires. Pages rather than the statistics collector's row counts: a backend reports those up to
 a second late (ten when idle), while a relation's size is current.
@@ -51,7 +52,18 @@ log = logging.getLogger(__name__)
 # backlog's pending rows were estimated at a few dozen, and each claim read and sorted all of them,
 # whole rows, below the row locks (155 ms and an 18 MB spill a batch at 60,000 pending; 1 ms
 # walking the pending events' index once analyzed).
-TABLES = ("customers", "customer_projects", "events", "identities")
+# Each with the columns those statements test, the only ones analyzed here. Every column cost up to
+# 13 times as much at 60,000 rows (customer_projects 460 against 35 ms: its `params` target of
+# 1,000, migration 0016, samples 300,000 rows and sorts their documents; events 282 against 76 ms:
+# every body read), a tenth of PostgreSQL's CPU in a new install's first drain. The other columns,
+# which the read side's filters are planned on, stay autovacuum's: an ANALYZE of some columns
+# leaves the count of changes since the last whole ANALYZE, which autovacuum's waits for, as it was.
+TABLES: dict[str, tuple[str, ...]] = {
+    "customers": ("id", "account_id", "email", "past_emails"),
+    "customer_projects": ("id", "customer_id", "project_id"),
+    "events": ("id", "account_id", "status", "received_at", "awaiting_source", "awaiting_id"),
+    "identities": ("id", "account_id", "source", "external_id", "customer_id"),
+}
 # Below this many 8 kB pages (512 kB) a whole-table scan costs about what a few hundred probes do.
 MIN_PAGES = 64
 # How often one process looks, per database: one catalog query of four rows.
@@ -83,7 +95,8 @@ def outgrown(db: Database) -> list[str]:
 
 
 def analyze_outgrown(db: Database) -> list[str]:
-    """ANALYZE each outgrown table no other process is analyzing; the tables analyzed."""
+    """ANALYZE each outgrown table no other process is analyzing, on the columns its lookups test
+    (`TABLES`); the tables analyzed."""
     analyzed = []
     for table in outgrown(db):
         with db.engine.begin() as conn:
@@ -91,7 +104,7 @@ def analyze_outgrown(db: Database) -> list[str]:
                 continue
             started = time.perf_counter()
             # `table` is one of TABLES (the catalog query returns only those names).
-            conn.exec_driver_sql(f"ANALYZE {table}")
+            conn.exec_driver_sql(f"ANALYZE {table} ({', '.join(TABLES[table])})")
         analyzed.append(table)
         elapsed_ms = 1000 * (time.perf_counter() - started)
         log.info("analyzed %s, which had doubled since its statistics (%.0f ms)", table, elapsed_ms)
