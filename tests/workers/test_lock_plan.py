@@ -77,19 +77,65 @@ def test_a_batch_plans_its_load_for_the_values_at_hand(
 
     def setting_at_the_lock(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if "FOR UPDATE" in statement and "FROM customers" in statement:
-            settings.append(cursor.connection.execute("SHOW plan_cache_mode").fetchone()[0])
+            for name in ("plan_cache_mode", "random_page_cost"):
+                settings.append(cursor.connection.execute(f"SHOW {name}").fetchone()[0])
 
     for n in range(3):
         identify(client, admin_key, email=f"plan{n}@example.com", status="trial")
+    with runtime.db.engine.connect() as conn:
+        server_default = conn.execute(text("SHOW random_page_cost")).scalar()
     event.listen(runtime.db.engine, "before_cursor_execute", setting_at_the_lock)
     try:
         assert drain_batch(runtime, 10) == 3
     finally:
         event.remove(runtime.db.engine, "before_cursor_execute", setting_at_the_lock)
 
-    assert settings == ["force_custom_plan"]
+    assert settings == ["force_custom_plan", "1.1"]
     with runtime.db.engine.connect() as conn:  # for the batch's transaction only
         assert conn.execute(text("SHOW plan_cache_mode")).scalar() == "auto"
+        assert conn.execute(text("SHOW random_page_cost")).scalar() == server_default
+
+
+def test_a_batch_reads_a_mid_sized_table_by_address_through_its_index(
+    client: FlaskClient, admin_key: str, runtime: Runtime, account_id: str
+) -> None:
+    """At 30,000 customers and PostgreSQL's default page costs, both reads of a batch of 500 by
+    address (its customers, locked; then the addresses nobody holds) were a Seq Scan of the table.
+    The plans are taken inside the batch's own transaction, where its settings hold."""
+    if not runtime.db.is_postgres:
+        pytest.skip("the planner's page costs are PostgreSQL's")
+    known = 30_000
+    with runtime.db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO customers (id, account_id, email, name, past_emails, clock, created_at,"
+                " updated_at) SELECT 'cus_mid' || g, :account, 'mid' || g || '@example.com', NULL,"
+                " '[]', '{}', now(), now() FROM generate_series(1, :known) AS g"
+            ),
+            {"account": account_id, "known": known},
+        )
+        conn.execute(text("ANALYZE customers"))
+    for n in range(0, known, known // 250):
+        identify(client, admin_key, email=f"mid{n + 1}@example.com", status="paid")
+        identify(client, admin_key, email=f"fresh{n}@example.com", status="trial")
+    plans: dict[str, str] = {}
+
+    def plan_in_the_batch(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if "FROM customers" in statement and ("FOR UPDATE" in statement or "pg_advisory" in statement):
+            explained = cursor.connection.execute("EXPLAIN " + statement, parameters).fetchall()
+            plans["lock" if "FOR UPDATE" in statement else "unheld"] = "\n".join(r[0] for r in explained)
+
+    event.listen(runtime.db.engine, "before_cursor_execute", plan_in_the_batch)
+    try:
+        assert drain_batch(runtime, 500) == 500
+    finally:
+        event.remove(runtime.db.engine, "before_cursor_execute", plan_in_the_batch)
+
+    assert plans.keys() == {"lock", "unheld"}
+    for plan in plans.values():
+        assert "Seq Scan on customers" not in plan, plan
+        assert "uq_customers_account_id_email" in plan, plan
+    assert customer(client, admin_key, "mid121@example.com")["projects"]["default"]["status"] == "paid"
 
 
 def test_the_loads_statements_are_the_same_text_at_any_batch_size(
