@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -57,6 +58,12 @@ def _catalog(runtime: Runtime) -> tuple[int, float]:
     return int(row.relpages), float(row.reltuples)
 
 
+def _customer(account_id: str, email: str, name: str | None) -> dict[str, Any]:
+    """A `customers` row to insert."""
+    return {"account_id": account_id, "email": email, "name": name, "past_emails": [], "clock": {},
+            "created_at": START, "updated_at": START}  # fmt: skip
+
+
 def _grow(runtime: Runtime, account_id: str, pages: int, first: int = 0, named: bool = True) -> int:
     """Insert customers (nameless unless `named`) until the table holds at least `pages` pages;
     the next free number."""
@@ -66,12 +73,10 @@ def _grow(runtime: Runtime, account_id: str, pages: int, first: int = 0, named: 
             conn.execute(
                 insert(Customer),
                 [
-                    {"account_id": account_id, "email": f"c{i}@example.com",
-                     "name": f"Customer {i}" if named else None,
-                     "past_emails": [], "clock": {}, "created_at": START, "updated_at": START}
+                    _customer(account_id, f"c{i}@example.com", f"Customer {i}" if named else None)
                     for i in range(n, n + CHUNK)
                 ],
-            )  # fmt: skip
+            )
         n += CHUNK
     return n
 
@@ -143,13 +148,8 @@ def test_only_the_columns_the_batch_looks_up_by_are_analyzed(
     thirteen times what its own lookups' columns do (customer_projects' params most)."""
     with pg.db.engine.begin() as conn:
         conn.execute(
-            insert(Customer),
-            [
-                {"account_id": account_id, "email": f"before{i}@example.com", "name": "Before",
-                 "past_emails": [], "clock": {}, "created_at": START, "updated_at": START}
-                for i in range(100)
-            ],
-        )  # fmt: skip
+            insert(Customer), [_customer(account_id, f"before{i}@example.com", "Before") for i in range(100)]
+        )
         conn.execute(text("ANALYZE customers"))  # every column: 100 named customers
     _grow(pg, account_id, MIN_PAGES, named=False)
     identify(client, admin_key, email="c7@example.com")
