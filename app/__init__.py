@@ -18,6 +18,7 @@ from tributary.app.auth import KeyCache
 from tributary.app.errors import register_error_handlers
 from tributary.app.event_store import EventStore
 from tributary.app.json_provider import StrictJSONProvider
+from tributary.app.metrics import RequestTimings
 from tributary.app.ratelimit import RateLimiter
 from tributary.app.sources import SourceCache
 from tributary.models import Project
@@ -73,6 +74,9 @@ class Extensions:
     sources: SourceCache
     # Group commit of the single-event doors (identify, ping, one-event webhooks).
     events: EventStore
+    # This app's HTTP request durations (app/api/metrics.py times each request; app/fast_path.py
+    # the requests it serves).
+    timings: RequestTimings
 
 
 def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | None = None) -> Flask:
@@ -94,6 +98,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
         projects=ProjectCache(settings.key_cache_seconds),
         sources=SourceCache(settings.key_cache_seconds),
         events=EventStore.for_runtime(runtime),
+        timings=RequestTimings(lambda: runtime.redis),
     )
     strict_json: JSONProvider = StrictJSONProvider(app)
     app.json = strict_json

@@ -143,19 +143,24 @@ class KeyCache:
         return Principal(key.id, key.account_id, frozenset(key.scopes), key.project_id)
 
 
-def authenticate(
-    scope: str, *, account_wide: str | None = None, revocation_checked_by_write: bool = False
-) -> Principal:
-    """The request's principal, holding `scope`; with `account_wide` (what the route does, for the
-    error message) a project-bound key is refused too.
+def principal_for(
+    ext: Extensions,
+    authorization: str,
+    scope: str,
+    *,
+    account_wide: str | None = None,
+    revocation_checked_by_write: bool = False,
+) -> tuple[Principal, str]:
+    """The principal of the key in an `Authorization` header, holding `scope`, and the key's
+    digest; with `account_wide` (what the route does, for the error message) a project-bound key
+    is refused too. Counts the request against the key's rate limit (a 429 when over it).
 
     `revocation_checked_by_write`: the route's one write is conditioned on the key being active (the
     INSERT of identify, ping and `/v1/batch`, app/event_store.py) and answers `key_revoked()` when
     it is not, so a cached key is used without reading the revocation stamp: no Redis round trip,
     and a revocation still applies to the very next request, checked by the database in the
     statement itself."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise APIError(
             401,
@@ -163,26 +168,34 @@ def authenticate(
             "send an API key as `Authorization: Bearer <key>`",
             headers={"WWW-Authenticate": 'Bearer realm="tributary"'},
         )
-    extensions: Extensions = current_app.extensions["tributary"]
     digest = hash_key(token.strip())
-    principal = extensions.key_cache.get(
-        extensions.runtime, digest, stamp_checked=not revocation_checked_by_write
-    )
+    principal = ext.key_cache.get(ext.runtime, digest, stamp_checked=not revocation_checked_by_write)
     if principal is None:
         raise APIError(401, "unauthorized", "the API key is invalid or revoked")
-    g.key_digest = digest
     if not principal.allows(scope):
         raise APIError(403, "forbidden", f"this key lacks the `{scope}` scope")
     if account_wide is not None:
         principal.require_account_wide(account_wide)
-    g.principal = principal
-    extensions.rate_limiter.hit(principal.key_id)
+    ext.rate_limiter.hit(principal.key_id)
+    return principal, digest
+
+
+def authenticate(
+    scope: str, *, account_wide: str | None = None, revocation_checked_by_write: bool = False
+) -> Principal:
+    """`principal_for` the current request; its key's digest is kept in `g.key_digest`."""
+    principal, g.key_digest = principal_for(
+        current_app.extensions["tributary"],
+        request.headers.get("Authorization", ""),
+        scope,
+        account_wide=account_wide,
+        revocation_checked_by_write=revocation_checked_by_write,
+    )
     return principal
 
 
-def key_revoked() -> APIError:
+def key_revoked(key_cache: KeyCache, digest: str) -> APIError:
     """For a route whose write found the request's key revoked (`revocation_checked_by_write`):
     forget the cached key and answer as an unknown key would be."""
-    extensions: Extensions = current_app.extensions["tributary"]
-    extensions.key_cache.invalidate(g.key_digest)
+    key_cache.invalidate(digest)
     return APIError(401, "unauthorized", "the API key is invalid or revoked")

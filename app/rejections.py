@@ -73,12 +73,18 @@ def record_rejections(view: F) -> F:
             body = request.get_data(cache=True)
             return view(source_id)
         except Exception as exc:
-            reason = _reason(exc)
-            if reason is not None:
-                record(_runtime(), source_id, reason[1], reason[0], body)
+            note_refusal(source_id, exc, body)
             raise
 
     return cast(F, wrapper)
+
+
+def note_refusal(source_id: str, exc: Exception, body: bytes | None) -> None:
+    """Record `exc` when it refuses a delivery to a known source; called in the refused request's
+    context (by `record_rejections`, and by app/fast_path.py for the deliveries it takes)."""
+    reason = _reason(exc)
+    if reason is not None:
+        record(_runtime(), source_id, reason[1], reason[0], body)
 
 
 def record(runtime: Runtime, source_id: str, reason: str, status: int, body: bytes | None) -> None:

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 
@@ -169,6 +169,7 @@ def _row(
 def batch() -> Response:
     # The key is checked by the INSERT itself (`insert_rows`), as identify's is: no Redis read.
     principal = authenticate("ingest", revocation_checked_by_write=True)
+    ext = current_app.extensions["tributary"]
     if (request.content_length or 0) > MAX_BATCH_BYTES:
         raise APIError(413, "payload_too_large", f"a batch is at most {MAX_BATCH_BYTES} bytes")
     body = request.get_data(cache=False)
@@ -181,7 +182,7 @@ def batch() -> Response:
     slots: list[int] = []
     messages, finite = _messages(body)
     # Each project slug resolved once per request (a refusal is not cached: each message meets it).
-    project_of = functools.cache(functools.partial(message_project, principal))
+    project_of = functools.cache(functools.partial(message_project, ext, principal))
     for message in messages:
         try:
             row, payload = _row(principal, message, received_at, finite, project_of)
@@ -219,7 +220,7 @@ def _store(
         inserted = insert_rows(conn, rows, principal.key_id)
         store.committed = bool(inserted)
         if not inserted and not key_active(conn, principal.key_id):
-            raise key_revoked()
+            raise key_revoked(current_app.extensions["tributary"].key_cache, g.key_digest)
         missing = {r["dedup_key"] for r in rows if r["id"] not in inserted}
         existing: dict[str, Any] = {}
         if missing:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 from pydantic import ValidationError
 from sqlalchemy import Connection, or_, select
 
@@ -30,13 +30,15 @@ from tributary.models import Event
 from tributary.models.base import utcnow
 from tributary.runtime.doorbell import stored
 
+if TYPE_CHECKING:
+    from tributary.app import Extensions
+
 bp = Blueprint("ingest", __name__)
 
 
-def message_project(principal: Principal, slug: str | None) -> str:
+def message_project(ext: Extensions, principal: Principal, slug: str | None) -> str:
     """The id of the project a message names (`slug`; none: the key's own, or `default`), or
     the 403/404 the message is refused with."""
-    ext = current_app.extensions["tributary"]
     if principal.project_id is not None:
         if (
             slug is not None
@@ -51,47 +53,61 @@ def message_project(principal: Principal, slug: str | None) -> str:
     return project_id
 
 
-def _ingest(channel: str, model: type[PingRequest]) -> Response:
-    principal = authenticate("ingest", revocation_checked_by_write=True)
-    body = request.get_data(cache=False)
+# The two single-message doors: path -> (channel, model). app/fast_path.py serves the same.
+DOORS: dict[str, tuple[str, type[PingRequest]]] = {
+    "/v1/identify": ("identify", IdentifyRequest),
+    "/v1/ping": ("ping", PingRequest),
+}
+
+
+def accept(
+    ext: Extensions,
+    principal: Principal,
+    digest: str,
+    door: tuple[str, type[PingRequest]],
+    body: bytes,
+    idempotency_key: str | None,
+) -> str:
+    """Validate and store one message of an authenticated request (`digest`: its key's), and
+    return the 202 answer's JSON text; raises `APIError` for a refusal. The whole of identify and
+    ping past the request's envelope, shared by the Flask views and app/fast_path.py."""
+    channel, model = door
     try:
         payload = validate_message(model, body)
     except ValidationError as exc:
         raise validation_error(exc) from None
-    message_id = payload.message_id or request.headers.get("Idempotency-Key") or None
+    message_id = payload.message_id or idempotency_key or None
     if message_id is not None and len(message_id) > 255:
         raise APIError(400, "validation_error", "Idempotency-Key is longer than 255 characters")
     if message_id is not None and bad_text(message_id):
         raise APIError(400, "validation_error", "Idempotency-Key contains a NUL character")
-    row = event_row(principal, channel, payload, body, message_id, utcnow())
-    ext = current_app.extensions["tributary"]
+    project_id = message_project(ext, principal, payload.project)
+    row = event_row(principal, channel, payload, body, message_id, utcnow(), project_id)
     stored_now = ext.events.store(row, principal.key_id)
     if stored_now:
-        return _accepted(row["id"])
+        return accepted(row["id"])
     with ext.runtime.db.autocommit() as conn:
         if stored_now is None:
             # The shared write failed: this request stores its row alone, meeting its own error.
             with stored(ext.runtime) as store:
                 store.committed = insert_one(conn, row, principal.key_id) is not None
             if store.committed:
-                return _accepted(row["id"])
+                return accepted(row["id"])
+        if not key_active(conn, principal.key_id):
+            raise key_revoked(ext.key_cache, digest)
         return _not_stored(conn, principal, row, payload)
 
 
-def _not_stored(
-    conn: Connection, principal: Principal, row: dict[str, Any], payload: PingRequest
-) -> Response:
-    """The answer for a row the INSERT did not store: the key was revoked (401), or its message id
-    was stored before: a duplicate, or a 409 when that id came with a different message. The row's
+def _not_stored(conn: Connection, principal: Principal, row: dict[str, Any], payload: PingRequest) -> str:
+    """The answer for a row the INSERT did not store while the key is active: its message id was
+    stored before: a duplicate, or a 409 when that id came with a different message. The row's
     own id counts too: a shared write whose commit was acknowledged to nobody may still hold it."""
-    if not key_active(conn, principal.key_id):
-        raise key_revoked()
     same = Event.id == row["id"]
     if row["dedup_key"] is not None:
         same = or_(same, (Event.account_id == principal.account_id) & (Event.dedup_key == row["dedup_key"]))
     existing = conn.execute(select(Event.id, Event.channel, Event.body, Event.body_hash).where(same)).one()
     if existing.id == row["id"]:
-        return _accepted(row["id"])
+        return accepted(row["id"])
     if not same_message(existing, row["channel"], payload):
         message_id = row["provider_event_id"]
         raise APIError(
@@ -100,7 +116,7 @@ def _not_stored(
             f"message id {message_id!r} was already used with a different body; the first message is kept",
             {"event_id": existing.id},
         )
-    return _accepted(str(existing.id), duplicate=True)
+    return accepted(str(existing.id), duplicate=True)
 
 
 def event_row(
@@ -110,13 +126,10 @@ def event_row(
     body: bytes,
     message_id: str | None,
     received_at: datetime,
-    project_id: str | None = None,
+    project_id: str,
 ) -> dict[str, Any]:
-    """The `events` row for one validated identify/ping message (shared with `/v1/batch`, which
-    resolves each project slug once per request and passes `project_id`). Raises `APIError` for a
-    project the key may not use or a timestamp too far ahead."""
-    if project_id is None:
-        project_id = message_project(principal, payload.project)
+    """The `events` row for one validated identify/ping message of `project_id` (shared with
+    `/v1/batch`). Raises `APIError` for a timestamp too far ahead."""
     return event_row_for(
         account_id=principal.account_id,
         project_id=project_id,
@@ -168,10 +181,18 @@ def stored_fingerprint(existing: Any) -> str | None:
         return None
 
 
-def _accepted(event_id: str, *, duplicate: bool = False) -> Response:
-    # The EventAccepted shape, serialized directly: the hottest answer skips the model and jsonify.
-    body = json.dumps({"event_id": event_id, "duplicate": duplicate}, separators=(",", ":"))
-    return Response(body + "\n", status=202, mimetype="application/json")
+def accepted(event_id: str, *, duplicate: bool = False) -> str:
+    """The EventAccepted shape as JSON text, written directly: the hottest answer skips the model
+    and jsonify."""
+    return json.dumps({"event_id": event_id, "duplicate": duplicate}, separators=(",", ":")) + "\n"
+
+
+def _ingest(path: str) -> Response:
+    principal = authenticate("ingest", revocation_checked_by_write=True)
+    body = request.get_data(cache=False)
+    ext = current_app.extensions["tributary"]
+    answer = accept(ext, principal, g.key_digest, DOORS[path], body, request.headers.get("Idempotency-Key"))
+    return Response(answer, status=202, mimetype="application/json")
 
 
 @bp.post("/v1/identify")
@@ -184,7 +205,7 @@ def _accepted(event_id: str, *, duplicate: bool = False) -> Response:
     errors=(400, 401, 403, 404, 409, 413, 429, 503),
 )
 def identify() -> Response:
-    return _ingest("identify", IdentifyRequest)
+    return _ingest("/v1/identify")
 
 
 @bp.post("/v1/ping")
@@ -197,4 +218,4 @@ def identify() -> Response:
     errors=(400, 401, 403, 404, 409, 413, 429, 503),
 )
 def ping() -> Response:
-    return _ingest("ping", PingRequest)
+    return _ingest("/v1/ping")

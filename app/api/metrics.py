@@ -24,8 +24,7 @@ def _runtime() -> Runtime:
 
 
 def init_app(app: Flask) -> None:
-    runtime: Runtime = app.extensions["tributary"].runtime
-    timings = RequestTimings(lambda: runtime.redis)  # this app's, held by its hooks below
+    timings: RequestTimings = app.extensions["tributary"].timings
 
     @app.before_request
     def _start_timer() -> None:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, request
 from pydantic import BaseModel, Field
 
-from tributary.app import source_cache
 from tributary.app.errors import APIError
 from tributary.app.event_rows import event_row, refuse_future
 from tributary.app.event_store import insert_rows
@@ -36,7 +35,9 @@ from tributary.connectors.registry import UnknownConnector, registry
 from tributary.connectors.safe_json import bad_text, clean_text, problem, scrub
 from tributary.models.base import utcnow
 from tributary.runtime import doorbell
-from tributary.runtime.process import Runtime
+
+if TYPE_CHECKING:
+    from tributary.app import Extensions
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +54,19 @@ class WebhookReceived(BaseModel):
     duplicates: int = Field(description="Events of this delivery already stored earlier (not applied again).")
 
 
-def _runtime() -> Runtime:
-    runtime: Runtime = current_app.extensions["tributary"].runtime
-    return runtime
+def inbound_request() -> InboundRequest:
+    """The current request as a connector sees it. Its body is read first: an oversize delivery is
+    refused (413) before any database access."""
+    return InboundRequest(
+        body=request.get_data(cache=False),
+        headers=Headers(dict(request.headers.items())),
+        method=request.method,
+        query=request.args.to_dict(),
+    )
 
 
-def _resolve(source_id: str) -> tuple[ResolvedSource, Connector, InboundRequest]:
-    # Reading the body first: an oversize delivery is refused (413) before any database access.
-    body = request.get_data(cache=False)
-    source = None if bad_text(source_id) else source_cache().get(_runtime(), source_id)
+def _resolve(ext: Extensions, source_id: str) -> tuple[ResolvedSource, Connector]:
+    source = None if bad_text(source_id) else ext.sources.get(ext.runtime, source_id)
     if source is None:
         raise APIError(404, "source_not_found", "no such webhook source")
     try:
@@ -76,20 +81,16 @@ def _resolve(source_id: str) -> tuple[ResolvedSource, Connector, InboundRequest]
             f"the {source.config.connector!r} connector is not available on this server",
             headers={"Retry-After": "60"},
         ) from None
-    inbound = InboundRequest(
-        body=body,
-        headers=Headers(dict(request.headers.items())),
-        method=request.method,
-        query=request.args.to_dict(),
-    )
-    return source, connector, inbound
+    return source, connector
 
 
-def _challenge(connector: Connector, source: ResolvedSource, inbound: InboundRequest) -> Response | None:
+def _challenge(
+    app: Flask, connector: Connector, source: ResolvedSource, inbound: InboundRequest
+) -> Response | None:
     challenge = connector.challenge(inbound, source.config)
     if challenge is None:
         return None
-    response = jsonify(dict(challenge.body))
+    response = cast(Response, app.json.response(dict(challenge.body)))
     response.status_code = challenge.status
     return response
 
@@ -158,20 +159,39 @@ def _rows(
     return list(rows.values()), repeats
 
 
-def _store(runtime: Runtime, rows: list[dict[str, Any]]) -> int:
+def _store(ext: Extensions, rows: list[dict[str, Any]]) -> int:
     """Store the delivery's rows, all or none; returns how many were new. One event (most
     deliveries) shares its commit with concurrent requests (app/event_store.py); several go in one
     multi-row statement of their own, atomic on its own."""
     if len(rows) == 1:
-        stored_now = current_app.extensions["tributary"].events.store(rows[0])
+        stored_now = ext.events.store(rows[0])
         if stored_now is not None:
             return int(stored_now)
+    runtime = ext.runtime
     with doorbell.stored(runtime) as store, runtime.db.autocommit() as conn:
         # One event here means the shared write failed: this delivery stores it alone, meeting its
         # own error. Several are one statement, atomic on its own.
         stored = len(insert_rows(conn, rows))
         store.committed = stored > 0
         return stored
+
+
+def deliver(app: Flask, source_id: str, inbound: InboundRequest) -> str | Response:
+    """Verify and store one delivery to `source_id`: the 200 answer's JSON text, or the
+    connector's answer to a handshake; raises `APIError` for a refusal. The whole of a POST past
+    the request's envelope, shared by the Flask view and app/fast_path.py."""
+    ext: Extensions = app.extensions["tributary"]
+    source, connector = _resolve(ext, source_id)
+    if (answer := _challenge(app, connector, source, inbound)) is not None:
+        return answer
+    try:
+        connector.verify(inbound, source.config)
+    except VerificationFailed as exc:
+        raise APIError(400, "invalid_signature", str(exc) or "the signature does not verify") from None
+    rows, repeats = _rows(source, connector, inbound)
+    stored = _store(ext, rows) if rows else 0
+    # The WebhookReceived shape, two integers, written directly: every delivery gets this answer.
+    return f'{{"received":{stored},"duplicates":{len(rows) - stored + repeats}}}\n'
 
 
 @bp.post("/webhooks/<source_id>")
@@ -184,19 +204,10 @@ def _store(runtime: Runtime, rows: list[dict[str, Any]]) -> int:
 )
 @record_rejections
 def receive(source_id: str) -> Response:
-    source, connector, inbound = _resolve(source_id)
-    if (answer := _challenge(connector, source, inbound)) is not None:
-        return answer
-    try:
-        connector.verify(inbound, source.config)
-    except VerificationFailed as exc:
-        raise APIError(400, "invalid_signature", str(exc) or "the signature does not verify") from None
-    rows, repeats = _rows(source, connector, inbound)
-    runtime = _runtime()
-    stored = _store(runtime, rows) if rows else 0
-    # The WebhookReceived shape, two integers, serialized directly: every delivery gets this answer.
-    body = f'{{"received":{stored},"duplicates":{len(rows) - stored + repeats}}}\n'
-    return Response(body, status=200, mimetype="application/json")
+    answer = deliver(current_app._get_current_object(), source_id, inbound_request())  # type: ignore[attr-defined]
+    return (
+        answer if isinstance(answer, Response) else Response(answer, status=200, mimetype="application/json")
+    )
 
 
 @bp.get("/webhooks/<source_id>")
@@ -207,8 +218,9 @@ def receive(source_id: str) -> Response:
     errors=(404, 405),
 )
 def handshake(source_id: str) -> Response:
-    source, connector, inbound = _resolve(source_id)
-    if (answer := _challenge(connector, source, inbound)) is not None:
+    inbound = inbound_request()
+    source, connector = _resolve(current_app.extensions["tributary"], source_id)
+    if (answer := _challenge(current_app, connector, source, inbound)) is not None:
         return answer
     raise APIError(
         405, "method_not_allowed", "this source accepts POST deliveries", headers={"Allow": "POST"}
