@@ -121,6 +121,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
         webhooks,
     )
     from tributary.app.dashboard import register as register_dashboard
+    from tributary.app.fast_path import FastPath
     from tributary.connectors.registry import registry
 
     # Load every connector now: a broken plugin or a bad TRIBUTARY_CONNECTOR_MODULES fails at
@@ -131,6 +132,7 @@ def create_app(config: Mapping[str, Any] | None = None, *, runtime: Runtime | No
         app.register_blueprint(module.bp)
     metrics.init_app(app)
     register_dashboard(app)
+    FastPath.install(app)
     return app
 
 
