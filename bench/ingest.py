@@ -23,9 +23,9 @@ def measure_breakdown(
     env: Environment, token: str, calls: int = 3000
 ) -> dict[str, dict[str, dict[str, float]]]:
     """bench/breakdown.py in child processes: identify's steps timed in place, inside requests
-    served by Flask's test client, with rate limiting off and with a limiter. It reaches into the
-    view's internals (its steps), so it is the one part of the bench a rewrite of the ingest view
-    can break; run.py records that failure and goes on."""
+    served by Flask's test client, with rate limiting off and with a limiter. It reaches into
+    app/fast_path.py and the ingest view's internals (its steps), so it is the one part of the
+    bench a rewrite of either can break; run.py records that failure and goes on."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for variant, args in (("limiter_off", []), ("limiter_on", ["limited"])):
         result = subprocess.run(
