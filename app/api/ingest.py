@@ -4,6 +4,9 @@ The hot path is one INSERT, shared with the requests storing at the same moment 
 any of them is answered (app/event_store.py, group commit), deduplicated by the database's unique
 index (so concurrent retries of one message id store one event); the doorbell is rung at most once
 per window per process, by a thread of its own (runtime/doorbell.py), never by the request.
+
+Everything past the request's envelope is `accept`: these views call it for the requests Flask
+serves, and app/fast_path.py for the plain ones it answers without Flask's request machinery.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ body, then every envelope of the delivery goes into the events table in ONE mult
 (one statement, so one transaction: all of the delivery or none of it), deduplicated by the
 database's unique index on (account, `<source id>:<provider event id>`), concurrent redeliveries
 included. Only after that commit does the provider get its 200 and the worker its doorbell.
+
+Everything past the request's envelope is `deliver`: the view calls it for the deliveries Flask
+serves, and app/fast_path.py for the plain ones it answers without Flask's request machinery.
 """
 
 from __future__ import annotations
