@@ -1,5 +1,5 @@
 """The hottest doors served without Flask's per-request machinery: `POST /v1/identify`,
-`POST /v1/ping` and `POST /webhooks/<source id>`.
+`POST /v1/ping`, `POST /v1/batch` and `POST /webhooks/<source id>`.
 
 Why: every SDK call, app event and provider delivery comes through these, and Flask's own work
 around a view (the request context and its proxies, URL matching, the before/after hooks, a
@@ -7,7 +7,8 @@ around a view (the request context and its proxies, URL matching, the before/aft
 WSGI app under the same gunicorn answered at 0.22 ms of machine CPU a request where bare Flask took
 0.37 (bench/README.md, 2026-12-05). So a plain request to one of these doors is answered here, by
 the same code as the Flask views past the request's envelope (`principal_for` and
-app/api/ingest.py `accept`; app/api/webhooks.py `deliver`): only the envelope differs.
+app/api/ingest.py `accept` or app/api/batch.py `accept_batch`; app/api/webhooks.py `deliver`):
+only the envelope differs.
 
 Plain means: POST to exactly a door's path, no query string, a Content-Length within the body
 limit, no Transfer-Encoding. Anything else goes to Flask untouched (the same views, with their
@@ -28,6 +29,7 @@ from flask import Response, g
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.exceptions import ClientDisconnected
 
+from tributary.app.api.batch import MAX_BATCH_BYTES, accept_batch
 from tributary.app.api.ingest import DOORS, accept
 from tributary.app.api.webhooks import deliver
 from tributary.app.auth import principal_for
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
+BATCH = "/v1/batch"
 WEBHOOKS = "/webhooks/"
 _WEBHOOK_RULE = "/webhooks/<source_id>"  # the Flask rule: the route label of the request metrics
 # werkzeug's status lines, as the Flask views send them.
@@ -69,11 +72,16 @@ class FastPath:
         answering: Callable[[dict[str, Any], int, list[bytes]], tuple[int, str | Response]]
         if (door := DOORS.get(path)) is not None:
             answering, route, source_id = functools.partial(self._accept, door), path, None
+        elif path == BATCH:
+            answering, route, source_id = self._batch, path, None
         elif (source_id := _source_id(path)) is not None:
             answering, route = functools.partial(self._deliver, source_id), _WEBHOOK_RULE
         else:
             return self.following(environ, start_response)
-        length = self._plain_length(environ)
+        largest = int(self.app.config["MAX_CONTENT_LENGTH"])
+        if path == BATCH:
+            largest = min(largest, MAX_BATCH_BYTES)  # a larger batch is its view's own 413
+        length = _plain_length(environ, largest)
         if length is None:
             return self.following(environ, start_response)
         started = time.perf_counter()
@@ -83,7 +91,7 @@ class FastPath:
         except Exception as exc:  # answered as the Flask route answers it
             return self._refusal(environ, start_response, exc, started, source_id, read)
         self.served += 1
-        if isinstance(answer, Response):  # a connector's handshake answer
+        if isinstance(answer, Response):  # a batch's answer, or a connector's handshake answer
             status = answer.status_code
             response: Iterable[bytes] = answer(environ, start_response)
         else:
@@ -105,6 +113,13 @@ class FastPath:
         body = _read(environ["wsgi.input"], length)
         return 202, accept(self.ext, principal, digest, door, body, environ.get("HTTP_IDEMPOTENCY_KEY"))
 
+    def _batch(self, environ: dict[str, Any], length: int, read: list[bytes]) -> tuple[int, Response]:
+        """`/v1/batch`, as app/api/batch.py's view: the key first, then the messages."""
+        principal, digest = principal_for(
+            self.ext, environ.get("HTTP_AUTHORIZATION", ""), "ingest", revocation_checked_by_write=True
+        )
+        return 202, accept_batch(self.app, principal, digest, _read(environ["wsgi.input"], length))
+
     def _deliver(
         self, source_id: str, environ: dict[str, Any], length: int, read: list[bytes]
     ) -> tuple[int, str | Response]:
@@ -113,18 +128,6 @@ class FastPath:
         # The headers as Flask's `request.headers` lists them (werkzeug's view of the environ).
         inbound = InboundRequest(body=read[0], headers=Headers(dict(EnvironHeaders(environ).items())))
         return 200, deliver(self.app, source_id, inbound)
-
-    def _plain_length(self, environ: dict[str, Any]) -> int | None:
-        """The body's length when the request is plain (module docstring), else None."""
-        if environ.get("REQUEST_METHOD") != "POST" or environ.get("QUERY_STRING"):
-            return None
-        if "HTTP_TRANSFER_ENCODING" in environ:
-            return None
-        length = environ.get("CONTENT_LENGTH", "")
-        if not length.isdigit() or len(length) > 12:  # isdigit: no sign, no spaces
-            return None
-        size = int(length)
-        return size if size <= int(self.app.config["MAX_CONTENT_LENGTH"]) else None
 
     def _refusal(
         self,
@@ -143,6 +146,19 @@ class FastPath:
                 note_refusal(source_id, exc, read[0] if read else None)
             response = app.finalize_request(app.handle_user_exception(exc))
         return response(environ, start_response)
+
+
+def _plain_length(environ: dict[str, Any], largest: int) -> int | None:
+    """The body's length when the request is plain (module docstring), else None."""
+    if environ.get("REQUEST_METHOD") != "POST" or environ.get("QUERY_STRING"):
+        return None
+    if "HTTP_TRANSFER_ENCODING" in environ:
+        return None
+    length = environ.get("CONTENT_LENGTH", "")
+    if not length.isdigit() or len(length) > 12:  # isdigit: no sign, no spaces
+        return None
+    size = int(length)
+    return size if size <= largest else None
 
 
 def _source_id(path: str) -> str | None:

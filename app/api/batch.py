@@ -4,6 +4,9 @@ Each message goes through the same schema and row building as `/v1/identify` and
 (`tributary.app.api.ingest`), so a rule added there applies here. The valid ones are stored by one multi-row
 INSERT (deduplicated by `message_id` through the same unique index), committed before the answer,
 and one doorbell ring wakes the worker. The answer has one result per message, in order.
+
+Everything past the request's envelope is `accept_batch`: the view calls it for the requests Flask
+serves, and app/fast_path.py for the plain ones it answers without Flask's request machinery.
 """
 
 from __future__ import annotations
@@ -13,10 +16,10 @@ import json
 import math
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import orjson
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, request
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 
@@ -30,6 +33,9 @@ from tributary.connectors.identify import validate_message
 from tributary.models import Event
 from tributary.models.base import utcnow
 from tributary.runtime import doorbell
+
+if TYPE_CHECKING:
+    from tributary.app import Extensions
 
 bp = Blueprint("batch", __name__)
 
@@ -157,24 +163,12 @@ def _row(
     raise _Refused(refusal.status, refusal.code, refusal.message, refusal.details)
 
 
-@bp.post("/v1/batch")
-@describe(
-    summary="Send many identify/ping messages at once",
-    tag="ingest",
-    scope="ingest",
-    body=BatchRequest,
-    responses={202: BatchAccepted},
-    errors=(400, 401, 403, 413, 429, 503),
-)
-def batch() -> Response:
-    # The key is checked by the INSERT itself (`insert_rows`), as identify's is: no Redis read.
-    principal = authenticate("ingest", revocation_checked_by_write=True)
-    ext = current_app.extensions["tributary"]
-    if (request.content_length or 0) > MAX_BATCH_BYTES:
-        raise APIError(413, "payload_too_large", f"a batch is at most {MAX_BATCH_BYTES} bytes")
-    body = request.get_data(cache=False)
-    if len(body) > MAX_BATCH_BYTES:
-        raise APIError(413, "payload_too_large", f"a batch is at most {MAX_BATCH_BYTES} bytes")
+def accept_batch(app: Flask, principal: Principal, digest: str, body: bytes) -> Response:
+    """Validate and store a batch of an authenticated request (`digest`: its key's; `body` within
+    `MAX_BATCH_BYTES`): the 202 answer, one result per message; raises `APIError` for a refusal of
+    the whole batch. Everything past the request's envelope, shared by the Flask view and
+    app/fast_path.py."""
+    ext: Extensions = app.extensions["tributary"]
     received_at = utcnow()
     results: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
@@ -194,33 +188,59 @@ def batch() -> Response:
             results.append(refused.result)
     if not rows:
         raise APIError(400, "no_valid_messages", "no message in the batch is valid", {"results": results})
-    known = _store(principal, rows, payloads)
+    known = _store(ext, principal, digest, rows, payloads)
     for slot, row in zip(slots, rows, strict=True):
         results[slot] = known.get(row["id"]) or {"event_id": row["id"], "duplicate": False}
     accepted = len(rows) - len(known)
     duplicates = sum(1 for r in known.values() if r.get("duplicate"))
-    response = jsonify(
-        results=results,
-        accepted=accepted,
-        duplicates=duplicates,
-        rejected=len(results) - accepted - duplicates,
-    )
+    answer = {
+        "results": results,
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "rejected": len(results) - accepted - duplicates,
+    }
+    # The app's JSON provider, as `jsonify` would use it, without needing an app context.
+    response = cast(Response, app.json.response(answer))
     response.status_code = 202
     return response
 
 
+@bp.post("/v1/batch")
+@describe(
+    summary="Send many identify/ping messages at once",
+    tag="ingest",
+    scope="ingest",
+    body=BatchRequest,
+    responses={202: BatchAccepted},
+    errors=(400, 401, 403, 413, 429, 503),
+)
+def batch() -> Response:
+    # The key is checked by the INSERT itself (`insert_rows`), as identify's is: no Redis read.
+    principal = authenticate("ingest", revocation_checked_by_write=True)
+    if (request.content_length or 0) > MAX_BATCH_BYTES:
+        raise APIError(413, "payload_too_large", f"a batch is at most {MAX_BATCH_BYTES} bytes")
+    body = request.get_data(cache=False)
+    if len(body) > MAX_BATCH_BYTES:
+        raise APIError(413, "payload_too_large", f"a batch is at most {MAX_BATCH_BYTES} bytes")
+    return accept_batch(current_app, principal, g.key_digest, body)
+
+
 def _store(
-    principal: Principal, rows: list[dict[str, Any]], payloads: dict[str, PingRequest]
+    ext: Extensions,
+    principal: Principal,
+    digest: str,
+    rows: list[dict[str, Any]],
+    payloads: dict[str, PingRequest],
 ) -> dict[str, dict[str, Any]]:
     """Insert the rows in one statement. Returns the result of each row that was not inserted
     because its message id was stored before (possibly earlier in this batch): a duplicate if it is
     the same message, a 409 if the id was reused for a different one."""
-    runtime = current_app.extensions["tributary"].runtime
+    runtime = ext.runtime
     with doorbell.stored(runtime) as store, runtime.db.autocommit() as conn:
         inserted = insert_rows(conn, rows, principal.key_id)
         store.committed = bool(inserted)
         if not inserted and not key_active(conn, principal.key_id):
-            raise key_revoked(current_app.extensions["tributary"].key_cache, g.key_digest)
+            raise key_revoked(ext.key_cache, digest)
         missing = {r["dedup_key"] for r in rows if r["id"] not in inserted}
         existing: dict[str, Any] = {}
         if missing:

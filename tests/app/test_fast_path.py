@@ -23,7 +23,7 @@ from tests.connectors.stripe_helpers import OTHER_SECRET, SECRET, create_source
 from tests.connectors.stripe_helpers import event as stripe_event
 from tests.helpers import auth, make_key
 from tests.ops.test_metrics import scrape, value
-from tributary.app import extensions
+from tributary.app import create_app, extensions
 from tributary.app.auth import hash_key
 from tributary.app.fast_path import FastPath
 from tributary.app.ratelimit import RateLimiter
@@ -46,10 +46,19 @@ def _events(runtime: Runtime) -> int:
         return int(session.scalar(select(func.count()).select_from(Event)) or 0)
 
 
+def _ids_hidden(body: Any) -> Any:
+    """`body` with every stored event's id replaced: each path stores its own events."""
+    if isinstance(body, dict):
+        return {
+            k: "<id>" if k == "event_id" and isinstance(v, str) else _ids_hidden(v) for k, v in body.items()
+        }
+    if isinstance(body, list):
+        return [_ids_hidden(v) for v in body]
+    return body
+
+
 def _answer(response: Any) -> tuple[int, Any, dict[str, str]]:
-    body = response.get_json()
-    if isinstance(body, dict) and isinstance(body.get("event_id"), str):
-        body = {**body, "event_id": "<id>"}  # each path stores its own event
+    body = _ids_hidden(response.get_json())
     return response.status_code, body, {name: response.headers.get(name) for name in _HEADERS}
 
 
@@ -328,3 +337,59 @@ def test_webhook_deliveries_are_timed_under_the_rule(client: FlaskClient, admin:
     after = scrape(client)
     assert value(after, count, **labels, status="200") - value(before, count, **labels, status="200") == 1
     assert value(after, count, **labels, status="400") - value(before, count, **labels, status="400") == 1
+
+
+def _batch(*messages: Any) -> dict[str, Any]:
+    return {"batch": list(messages)}
+
+
+_GOOD = {"type": "identify", "email": "b@example.com", "name": "B"}
+_BATCHES: list[tuple[str, Builder]] = [
+    ("accepted", _req(json=_batch(_GOOD, {"type": "ping", "email": "b@example.com"}))),
+    ("one refused", _req(json=_batch(_GOOD, {"type": "identify", "email": "nope"}, {"type": "x"}, 7))),
+    ("none valid", _req(json=_batch({"type": "identify", "email": "nope"}))),
+    ("not json", _req(data=b"{nope")),
+    ("empty", _req(json=_batch())),
+    ("not a batch", _req(json={"messages": []})),
+    ("too many", _req(json=_batch(*[_GOOD] * 501))),
+    ("NaN", _req(data=b'{"batch":[{"type":"identify","email":"n@example.com","params":{"x":NaN}}]}')),
+    ("no key", _req(None, json=_batch(_GOOD))),
+    ("read key", _req("read", json=_batch(_GOOD))),
+]
+
+
+@pytest.mark.parametrize(("name", "build"), _BATCHES, ids=[case[0] for case in _BATCHES])
+def test_each_batch_answer_is_the_flask_routes(
+    client: FlaskClient, app: Flask, admin_key: str, runtime: Runtime, name: str, build: Builder
+) -> None:
+    keys = {"admin": admin_key, "read": make_key(runtime, ["read"])}
+    fast = _fast(app)
+    quick, slow = _both_ways(client, app, "/v1/batch", **build(keys))
+    assert quick == slow
+    assert fast.served == (1 if quick[0] == 202 else 0)
+
+
+def test_batch_duplicates_and_conflicts_are_answered_alike(
+    client: FlaskClient, app: Flask, admin_key: str
+) -> None:
+    again = _batch(
+        {**_GOOD, "message_id": "d-1"}, {**_GOOD, "message_id": "d-1"}, {**_GOOD, "message_id": "d-2"}
+    )
+    first = client.post("/v1/batch", json=again, headers=auth(admin_key)).get_json()
+    assert [r["duplicate"] for r in first["results"]] == [False, True, False]
+    quick, slow = _both_ways(client, app, "/v1/batch", json=again, headers=auth(admin_key))
+    assert quick == slow and quick[1]["duplicates"] == 3
+    changed = _batch({**_GOOD, "message_id": "d-1", "name": "other"})
+    quick, slow = _both_ways(client, app, "/v1/batch", json=changed, headers=auth(admin_key))
+    assert quick == slow and quick[1]["results"][0]["status"] == 409
+
+
+def test_a_batch_over_its_own_limit_goes_to_flask(
+    client: FlaskClient, admin_key: str, runtime: Runtime
+) -> None:
+    roomy = create_app({"TESTING": True, "MAX_CONTENT_LENGTH": 4 * 1024 * 1024}, runtime=runtime)
+    name = "x" * 5_000
+    big = _batch(*({"type": "identify", "email": f"big{i}@example.com", "name": name} for i in range(300)))
+    response = roomy.test_client().post("/v1/batch", json=big, headers=auth(admin_key))
+    assert response.status_code == 413 and "a batch is at most" in response.get_json()["error"]["message"]
+    assert _fast(roomy).served == 0 and _events(runtime) == 0
