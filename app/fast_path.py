@@ -32,7 +32,7 @@ from werkzeug.exceptions import ClientDisconnected
 from tributary.app.api.batch import MAX_BATCH_BYTES, accept_batch
 from tributary.app.api.ingest import DOORS, accept
 from tributary.app.api.webhooks import deliver
-from tributary.app.auth import principal_for
+from tributary.app.auth import Principal, principal_for
 from tributary.app.rejections import note_refusal
 from tributary.app.schemas import PingRequest
 from tributary.connectors.base import Headers, InboundRequest
@@ -107,18 +107,19 @@ class FastPath:
         self, door: tuple[str, type[PingRequest]], environ: dict[str, Any], length: int, read: list[bytes]
     ) -> tuple[int, str]:
         """Identify or ping, as app/api/ingest.py's view: the key first, then the message."""
-        principal, digest = principal_for(
-            self.ext, environ.get("HTTP_AUTHORIZATION", ""), "ingest", revocation_checked_by_write=True
-        )
+        principal, digest = self._ingest_key(environ)
         body = _read(environ["wsgi.input"], length)
         return 202, accept(self.ext, principal, digest, door, body, environ.get("HTTP_IDEMPOTENCY_KEY"))
 
     def _batch(self, environ: dict[str, Any], length: int, read: list[bytes]) -> tuple[int, Response]:
         """`/v1/batch`, as app/api/batch.py's view: the key first, then the messages."""
-        principal, digest = principal_for(
-            self.ext, environ.get("HTTP_AUTHORIZATION", ""), "ingest", revocation_checked_by_write=True
-        )
+        principal, digest = self._ingest_key(environ)
         return 202, accept_batch(self.app, principal, digest, _read(environ["wsgi.input"], length))
+
+    def _ingest_key(self, environ: dict[str, Any]) -> tuple[Principal, str]:
+        """The ingest doors' `authenticate`: the key is checked again by their INSERT."""
+        authorization = environ.get("HTTP_AUTHORIZATION", "")
+        return principal_for(self.ext, authorization, "ingest", revocation_checked_by_write=True)
 
     def _deliver(
         self, source_id: str, environ: dict[str, Any], length: int, read: list[bytes]
@@ -155,7 +156,7 @@ def _plain_length(environ: dict[str, Any], largest: int) -> int | None:
     if "HTTP_TRANSFER_ENCODING" in environ:
         return None
     length = environ.get("CONTENT_LENGTH", "")
-    if not length.isdigit() or len(length) > 12:  # isdigit: no sign, no spaces
+    if not (length.isascii() and length.isdigit()) or len(length) > 12:  # no sign, no spaces
         return None
     size = int(length)
     return size if size <= largest else None

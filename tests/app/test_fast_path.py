@@ -393,3 +393,15 @@ def test_a_batch_over_its_own_limit_goes_to_flask(
     response = roomy.test_client().post("/v1/batch", json=big, headers=auth(admin_key))
     assert response.status_code == 413 and "a batch is at most" in response.get_json()["error"]["message"]
     assert _fast(roomy).served == 0 and _events(runtime) == 0
+
+
+@pytest.mark.parametrize("length", ["\u00b2", "-1", " 12", "1e3", "12" * 8])
+def test_a_content_length_that_is_not_plain_digits_goes_to_flask(
+    app: Flask, admin_key: str, length: str
+) -> None:
+    environ = EnvironBuilder(path="/v1/identify", method="POST", headers=auth(admin_key)).get_environ()
+    environ["wsgi.input"] = io.BytesIO(json.dumps(_message()).encode())
+    environ["CONTENT_LENGTH"] = length
+    answer, status, _ = run_wsgi_app(app, environ)
+    assert not status.startswith("5"), b"".join(answer)
+    assert _fast(app).served == 0
