@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 from flask import Response, g
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.exceptions import ClientDisconnected
+from werkzeug.http import HTTP_STATUS_CODES
 
+from tributary.app.api import batch, webhooks
 from tributary.app.api.batch import MAX_BATCH_BYTES, accept_batch
 from tributary.app.api.ingest import DOORS, accept
 from tributary.app.api.webhooks import deliver
@@ -45,11 +47,8 @@ if TYPE_CHECKING:
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-BATCH = "/v1/batch"
-WEBHOOKS = "/webhooks/"
-_WEBHOOK_RULE = "/webhooks/<source_id>"  # the Flask rule: the route label of the request metrics
 # werkzeug's status lines, as the Flask views send them.
-_STATUS = {200: "200 OK", 202: "202 ACCEPTED"}
+_STATUS = {code: f"{code} {HTTP_STATUS_CODES[code].upper()}" for code in (200, 202)}
 
 
 class FastPath:
@@ -70,18 +69,18 @@ class FastPath:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         answering: Callable[[dict[str, Any], int, list[bytes]], tuple[int, str | Response]]
+        own_limit: int | None = None  # a door's limit below the app's
         if (door := DOORS.get(path)) is not None:
             answering, route, source_id = functools.partial(self._accept, door), path, None
-        elif path == BATCH:
+        elif path == batch.PATH:
             answering, route, source_id = self._batch, path, None
+            own_limit = MAX_BATCH_BYTES  # a larger batch is its view's own 413
         elif (source_id := _source_id(path)) is not None:
-            answering, route = functools.partial(self._deliver, source_id), _WEBHOOK_RULE
+            answering, route = functools.partial(self._deliver, source_id), webhooks.RULE
         else:
             return self.following(environ, start_response)
         largest = int(self.app.config["MAX_CONTENT_LENGTH"])
-        if path == BATCH:
-            largest = min(largest, MAX_BATCH_BYTES)  # a larger batch is its view's own 413
-        length = _plain_length(environ, largest)
+        length = _plain_length(environ, largest if own_limit is None else min(largest, own_limit))
         if length is None:
             return self.following(environ, start_response)
         started = time.perf_counter()
@@ -165,9 +164,9 @@ def _plain_length(environ: dict[str, Any], largest: int) -> int | None:
 def _source_id(path: str) -> str | None:
     """The source id of a webhook path Flask would route to the delivery view (one segment, no
     escapes to decode: PATH_INFO is ASCII), else None."""
-    if not path.startswith(WEBHOOKS) or not path.isascii():
+    if not path.startswith(webhooks.PREFIX) or not path.isascii():
         return None
-    source_id = path[len(WEBHOOKS) :]
+    source_id = path[len(webhooks.PREFIX) :]
     return source_id if source_id and "/" not in source_id else None
 
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 bp = Blueprint("batch", __name__)
 
+PATH = "/v1/batch"  # also served by app/fast_path.py
 MAX_MESSAGES = 500
 MAX_BATCH_BYTES = 1024 * 1024
 MODELS: dict[str, type[PingRequest]] = {"identify": IdentifyRequest, "ping": PingRequest}
@@ -205,7 +206,7 @@ def accept_batch(app: Flask, principal: Principal, digest: str, body: bytes) -> 
     return response
 
 
-@bp.post("/v1/batch")
+@bp.post(PATH)
 @describe(
     summary="Send many identify/ping messages at once",
     tag="ingest",

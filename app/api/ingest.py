@@ -56,10 +56,12 @@ def message_project(ext: Extensions, principal: Principal, slug: str | None) -> 
     return project_id
 
 
+IDENTIFY = "/v1/identify"
+PING = "/v1/ping"
 # The two single-message doors: path -> (channel, model). app/fast_path.py serves the same.
 DOORS: dict[str, tuple[str, type[PingRequest]]] = {
-    "/v1/identify": ("identify", IdentifyRequest),
-    "/v1/ping": ("ping", PingRequest),
+    IDENTIFY: ("identify", IdentifyRequest),
+    PING: ("ping", PingRequest),
 }
 
 
@@ -198,7 +200,7 @@ def _ingest(path: str) -> Response:
     return Response(answer, status=202, mimetype="application/json")
 
 
-@bp.post("/v1/identify")
+@bp.post(IDENTIFY)
 @describe(
     summary="Create or update a customer",
     tag="ingest",
@@ -208,10 +210,10 @@ def _ingest(path: str) -> Response:
     errors=(400, 401, 403, 404, 409, 413, 429, 503),
 )
 def identify() -> Response:
-    return _ingest("/v1/identify")
+    return _ingest(IDENTIFY)
 
 
-@bp.post("/v1/ping")
+@bp.post(PING)
 @describe(
     summary="Record activity for a customer",
     tag="ingest",
@@ -221,4 +223,4 @@ def identify() -> Response:
     errors=(400, 401, 403, 404, 409, 413, 429, 503),
 )
 def ping() -> Response:
-    return _ingest("/v1/ping")
+    return _ingest(PING)
