@@ -33,16 +33,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from redis import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import func, select
 
-from tributary.models import Event
 from tributary.models.base import utcnow
 from tributary.models.event_tally import (
     LATENCY_BOUNDS,
+    pending_counts,
     scan_counts,
     scan_latency,
     tallied,
-    tally_counts,
+    tallied_counts,
     tally_latency,
 )
 from tributary.runtime.process import Runtime
@@ -200,16 +199,17 @@ class TributaryCollector(Collector):
         )
         totals: dict[tuple[str, str], int] = {}
         with self.runtime.db.session() as session:
-            # PostgreSQL's tallies are kept by triggers (models/event_tally.py): a scrape reads a
-            # few thousand rows whatever the table's size. SQLite counts the table.
+            # The backlog is counted live, by source and connector, through the partial index on
+            # pending events: its size and age, and its rows of `tributary_events`.
+            pending, oldest = pending_counts(session)
+            # PostgreSQL's tallies of every other status are kept by triggers
+            # (models/event_tally.py): a scrape reads a few thousand rows whatever the table's
+            # size. SQLite counts the table.
             if tallied(session):
-                counts, buckets = tally_counts(session), tally_latency(session)
+                counts, buckets = {**tallied_counts(session), **pending}, tally_latency(session)
             else:
                 counts, buckets = scan_counts(session), scan_latency(session)
-            # Only the backlog is read here, through the partial index on pending events.
-            pending_count, oldest = session.execute(
-                select(func.count(), func.min(Event.received_at)).where(Event.status == "pending")
-            ).one()
+        pending_count = sum(pending.values())
         rows = sorted(counts.items(), key=lambda item: (item[0][0] or "", item[0][1], item[0][2]))
         for (source_id, channel, status), count in rows:
             source = source_id or ""

@@ -1,8 +1,9 @@
-"""The metrics' event tallies (models/event_tally.py, migrations 0013 and 0018) are exactly what the events
-table holds, whoever wrote it and however: the product's own paths (ingest, webhooks, the worker's
-bulk update, replay, erasure, source deletion), bare SQL (bulk updates, deletes, TRUNCATE), a
-migration from a database that already had events, and compaction beside concurrent writers.
-PostgreSQL only: SQLite has no statement-level triggers and `/metrics` counts the table there."""
+"""The metrics' event tallies (models/event_tally.py, migrations 0013, 0018 and 0019) with the live count
+of pending events are exactly what the events table holds, whoever wrote it and however: the
+product's own paths (ingest, webhooks, the worker's bulk update, replay, erasure, source deletion),
+bare SQL (bulk updates, deletes, TRUNCATE), migrations from a database that already had events,
+and compaction beside concurrent writers; and pending events are never tallied. PostgreSQL only:
+SQLite has no statement-level triggers and `/metrics` counts the table there."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, delete, func, select, text, update
+from sqlalchemy import Engine, create_engine, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from tests.connectors.stripe_helpers import create_source, post_customer_created
@@ -26,7 +27,7 @@ from tributary.models.event_tally import (
     tally_latency,
 )
 from tributary.models.session import normalize_url
-from tributary.runtime.migrate import upgrade
+from tributary.runtime.migrate import downgrade, upgrade
 from tributary.runtime.process import Runtime
 from tributary.workers.sweep import sweep
 
@@ -40,6 +41,9 @@ def _postgres_only(runtime: Runtime) -> None:
 def assert_exact(session: Session) -> None:
     assert tally_counts(session) == {key: n for key, n in scan_counts(session).items() if n}
     assert tally_latency(session) == scan_latency(session)
+    # Pending events are counted live (migration 0019): a trigger that tallied them again would
+    # cost every ingest statement its second INSERT, and `tally_counts` would hide it.
+    assert session.scalar(select(func.count()).where(EventCount.status == "pending")) == 0
 
 
 def check(runtime: Runtime) -> dict[tuple[str | None, str, str], int]:
@@ -111,9 +115,10 @@ def test_compaction_folds_the_rows_and_keeps_the_sums(
     runtime: Runtime, client: FlaskClient, drain: Callable[[], None]
 ) -> None:
     token = make_key(runtime, ["ingest"])
-    for i in range(5):
-        identify(client, token, email=f"c{i}@example.com")
-    drain()
+    for batch in range(2):  # two drains: two rows of the same key to fold
+        for i in range(5):
+            identify(client, token, email=f"c{batch}-{i}@example.com")
+        drain()
     with runtime.db.session() as session, session.begin():
         before = tally_counts(session), tally_latency(session)
         rows = session.scalar(select(func.count()).select_from(EventCount))
@@ -128,11 +133,12 @@ def test_compaction_folds_the_rows_and_keeps_the_sums(
 
 
 def test_compaction_beside_a_writer_and_another_compaction_stays_exact(
-    runtime: Runtime, client: FlaskClient
+    runtime: Runtime, client: FlaskClient, drain: Callable[[], None]
 ) -> None:
     token = make_key(runtime, ["ingest"])
     for i in range(3):
         identify(client, token, email=f"w{i}@example.com")
+    drain()  # tallied rows to fold (pending events have none)
     engine = runtime.db.engine
     with engine.connect() as writer, engine.connect() as first:
         # A writer's uncommitted rows are invisible to a compaction, which leaves them alone.
@@ -153,7 +159,7 @@ def test_compaction_beside_a_writer_and_another_compaction_stays_exact(
             thread.join(10)
             assert done.is_set()
         writer.commit()
-    assert check(runtime) == {(None, "identify", "pending"): 2, (None, "identify", "failed"): 1}
+    assert check(runtime) == {(None, "identify", "processed"): 2, (None, "identify", "failed"): 1}
 
 
 def test_a_scrape_reads_the_tallies_not_the_events(runtime: Runtime, client: FlaskClient) -> None:
@@ -196,6 +202,71 @@ def test_the_migration_counts_the_events_already_stored(scratch_url: str, runtim
             (None, "identify", "processed"): 30,
         }
     engine.dispose()
+
+
+def _tally_sums(engine: Engine) -> dict[tuple[str | None, str, str], int]:
+    """Every key's sum in `event_counts`, whatever the revision's triggers put there."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT source_id, channel, status, sum(events) FROM event_counts "
+                "GROUP BY 1, 2, 3 HAVING sum(events) <> 0"
+            )
+        )
+        return {(source, channel, status): int(n) for source, channel, status, n in rows}
+
+
+def test_the_migration_to_live_pending_counts_and_back_keeps_the_counts(scratch_url: str) -> None:
+    """0019 drops the pending events' tallies (their count is live from then on) while holding
+    writers off; its downgrade tallies them again, as 0018's triggers go on from."""
+    upgrade(scratch_url, "0018_tally_updates_unjoined")
+    engine = create_engine(normalize_url(scratch_url))
+    insert_events = text(
+        """INSERT INTO events (id, account_id, project_id, channel, type, occurred_at, received_at,
+               body, headers, status, attempts, processed_at)
+           SELECT :prefix || g, 'acct_t', 'prj_t', 'identify', 'identify', now(), now(), '', '{}',
+                  CASE WHEN g % 4 = 0 THEN 'pending' ELSE 'processed' END, 1,
+                  CASE WHEN g % 4 = 0 THEN NULL ELSE now() END
+           FROM generate_series(1, 20) AS g"""
+    )
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO accounts (id, name, created_at) VALUES ('acct_t', 't', now())"))
+        conn.execute(
+            text(
+                "INSERT INTO projects (id, account_id, slug, name, created_at) "
+                "VALUES ('prj_t', 'acct_t', 'default', 'Default', now())"
+            )
+        )
+        conn.execute(insert_events, {"prefix": "evt_a"})
+    tallied_before = {(None, "identify", "pending"): 5, (None, "identify", "processed"): 15}
+    assert _tally_sums(engine) == tallied_before
+
+    upgrade(scratch_url)
+    with engine.begin() as conn:
+        conn.execute(insert_events, {"prefix": "evt_b"})  # 5 more pending, untallied
+    with Session(engine) as session:
+        assert_exact(session)
+        live = tally_counts(session)
+    assert live == {(None, "identify", "pending"): 10, (None, "identify", "processed"): 30}
+    assert _tally_sums(engine) == {(None, "identify", "processed"): 30}
+
+    downgrade(scratch_url, "0018_tally_updates_unjoined")
+    assert _tally_sums(engine) == {(None, "identify", "pending"): 10, (None, "identify", "processed"): 30}
+    with engine.begin() as conn:  # 0018's triggers again: pending events tallied as they come
+        conn.execute(text("UPDATE events SET status = 'pending', processed_at = NULL WHERE id = 'evt_a1'"))
+    assert _tally_sums(engine) == {(None, "identify", "pending"): 11, (None, "identify", "processed"): 29}
+    engine.dispose()
+
+
+def test_an_ingest_statement_writes_no_tally(runtime: Runtime, client: FlaskClient) -> None:
+    """Identify, ping and webhooks store pending events: their statements leave the tallies alone,
+    so PostgreSQL runs no second INSERT inside each one (migration 0019)."""
+    token = make_key(runtime, ["ingest"])
+    for i in range(3):
+        identify(client, token, email=f"untallied{i}@example.com")
+    with runtime.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(EventCount)) == 0
+        assert tally_counts(session) == {(None, "identify", "pending"): 3}
 
 
 def test_the_update_tally_reads_its_transition_tables_without_a_join(
