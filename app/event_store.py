@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from _thread import LockType
 from collections import deque
 from collections.abc import Sequence
 from datetime import datetime
@@ -190,16 +191,29 @@ class _Pending:
 
 class _Batch:
     """Rows that will share one statement and commit. Its first request is its leader: it writes
-    the batch when the write before it is done (`turn`); the others wait for `done`."""
+    the batch when the write before it is done (`started`); the others wait until it has.
 
-    __slots__ = ("done", "failed", "inserted", "items", "turn")
+    Waiting is a lock per waiting request, held for it and released by whoever lets it go (a
+    `threading.Event` per batch for each side cost a fifth of the group commit's own CPU: each
+    wait allocates a lock anyway, and a Condition around it). Every field is changed under the
+    store's lock; a waiter reads the outcome after its lock is released."""
+
+    __slots__ = ("failed", "inserted", "items", "started", "turn", "waiting")
 
     def __init__(self) -> None:
         self.items: list[_Pending] = []
-        self.turn = threading.Event()
-        self.done = threading.Event()
+        self.started = False  # its leader may write it
+        self.turn: LockType | None = None  # held for the leader while an earlier write is in flight
+        self.waiting: list[LockType] = []  # held for the others until the write is done
         self.failed = True  # until its write commits
         self.inserted: set[str] = set()
+
+
+def _held() -> LockType:
+    """A lock already acquired: the caller blocks on it until someone releases it."""
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
 
 
 class EventStore:
@@ -235,15 +249,21 @@ class EventStore:
                 self._full.append(batch)
             if not self._writing:
                 self._start_next()
+            # A batch starts only under this lock, so the leader sees whether it must wait, and
+            # every other request joins its batch before it can start, let alone finish.
+            wait = None
+            if not leader:
+                wait = _held()
+                batch.waiting.append(wait)
+            elif not batch.started:
+                wait = batch.turn = _held()
+        if wait is not None:
+            wait.acquire()  # released by `_start_next` (the leader) or `_finish` (the others)
         if leader:
-            batch.turn.wait()
             try:
                 self._write(batch)
             finally:
-                self._next()
-                batch.done.set()
-        else:
-            batch.done.wait()
+                self._finish(batch)
         if batch.failed:
             return None
         return row["id"] in batch.inserted
@@ -258,13 +278,18 @@ class EventStore:
         else:
             return
         self._writing = True
-        batch.turn.set()
+        batch.started = True
+        if batch.turn is not None:
+            batch.turn.release()
 
-    def _next(self) -> None:
-        """After a write: the batch that filled up meanwhile goes next, if any."""
+    def _finish(self, batch: _Batch) -> None:
+        """After a write: its other requests go on, and the batch that filled up meanwhile goes
+        next, if any."""
         with self._lock:
             self._writing = False
             self._start_next()
+        for waiting in batch.waiting:
+            waiting.release()
 
     def _write(self, batch: _Batch) -> None:
         try:

@@ -187,9 +187,9 @@ def stored_fingerprint(existing: Any) -> str | None:
 
 
 def accepted(event_id: str, *, duplicate: bool = False) -> str:
-    """The EventAccepted shape as JSON text, written directly: the hottest answer skips the model
-    and jsonify."""
-    return json.dumps({"event_id": event_id, "duplicate": duplicate}, separators=(",", ":")) + "\n"
+    """The EventAccepted shape as JSON text, written directly: the hottest answer skips the model,
+    jsonify and a dict's encoding (only the id needs escaping, and ids are ours)."""
+    return f'{{"event_id":{json.dumps(event_id)},"duplicate":{"true" if duplicate else "false"}}}\n'
 
 
 def _ingest(path: str) -> Response:

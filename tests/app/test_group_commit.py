@@ -118,6 +118,38 @@ def test_requests_arriving_during_a_write_share_the_next_statement_and_commit(
     assert _stored_ids(runtime) == {first[0]["id"], *(row["id"] for row, _ in rest)}
 
 
+def test_a_full_batch_is_written_on_its_own_and_the_next_one_follows(
+    runtime: Runtime, account_id: str, store: EventStore
+) -> None:
+    """At `MAX_ROWS` a batch closes: the rows after it start the next one, and the closed batches
+    are written in turn, every caller answered after its own batch's commit."""
+    store.MAX_ROWS = 3
+    key_id = _key_id(runtime)
+    rows = [_row(runtime, account_id, n) for n in range(8)]
+    results: list[bool | None] = [None] * len(rows)
+
+    def call(i: int) -> None:
+        results[i] = store.store(rows[i], key_id)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(rows))]
+    with events_locked(runtime):
+        threads[0].start()
+        wait_for(lambda: store._writing, "the first write to start")
+        for thread in threads[1:]:
+            thread.start()
+        wait_for(
+            lambda: sum(len(b.items) for b in store._full) + len(store._open.items) == 7,
+            "the others to queue",
+        )
+        assert [len(b.items) for b in store._full] == [3, 3] and len(store._open.items) == 1
+        assert all(r is None for r in results)
+    for thread in threads:
+        thread.join(10)
+    assert results == [True] * 8
+    assert (store.batches, store.rows) == (4, 8)  # alone, then 3, 3 and 1
+    assert _stored_ids(runtime) == {row["id"] for row in rows}
+
+
 def test_a_shared_write_dedups_and_checks_each_rows_key(
     runtime: Runtime, account_id: str, store: EventStore
 ) -> None:
