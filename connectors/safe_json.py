@@ -41,7 +41,11 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 # Everything `problem` refuses has one of these spellings in JSON text: NUL and lone surrogates
 # come as a `\u` escape (or a raw NUL or surrogate byte, which is not valid JSON anyway), NaN and
 # Infinity as those tokens, and a float that overflows needs an exponent or over 308 digits.
-_MAYBE_UNSTORABLE = re.compile(rb"\\u|\x00|\xed|NaN|Infinity|\d[eE]|\d{309}")
+# The lookahead lets the scan skip, in C, every byte that cannot start one of them (the
+# alternation alone was tried at every position: 60 % slower on a typical identify body).
+_MAYBE_UNSTORABLE = re.compile(
+    rb"(?=[\\\x00\xedNI0-9])(?:\\u|\x00|\xed|NaN|Infinity|[0-9](?:[eE]|[0-9]{308}))"
+)
 
 
 # In `json.dumps(..., ensure_ascii=False)` output NUL is escaped as `\u0000` (text that merely

@@ -115,6 +115,10 @@ def _messages(body: bytes) -> tuple[list[Any], bool]:
     return messages, finite
 
 
+# How both encoders of `_encoded` write a NUL.
+_ESCAPED_NUL = b"\\u0000"
+
+
 def _encoded(fields: dict[str, Any], finite: bool) -> bytes:
     """The message as stored: orjson when every number in the batch is finite (it writes NaN as
     `null`), at a twentieth of the standard encoder's cost; the strict standard encoder for what
@@ -154,7 +158,10 @@ def _row(
     except RecursionError:
         raise _Refused(400, "validation_error", "the message is nested too deeply") from None
     try:
-        payload = validate_message(model, body)
+        # Text `_encoded` wrote holds no NaN, Infinity or lone surrogate (both encoders refuse
+        # them, and an overflowing float was parsed as infinite), so only a NUL can be there,
+        # escaped: one substring test instead of `storable_text`'s scan, a tenth of the batch.
+        payload = validate_message(model, body, storable=_ESCAPED_NUL not in body)
         project_id = project_of(payload.project)
         return event_row(principal, kind, payload, body, payload.message_id, received_at, project_id), payload
     except ValidationError as exc:

@@ -6,10 +6,13 @@ import json
 from typing import Any
 
 from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from tests.helpers import auth, customer, identify, make_key
-from tributary.app.api.batch import MAX_MESSAGES
+from tributary.app.api.batch import _ESCAPED_NUL, MAX_MESSAGES, _encoded, _messages
+from tributary.connectors.safe_json import problem
 from tributary.models import Event
 from tributary.runtime.process import Runtime
 
@@ -125,6 +128,51 @@ def test_non_finite_numbers_are_refused_per_message(
     )
     assert response.status_code == 400
     assert "Unicode" in response.get_json()["error"]["details"]["results"][0]["error"]["message"]
+
+
+def test_a_nul_anywhere_in_a_message_is_refused_per_message(
+    client: FlaskClient, admin_key: str, runtime: Runtime
+) -> None:
+    messages = [
+        {"type": "identify", "email": "a@example.com", "params": {"x": "a\x00b"}},
+        {"type": "identify", "email": "b@example.com", "params": {"k\x00": 1}},
+        {"type": "identify", "email": "c@example.com", "name": "\x00"},
+        {"type": "identify", "email": "d@example.com", "name": "spells \\u0000, holds none"},
+    ]
+    response = _post(client, admin_key, messages)
+    assert response.status_code == 202
+    results = response.get_json()["results"]
+    assert [r.get("status") for r in results[:3]] == [400, 400, 400]
+    assert all("NUL" in str(r["error"]["details"]) for r in results[:3]), results
+    assert results[3]["event_id"].startswith("evt_")
+    assert _count(runtime) == 1
+
+
+_text = st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from(["\x00", "\ud800"]))
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | _text | st.just("\\u0000"),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_json)
+def test_a_message_passed_as_storable_never_decodes_to_an_unstorable_value(value: Any) -> None:
+    """A batch's message skips `storable_text` when its re-encoded text has no escaped NUL: what
+    either encoder writes cannot hold any other unstorable value."""
+    body = json.dumps({"batch": [{"type": "identify", "params": {"v": value}}]}).encode(
+        "utf-8", "surrogatepass"
+    )
+    messages, finite = _messages(body)
+    fields = dict(messages[0])
+    fields.pop("type")
+    try:
+        encoded = _encoded(fields, finite)
+    except ValueError:  # refused as the message's 400 (UnicodeEncodeError is one too)
+        return
+    if _ESCAPED_NUL not in encoded:
+        assert problem(json.loads(encoded)) is None, encoded
 
 
 def test_every_number_is_stored_as_sent_and_an_infinite_one_refused(
