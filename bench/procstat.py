@@ -64,12 +64,22 @@ def vm_hwm_kib(pid: int) -> int | None:
     return None
 
 
+def _machine_ticks() -> list[int]:
+    return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+
+
 def busy_ticks() -> tuple[int, int]:
     """(busy, total) clock ticks of the whole machine since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    values = _machine_ticks()
     idle = values[3] + values[4]  # idle + iowait
     total = sum(values[:8])  # guest time is already counted in user
     return total - idle, total
+
+
+def steal_ticks() -> int:
+    """Clock ticks the hypervisor gave this machine's CPUs to other guests since boot: part of
+    `busy_ticks`'s busy, and no process of ours or anyone's here."""
+    return _machine_ticks()[7]
 
 
 @dataclass
@@ -79,6 +89,7 @@ class CpuSnapshot:
     total: int
     procs: dict[int, tuple[str, int]]  # pid -> (classification text, ticks)
     self_seconds: float
+    steal: int = 0  # `steal_ticks`
 
 
 def cpu_snapshot() -> CpuSnapshot:
@@ -89,7 +100,7 @@ def cpu_snapshot() -> CpuSnapshot:
         if stat is not None:
             procs[pid] = (f"{stat[0]}\0{cmdline(pid)}", stat[3])
     times = os.times()
-    return CpuSnapshot(time.monotonic(), busy, total, procs, times.user + times.system)
+    return CpuSnapshot(time.monotonic(), busy, total, procs, times.user + times.system, steal_ticks())
 
 
 # A process serving one database: a client backend ("user db host(port) state") or an autovacuum
@@ -112,7 +123,9 @@ def cpu_breakdown(
     database forces a checkpoint); other databases' backends belong to `other`. `extra` is CPU
     measured elsewhere, for processes that exited before the second snapshot (wrk, from its rusage).
     `other` is everything the machine did that is not ours, including processes that came and went:
-    on a shared machine it says how disturbed the measurement was.
+    on a shared machine it says how disturbed the measurement was. `steal` is the time the
+    hypervisor ran other guests on our CPUs (in `machine busy`, not in `other`): a virtual machine
+    on a busy host loses it to its neighbours, and every figure measured meanwhile is slower.
     """
     role_of = {pid: role for role, pids in roles.items() for pid in pids}
     spent: dict[str, float] = {role: 0.0 for role in roles}
@@ -140,7 +153,9 @@ def cpu_breakdown(
     for role, seconds in (extra or {}).items():
         spent[role] = spent.get(role, 0.0) + seconds
     busy = (after.busy - before.busy) / HZ
-    spent["other"] = max(0.0, busy - sum(spent.values()))
+    steal = (after.steal - before.steal) / HZ
+    spent["other"] = max(0.0, busy - steal - sum(spent.values()))
+    spent["steal"] = steal
     spent["machine busy"] = busy
     spent["machine capacity"] = (after.total - before.total) / HZ
     return {k: round(v, 3) for k, v in spent.items()}

@@ -96,11 +96,23 @@ def report(results: dict[str, Any]) -> str:
             )
         lines += ["", "    CPU per request (ms) and the machine's load during each point (2 CPUs = 100%)"]
         rows = [
-            ["app", "conns", "round", "web", "postgres", "pg shared", "redis", "wrk", "ours", "other load"]
+            [
+                "app",
+                "conns",
+                "round",
+                "web",
+                "postgres",
+                "pg shared",
+                "redis",
+                "wrk",
+                "ours",
+                "other load",
+                "steal",
+            ]
         ]
         for p in ingest:
             cpu, per = p["cpu_s"], p["cpu_ms_per_request"]
-            ours = cpu["machine busy"] - cpu["other"]
+            ours = cpu["machine busy"] - cpu["other"] - cpu.get("steal", 0.0)
             rows.append(
                 [
                     p["label"],
@@ -113,6 +125,7 @@ def report(results: dict[str, Any]) -> str:
                     f"{per.get('wrk', 0):.3f}",
                     f"{ours / max(1e-9, cpu['machine capacity']):.0%}",
                     _share(cpu, "other"),
+                    _share(cpu, "steal"),
                 ]
             )
         lines += _table(rows)
@@ -205,6 +218,7 @@ SUSTAINED_CPU_COLUMNS = (
     ("postgres", "postgres"),
     ("load generator", "load gen"),
     ("other", "other"),
+    ("steal", "steal"),
     ("machine busy", "busy"),
 )
 

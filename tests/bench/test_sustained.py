@@ -19,9 +19,11 @@ LABELS = {
 }
 
 
-def snapshot(at: float, seconds: dict[int, float], busy: float, capacity: float) -> CpuSnapshot:
+def snapshot(
+    at: float, seconds: dict[int, float], busy: float, capacity: float, steal: float = 0.0
+) -> CpuSnapshot:
     procs = {pid: (LABELS[pid], round(spent * HZ)) for pid, spent in seconds.items()}
-    return CpuSnapshot(at, round(busy * HZ), round(capacity * HZ), procs, 0.0)
+    return CpuSnapshot(at, round(busy * HZ), round(capacity * HZ), procs, 0.0, round(steal * HZ))
 
 
 def test_each_role_is_given_in_cpus_over_the_window() -> None:
@@ -42,6 +44,18 @@ def test_each_role_is_given_in_cpus_over_the_window() -> None:
     assert split["other"] == round((20 - 10.5 - 2 - 1 - 5) / 10, 2)
     assert split["machine busy"] == 2.0
     assert split["machine capacity"] == 2.0
+    assert split["steal"] == 0.0
+
+
+def test_time_the_host_gave_other_guests_is_steal_not_other_load() -> None:
+    first = snapshot(100.0, {WEB: 5, BACKEND: 2}, busy=50, capacity=200, steal=10)
+    # 10 s later: 14 s busy, of which 4 s were stolen by the hypervisor and 8 s ours.
+    last = snapshot(110.0, {WEB: 11, BACKEND: 4}, busy=64, capacity=220, steal=14)
+    split = cpu_split(first, last, {"web": [WEB]}, "benchdb")
+    assert (split["web"], split["postgres"]) == (0.6, 0.2)
+    assert split["steal"] == 0.4
+    assert split["other"] == 0.2
+    assert split["machine busy"] == 1.4
 
 
 def step(rate: int, cpus: dict[str, float] | None) -> dict[str, object]:
@@ -62,7 +76,7 @@ def step(rate: int, cpus: dict[str, float] | None) -> dict[str, object]:
 
 def test_the_report_prints_the_split_and_a_dash_for_runs_without_it() -> None:
     cpus = {"web": 1.05, "workers": 0.21, "postgres": 0.56, "load generator": 0.11, "other": 0.03}
-    cpus["machine busy"] = 1.96
+    cpus["steal"], cpus["machine busy"] = 0.2, 1.96
     sustained = {
         "window_s": 60,
         "latency_rate": 200,
@@ -73,9 +87,9 @@ def test_the_report_prints_the_split_and_a_dash_for_runs_without_it() -> None:
     lines = extra_sections({"sustained": sustained})
 
     header = next(line for line in lines if "offered/s" in line)
-    columns = ["CPUs web", "CPUs workers", "CPUs postgres", "CPUs load gen", "CPUs other", "CPUs busy"]
-    assert re.split(r"\s{2,}", header.strip())[-6:] == columns
+    columns = ["CPUs web", "CPUs workers", "CPUs postgres", "CPUs load gen", "CPUs other", "CPUs steal"]
+    assert re.split(r"\s{2,}", header.strip())[-7:] == [*columns, "CPUs busy"]
     row_200 = next(line for line in lines if line.split()[:1] == ["200"])
     row_1000 = next(line for line in lines if line.split()[:1] == ["1000"])
-    assert row_200.split()[-6:] == ["-"] * 6
-    assert row_1000.split()[-6:] == ["1.05", "0.21", "0.56", "0.11", "0.03", "1.96"]
+    assert row_200.split()[-7:] == ["-"] * 7
+    assert row_1000.split()[-7:] == ["1.05", "0.21", "0.56", "0.11", "0.03", "0.20", "1.96"]
