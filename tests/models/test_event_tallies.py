@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, create_engine, delete, func, select, text, update
+from sqlalchemy import Connection, Engine, create_engine, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from tests.connectors.stripe_helpers import create_source, post_customer_created
@@ -173,27 +173,38 @@ def test_a_scrape_reads_the_tallies_not_the_events(runtime: Runtime, client: Fla
     assert any(s.reads("event_counts") for s in sent) and any(s.reads("event_latency") for s in sent)
 
 
+def _store_events(conn: Connection, prefix: str, count: int) -> None:
+    """`count` identify events (ids `prefix` + 1..count) of one account and project, created when
+    missing: one in four pending, the others processed `g` seconds after they were received."""
+    conn.execute(
+        text(
+            "INSERT INTO accounts (id, name, created_at) VALUES ('acct_t', 't', now()) ON CONFLICT DO NOTHING"
+        )
+    )
+    conn.execute(
+        text(
+            "INSERT INTO projects (id, account_id, slug, name, created_at) "
+            "VALUES ('prj_t', 'acct_t', 'default', 'Default', now()) ON CONFLICT DO NOTHING"
+        )
+    )
+    conn.execute(
+        text(
+            """INSERT INTO events (id, account_id, project_id, channel, type, occurred_at, received_at,
+                   body, headers, status, attempts, processed_at)
+               SELECT :prefix || g, 'acct_t', 'prj_t', 'identify', 'identify', now(), now(), '', '{}',
+                      CASE WHEN g % 4 = 0 THEN 'pending' ELSE 'processed' END, 1,
+                      CASE WHEN g % 4 = 0 THEN NULL ELSE now() + g * interval '1 second' END
+               FROM generate_series(1, :count) AS g"""
+        ),
+        {"prefix": prefix, "count": count},
+    )
+
+
 def test_the_migration_counts_the_events_already_stored(scratch_url: str, runtime: Runtime) -> None:
     upgrade(scratch_url, "0012_email_trigram_on_lower")
     engine = create_engine(normalize_url(scratch_url))
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO accounts (id, name, created_at) VALUES ('acct_t', 't', now())"))
-        conn.execute(
-            text(
-                "INSERT INTO projects (id, account_id, slug, name, created_at) "
-                "VALUES ('prj_t', 'acct_t', 'default', 'Default', now())"
-            )
-        )
-        conn.execute(
-            text(
-                """INSERT INTO events (id, account_id, project_id, channel, type, occurred_at, received_at,
-                       body, headers, status, attempts, processed_at)
-                   SELECT 'evt_' || g, 'acct_t', 'prj_t', 'identify', 'identify', now(), now(), '', '{}',
-                          CASE WHEN g % 4 = 0 THEN 'pending' ELSE 'processed' END, 1,
-                          CASE WHEN g % 4 = 0 THEN NULL ELSE now() + g * interval '1 second' END
-                   FROM generate_series(1, 40) AS g"""
-            )
-        )
+        _store_events(conn, "evt_", 40)
     upgrade(scratch_url)
     with Session(engine) as session:
         assert_exact(session)
@@ -221,29 +232,14 @@ def test_the_migration_to_live_pending_counts_and_back_keeps_the_counts(scratch_
     writers off; its downgrade tallies them again, as 0018's triggers go on from."""
     upgrade(scratch_url, "0018_tally_updates_unjoined")
     engine = create_engine(normalize_url(scratch_url))
-    insert_events = text(
-        """INSERT INTO events (id, account_id, project_id, channel, type, occurred_at, received_at,
-               body, headers, status, attempts, processed_at)
-           SELECT :prefix || g, 'acct_t', 'prj_t', 'identify', 'identify', now(), now(), '', '{}',
-                  CASE WHEN g % 4 = 0 THEN 'pending' ELSE 'processed' END, 1,
-                  CASE WHEN g % 4 = 0 THEN NULL ELSE now() END
-           FROM generate_series(1, 20) AS g"""
-    )
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO accounts (id, name, created_at) VALUES ('acct_t', 't', now())"))
-        conn.execute(
-            text(
-                "INSERT INTO projects (id, account_id, slug, name, created_at) "
-                "VALUES ('prj_t', 'acct_t', 'default', 'Default', now())"
-            )
-        )
-        conn.execute(insert_events, {"prefix": "evt_a"})
+        _store_events(conn, "evt_a", 20)
     tallied_before = {(None, "identify", "pending"): 5, (None, "identify", "processed"): 15}
     assert _tally_sums(engine) == tallied_before
 
     upgrade(scratch_url)
     with engine.begin() as conn:
-        conn.execute(insert_events, {"prefix": "evt_b"})  # 5 more pending, untallied
+        _store_events(conn, "evt_b", 20)  # 5 more pending, untallied
     with Session(engine) as session:
         assert_exact(session)
         live = tally_counts(session)
