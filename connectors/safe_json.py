@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 __all__ = [
+    "ESCAPED_NUL",
     "UnsafeJSON",
     "bad_text",
     "clean_text",
@@ -30,6 +31,7 @@ __all__ = [
     "non_finite",
     "problem",
     "scrub",
+    "storable_encoded",
     "storable_text",
 ]
 
@@ -51,7 +53,8 @@ _MAYBE_UNSTORABLE = re.compile(
 # In `json.dumps(..., ensure_ascii=False)` output NUL is escaped as `\u0000` (text that merely
 # spells it is walked for nothing) and a lone surrogate stays as itself, which only a text that is
 # not all ASCII can hold: a substring test, and `bad_text` only for such text.
-_ESCAPED_NUL = "\\u0000"
+ESCAPED_NUL = "\\u0000"
+_ESCAPED_NUL_BYTES = ESCAPED_NUL.encode()
 
 
 class UnsafeJSON(ValueError):
@@ -99,7 +102,7 @@ def problem(value: Any) -> str | None:
         dumped = json.dumps(value, ensure_ascii=False, allow_nan=False, check_circular=False)
     except (TypeError, ValueError, RecursionError):
         return _walk(value, "")  # a non-finite number, or values JSON does not know: walk them
-    suspect = _ESCAPED_NUL in dumped or (not dumped.isascii() and bad_text(dumped))
+    suspect = ESCAPED_NUL in dumped or (not dumped.isascii() and bad_text(dumped))
     return _walk(value, "") if suspect else None
 
 
@@ -143,6 +146,14 @@ def storable_text(body: bytes) -> bool:
     the decoded value can be skipped; False only means "walk it". Most bodies are plain text and
     numbers: one regex scan in C instead of a Python call per value."""
     return _MAYBE_UNSTORABLE.search(body) is None
+
+
+def storable_encoded(text: bytes) -> bool:
+    """`storable_text` for JSON text written by an encoder that refuses NaN, Infinity and lone
+    surrogates (orjson; `json.dumps(..., allow_nan=False)` encoded as strict UTF-8) from values
+    holding no overflowed float: only a NUL can be in there, and such an encoder escapes it. One
+    substring test, where `storable_text` scans for every spelling."""
+    return _ESCAPED_NUL_BYTES not in text
 
 
 def scrub(value: Any) -> Any:

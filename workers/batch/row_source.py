@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from tributary.connectors.safe_json import ESCAPED_NUL
 from tributary.models.sql import json_rows
 
 __all__ = ["Columns", "Part", "execute", "execute_together"]
@@ -50,7 +51,6 @@ def _default(value: Any) -> str:
 # surrogates (kept raw, not being text at all). Rows holding either go as arrays, so the driver
 # refuses them in its own words (workers/isolation.py then fails that event alone) instead of the
 # JSON parser.
-_NUL = "\\u0000"
 # `jsonb` refuses documents that text takes (up to 1 GiB): its parser holds an array's elements in
 # one allocation (32 bytes each, the capacity doubled as it grows) and PostgreSQL allocates at most
 # 1 GiB at once, so an array of one-digit numbers fails from about 32 MiB of text (the binary form
@@ -65,7 +65,7 @@ def _json_safe(payload: str) -> bool:
     batch's payload is about a megabyte: a substring test and `isascii` run at memory speed, where
     a regular expression stepped through it character by character (15 ms a batch). A lone
     surrogate is exactly what strict UTF-8 cannot encode."""
-    if len(payload) > _JSONB_TEXT_LIMIT or _NUL in payload:
+    if len(payload) > _JSONB_TEXT_LIMIT or ESCAPED_NUL in payload:
         return False
     if payload.isascii():
         return True
