@@ -41,7 +41,7 @@ from tributary.models.event_tally import (
     scan_counts,
     scan_latency,
     tallied,
-    tallied_counts,
+    tally_counts,
     tally_latency,
 )
 from tributary.runtime.process import Runtime
@@ -206,7 +206,7 @@ class TributaryCollector(Collector):
             # (models/event_tally.py): a scrape reads a few thousand rows whatever the table's
             # size. SQLite counts the table.
             if tallied(session):
-                counts, buckets = {**tallied_counts(session), **pending}, tally_latency(session)
+                counts, buckets = tally_counts(session, pending), tally_latency(session)
             else:
                 counts, buckets = scan_counts(session), scan_latency(session)
         pending_count = sum(pending.values())

@@ -65,7 +65,6 @@ __all__ = [
     "scan_counts",
     "scan_latency",
     "tallied",
-    "tallied_counts",
     "tally_counts",
     "tally_latency",
 ]
@@ -119,7 +118,7 @@ def _per_bucket(sums: dict[int, tuple[int, float]]) -> Latency:
     return [sums.get(bucket, (0, 0.0)) for bucket in range(len(LATENCY_BOUNDS) + 1)]
 
 
-def tallied_counts(session: Session) -> Counts:
+def _tallied_counts(session: Session) -> Counts:
     """The tallies' sums: every status but pending (`pending_counts` has those)."""
     rows = session.execute(
         select(EventCount.source_id, EventCount.channel, EventCount.status, func.sum(EventCount.events))
@@ -141,10 +140,12 @@ def pending_counts(session: Session) -> tuple[Counts, datetime | None]:
     return counts, min((oldest for *_, oldest in rows), default=None)
 
 
-def tally_counts(session: Session) -> Counts:
+def tally_counts(session: Session, pending: Counts | None = None) -> Counts:
     """Every status's count as the tallies and the live pending count give it (the same as
-    `scan_counts` without its zeros)."""
-    return {**tallied_counts(session), **pending_counts(session)[0]}
+    `scan_counts` without its zeros); `pending`: `pending_counts`'s, when the caller has read it."""
+    if pending is None:
+        pending = pending_counts(session)[0]
+    return {**_tallied_counts(session), **pending}
 
 
 def tally_latency(session: Session) -> Latency:
