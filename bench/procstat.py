@@ -64,22 +64,20 @@ def vm_hwm_kib(pid: int) -> int | None:
     return None
 
 
-def _machine_ticks() -> list[int]:
-    return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+def machine_ticks() -> tuple[int, int, int]:
+    """(busy, total, steal) clock ticks of the whole machine since boot, from one read of
+    `/proc/stat`. Steal is the time the hypervisor gave this machine's CPUs to other guests: part
+    of busy, and no process of ours or anyone's here."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])  # guest time is already counted in user
+    return total - idle, total, values[7]
 
 
 def busy_ticks() -> tuple[int, int]:
     """(busy, total) clock ticks of the whole machine since boot."""
-    values = _machine_ticks()
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])  # guest time is already counted in user
-    return total - idle, total
-
-
-def steal_ticks() -> int:
-    """Clock ticks the hypervisor gave this machine's CPUs to other guests since boot: part of
-    `busy_ticks`'s busy, and no process of ours or anyone's here."""
-    return _machine_ticks()[7]
+    busy, total, _ = machine_ticks()
+    return busy, total
 
 
 @dataclass
@@ -89,18 +87,18 @@ class CpuSnapshot:
     total: int
     procs: dict[int, tuple[str, int]]  # pid -> (classification text, ticks)
     self_seconds: float
-    steal: int = 0  # `steal_ticks`
+    steal: int = 0  # `machine_ticks`'s
 
 
 def cpu_snapshot() -> CpuSnapshot:
-    busy, total = busy_ticks()
+    busy, total, steal = machine_ticks()
     procs: dict[int, tuple[str, int]] = {}
     for pid in pids():
         stat = proc_stat(pid)
         if stat is not None:
             procs[pid] = (f"{stat[0]}\0{cmdline(pid)}", stat[3])
     times = os.times()
-    return CpuSnapshot(time.monotonic(), busy, total, procs, times.user + times.system, steal_ticks())
+    return CpuSnapshot(time.monotonic(), busy, total, procs, times.user + times.system, steal)
 
 
 # A process serving one database: a client backend ("user db host(port) state") or an autovacuum
