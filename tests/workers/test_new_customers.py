@@ -1,6 +1,7 @@
-"""New customers on PostgreSQL (workers/batch/new_customers.py): written once, with their final values;
-a batch naming an address that another batch is creating waits for it and merges into its customer;
-an address freed between a batch's read and its lock still gets its customer."""
+"""New customers (workers/batch/new_customers.py): written once, with their final values, on both
+backends; on PostgreSQL a batch naming an address that another batch is creating waits for it and
+merges into its customer, and an address freed between a batch's read and its lock still gets its
+customer."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ from tributary.workers.batch.new_customers import address_key
 from tributary.workers.jobs import drain_batch
 
 
-@pytest.fixture(autouse=True)
-def _postgres_only(runtime: Runtime) -> None:
+@pytest.fixture
+def postgres(runtime: Runtime) -> None:
     if not runtime.db.is_postgres:
-        pytest.skip("SQLite inserts a new customer at load: one writer at a time, nothing to agree on")
+        pytest.skip("SQLite has one writer at a time (the batch's write lock): nothing to agree on")
 
 
 def _signed(key: int) -> int:
@@ -36,6 +37,7 @@ def _customers(runtime: Runtime, email: str) -> list[Customer]:
         return list(session.scalars(select(Customer).where(Customer.email == email)))
 
 
+@pytest.mark.usefixtures("postgres")
 def test_a_batch_writes_each_new_customer_once_with_its_final_values(
     client: FlaskClient, admin_key: str, runtime: Runtime
 ) -> None:
@@ -93,6 +95,44 @@ def test_a_batch_writes_each_new_customer_once_with_its_final_values(
     assert created == ["known@example.com"] + [f"new{i}@example.com" for i in range(5)]
 
 
+def test_sqlite_inserts_each_new_customer_once_with_its_final_values(
+    client: FlaskClient, admin_key: str, runtime: Runtime
+) -> None:
+    if runtime.db.is_postgres:
+        pytest.skip("PostgreSQL's form is the test above")
+    identify(client, admin_key, email="known@example.com", name="Old", status="trial")
+    drain_batch(runtime, 100)
+    for i in range(5):
+        identify(client, admin_key, email=f"new{i}@example.com", name=f"New {i}", status="trial")
+        identify(client, admin_key, email=f"new{i}@example.com", params={"seats": i})
+    identify(client, admin_key, email="known@example.com", name="Renamed", status="paid")
+
+    with statements_sent(runtime) as sent:
+        assert drain_batch(runtime, 100) == 11
+
+    # The new customers in one INSERT with what the batch merged, never updated; the known one in
+    # one UPDATE (write_back_sqlite.write_customers).
+    inserts = [s for s in sent if s.sql.startswith("INSERT INTO customers ")]
+    updates = [s for s in sent if s.sql.startswith("UPDATE customers ")]
+    (insert,) = inserts
+    assert insert.many and len(insert.parameters) == 5
+    assert sorted(row[insert.sql.split("(")[1].split(", ").index("name")] for row in insert.parameters) == [
+        f"New {i}" for i in range(5)
+    ]
+    (update,) = updates  # one row: sent as a single execute
+    assert "Renamed" in (update.parameters if not update.many else update.parameters[0])
+    for i in range(5):
+        record = customer(client, admin_key, f"new{i}@example.com")
+        assert record["name"] == f"New {i}"
+        assert record["projects"]["default"]["status"] == "trial"
+        assert record["projects"]["default"]["params"] == {"seats": i}
+    assert customer(client, admin_key, "known@example.com")["name"] == "Renamed"
+    with runtime.db.session() as session:
+        reports = list(session.scalars(select(Event.changes).where(Event.status == "processed")))
+    created = sorted(r[0]["change"]["email"] for r in reports if r[0].get("created"))
+    assert created == ["known@example.com"] + [f"new{i}@example.com" for i in range(5)]
+
+
 @pytest.fixture
 def held_batch(runtime: Runtime) -> Iterator[Any]:
     """Start a batch of the given events in a thread and hold its transaction open after it applied
@@ -117,6 +157,7 @@ def held_batch(runtime: Runtime) -> Iterator[Any]:
         thread.join(30)
 
 
+@pytest.mark.usefixtures("postgres")
 def test_a_batch_naming_an_address_another_batch_is_creating_waits_and_joins_it(
     client: FlaskClient, admin_key: str, runtime: Runtime, held_batch: Any
 ) -> None:
@@ -148,6 +189,7 @@ def test_a_batch_naming_an_address_another_batch_is_creating_waits_and_joins_it(
     assert "created" not in reports[second["event_id"]][0]
 
 
+@pytest.mark.usefixtures("postgres")
 def test_an_address_freed_between_the_read_and_the_lock_gets_a_new_customer(
     client: FlaskClient, admin_key: str, runtime: Runtime
 ) -> None:

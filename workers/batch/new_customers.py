@@ -4,16 +4,20 @@ An address that a batch names and nobody holds gets a new customer. Two batches 
 customers for one address; the unique index on (account_id, email) is the last word, but a batch has
 to know before it merges whether the address is someone's.
 
-- SQLite has one writer at a time (the drain's BEGIN IMMEDIATE): the load inserts an empty row for
-  each missing address (`insert_missing_customers`), and write-back updates it like any other.
+- SQLite has one writer at a time (the drain's BEGIN IMMEDIATE): the load reads which addresses
+  nobody holds (`unheld`), and they stay free until the batch commits.
 - PostgreSQL: the load reads which addresses nobody holds and takes a transaction-scoped advisory
   lock on each of them, in one statement (`lock_unheld`; in one order, so two batches never wait on
   each other in a circle). Every batch that writes a new address (a new customer or a rename) holds its
   lock, so an address read as free stays free until the batch commits, and a second batch naming it
-  waits, then finds the first one's customer. The new customer lives in memory (`NewCustomer`) and
-  write-back inserts it once, with its final values (write_back_pg.write_customers). Inserting an
-  empty row at load and updating it at write-back wrote every index of the table twice: 26 of the
-  69 ms PostgreSQL spent on a batch of 500 new customers (bench/README.md, 2026-12-02).
+  waits, then finds the first one's customer.
+
+On both, the new customer lives in memory (`NewCustomer`) and write-back inserts it once, with its
+final values (`write_customers` in write_back_pg.py and write_back_sqlite.py). Inserting an empty row
+at load and updating it at write-back wrote every index of the table twice: 26 of the 69 ms
+PostgreSQL spent on a batch of 500 new customers (bench/README.md, 2026-12-02); on SQLite, where the
+worker's batch holds the write lock that `tributary serve`'s web processes wait for, the insert and
+the reload of those rows as ORM objects were a third of the batch (bench/README.md, 2026-12-05).
 
 The advisory locks live in PostgreSQL's shared lock table until the batch commits, one per new
 address: `max_locks_per_transaction` x `max_connections` (6,400 by default) must exceed the workers'
@@ -29,14 +33,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, Text, bindparam, text
+from sqlalchemy import ARRAY, BigInteger, Text, bindparam, select, text
 from sqlalchemy.orm import Session
 
 from tributary.models import Customer
 from tributary.models.base import sortable_id
-from tributary.models.sql import dialect_insert
 
-__all__ = ["NewCustomer", "address_key", "insert_missing_customers", "lock_addresses", "lock_unheld"]
+__all__ = ["NewCustomer", "address_key", "lock_addresses", "lock_unheld", "unheld"]
 
 # The addresses nobody holds, each locked as the outer query reads it: the subquery's ORDER BY keeps
 # PostgreSQL from merging it into the outer query (PostgreSQL's documented way to take advisory
@@ -49,6 +52,11 @@ _LOCK_UNHELD = text(
     " WHERE NOT EXISTS (SELECT 1 FROM customers AS c WHERE c.account_id = :account AND c.email = a.e)"
     " ORDER BY a.k) AS free"
 ).bindparams(bindparam("emails", type_=ARRAY(Text())), bindparam("keys", type_=ARRAY(BigInteger())))
+
+# SQLite: the addresses of `:emails` someone holds, on the unique (account, address) index.
+_HELD = select(Customer.email).where(
+    Customer.account_id == bindparam("account"), Customer.email.in_(bindparam("emails", expanding=True))
+)
 
 # unnest returns the array in order and the lock is taken row by row as it is read: the order of
 # `keys`, sorted by the caller.
@@ -89,7 +97,7 @@ def lock_addresses(session: Session, account_id: str, emails: Sequence[str]) -> 
 
 @dataclass(slots=True)
 class NewCustomer:
-    """A customer the batch creates (PostgreSQL): what the batch reads of a customer row, held in
+    """A customer the batch creates: what the batch reads of a customer row, held in
     memory until write-back inserts it. Not an ORM instance: building 500 of those cost a batch
     15 ms, more than the statement they save. Created at the batch's own time, so it is never
     created after it was last updated."""
@@ -122,22 +130,10 @@ class NewCustomer:
         )
 
 
-def insert_missing_customers(
-    session: Session, account_id: str, emails: Sequence[str], now: datetime
-) -> list[tuple[str, str]]:
-    """Create an empty customer for each address nobody holds (SQLite); returns the new (id, email)
-    pairs. Sorted, so the unique index is always taken in one order."""
-    # The table, not the entity: the ORM's bulk insert would flush the session first and go
-    # through its bookkeeping for rows nothing maps (a tenth of a small batch's CPU).
-    table = Customer.__table__
-    stmt = (
-        dialect_insert(session, table)
-        .on_conflict_do_nothing(index_elements=["account_id", "email"])
-        .returning(table.c.id, table.c.email)
-    )
-    stamp = {"created_at": now, "updated_at": now}
-    rows = [
-        {"account_id": account_id, "email": email, "past_emails": [], "clock": {}, **stamp}
-        for email in sorted(emails)
-    ]
-    return [(row[0], row[1]) for row in session.execute(stmt, rows)]
+def unheld(session: Session, account_id: str, emails: Sequence[str]) -> list[str]:
+    """Which of `emails` no customer of the account holds (SQLite, whose batch holds the one write
+    lock: they stay free until it commits); sorted."""
+    if not emails:
+        return []
+    held = set(session.scalars(_HELD, {"account": account_id, "emails": sorted(set(emails))}))
+    return sorted(set(emails) - held)

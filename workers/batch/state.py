@@ -3,9 +3,9 @@ batch's events name, loaded (and locked) in a fixed number of statements, and th
 far by the events that committed.
 
 Events change it only through `EventOverlay.commit` (workers/batch/overlay.py), one commit per event
-that merged cleanly; `workers/batch/write_back.py` then writes what it holds. The load's only writes
-are SQLite's empty rows for new customers and PostgreSQL's advisory locks on new addresses
-(workers/batch/new_customers.py); on PostgreSQL a new customer stays in memory until write-back.
+that merged cleanly; `workers/batch/write_back.py` then writes what it holds. The load writes
+nothing but PostgreSQL's advisory locks on new addresses (workers/batch/new_customers.py): a new
+customer stays in memory until write-back.
 """
 
 from __future__ import annotations
@@ -188,29 +188,29 @@ class BatchState:
             others += self._load_tombstones(account_id, identities)
         postgres = is_postgres(self.session)
         unheld: list[str] = []
-        if emails and postgres:
-            # Whether an address is anyone's, and its lock if nobody's (see new_customers.py).
-            unheld = new_customers.lock_unheld(self.session, account_id, emails)
-        elif emails:
-            fresh = new_customers.insert_missing_customers(self.session, account_id, emails, self.now)
-            self.created.update(customer_id for customer_id, _ in fresh)
-            unheld = sorted(email for _, email in fresh)
+        if emails:
+            # Whether an address is anyone's, and on PostgreSQL its lock if nobody's (see
+            # new_customers.py); on SQLite the batch's write lock keeps it free.
+            lookup = new_customers.lock_unheld if postgres else new_customers.unheld
+            unheld = lookup(self.session, account_id, emails)
         if emails or others:
             # Addresses nobody holds now may be someone's past one (see `resolve_customer`).
             self._lock_customers(account_id, emails, others, past=unheld)
-        if emails and postgres:
+        if emails:
             self._create(account_id, emails, set(unheld))
 
     def _create(self, account_id: str, emails: list[str], locked: set[str]) -> None:
-        """A new customer, in memory, for each of `emails` that no locked customer holds (PostgreSQL):
-        its row is written once, at write-back, with what the batch merged into it."""
+        """A new customer, in memory, for each of `emails` that no locked customer holds: its row
+        is written once, at write-back, with what the batch merged into it."""
         missing = [email for email in emails if (account_id, email) not in self.by_email]
         late = [email for email in missing if email not in locked]
         if late:
-            # Held when read, free once locked: a rename, merge or erasure committed in between.
+            # Held when read, free once locked: a rename, merge or erasure committed in between
+            # (PostgreSQL; on SQLite nothing commits while the batch holds the write lock).
             # Rare, so locked here, out of the usual order (a deadlock, which PostgreSQL breaks,
             # fails the batch, and workers/isolation.py applies it again in halves).
-            new_customers.lock_addresses(self.session, account_id, late)
+            if is_postgres(self.session):
+                new_customers.lock_addresses(self.session, account_id, late)
             self._lock_customers(account_id, late, [], past=late)
             missing = [email for email in missing if (account_id, email) not in self.by_email]
         for email in missing:
@@ -219,7 +219,7 @@ class BatchState:
             self.created.add(customer.id)
 
     def materialize(self, customer_ids: set[str]) -> None:
-        """Give the new customers among `customer_ids` their row now (PostgreSQL), under a
+        """Give the new customers among `customer_ids` their row now, under a
         placeholder address unique to each (the final one is written with every other customer's):
         a merge moves rows onto them and records them before write-back reaches the customers.
         Rare, so through the ORM."""

@@ -204,7 +204,7 @@ def _write_merge(state: BatchState, merge: PlannedMerge) -> None:
 def _write_customers(state: BatchState, writer: _BulkWriter) -> None:
     """Name, clocks, activity and addresses (an email change lands here): on PostgreSQL in one
     statement for the new customers and the others (write_back_pg.py), on SQLite in one
-    executemany (write_back_sqlite.py)."""
+    executemany each (write_back_sqlite.py)."""
     created: list[tuple[NewCustomer, dict[str, Any]]] = []
     changed: list[tuple[Customer, dict[str, Any]]] = []
     for customer_id, record in state.records.items():
@@ -224,8 +224,7 @@ def _write_customers(state: BatchState, writer: _BulkWriter) -> None:
         elif customer_id in state.touched:
             changed.append((row, {**_current(row), "updated_at": state.now}))
     # New customers' addresses are free once the identity changes above have run, and the others'
-    # updates only take addresses that no new customer has: one statement on PostgreSQL. New rows
-    # are PostgreSQL's only: on SQLite the load inserted its new customers (new_customers.py).
+    # updates only take addresses that no new customer has: one statement on PostgreSQL.
     writer.write_customers(state.session, created, changed)
 
 

@@ -187,17 +187,21 @@ def write_customers(
     created: Sequence[tuple[NewCustomer, dict[str, Any]]],
     changed: Sequence[tuple[Customer, dict[str, Any]]],
 ) -> None:
-    """Write each changed customer's values, in id order: SQLite checks the unique address after
-    each row, and renamed rows hold placeholders by now (write_back.py), so any order is valid; id
-    order is the one the ORM used. New customers were inserted by the load (new_customers.py)."""
-    if created:
-        raise ValueError("on SQLite a batch's load inserts its new customers")
-    if not changed:
-        return
+    """Update each changed customer's values, then insert the new customers with theirs, each in
+    id order: SQLite checks the unique address after each row, and neither set takes an address
+    the other gives up (a new customer's was nobody's at load, and renamed rows hold placeholders
+    by now, write_back.py), so any order is valid; id order is the one the ORM used."""
     ordered = sorted(changed, key=lambda item: item[0].id)
-    _update_by_id(session, Customer, [{"id": customer.id, **values} for customer, values in ordered])
-    for customer, values in ordered:
-        mark_written(customer, values)
+    if ordered:
+        _update_by_id(session, Customer, [{"id": customer.id, **values} for customer, values in ordered])
+        for customer, values in ordered:
+            mark_written(customer, values)
+    if created:
+        rows = [
+            {"id": new.id, "account_id": new.account_id, **values}
+            for new, values in sorted(created, key=lambda item: item[0].id)
+        ]
+        _executemany(session, _insert_statement(Customer), rows)
 
 
 def _upsert_projects(
