@@ -6,7 +6,7 @@ import select
 import sqlite3
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -68,14 +68,37 @@ def begin_immediate(dbapi_connection: sqlite3.Connection, timeout: float = SQLIT
     round) took the lock some 5-30 ms after it was free, with every request of its batch waiting too
     (`tributary serve`: p99 290 -> 70 ms at 16 connections, bench/README.md). Errors are raised as
     SQLAlchemy's, as a BEGIN it had executed would have raised them."""
+    _when_free(dbapi_connection, "BEGIN IMMEDIATE", (), timeout)
+
+
+def write_when_free(
+    dbapi_connection: sqlite3.Connection,
+    sql: str,
+    parameters: Sequence[Any],
+    timeout: float = SQLITE_BUSY_TIMEOUT_S,
+) -> int:
+    """Run one write statement as its own transaction (the connection in autocommit), waiting for
+    the write lock as `begin_immediate` does; the number of rows it changed.
+
+    The lock is then held for one call into SQLite, which runs without the GIL, from its first
+    write to its commit. Between a BEGIN IMMEDIATE and its COMMIT each statement hands the GIL back
+    and must win it again from the process's other threads: in `tributary serve` a web process's
+    three-row write held the lock 0.55-0.9 ms of which its own CPU was 0.21-0.34, while the other
+    processes waited for it (bench/README.md, 2026-12-05). A statement refused for the lock wrote
+    nothing, so trying it again is safe."""
+    return _when_free(dbapi_connection, sql, parameters, timeout)
+
+
+def _when_free(
+    dbapi_connection: sqlite3.Connection, sql: str, parameters: Sequence[Any], timeout: float
+) -> int:
     deadline = time.monotonic() + timeout
     try:
         dbapi_connection.execute("PRAGMA busy_timeout=0")
         try:
             while True:
                 try:
-                    dbapi_connection.execute("BEGIN IMMEDIATE")
-                    return
+                    return dbapi_connection.execute(sql, parameters).rowcount
                 except sqlite3.OperationalError as exc:
                     if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
                         raise
@@ -84,7 +107,7 @@ def begin_immediate(dbapi_connection: sqlite3.Connection, timeout: float = SQLIT
             # Other statements (autocommit writes, deferred transactions) keep SQLite's own wait.
             dbapi_connection.execute(_BUSY_TIMEOUT_PRAGMA)
     except sqlite3.Error as exc:
-        raise DBAPIError.instance("BEGIN IMMEDIATE", None, exc, sqlite3.Error) from exc
+        raise DBAPIError.instance(sql, None, exc, sqlite3.Error) from exc
 
 
 def _server_closed(dbapi_connection: Any) -> bool:

@@ -217,9 +217,34 @@ def test_a_shared_write_costs_the_same_statements_whatever_its_size(
         with sqlite_statements(runtime, store) as sent:
             results = _run_behind_a_held_write(store, runtime, first, rest)
         assert results == [True] * (1 + 2 * size)
-        counts.append(sum(1 for sql in sent if "INSERT INTO events" in sql or "FROM api_keys" in sql))
+        ours = [sql for sql in sent if "INSERT INTO events" in sql or "FROM api_keys" in sql]
+        # The first write's INSERT is tried again while the lock is held: one statement, sent again.
+        counts.append(sum(1 for i, sql in enumerate(ours) if i == 0 or sql != ours[i - 1]))
     # The first write alone (its key, its row), then the shared one (the keys, every row).
     assert counts == [2 + 2, 2 + 2]
+
+
+def test_a_shared_write_on_sqlite_is_one_insert_that_commits_itself(
+    runtime: Runtime, account_id: str, store: EventStore
+) -> None:
+    """No BEGIN and COMMIT around the INSERT, between which SQLite's one write lock would be held
+    while the thread wins the GIL back (models/session.py `write_when_free`)."""
+    if runtime.db.is_postgres:
+        pytest.skip("PostgreSQL's shared write is one statement in autocommit already")
+    key_id = _key_id(runtime)
+    assert store.store(_row(runtime, account_id, 0), key_id) is True  # opens the held connection
+    assert store._conn is not None
+    driver = store._conn.connection.driver_connection
+    sent: list[str] = []
+    driver.set_trace_callback(sent.append)
+    try:
+        assert store.store(_row(runtime, account_id, 1), key_id) is True
+    finally:
+        driver.set_trace_callback(None)
+    statements = [sql for sql in sent if not sql.startswith("PRAGMA")]
+    assert len(statements) == 2, statements
+    assert "FROM api_keys" in statements[0] and statements[1].startswith("INSERT INTO events")
+    assert not driver.in_transaction
 
 
 def test_a_failed_shared_write_stores_nothing_and_each_caller_then_stores_alone(

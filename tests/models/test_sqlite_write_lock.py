@@ -1,7 +1,8 @@
-"""Waiting for SQLite's write lock (models/session.py `begin_immediate`): a writer behind another
-process's transaction tries again every `WRITE_LOCK_POLL_S` instead of SQLite's backoff to sleeps of
-25-100 ms, gets the lock once it is free, and still gives up after its timeout with the error
-SQLAlchemy raised before. These run on a SQLite file of their own, whichever backend the suite uses."""
+"""Waiting for SQLite's write lock (models/session.py `begin_immediate`, and `write_when_free` for
+one statement that is its own transaction): a writer behind another process's transaction tries
+again every `WRITE_LOCK_POLL_S` instead of SQLite's backoff to sleeps of 25-100 ms, gets the lock
+once it is free, and still gives up after its timeout with the error SQLAlchemy raised before. These
+run on a SQLite file of their own, whichever backend the suite uses."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from tributary.models import session as session_module
-from tributary.models.session import SQLITE_BUSY_TIMEOUT_S, WRITE_LOCK_POLL_S, Database, begin_immediate
+from tributary.models.session import (
+    SQLITE_BUSY_TIMEOUT_S,
+    WRITE_LOCK_POLL_S,
+    Database,
+    begin_immediate,
+    write_when_free,
+)
 
 HOLD_S = 0.15
 
@@ -117,3 +124,56 @@ def test_an_error_other_than_busy_is_raised_at_once(db: Database, sleeps: list[f
         assert sleeps == []
     finally:
         raw.close()
+
+
+@pytest.fixture
+def raw(db: Database) -> Iterator[sqlite3.Connection]:
+    """A connection of the database in autocommit, as the event store's held one is."""
+    conn = sqlite3.connect(db.engine.url.database or "", isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    yield conn
+    conn.close()
+
+
+def _writers(db: Database) -> list[str]:
+    with db.engine.connect() as conn:
+        return list(conn.execute(text("SELECT writer FROM t ORDER BY rowid")).scalars())
+
+
+def test_one_statement_waits_for_the_lock_in_short_steps_and_commits_itself(
+    db: Database, raw: sqlite3.Connection, other_process: sqlite3.Connection, sleeps: list[float]
+) -> None:
+    release = _hold_write_lock(other_process, HOLD_S)
+    changed = write_when_free(raw, "INSERT INTO t VALUES (?), (?)", ["waiter 1", "waiter 2"])
+    release.join()
+    assert changed == 2
+    assert not raw.in_transaction  # committed by the statement itself
+    assert _writers(db) == ["other", "waiter 1", "waiter 2"]
+    assert sleeps and set(sleeps) == {WRITE_LOCK_POLL_S}
+    assert raw.execute("PRAGMA busy_timeout").fetchone() == (SQLITE_BUSY_TIMEOUT_S * 1000,)
+
+
+def test_one_statement_past_its_timeout_gives_up_having_written_nothing(
+    db: Database, raw: sqlite3.Connection, other_process: sqlite3.Connection
+) -> None:
+    release = _hold_write_lock(other_process, 2.0)
+    try:
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="database is locked") as caught:
+            write_when_free(raw, "INSERT INTO t VALUES (?)", ["late"], timeout=0.03)
+        assert time.monotonic() - started < 1.5
+        assert isinstance(caught.value.orig, sqlite3.OperationalError)
+        assert not raw.in_transaction
+        assert raw.execute("PRAGMA busy_timeout").fetchone() == (SQLITE_BUSY_TIMEOUT_S * 1000,)
+    finally:
+        release.join()
+    assert _writers(db) == ["other"]
+
+
+def test_one_statement_refused_for_another_reason_is_raised_at_once(
+    raw: sqlite3.Connection, sleeps: list[float]
+) -> None:
+    with pytest.raises(OperationalError, match="no such table"):
+        write_when_free(raw, "INSERT INTO missing VALUES (?)", [1])
+    assert sleeps == []
+    assert raw.execute("PRAGMA busy_timeout").fetchone() == (SQLITE_BUSY_TIMEOUT_S * 1000,)
