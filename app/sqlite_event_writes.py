@@ -2,20 +2,20 @@
 
 In `tributary serve` the web processes are bound by CPU, and around a shared write of a few rows
 SQLAlchemy's own work (the transaction's events, a compiled-cache lookup and an execution context
-per statement, the result's wrapping) cost more than SQLite's. This sends what `insert_rows` sends,
-through the sqlite3 connection: the lookup of the rows' keys, then one `INSERT … ON CONFLICT DO
-NOTHING` of the rows whose key stands, as a transaction of its own. Every value is bound as
-SQLAlchemy binds it, by the processor of its column type on this dialect (`models.sql.bind_processor`),
-so the stored row is the same.
+per statement, the result's wrapping) cost more than SQLite's. This stores what `insert_rows`
+stores, through the sqlite3 connection, in ONE statement that is its own transaction: `INSERT …
+SELECT … FROM (VALUES …) WHERE <the row's key is not revoked> ON CONFLICT DO NOTHING`, each row
+with the key its request came with. Every value is bound as SQLAlchemy binds it, by the processor
+of its column type on this dialect (`models.sql.bind_processor`), so the stored row is the same.
 
 SQLite has one write lock for every process (the other web processes and the worker wait for it),
-so the write holds it as briefly as it can: the keys are read and the values bound before, and the
-INSERT is one call into SQLite from its first write to its commit (`models.session.write_when_free`:
-no statement between a BEGIN and a COMMIT that has to win the GIL back while the lock is held).
-Without RETURNING, an INSERT that changed as many rows as it was given stored them all; only when
-some dedup key was stored before are the stored ids read back (ours are new, so an id found is a
-row this write stored). A key revoked between its lookup and the INSERT stores that request's
-event, as a request answered just before the revocation would have.
+so the write holds it as briefly as it can: the values are bound before, and the INSERT is one call
+into SQLite from its first write to its commit (`models.session.write_when_free`). A lookup of the
+keys, then the INSERT, between a BEGIN IMMEDIATE and a COMMIT, held the lock across statements that
+each had to win the GIL back from the process's other threads. Without RETURNING, an INSERT that
+changed as many rows as it was given stored them all; only when it stored fewer (a dedup key
+stored before, a revoked key) are the stored ids read back: ours are new, so an id found is a row
+this write stored.
 """
 
 from __future__ import annotations
@@ -33,8 +33,11 @@ from tributary.models.sql import bind_processor
 
 __all__ = ["SqliteEventWrites"]
 
-# A row without a payload binds SQL NULL for it.
-_ROW = f"({', '.join('?' for _ in ROW_COLUMNS)})"
+# A row's values, then the key to check (NULL for a webhook's row); a row without a payload binds
+# SQL NULL for it. SQLite names a VALUES list's columns column1, column2, ...
+_ROW = f"({', '.join('?' for _ in ROW_COLUMNS)}, ?)"
+_VALUES = ", ".join(f"column{n}" for n in range(1, len(ROW_COLUMNS) + 1))
+_KEY = f"column{len(ROW_COLUMNS) + 1}"
 
 
 class SqliteEventWrites:
@@ -55,43 +58,31 @@ class SqliteEventWrites:
     ) -> set[str]:
         """Store the rows whose key (when given) is not revoked, on `driver` (a connection of
         `db` in autocommit, held by the caller); the ids of those stored (the others had their
-        dedup key stored before)."""
-        named = sorted({key for key in keys if key is not None})
-        live = self._live_keys(driver, named) if named else set()
-        kept = [row for row, key in zip(rows, keys, strict=True) if key is None or key in live]
-        if not kept:
-            return set()
-        ids = [str(row["id"]) for row in kept]
-        if write_when_free(driver, self._statement(len(kept)), self._parameters(kept)) == len(kept):
-            return set(ids)
-        return self._stored(driver, ids)
-
-    @staticmethod
-    def _live_keys(driver: sqlite3.Connection, named: list[str]) -> set[str]:
-        marks = ", ".join("?" for _ in named)
-        sql = f"SELECT id FROM api_keys WHERE revoked_at IS NULL AND id IN ({marks})"  # noqa: S608 - marks only
-        return {found for (found,) in driver.execute(sql, named)}
-
-    @staticmethod
-    def _stored(driver: sqlite3.Connection, ids: list[str]) -> set[str]:
-        marks = ", ".join("?" for _ in ids)
-        sql = f"SELECT id FROM events WHERE id IN ({marks})"  # noqa: S608 - marks only
-        return {str(found) for (found,) in driver.execute(sql, ids)}
-
-    def _parameters(self, rows: list[dict[str, Any]]) -> list[Any]:
+        dedup key stored before, or their key is revoked)."""
         params: list[Any] = []
-        for row in rows:
+        for row, key in zip(rows, keys, strict=True):
             for name, bind in self._binds:
                 value = row.get(name)
                 params.append(value if value is None or bind is None else bind(value))
-        return params
+            params.append(key)
+        ids = [str(row["id"]) for row in rows]
+        if write_when_free(driver, self._statement(len(rows)), params) == len(rows):
+            return set(ids)
+        marks = ", ".join("?" for _ in ids)
+        sql = f"SELECT id FROM events WHERE id IN ({marks})"  # noqa: S608 - marks only
+        return {str(found) for (found,) in driver.execute(sql, ids)}
 
     def _statement(self, count: int) -> str:
         sql = self._inserts.get(count)
         if sql is None:
             # Built from the constants above only; one text per row count (at most MAX_ROWS).
+            # The WHERE also tells SQLite that ON CONFLICT belongs to the INSERT (its documented
+            # parsing ambiguity of an INSERT's SELECT with an upsert).
             sql = self._inserts[count] = (
-                f"INSERT INTO events ({', '.join(ROW_COLUMNS)}) VALUES "  # noqa: S608
-                f"{', '.join(_ROW for _ in range(count))} ON CONFLICT DO NOTHING"
+                f"INSERT INTO events ({', '.join(ROW_COLUMNS)}) SELECT {_VALUES} "  # noqa: S608
+                f"FROM (VALUES {', '.join(_ROW for _ in range(count))}) "
+                f"WHERE {_KEY} IS NULL OR EXISTS "
+                f"(SELECT 1 FROM api_keys WHERE id = {_KEY} AND revoked_at IS NULL) "
+                "ON CONFLICT DO NOTHING"
             )
         return sql
