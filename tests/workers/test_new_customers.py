@@ -37,16 +37,36 @@ def _customers(runtime: Runtime, email: str) -> list[Customer]:
         return list(session.scalars(select(Customer).where(Customer.email == email)))
 
 
-@pytest.mark.usefixtures("postgres")
-def test_a_batch_writes_each_new_customer_once_with_its_final_values(
-    client: FlaskClient, admin_key: str, runtime: Runtime
-) -> None:
+def _known_and_five_new(client: FlaskClient, admin_key: str, runtime: Runtime) -> None:
+    """A known customer (applied), then five new addresses named twice each and a rename of the
+    known one, pending: 11 events."""
     identify(client, admin_key, email="known@example.com", name="Old", status="trial")
     drain_batch(runtime, 100)
     for i in range(5):
         identify(client, admin_key, email=f"new{i}@example.com", name=f"New {i}", status="trial")
         identify(client, admin_key, email=f"new{i}@example.com", params={"seats": i})
     identify(client, admin_key, email="known@example.com", name="Renamed", status="paid")
+
+
+def _assert_final_values(client: FlaskClient, admin_key: str, runtime: Runtime) -> None:
+    """What `_known_and_five_new`'s events make, once applied; each customer created once."""
+    for i in range(5):
+        record = customer(client, admin_key, f"new{i}@example.com")
+        assert record["name"] == f"New {i}"
+        assert record["projects"]["default"]["status"] == "trial"
+        assert record["projects"]["default"]["params"] == {"seats": i}
+    assert customer(client, admin_key, "known@example.com")["name"] == "Renamed"
+    with runtime.db.session() as session:
+        reports = list(session.scalars(select(Event.changes).where(Event.status == "processed")))
+    created = sorted(r[0]["change"]["email"] for r in reports if r[0].get("created"))
+    assert created == ["known@example.com"] + [f"new{i}@example.com" for i in range(5)]
+
+
+@pytest.mark.usefixtures("postgres")
+def test_a_batch_writes_each_new_customer_once_with_its_final_values(
+    client: FlaskClient, admin_key: str, runtime: Runtime
+) -> None:
+    _known_and_five_new(client, admin_key, runtime)
 
     held: list[int] = []
 
@@ -83,16 +103,7 @@ def test_a_batch_writes_each_new_customer_once_with_its_final_values(
         address_key(c.account_id, f"new{i}@example.com")
         for i, c in enumerate(_customers(runtime, f"new{i}@example.com")[0] for i in range(5))
     )
-    for i in range(5):
-        record = customer(client, admin_key, f"new{i}@example.com")
-        assert record["name"] == f"New {i}"
-        assert record["projects"]["default"]["status"] == "trial"
-        assert record["projects"]["default"]["params"] == {"seats": i}
-    assert customer(client, admin_key, "known@example.com")["name"] == "Renamed"
-    with runtime.db.session() as session:
-        reports = list(session.scalars(select(Event.changes).where(Event.status == "processed")))
-    created = sorted(r[0]["change"]["email"] for r in reports if r[0].get("created"))
-    assert created == ["known@example.com"] + [f"new{i}@example.com" for i in range(5)]
+    _assert_final_values(client, admin_key, runtime)
 
 
 def test_sqlite_inserts_each_new_customer_once_with_its_final_values(
@@ -100,12 +111,7 @@ def test_sqlite_inserts_each_new_customer_once_with_its_final_values(
 ) -> None:
     if runtime.db.is_postgres:
         pytest.skip("PostgreSQL's form is the test above")
-    identify(client, admin_key, email="known@example.com", name="Old", status="trial")
-    drain_batch(runtime, 100)
-    for i in range(5):
-        identify(client, admin_key, email=f"new{i}@example.com", name=f"New {i}", status="trial")
-        identify(client, admin_key, email=f"new{i}@example.com", params={"seats": i})
-    identify(client, admin_key, email="known@example.com", name="Renamed", status="paid")
+    _known_and_five_new(client, admin_key, runtime)
 
     with statements_sent(runtime) as sent:
         assert drain_batch(runtime, 100) == 11
@@ -121,16 +127,7 @@ def test_sqlite_inserts_each_new_customer_once_with_its_final_values(
     ]
     (update,) = updates  # one row: sent as a single execute
     assert "Renamed" in (update.parameters if not update.many else update.parameters[0])
-    for i in range(5):
-        record = customer(client, admin_key, f"new{i}@example.com")
-        assert record["name"] == f"New {i}"
-        assert record["projects"]["default"]["status"] == "trial"
-        assert record["projects"]["default"]["params"] == {"seats": i}
-    assert customer(client, admin_key, "known@example.com")["name"] == "Renamed"
-    with runtime.db.session() as session:
-        reports = list(session.scalars(select(Event.changes).where(Event.status == "processed")))
-    created = sorted(r[0]["change"]["email"] for r in reports if r[0].get("created"))
-    assert created == ["known@example.com"] + [f"new{i}@example.com" for i in range(5)]
+    _assert_final_values(client, admin_key, runtime)
 
 
 @pytest.fixture
