@@ -83,9 +83,9 @@ def write_when_free(
     The lock is then held for one call into SQLite, which runs without the GIL, from its first
     write to its commit. Between a BEGIN IMMEDIATE and its COMMIT each statement hands the GIL back
     and must win it again from the process's other threads: in `tributary serve` a web process's
-    three-row write held the lock 0.55-0.9 ms of which its own CPU was 0.21-0.34, while the other
-    processes waited for it (bench/README.md, 2026-12-05). A statement refused for the lock wrote
-    nothing, so trying it again is safe."""
+    write of 1.6-4.3 rows on average held the lock 0.55-0.91 ms, of which its own CPU was
+    0.21-0.34, while the other processes waited for it (bench/README.md, 2026-12-05). A statement
+    refused for the lock wrote nothing, so trying it again is safe."""
     return _when_free(dbapi_connection, sql, parameters, timeout)
 
 

@@ -133,7 +133,8 @@ class NewCustomer:
 def unheld(session: Session, account_id: str, emails: Sequence[str]) -> list[str]:
     """Which of `emails` no customer of the account holds (SQLite, whose batch holds the one write
     lock: they stay free until it commits); sorted."""
-    if not emails:
+    wanted = set(emails)
+    if not wanted:
         return []
-    held = set(session.scalars(_HELD, {"account": account_id, "emails": sorted(set(emails))}))
-    return sorted(set(emails) - held)
+    held = set(session.scalars(_HELD, {"account": account_id, "emails": sorted(wanted)}))
+    return sorted(wanted - held)
