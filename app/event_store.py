@@ -15,8 +15,9 @@ single INSERT instead (`store` returns `None`), so one bad row or a database hic
 request alone, with the error it would have had on its own.
 
 On PostgreSQL the batch is one fixed statement fed by one JSON parameter (`json_to_recordset`):
-prepared once, whatever the batch size. On SQLite it is one lookup of the rows' keys and one
-multi-row INSERT in one transaction (app/sqlite_event_writes.py). Both go straight to the driver.
+prepared once, whatever the batch size. On SQLite it is one multi-row INSERT that checks the rows'
+keys and commits itself (app/sqlite_event_writes.py). Both go straight to the driver, and so do
+`insert_rows`' statements for `/v1/batch` and deliveries of several events.
 """
 
 from __future__ import annotations
@@ -161,10 +162,10 @@ def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]], key_id: str | 
     revoked: then nothing is stored (`key_active` tells which).
 
     PostgreSQL: one fixed statement fed by one JSON parameter, whatever the number of rows, the key
-    checked by the statement itself. A multi-row VALUES statement is new text for every row count,
-    which the driver parses in Python each time: 40 % of `/v1/batch`'s CPU at 100 rows. SQLite: the
-    key read first, then one multi-row INSERT per column set (a row without a payload leaves the
-    column out, see event_rows.py)."""
+    checked by the statement itself, in the caller's transaction. A multi-row VALUES statement is
+    new text for every row count, which the driver parses in Python each time: 40 % of
+    `/v1/batch`'s CPU at 100 rows. SQLite: the shared write's one statement, which commits itself
+    (app/sqlite_event_writes.py), so `conn` must be in autocommit there."""
     if conn.dialect.name == "postgresql":
         payload = _pg_payload(rows, [key_id] * len(rows))
         # Straight to the driver, on the caller's connection and so in its transaction: a
@@ -172,13 +173,7 @@ def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]], key_id: str | 
         with _driver(conn).cursor() as cursor:
             cursor.execute(_PG_BATCH, (payload,))
             return {str(found) for (found,) in cursor.fetchall()}
-    if key_id is not None and not key_active(conn, key_id):
-        return set()
-    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
-        shapes.setdefault(tuple(row), []).append(row)
-    stmt = insert_statement(conn.dialect.name)
-    return {str(found) for same in shapes.values() for found in conn.scalars(stmt, same)}
+    return SqliteEventWrites.for_dialect(conn.dialect).insert(_driver(conn), rows, [key_id] * len(rows))
 
 
 class _Pending:
@@ -231,7 +226,6 @@ class EventStore:
         self._writing = False  # a batch's write is in flight
         self._conn: Connection | None = None  # the writes' connection
         self._conn_db: Database | None = None  # the database it is a connection to
-        self._sqlite: SqliteEventWrites | None = None  # the writes on SQLite
         self.batches = 0  # shared writes made, for tests
         self.rows = 0  # rows they carried
 
@@ -323,9 +317,7 @@ class EventStore:
             # lost: this connection is ours alone, autocommit, and any error discards it.
             driver = _driver(self._conn)
             if not db.is_postgres:
-                if self._sqlite is None or self._sqlite.db is not db:
-                    self._sqlite = SqliteEventWrites(db)
-                return self._sqlite.insert(driver, rows, keys)
+                return SqliteEventWrites.for_dialect(db.engine.dialect).insert(driver, rows, keys)
             cursor = driver.execute(_PG_BATCH, (_pg_payload(rows, keys),))
             return {str(found) for (found,) in cursor.fetchall()}
         except Exception:

@@ -217,9 +217,10 @@ def test_a_shared_write_costs_the_same_statements_whatever_its_size(
         with sqlite_statements(runtime, store) as sent:
             results = _run_behind_a_held_write(store, runtime, first, rest)
         assert results == [True] * (1 + 2 * size)
-        ours = [sql for sql in sent if "events" in sql or "api_keys" in sql]
+        # Leaving out the probes that wait for the lock (models/session.py `write_when_free`).
+        ours = [sql for sql in sent if ("events" in sql or "api_keys" in sql) and " WHERE 0" not in sql]
         assert all(sql.startswith("INSERT INTO events") for sql in ours), ours
-        # The first write's INSERT is tried again while the lock is held: one statement, sent again.
+        # The first write's INSERT is tried again once the lock is free: one statement, sent again.
         counts.append(sum(1 for i, sql in enumerate(ours) if i == 0 or sql != ours[i - 1]))
     # The first write alone (its row), then the shared one (every row).
     assert counts == [1 + 1, 1 + 1]

@@ -153,6 +153,29 @@ def test_one_statement_waits_for_the_lock_in_short_steps_and_commits_itself(
     assert raw.execute("PRAGMA busy_timeout").fetchone() == (SQLITE_BUSY_TIMEOUT_S * 1000,)
 
 
+def test_a_probe_fills_the_wait_and_the_statement_is_tried_again_once_the_lock_is_free(
+    db: Database, raw: sqlite3.Connection, other_process: sqlite3.Connection, sleeps: list[float]
+) -> None:
+    """A statement of many rows binds them all at every try: while the lock is held only the
+    probe, which changes nothing, is tried."""
+    sent: list[str] = []
+    raw.set_trace_callback(sent.append)
+    release = _hold_write_lock(other_process, HOLD_S)
+    probe = "INSERT INTO t SELECT * FROM t WHERE 0"
+    changed = write_when_free(raw, "INSERT INTO t VALUES (?), (?)", ["waiter 1", "waiter 2"], probe=probe)
+    release.join()
+    raw.set_trace_callback(None)
+    assert changed == 2
+    assert _writers(db) == ["other", "waiter 1", "waiter 2"]
+    tries = [sql for sql in sent if not sql.startswith("PRAGMA")]
+    statement = "INSERT INTO t VALUES ('waiter 1'), ('waiter 2')"
+    # Refused once, then probes until the holder commits (HOLD_S is many polls), then written.
+    assert tries[0] == statement and tries[-1] == statement
+    assert tries[1:-1] and set(tries[1:-1]) == {probe}
+    # A sleep after every refusal: the statement's and each probe's but the last.
+    assert len(sleeps) == len(tries) - 2 and set(sleeps) == {WRITE_LOCK_POLL_S}
+
+
 def test_one_statement_past_its_timeout_gives_up_having_written_nothing(
     db: Database, raw: sqlite3.Connection, other_process: sqlite3.Connection
 ) -> None:
