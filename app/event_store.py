@@ -177,10 +177,10 @@ def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]], key_id: str | 
 
 
 class _Pending:
-    __slots__ = ("key_id", "row")
+    __slots__ = ("key_id", "rows")
 
-    def __init__(self, row: dict[str, Any], key_id: str | None) -> None:
-        self.row = row
+    def __init__(self, rows: Sequence[dict[str, Any]], key_id: str | None) -> None:
+        self.rows = rows
         self.key_id = key_id
 
 
@@ -193,10 +193,11 @@ class _Batch:
     wait allocates a lock anyway, and a Condition around it). Every field is changed under the
     store's lock; a waiter reads the outcome after its lock is released."""
 
-    __slots__ = ("failed", "inserted", "items", "started", "turn", "waiting")
+    __slots__ = ("failed", "inserted", "items", "size", "started", "turn", "waiting")
 
     def __init__(self) -> None:
         self.items: list[_Pending] = []
+        self.size = 0  # rows in all its items
         self.started = False  # its leader may write it
         self.turn: LockType | None = None  # held for the leader while an earlier write is in flight
         self.waiting: list[LockType] = []  # held for the others until the write is done
@@ -212,10 +213,12 @@ def _held() -> LockType:
 
 
 class EventStore:
-    """Per web process and database: group commit of single-event stores (module docstring).
+    """Per web process and database: group commit of event stores, single rows and the rows of
+    one request (module docstring).
     One per runtime (`for_runtime`): apps built on one runtime share it, and its connection."""
 
-    # Rows per shared statement; a request arriving at a full batch starts the next one.
+    # Rows per shared statement; a request arriving at a full batch starts the next one. A request
+    # of many rows (`store_rows`) is never split, so one may take a batch beyond this.
     MAX_ROWS = 256
 
     def __init__(self, runtime: Runtime) -> None:
@@ -234,11 +237,28 @@ class EventStore:
         True: stored by this call. False: not stored, because its dedup key was stored before or
         the key is revoked. None: the shared write failed, so nothing was stored for this call:
         the caller stores the row on its own (`insert_one`), meeting its own error if any."""
+        batch = self._join([row], key_id)
+        if batch.failed:
+            return None
+        return row["id"] in batch.inserted
+
+    def store_rows(self, rows: Sequence[dict[str, Any]], key_id: str | None = None) -> set[str] | None:
+        """`store` for the rows of one request (`/v1/batch`, a delivery of several events), all in
+        the same shared write, so all or none of them: the ids stored by this call, or None when
+        the shared write failed and the caller stores them on its own (`insert_rows`)."""
+        batch = self._join(rows, key_id)
+        if batch.failed:
+            return None
+        return {str(row["id"]) for row in rows} & batch.inserted
+
+    def _join(self, rows: Sequence[dict[str, Any]], key_id: str | None) -> _Batch:
+        """Queue `rows` in the open batch and return it once its write is done (or failed)."""
         with self._lock:
             batch = self._open
-            batch.items.append(_Pending(row, key_id))
+            batch.items.append(_Pending(rows, key_id))
+            batch.size += len(rows)
             leader = len(batch.items) == 1
-            if len(batch.items) >= self.MAX_ROWS:
+            if batch.size >= self.MAX_ROWS:
                 self._open = _Batch()
                 self._full.append(batch)
             if not self._writing:
@@ -258,9 +278,7 @@ class EventStore:
                 self._write(batch)
             finally:
                 self._finish(batch)
-        if batch.failed:
-            return None
-        return row["id"] in batch.inserted
+        return batch
 
     def _start_next(self) -> None:
         """Under the lock, with no write in flight: let the next batch's leader write it (full
@@ -289,18 +307,19 @@ class EventStore:
         try:
             batch.inserted = self._insert(batch.items)
         except Exception as exc:  # each request then meets its own error, alone
-            log.info("a shared write of %d events failed, each is stored alone: %s", len(batch.items), exc)
+            log.info("a shared write of %d events failed, each request stores alone: %s", batch.size, exc)
             return
         batch.failed = False
         self.batches += 1
-        self.rows += len(batch.items)
+        self.rows += batch.size
         if batch.inserted:
             # One ring owed for the whole batch, after its commit (runtime/doorbell.py).
             coalescer(self.runtime).owe()
 
     def _insert(self, batch: Sequence[_Pending]) -> set[str]:
         db = self.runtime.db
-        rows, keys = [p.row for p in batch], [p.key_id for p in batch]
+        rows = [row for pending in batch for row in pending.rows]
+        keys = [pending.key_id for pending in batch for _ in pending.rows]
         # Writes take turns (one in flight per process), so they share one connection kept checked
         # out: a pool checkout and return per write (on PostgreSQL also setting and resetting
         # autocommit) cost more CPU than the statement itself. After any failure it is discarded,

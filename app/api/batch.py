@@ -1,9 +1,11 @@
 """`POST /v1/batch`: many identify/ping messages in one request, the SDKs' transport.
 
 Each message goes through the same schema and row building as `/v1/identify` and `/v1/ping`
-(`tributary.app.api.ingest`), so a rule added there applies here. The valid ones are stored by one multi-row
-INSERT (deduplicated by `message_id` through the same unique index), committed before the answer,
-and one doorbell ring wakes the worker. The answer has one result per message, in order.
+(`tributary.app.api.ingest`), so a rule added there applies here. The valid ones are stored all
+or none, in the group commit's shared INSERT (app/event_store.py: concurrent batches and single
+calls of the process share one statement and one commit), deduplicated by `message_id` through the
+same unique index, committed before the answer; the write owes one doorbell ring for the worker.
+The answer has one result per message, in order.
 
 Everything past the request's envelope is `accept_batch`: the view calls it for the requests Flask
 serves, and app/fast_path.py for the plain ones it answers without Flask's request machinery.
@@ -236,18 +238,22 @@ def _store(
     rows: list[dict[str, Any]],
     payloads: dict[str, PingRequest],
 ) -> dict[str, dict[str, Any]]:
-    """Insert the rows in one statement. Returns the result of each row that was not inserted
-    because its message id was stored before (possibly earlier in this batch): a duplicate if it is
-    the same message, a 409 if the id was reused for a different one."""
+    """Insert the rows, all or none, sharing the statement and commit of the process's concurrent
+    stores (app/event_store.py). Returns the result of each row that was not inserted because its
+    message id was stored before (possibly earlier in this batch): a duplicate if it is the same
+    message, a 409 if the id was reused for a different one."""
     runtime = ext.runtime
-    with doorbell.stored(runtime) as store, runtime.db.autocommit() as conn:
-        inserted = insert_rows(conn, rows, principal.key_id)
-        store.committed = bool(inserted)
-        if not inserted and not key_active(conn, principal.key_id):
-            raise key_revoked(ext.key_cache, digest)
-        missing = {r["dedup_key"] for r in rows if r["id"] not in inserted}
-        existing: dict[str, Any] = {}
-        if missing:
+    inserted = ext.events.store_rows(rows, principal.key_id)
+    if inserted is None:  # the shared write failed: this batch is stored alone, meeting its own error
+        with doorbell.stored(runtime) as store, runtime.db.autocommit() as conn:
+            inserted = insert_rows(conn, rows, principal.key_id)
+            store.committed = bool(inserted)
+    existing: dict[str, Any] = {}
+    if len(inserted) < len(rows):
+        with runtime.db.autocommit() as conn:
+            if not inserted and not key_active(conn, principal.key_id):
+                raise key_revoked(ext.key_cache, digest)
+            missing = {r["dedup_key"] for r in rows if r["id"] not in inserted}
             found = conn.execute(
                 select(Event.dedup_key, Event.id, Event.channel, Event.body, Event.body_hash).where(
                     Event.account_id == principal.account_id, Event.dedup_key.in_(missing)

@@ -166,17 +166,14 @@ def _rows(
 
 
 def _store(ext: Extensions, rows: list[dict[str, Any]]) -> int:
-    """Store the delivery's rows, all or none; returns how many were new. One event (most
-    deliveries) shares its commit with concurrent requests (app/event_store.py); several go in one
-    multi-row statement of their own, atomic on its own."""
-    if len(rows) == 1:
-        stored_now = ext.events.store(rows[0])
-        if stored_now is not None:
-            return int(stored_now)
+    """Store the delivery's rows, all or none; returns how many were new. They share the statement
+    and commit of the process's concurrent requests (app/event_store.py); if that shared write
+    fails, the delivery stores them alone, in one statement, meeting its own error."""
+    stored_now = ext.events.store_rows(rows)
+    if stored_now is not None:
+        return len(stored_now)
     runtime = ext.runtime
     with doorbell.stored(runtime) as store, runtime.db.autocommit() as conn:
-        # One event here means the shared write failed: this delivery stores it alone, meeting its
-        # own error. Several are one statement, atomic on its own.
         stored = len(insert_rows(conn, rows))
         store.committed = stored > 0
         return stored

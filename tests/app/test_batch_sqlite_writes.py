@@ -6,19 +6,22 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import event as sqla_event
 from sqlalchemy import func, select
 
 from tests.helpers import auth
-from tributary.app.event_rows import ROW_COLUMNS
-from tributary.models import Event
+from tributary.app.event_rows import ROW_COLUMNS, event_row
+from tributary.app.event_store import EventStore
+from tributary.app.sqlite_event_writes import SqliteEventWrites
+from tributary.models import Event, Project
 from tributary.runtime.process import Runtime
 
 PER_ROW = len(ROW_COLUMNS) + 1  # a row's values and its key
@@ -37,7 +40,8 @@ def _sqlite_only(runtime: Runtime) -> None:
 
 @contextmanager
 def on_connections(runtime: Runtime, setup: Callable[[sqlite3.Connection], None]) -> Iterator[None]:
-    """`setup` on every driver connection checked out while the block runs; they are given back
+    """`setup` on every driver connection checked out while the block runs, the group commit's
+    among them (`EventStore`: `/v1/batch` writes in its shared statements); they are given back
     as they were (no trace, the default variable limit, no temporary trigger)."""
     touched: list[tuple[sqlite3.Connection, int]] = []  # and its variable limit
     limit = sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER
@@ -47,15 +51,19 @@ def on_connections(runtime: Runtime, setup: Callable[[sqlite3.Connection], None]
             touched.append((dbapi_connection, dbapi_connection.getlimit(limit)))
             setup(dbapi_connection)
 
+    store = EventStore.for_runtime(runtime)
+    store.close()  # its next write checks out a connection of its own, set up here
     sqla_event.listen(runtime.db.engine, "checkout", checkout)
     try:
         yield
     finally:
         sqla_event.remove(runtime.db.engine, "checkout", checkout)
+        store.close()
         for conn, original in touched:
-            conn.set_trace_callback(None)
-            conn.setlimit(limit, original)
-            conn.execute("DROP TRIGGER IF EXISTS temp.refuse_boom")
+            with suppress(sqlite3.ProgrammingError):  # closed: a failed write's, invalidated
+                conn.set_trace_callback(None)
+                conn.setlimit(limit, original)
+                conn.execute("DROP TRIGGER IF EXISTS temp.refuse_boom")
 
 
 def _messages(prefix: str, count: int) -> list[dict[str, Any]]:
@@ -139,45 +147,55 @@ def test_one_statement_refused_stores_nothing_either(
 
 
 def test_one_writer_of_a_process_waits_for_the_lock_and_the_others_wait_their_turn(
-    app: Flask, admin_key: str, runtime: Runtime
+    runtime: Runtime, account_id: str
 ) -> None:
-    """While another process holds the write lock, one batch of this process tries for it (its
-    statement, then probes); a second batch arriving meanwhile waits behind it without trying,
-    then writes once."""
-    sent: dict[int, list[str]] = {}
+    """While another process holds the write lock, one writer of this process tries for it (its
+    statement, then probes); a second writer arriving meanwhile (on a connection of its own: a
+    batch stored alone after a failed shared write) waits behind it without trying, then writes
+    once."""
+    with runtime.db.session() as session:
+        project_id = session.scalar(select(Project.id).where(Project.account_id == account_id))
+    path = runtime.db.engine.url.database or ""
+    ours = [sqlite3.connect(path, isolation_level=None, check_same_thread=False) for _ in range(2)]
+    sent: list[list[str]] = [[], []]
+    for conn, statements in zip(ours, sent, strict=True):
+        conn.set_trace_callback(statements.append)
+    writes = SqliteEventWrites.for_dialect(runtime.db.engine.dialect)
 
-    def trace(conn: sqlite3.Connection) -> None:
-        conn.set_trace_callback(sent.setdefault(id(conn), []).append)
-
-    other = sqlite3.connect(runtime.db.engine.url.database or "", isolation_level=None)
-    probing = threading.Event()
-
-    def post(prefix: str) -> None:
-        answer = app.test_client().post(
-            "/v1/batch", json={"batch": _messages(prefix, 2)}, headers=auth(admin_key)
+    def write(n: int) -> None:
+        now = datetime.now(UTC)
+        row = event_row(
+            account_id=account_id,
+            project_id=project_id,
+            channel="identify",
+            type="identify",
+            occurred_at=now,
+            received_at=now,
+            body=b"{}",
+            email=f"turn{n}@example.com",
+            dedup_key=None,
+            provider_event_id=None,
         )
-        assert answer.status_code == 202, answer.get_json()
+        assert len(writes.insert(ours[n], [row], [None])) == 1
 
-    def probes() -> int:
-        return sum(1 for statements in list(sent.values()) for sql in list(statements) if " WHERE 0" in sql)
-
-    with on_connections(runtime, trace):
-        other.execute("BEGIN IMMEDIATE")
-        first = threading.Thread(target=post, args=("first",))
-        first.start()
-        while probes() == 0 and first.is_alive():
-            probing.wait(0.005)
-        second = threading.Thread(target=post, args=("second",))
-        second.start()
-        probing.wait(0.2)  # the second request reaches its turn meanwhile
-        other.execute("COMMIT")
-        first.join()
-        second.join()
-    other.close()
-    assert _count(runtime) == 4
-    writers = [statements for statements in sent.values() if any(s.startswith("INSERT") for s in statements)]
-    assert len(writers) == 2
-    probed = [statements for statements in writers if any(" WHERE 0" in s for s in statements)]
-    assert len(probed) == 1  # the second never asked SQLite while the first was waiting
-    waited = next(statements for statements in writers if statements is not probed[0])
-    assert sum(1 for sql in waited if sql.startswith("INSERT")) == 1
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    first = threading.Thread(target=write, args=(0,))
+    first.start()
+    while not any(" WHERE 0" in sql for sql in list(sent[0])):
+        time.sleep(0.005)
+    second = threading.Thread(target=write, args=(1,))
+    second.start()
+    time.sleep(0.2)  # the second writer reaches its turn meanwhile
+    other.execute("COMMIT")
+    first.join()
+    second.join()
+    for conn in (other, *ours):
+        conn.close()
+    assert _count(runtime) == 2
+    assert any(" WHERE 0" in sql for sql in sent[0])  # the first waited for the lock
+    # The second never asked SQLite while the first was waiting: one try, which wrote.
+    assert [sql for sql in sent[1] if sql.startswith("INSERT")] == [
+        next(sql for sql in sent[1] if sql.startswith("INSERT"))
+    ]
+    assert not any(" WHERE 0" in sql for sql in sent[1])
