@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import pytest
@@ -82,28 +83,33 @@ def _stored_ids(runtime: Runtime) -> set[str]:
         return set(session.scalars(select(Event.id)))
 
 
-def _run_behind_a_held_write(
-    store: EventStore, runtime: Runtime, first: tuple[dict[str, Any], str | None], rest: list[tuple]
-) -> list[bool | None]:
-    """`first` is written alone while the table is locked; `rest` queue up meanwhile and share the
-    next write. Returns every call's result, `first` first."""
-    results: list[bool | None] = [None] * (1 + len(rest))
+def behind_a_held_write(store: EventStore, runtime: Runtime, calls: list[Callable[[], Any]]) -> list[Any]:
+    """The first call writes alone while the events table is locked; the others queue meanwhile
+    and share the next write. Returns every call's result, in order."""
+    results: list[Any] = [None] * len(calls)
 
-    def call(i: int, row: dict[str, Any], key_id: str | None) -> None:
-        results[i] = store.store(row, key_id)
+    def run(i: int) -> None:
+        results[i] = calls[i]()
 
-    threads = [threading.Thread(target=call, args=(0, *first))]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
     with events_locked(runtime):
         threads[0].start()
         wait_for(lambda: store._writing, "the first write to start")
-        for i, (row, key_id) in enumerate(rest, start=1):
-            threads.append(threading.Thread(target=call, args=(i, row, key_id)))
-            threads[-1].start()
-        wait_for(lambda: len(store._open.items) == len(rest), "the others to queue")
+        for thread in threads[1:]:
+            thread.start()
+        wait_for(lambda: len(store._open.items) == len(calls) - 1, "the others to queue")
         assert all(r is None for r in results)  # nobody answered before a commit
     for thread in threads:
         thread.join(10)
     return results
+
+
+def _run_behind_a_held_write(
+    store: EventStore, runtime: Runtime, first: tuple[dict[str, Any], str | None], rest: list[tuple]
+) -> list[bool | None]:
+    """`behind_a_held_write` of single stores, `first` first."""
+    calls = [partial(store.store, row, key_id) for row, key_id in [first, *rest]]
+    return behind_a_held_write(store, runtime, calls)
 
 
 def test_requests_arriving_during_a_write_share_the_next_statement_and_commit(

@@ -4,14 +4,14 @@ the single stores, each answered with its own rows, all or none of them."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from tests.app.test_group_commit import _key_id, _row, events_locked, store, wait_for
+from tests.app.test_group_commit import _key_id, _row, behind_a_held_write, store
 from tests.helpers import auth
 from tributary.app.event_store import EventStore
 from tributary.models import ApiKey, Event
@@ -21,28 +21,26 @@ from tributary.runtime.process import Runtime
 __all__ = ["store"]  # the fixture, shared with test_group_commit.py
 
 
-def _behind_a_held_write(store: EventStore, runtime: Runtime, calls: list[Callable[[], Any]]) -> list[Any]:
-    """The first call writes alone while the events table is locked; the others queue meanwhile
-    and share the next write. Returns every call's result, in order."""
-    results: list[Any] = [None] * len(calls)
-
-    def run(i: int) -> None:
-        results[i] = calls[i]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    with events_locked(runtime):
-        threads[0].start()
-        wait_for(lambda: store._writing, "the first write to start")
-        for thread in threads[1:]:
-            thread.start()
-        wait_for(lambda: len(store._open.items) == len(calls) - 1, "the others to queue")
-    for thread in threads:
-        thread.join(10)
-    return results
-
-
 def _ids(rows: list[dict[str, Any]]) -> set[str]:
     return {row["id"] for row in rows}
+
+
+def _requests_behind_a_write(
+    store: EventStore, runtime: Runtime, account_id: str, requests: list[tuple[list[dict[str, Any]], str]]
+) -> list[set[str] | None]:
+    """Each request's rows (with its key) queued behind a single store's write (with the first
+    request's key); their results."""
+    first = _row(runtime, account_id, 0)
+    calls = [partial(store.store, first, requests[0][1])]
+    calls += [partial(store.store_rows, rows, key_id) for rows, key_id in requests]
+    results = behind_a_held_write(store, runtime, calls)
+    assert results[0] is not None  # the single store, written alone
+    return results[1:]
+
+
+def _none_stored(runtime: Runtime, ids: set[str]) -> bool:
+    with runtime.db.session() as session:
+        return not set(session.scalars(select(Event.id).where(Event.id.in_(ids))))
 
 
 def test_requests_of_several_rows_share_the_next_write_with_single_ones(
@@ -53,7 +51,7 @@ def test_requests_of_several_rows_share_the_next_write_with_single_ones(
     batch_a = [_row(runtime, account_id, n) for n in range(1, 4)]
     batch_b = [_row(runtime, account_id, n) for n in range(4, 8)]
     single = _row(runtime, account_id, 8)
-    results = _behind_a_held_write(
+    results = behind_a_held_write(
         store,
         runtime,
         [
@@ -75,18 +73,9 @@ def test_a_request_of_a_revoked_key_stores_none_of_its_rows_and_the_others_store
         session.get_one(ApiKey, revoked).revoked_at = utcnow()
     refused = [_row(runtime, account_id, n) for n in range(1, 4)]
     stored = [_row(runtime, account_id, n) for n in range(4, 6)]
-    results = _behind_a_held_write(
-        store,
-        runtime,
-        [
-            lambda: store.store(_row(runtime, account_id, 0), live),
-            lambda: store.store_rows(refused, revoked),
-            lambda: store.store_rows(stored, live),
-        ],
-    )
-    assert results == [True, set(), _ids(stored)]
-    with runtime.db.session() as session:
-        assert not set(session.scalars(select(Event.id).where(Event.id.in_(_ids(refused)))))
+    results = _requests_behind_a_write(store, runtime, account_id, [(stored, live), (refused, revoked)])
+    assert results == [_ids(stored), set()]
+    assert _none_stored(runtime, _ids(refused))
 
 
 def test_a_failed_shared_write_answers_none_and_stores_nothing(
@@ -97,18 +86,9 @@ def test_a_failed_shared_write_answers_none_and_stores_nothing(
     key_id = _key_id(runtime)
     good = [_row(runtime, account_id, n) for n in range(1, 4)]
     bad = [_row(runtime, account_id, 4), _row(runtime, account_id, 5, channel=None)]  # NOT NULL
-    results = _behind_a_held_write(
-        store,
-        runtime,
-        [
-            lambda: store.store(_row(runtime, account_id, 0), key_id),
-            lambda: store.store_rows(good, key_id),
-            lambda: store.store_rows(bad, key_id),
-        ],
-    )
-    assert results == [True, None, None]
-    with runtime.db.session() as session:
-        assert not set(session.scalars(select(Event.id).where(Event.id.in_(_ids(good) | _ids(bad)))))
+    results = _requests_behind_a_write(store, runtime, account_id, [(good, key_id), (bad, key_id)])
+    assert results == [None, None]
+    assert _none_stored(runtime, _ids(good) | _ids(bad))
 
 
 def test_concurrent_batches_through_the_api_share_one_write(
@@ -123,7 +103,7 @@ def test_concurrent_batches_through_the_api_share_one_write(
             "/v1/batch", json={"batch": messages}, headers=auth(admin_key)
         )
 
-    answers = _behind_a_held_write(app_store, runtime, [post("lead"), post("b"), post("c")])
+    answers = behind_a_held_write(app_store, runtime, [post("lead"), post("b"), post("c")])
     assert [answer.status_code for answer in answers] == [202] * 3
     assert [answer.get_json()["accepted"] for answer in answers] == [3] * 3
     assert app_store.batches - before == 2  # the first batch alone, then the other two in one
