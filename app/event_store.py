@@ -1,18 +1,18 @@
-"""Storing pending events: the INSERT statements of every door, and group commit for the single ones.
+"""Storing pending events: the INSERT statements of every door, and group commit for all of them.
 
-An identify, a ping or a one-event webhook is answered only after its event is committed. Done one
-by one, each request paid a pool checkout, a statement, a commit and a return; under load the web
-process spent most of its time there. `EventStore.store` lets the concurrent requests of one
-process share that work: the first request to arrive while no write is in flight writes every row
-queued at that moment in ONE statement and ONE commit (the leader); requests arriving meanwhile
-queue up, and the next free one writes them all when the leader is done. Nobody is answered before
-the commit that holds their row, so acknowledgement stays durable; a request alone pays what it
-paid before (a batch of one), and under load each commit carries as many rows as arrived during
-the previous one.
+An identify, a ping, a `/v1/batch` or a webhook delivery is answered only after its events are
+committed. Done one by one, each request paid a pool checkout, a statement, a commit and a return;
+under load the web process spent most of its time there. `EventStore.store` (one row) and
+`store_rows` (a request's rows, never split) let the concurrent requests of one process share that
+work: the first request to arrive while no write is in flight writes every row queued at that
+moment in ONE statement and ONE commit (the leader); requests arriving meanwhile queue up, and the
+next free one writes them all when the leader is done. Nobody is answered before the commit that
+holds their rows, so acknowledgement stays durable; a request alone pays what it paid before (a
+batch of one), and under load each commit carries as many rows as arrived during the previous one.
 
 If a shared write fails, no row of it is answered from it: every request of the batch runs its own
-single INSERT instead (`store` returns `None`), so one bad row or a database hiccup fails that
-request alone, with the error it would have had on its own.
+INSERT instead (`store` and `store_rows` return `None`), so one bad row or a database hiccup fails
+that request alone, with the error it would have had on its own.
 
 On PostgreSQL the batch is one fixed statement fed by one JSON parameter (`json_to_recordset`):
 prepared once, whatever the batch size. On SQLite it is one multi-row INSERT that checks the rows'
