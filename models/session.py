@@ -22,6 +22,10 @@ SQLITE_BUSY_TIMEOUT_S = 30
 _BUSY_TIMEOUT_PRAGMA = f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}"
 # How often a writer waiting for SQLite's write lock tries again (`begin_immediate`).
 WRITE_LOCK_POLL_S = 0.0005
+# SQLite writes the WAL from its start again after a checkpoint, but never shrinks the file: a burst
+# of ingest left `tributary serve`'s at 116-226 MB for good (bench/README.md, 2026-12-05). It is
+# cut back to this size when SQLite starts it over.
+SQLITE_WAL_LIMIT_BYTES = 64 * 1024 * 1024
 
 
 def normalize_url(url: str) -> str:
@@ -43,6 +47,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_LIMIT_BYTES}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(_BUSY_TIMEOUT_PRAGMA)
         cursor.close()
