@@ -172,10 +172,13 @@ def _replace_closed_connections(engine: Engine) -> None:
 class Database:
     """Owns the engine and the session factories.
 
-    `session()` is for request-scoped reads and small writes; `write_session()` is for the worker's
-    batch transactions (BEGIN IMMEDIATE on SQLite, row locks on PostgreSQL), `write_connection()` the
-    same for Core statements; `autocommit()` gives one-statement transactions for the ingest path,
-    which needs exactly one round trip.
+    `session()` is for reads; `write_session()` for every transaction that writes (the worker's
+    batches, the API's and the CLI's changes): BEGIN IMMEDIATE on SQLite, which waits for the write
+    lock up front, where a deferred transaction that has read cannot wait for it and fails at once
+    ("database is locked") if another process committed meanwhile: revoking a key while serve's
+    worker drained failed so, 3 times in 12. `write_connection()` is the same for Core statements;
+    `autocommit()` gives one-statement transactions for the ingest path, which needs exactly one
+    round trip.
     """
 
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE, echo: bool = False) -> None:

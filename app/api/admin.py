@@ -67,7 +67,7 @@ def list_projects() -> Response:
 def post_project() -> Response:
     principal = authenticate("admin", account_wide="creating a project")
     payload = ProjectCreate.model_validate_json(_body())
-    with _db().session() as session, session.begin():
+    with _db().write_session() as session, session.begin():
         project = create_project(session, principal.account_id, payload.slug, payload.name)
         response = jsonify(project_json(project))
     response.status_code = 201
@@ -101,7 +101,7 @@ def list_keys() -> Response:
 def post_key() -> Response:
     principal = authenticate("admin")
     payload = KeyCreate.model_validate_json(_body())
-    with _db().session() as session, session.begin():
+    with _db().write_session() as session, session.begin():
         project = get_project(session, principal.account_id, payload.project) if payload.project else None
         if principal.project_id is not None and (project is None or project.id != principal.project_id):
             raise APIError(
@@ -123,7 +123,7 @@ def post_key() -> Response:
 )
 def delete_key(key_id: str) -> Response:
     principal = authenticate("admin")
-    with _db().session() as session, session.begin():
+    with _db().write_session() as session, session.begin():
         key = revoke_key(session, principal.account_id, key_id, principal.project_id)
         body = key_json(session, key)
     extensions = current_app.extensions["tributary"]

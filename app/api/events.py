@@ -213,7 +213,7 @@ def replay_many() -> Response:
         filters, dry_run = _bulk_request(principal, session)
     if dry_run:
         return jsonify(plan_replay(runtime, filters))
-    with runtime.db.session() as session, session.begin():
+    with runtime.db.write_session() as session, session.begin():
         data = replay_json(create_replay(session, filters, principal.project_id))
     from tributary.workers.replay import (
         enqueue_replay,  # the worker's code, loaded when a replay is asked for
@@ -222,7 +222,7 @@ def replay_many() -> Response:
     try:
         enqueue_replay(runtime, data["id"])
     except RedisError:
-        with runtime.db.session() as session, session.begin():
+        with runtime.db.write_session() as session, session.begin():
             replay = session.get(Replay, data["id"])
             if replay is not None:  # never left `queued` with no job to run it
                 replay.state, replay.error, replay.finished_at = (

@@ -122,7 +122,7 @@ def post_import() -> Response:
     elif payload.csv is not None or payload.project is not None:
         raise APIError(400, "validation_error", "a provider import takes a source, not csv or project")
     runtime = _runtime()
-    with runtime.db.session() as session, session.begin():
+    with runtime.db.write_session() as session, session.begin():
         row = create_import(
             session,
             principal.account_id,
@@ -146,7 +146,7 @@ def post_import() -> Response:
             description=f"import {import_id}",
         )
     except RedisError:
-        with runtime.db.session() as session, session.begin():
+        with runtime.db.write_session() as session, session.begin():
             session.execute(
                 update(Import)
                 .where(Import.id == import_id)

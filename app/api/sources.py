@@ -142,7 +142,7 @@ def get_sources() -> Response:
 def post_source() -> Response:
     principal = authenticate("admin")
     payload = SourceCreate.model_validate_json(request.get_data(cache=False))
-    with _runtime().db.session() as session, session.begin():
+    with _runtime().db.write_session() as session, session.begin():
         project = _project_scope(session, principal, payload.project)
         source = create_source(
             session,
@@ -176,7 +176,7 @@ def get_source(source_id: str) -> Response:
 )
 def delete_source_view(source_id: str) -> Response:
     principal = authenticate("admin")
-    with _runtime().db.session() as session, session.begin():
+    with _runtime().db.write_session() as session, session.begin():
         source = find_source(session, principal.account_id, source_id, principal.project_id)
         delete_source(session, source)
         data = source_json(session, source, _public_url())
@@ -196,7 +196,7 @@ def delete_source_view(source_id: str) -> Response:
 def post_secret(source_id: str) -> Response:
     principal = authenticate("admin")
     payload = SecretCreate.model_validate_json(request.get_data(cache=False))
-    with _runtime().db.session() as session, session.begin():
+    with _runtime().db.write_session() as session, session.begin():
         source = find_source(session, principal.account_id, source_id, principal.project_id)
         add_secret(session, source, payload.secret)
         data = source_json(session, source, _public_url())
@@ -214,7 +214,7 @@ def post_secret(source_id: str) -> Response:
 )
 def delete_secret(source_id: str, secret_id: str) -> Response:
     principal = authenticate("admin")
-    with _runtime().db.session() as session, session.begin():
+    with _runtime().db.write_session() as session, session.begin():
         source = find_source(session, principal.account_id, source_id, principal.project_id)
         remove_secret(session, source, secret_id)
         data = source_json(session, source, _public_url())

@@ -35,7 +35,7 @@ def projects() -> None:
 def projects_create(slug: str, name: str | None, as_json: bool) -> None:
     if not re.match(PROJECT_SLUG, slug):
         raise click.BadParameter("lower-case letters, digits and dashes", param_hint="SLUG")
-    with runtime().db.session() as session, session.begin():
+    with runtime().db.write_session() as session, session.begin():
         account, _ = ensure_account(session)
         project = create_project(session, account.id, slug, name)
         data = project_json(project)
@@ -45,7 +45,7 @@ def projects_create(slug: str, name: str | None, as_json: bool) -> None:
 @projects.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def projects_list(as_json: bool) -> None:
-    with runtime().db.session() as session, session.begin():
+    with runtime().db.write_session() as session, session.begin():
         account, _ = ensure_account(session)
         rows = [
             project_json(p) for p in session.scalars(select(Project).where(Project.account_id == account.id))
@@ -72,7 +72,7 @@ def _scopes(values: tuple[str, ...]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def keys_create(scope: tuple[str, ...], project: str | None, name: str, as_json: bool) -> None:
     scopes = _scopes(scope)
-    with runtime().db.session() as session, session.begin():
+    with runtime().db.write_session() as session, session.begin():
         account, _ = ensure_account(session)
         bound = get_project(session, account.id, project) if project else None
         new = create_key(session, account.id, scopes, bound, name)
@@ -83,7 +83,7 @@ def keys_create(scope: tuple[str, ...], project: str | None, name: str, as_json:
 @keys.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def keys_list(as_json: bool) -> None:
-    with runtime().db.session() as session, session.begin():
+    with runtime().db.write_session() as session, session.begin():
         account, _ = ensure_account(session)
         rows = [
             key_json(session, k)
@@ -102,7 +102,7 @@ def keys_list(as_json: bool) -> None:
 @keys.command("revoke")
 @click.argument("key_id")
 def keys_revoke(key_id: str) -> None:
-    with runtime().db.session() as session, session.begin():
+    with runtime().db.write_session() as session, session.begin():
         account, _ = ensure_account(session)
         revoke_key(session, account.id, key_id)
     settings = runtime().settings

@@ -32,7 +32,7 @@ T = TypeVar("T")
 
 def _run(action: Callable[[Session, str], T]) -> T:
     """Run `action(session, account id)` in one transaction; API errors become CLI errors."""
-    with runtime().db.session() as session, session.begin():
+    with runtime().db.write_session() as session, session.begin():
         account, _ = ensure_account(session)
         return action(session, account.id)
 

@@ -33,7 +33,7 @@ def _create() -> tuple[dict[str, object], str]:
     scopes = [s for s in form.getlist("scopes") if s in SCOPES]
     if not scopes:
         raise APIError(400, "validation_error", "choose at least one scope")
-    with db().session() as session, session.begin():
+    with db().write_session() as session, session.begin():
         slug = form.get("project") or None
         project = get_project(session, r.account_id, slug) if slug else None
         if r.project_id is not None and (project is None or project.id != r.project_id):
@@ -58,7 +58,7 @@ def create() -> str | tuple[str, int]:
 @admin_only
 def revoke(key_id: str) -> Response:
     r = reader()
-    with db().session() as session, session.begin():
+    with db().write_session() as session, session.begin():
         key = session.get(ApiKey, key_id)
         if key is None or key.account_id != r.account_id or (r.project_id and key.project_id != r.project_id):
             abort(404, "no such key")

@@ -49,7 +49,7 @@ def _form_context(session: Session, **extra: Any) -> dict[str, Any]:
 def _create(secret: str) -> dict[str, Any]:
     r = reader()
     form = request.form
-    with db().session() as session, session.begin():
+    with db().write_session() as session, session.begin():
         project = get_project(session, r.account_id, form.get("project") or "default")
         if r.project_id is not None and project.id != r.project_id:
             raise APIError(403, "project_forbidden", "this key is bound to another project")
