@@ -44,7 +44,7 @@ class AppHarness:
         from tributary.app.accounts import ensure_account, get_project
         from tributary.app.sources import create_source
 
-        with self.runtime.db.session() as session, session.begin():
+        with self.runtime.db.write_session() as session, session.begin():
             account, _ = ensure_account(session)
             project = get_project(session, account.id, "default")
             source = create_source(
@@ -119,7 +119,7 @@ def embedded_harness(home: Path) -> Iterator[AppHarness]:
     )
     upgrade(settings.database_url)
     runtime = install(Runtime(settings))
-    with runtime.db.session() as session, session.begin():
+    with runtime.db.write_session() as session, session.begin():
         ensure_account(session)
     try:
         yield AppHarness(create_app({"TESTING": True}, runtime=runtime), runtime)

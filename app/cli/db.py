@@ -20,7 +20,7 @@ def upgrade_and_bootstrap() -> bool:
     the account was created (a first start)."""
     rt = runtime()
     upgrade(rt.db.url)
-    with rt.db.session() as session, session.begin():
+    with rt.db.write_session() as session, session.begin():
         _, created = ensure_account(session)
     return created
 

@@ -28,7 +28,7 @@ from tributary.workers.imports import PROVIDER_KINDS, ImportFailed, execute
 
 
 def _create(**kwargs: Any) -> str:
-    with runtime().db.session() as session, session.begin():
+    with runtime().db.write_session() as session, session.begin():
         account, _ = ensure_account(session)
         return create_import(session, account.id, state="running", **kwargs).id
 

@@ -186,7 +186,7 @@ def events_replay(
         human = f"{plan['count']} events would be replayed; sample of {len(plan['sample'])}:\n"
         emit(plan, as_json, human + "\n".join(_diff_text(r) for r in plan["sample"]))
         return
-    with rt.db.session() as session, session.begin():
+    with rt.db.write_session() as session, session.begin():
         data = replay_json(create_replay(session, bound, None))
     if background:
         enqueue_replay(rt, data["id"])
@@ -226,7 +226,7 @@ def _run_replay(replay_id: str, total: int, *, quiet: bool) -> dict[str, Any]:
                 bar.update(now - done)
                 done = now
         except KeyboardInterrupt:
-            with rt.db.session() as session, session.begin():
+            with rt.db.write_session() as session, session.begin():
                 replay = session.get(Replay, replay_id)
                 if replay is not None:
                     cancel_replay(session, replay)
@@ -351,7 +351,7 @@ def replays_show(replay_id: str, as_json: bool) -> None:
 def replays_cancel(replay_id: str) -> None:
     """Stop a replay after the batch in flight."""
     reader = _reader()
-    with runtime().db.session() as session, session.begin():
+    with runtime().db.write_session() as session, session.begin():
         replay = find_replay(session, reader, replay_id, lock=True)
         cancel_replay(session, replay)
         data = replay_json(replay)

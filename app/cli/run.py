@@ -116,7 +116,7 @@ def serve(host: str, port: int, web_workers: int) -> None:
 def _first_start_admin_key(rt: Runtime) -> str | None:
     """Create the schema; on first start (or with no key left) create and return an admin key."""
     first_start = upgrade_and_bootstrap()
-    with rt.db.session() as session, session.begin():
+    with rt.db.write_session() as session, session.begin():
         account, _ = ensure_account(session)
         has_admin = session.scalar(select(ApiKey.id).where(ApiKey.account_id == account.id).limit(1))
         if first_start or has_admin is None:
