@@ -19,7 +19,7 @@ this write stored.
 
 `/v1/batch` and a webhook delivery of several events write the same way (`insert_rows`): their
 rows are one statement too, all or none. Rows beyond what one statement may bind (SQLite's
-variable limit, 250,000 in the sqlite3 shipped with Python 3.11 but smaller in older builds) go in
+variable limit, read from the connection: 32,766 in SQLite's default build, more in some) go in
 several statements inside one BEGIN IMMEDIATE, still all or none.
 """
 
@@ -95,15 +95,14 @@ class SqliteEventWrites:
             params.append(key)
         ids = [str(row["id"]) for row in rows]
         most = _most_rows(driver)
-        sql = _insert_sql(min(len(rows), most))
         deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
         if not self._turn.acquire(timeout=SQLITE_BUSY_TIMEOUT_S):
             locked = sqlite3.OperationalError("database is locked")
-            raise DBAPIError.instance(sql, None, locked, sqlite3.Error)
+            raise DBAPIError.instance("INSERT INTO events", None, locked, sqlite3.Error)
         try:
             remaining = max(0.0, deadline - time.monotonic())
             if len(rows) <= most:
-                changed = write_when_free(driver, sql, params, remaining, probe=_PROBE)
+                changed = write_when_free(driver, _insert_sql(len(rows)), params, remaining, probe=_PROBE)
             else:
                 changed = _insert_in_chunks(driver, params, most, remaining)
         finally:

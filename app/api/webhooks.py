@@ -168,7 +168,8 @@ def _rows(
 def _store(ext: Extensions, rows: list[dict[str, Any]]) -> int:
     """Store the delivery's rows, all or none; returns how many were new. They share the statement
     and commit of the process's concurrent requests (app/event_store.py); if that shared write
-    fails, the delivery stores them alone, in one statement, meeting its own error."""
+    fails, the delivery stores them alone (one statement, or on SQLite several of one transaction when
+    they are more than one statement binds), meeting its own error."""
     stored_now = ext.events.store_rows(rows)
     if stored_now is not None:
         return len(stored_now)
