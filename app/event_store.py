@@ -11,8 +11,8 @@ holds their rows, so acknowledgement stays durable; a request alone pays what it
 batch of one), and under load each commit carries as many rows as arrived during the previous one.
 
 If a shared write fails, no row of it is answered from it: every request of the batch runs its own
-INSERT instead (`store` and `store_rows` return `None`), so one bad row or a database hiccup fails
-that request alone, with the error it would have had on its own.
+INSERT instead (`store` and `store_rows` return `None`; `store_all` does it for its caller), so one
+bad row or a database hiccup fails that request alone, with the error it would have had on its own.
 
 On PostgreSQL the batch is one fixed statement fed by one JSON parameter (`json_to_recordset`):
 prepared once, whatever the batch size. On SQLite it is one multi-row INSERT that checks the rows'
@@ -38,7 +38,7 @@ from tributary.app.sqlite_event_writes import SqliteEventWrites
 from tributary.models import ApiKey, Event
 from tributary.models.session import Database
 from tributary.models.sql import insert_for, json_rows
-from tributary.runtime.doorbell import coalescer
+from tributary.runtime.doorbell import coalescer, stored
 from tributary.runtime.process import Runtime
 
 __all__ = [
@@ -250,6 +250,17 @@ class EventStore:
         if batch.failed:
             return None
         return {str(row["id"]) for row in rows} & batch.inserted
+
+    def store_all(self, rows: Sequence[dict[str, Any]], key_id: str | None = None) -> set[str]:
+        """`store_rows`, and when the shared write failed, the rows stored alone (`insert_rows`:
+        all or none, meeting their own error): the ids stored by this call."""
+        inserted = self.store_rows(rows, key_id)
+        if inserted is not None:
+            return inserted
+        with stored(self.runtime) as store, self.runtime.db.autocommit() as conn:
+            inserted = insert_rows(conn, rows, key_id)
+            store.committed = bool(inserted)
+        return inserted
 
     def _join(self, rows: Sequence[dict[str, Any]], key_id: str | None) -> _Batch:
         """Queue `rows` in the open batch and return it once its write is done (or failed)."""

@@ -28,14 +28,13 @@ from sqlalchemy import select
 from tributary.app.api.ingest import event_row, message_project, same_message
 from tributary.app.auth import Principal, authenticate, key_revoked
 from tributary.app.errors import APIError, validation_error
-from tributary.app.event_store import insert_rows, key_active
+from tributary.app.event_store import key_active
 from tributary.app.openapi import describe
 from tributary.app.schemas import ErrorBody, IdentifyRequest, PingRequest
 from tributary.connectors.identify import validate_message
 from tributary.connectors.safe_json import storable_encoded
 from tributary.models import Event
 from tributary.models.base import utcnow
-from tributary.runtime import doorbell
 
 if TYPE_CHECKING:
     from tributary.app import Extensions
@@ -221,7 +220,7 @@ def accept_batch(app: Flask, principal: Principal, digest: str, body: bytes) -> 
     errors=(400, 401, 403, 413, 429, 503),
 )
 def batch() -> Response:
-    # The key is checked by the INSERT itself (`insert_rows`), as identify's is: no Redis read.
+    # The key is checked by the INSERT itself (app/event_store.py), as identify's is: no Redis read.
     principal = authenticate("ingest", revocation_checked_by_write=True)
     if (request.content_length or 0) > MAX_BATCH_BYTES:
         raise APIError(413, "payload_too_large", f"a batch is at most {MAX_BATCH_BYTES} bytes")
@@ -242,15 +241,10 @@ def _store(
     stores (app/event_store.py). Returns the result of each row that was not inserted because its
     message id was stored before (possibly earlier in this batch): a duplicate if it is the same
     message, a 409 if the id was reused for a different one."""
-    runtime = ext.runtime
-    inserted = ext.events.store_rows(rows, principal.key_id)
-    if inserted is None:  # the shared write failed: this batch is stored alone, meeting its own error
-        with doorbell.stored(runtime) as store, runtime.db.autocommit() as conn:
-            inserted = insert_rows(conn, rows, principal.key_id)
-            store.committed = bool(inserted)
+    inserted = ext.events.store_all(rows, principal.key_id)
     existing: dict[str, Any] = {}
     if len(inserted) < len(rows):
-        with runtime.db.autocommit() as conn:
+        with ext.runtime.db.autocommit() as conn:
             if not inserted and not key_active(conn, principal.key_id):
                 raise key_revoked(ext.key_cache, digest)
             missing = {r["dedup_key"] for r in rows if r["id"] not in inserted}

@@ -21,7 +21,6 @@ from pydantic import BaseModel, Field
 
 from tributary.app.errors import APIError
 from tributary.app.event_rows import event_row, refuse_future
-from tributary.app.event_store import insert_rows
 from tributary.app.openapi import describe
 from tributary.app.rejections import record_rejections
 from tributary.app.sources import ResolvedSource
@@ -37,7 +36,6 @@ from tributary.connectors.event_rules import email_or_none
 from tributary.connectors.registry import UnknownConnector, registry
 from tributary.connectors.safe_json import bad_text, clean_text, problem, scrub
 from tributary.models.base import utcnow
-from tributary.runtime import doorbell
 
 if TYPE_CHECKING:
     from tributary.app import Extensions
@@ -170,14 +168,7 @@ def _store(ext: Extensions, rows: list[dict[str, Any]]) -> int:
     and commit of the process's concurrent requests (app/event_store.py); if that shared write
     fails, the delivery stores them alone (one statement, or on SQLite several of one transaction when
     they are more than one statement binds), meeting its own error."""
-    stored_now = ext.events.store_rows(rows)
-    if stored_now is not None:
-        return len(stored_now)
-    runtime = ext.runtime
-    with doorbell.stored(runtime) as store, runtime.db.autocommit() as conn:
-        stored = len(insert_rows(conn, rows))
-        store.committed = stored > 0
-        return stored
+    return len(ext.events.store_all(rows))
 
 
 def deliver(app: Flask, source_id: str, inbound: InboundRequest) -> str | Response:
