@@ -45,7 +45,7 @@ def projects_create(slug: str, name: str | None, as_json: bool) -> None:
 @projects.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def projects_list(as_json: bool) -> None:
-    with runtime().db.write_session() as session, session.begin():
+    with runtime().db.session() as session, session.begin():
         account, _ = ensure_account(session)
         rows = [
             project_json(p) for p in session.scalars(select(Project).where(Project.account_id == account.id))
@@ -83,7 +83,7 @@ def keys_create(scope: tuple[str, ...], project: str | None, name: str, as_json:
 @keys.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def keys_list(as_json: bool) -> None:
-    with runtime().db.write_session() as session, session.begin():
+    with runtime().db.session() as session, session.begin():
         account, _ = ensure_account(session)
         rows = [
             key_json(session, k)
