@@ -36,6 +36,7 @@ from sqlalchemy import Connection, bindparam, exists, select
 from tributary.app.event_rows import ROW_COLUMNS
 from tributary.app.sqlite_event_writes import SqliteEventWrites
 from tributary.models import ApiKey, Event
+from tributary.models.event import DEDUP_KEY
 from tributary.models.session import Database
 from tributary.models.sql import insert_for, json_rows
 from tributary.runtime.doorbell import coalescer, stored
@@ -61,22 +62,24 @@ _conditional_inserts: dict[tuple[str, tuple[str, ...]], Any] = {}
 
 
 def insert_statement(dialect: str) -> Any:
-    """`INSERT … ON CONFLICT DO NOTHING RETURNING id`, built once per dialect and executed with the
-    row(s) as parameters. Building it per request with `.values(row)` made SQLAlchemy coerce and
-    hash every literal for its cache key: a third of the endpoint's CPU (bench/README.md)."""
+    """`INSERT … ON CONFLICT (account_id, dedup_key) DO NOTHING RETURNING id`, built once per
+    dialect and executed with the row(s) as parameters. Building it per request with `.values(row)`
+    made SQLAlchemy coerce and hash every literal for its cache key: a third of the endpoint's CPU
+    (bench/README.md)."""
     stmt = _insert_statements.get(dialect)
     if stmt is None:
         stmt = _insert_statements[dialect] = (
-            insert_for(dialect, Event).on_conflict_do_nothing().returning(Event.id)
+            insert_for(dialect, Event).on_conflict_do_nothing(index_elements=DEDUP_KEY).returning(Event.id)
         )
     return stmt
 
 
 def conditional_insert(dialect: str, columns: tuple[str, ...]) -> Any:
-    """`INSERT … SELECT <the row> WHERE <the request's key is not revoked> ON CONFLICT DO NOTHING
-    RETURNING id`: the revocation check rides on the INSERT itself, so identify needs neither a
-    Redis read of the revocation stamp nor a second statement, and a key revoked anywhere stops
-    storing events with the next request. Built once per dialect and column set."""
+    """`INSERT … SELECT <the row> WHERE <the request's key is not revoked> ON CONFLICT
+    (account_id, dedup_key) DO NOTHING RETURNING id`: the revocation check rides on the INSERT
+    itself, so identify needs neither a Redis read of the revocation stamp nor a second statement,
+    and a key revoked anywhere stops storing events with the next request. Built once per dialect
+    and column set."""
     stmt = _conditional_inserts.get((dialect, columns))
     if stmt is None:
         table = Event.__table__
@@ -86,7 +89,7 @@ def conditional_insert(dialect: str, columns: tuple[str, ...]) -> Any:
         stmt = _conditional_inserts[(dialect, columns)] = (
             insert_for(dialect, Event)
             .from_select(list(columns), row)
-            .on_conflict_do_nothing()
+            .on_conflict_do_nothing(index_elements=DEDUP_KEY)
             .returning(Event.id)
         )
     return stmt
@@ -124,7 +127,7 @@ _PG_BATCH = (
     f"{', '.join(f'{name} {kind}' for name, kind, _ in _PG_COLUMNS)}, {KEY_PARAM} text) "
     f"WHERE v.{KEY_PARAM} IS NULL OR EXISTS ("
     f"SELECT 1 FROM api_keys k WHERE k.id = v.{KEY_PARAM} AND k.revoked_at IS NULL) "
-    "ON CONFLICT DO NOTHING RETURNING id"
+    f"ON CONFLICT ({', '.join(DEDUP_KEY)}) DO NOTHING RETURNING id"
 )
 
 

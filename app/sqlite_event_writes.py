@@ -3,10 +3,11 @@
 In `tributary serve` the web processes are bound by CPU, and around a shared write of a few rows
 SQLAlchemy's own work (the transaction's events, a compiled-cache lookup and an execution context
 per statement, the result's wrapping) cost more than SQLite's. This stores event rows through
-the sqlite3 connection, in ONE statement that is its own transaction: `INSERT …
-SELECT … FROM (VALUES …) WHERE <the row's key is not revoked> ON CONFLICT DO NOTHING`, each row
-with the key its request came with. Every value is bound as SQLAlchemy binds it, by the processor
-of its column type on this dialect (`models.sql.bind_processor`), so the stored row is the same.
+the sqlite3 connection, in ONE statement that is its own transaction: `INSERT … SELECT … FROM
+(VALUES …) WHERE <the row's key is not revoked> ON CONFLICT (account_id, dedup_key) DO NOTHING`,
+each row with the key its request came with. Every value is bound as SQLAlchemy binds it, by the
+processor of its column type on this dialect (`models.sql.bind_processor`), so the stored row is
+the same.
 
 SQLite has one write lock for every process (the other web processes and the worker wait for it),
 so the write holds it as briefly as it can: the values are bound before, and the INSERT is one call
@@ -38,6 +39,7 @@ from sqlalchemy.exc import DBAPIError
 
 from tributary.app.event_rows import ROW_COLUMNS
 from tributary.models import Event
+from tributary.models.event import DEDUP_KEY
 from tributary.models.session import SQLITE_BUSY_TIMEOUT_S, begin_immediate, write_when_free
 from tributary.models.sql import bind_processor
 
@@ -156,5 +158,5 @@ def _insert_sql(count: int) -> str:
         f"FROM (VALUES {', '.join(_ROW for _ in range(count))}) "
         f"WHERE {_KEY} IS NULL OR EXISTS "
         f"(SELECT 1 FROM api_keys WHERE id = {_KEY} AND revoked_at IS NULL) "
-        "ON CONFLICT DO NOTHING"
+        f"ON CONFLICT ({', '.join(DEDUP_KEY)}) DO NOTHING"
     )

@@ -16,14 +16,16 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import psycopg
 import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import event as sqla_event
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
 
 from tests.helpers import auth, make_key
 from tributary.app.event_rows import event_row
-from tributary.app.event_store import EventStore, insert_one
+from tributary.app.event_store import EventStore, insert_one, insert_rows
 from tributary.models import ApiKey, Event, Project
 from tributary.runtime.process import Runtime
 
@@ -180,6 +182,31 @@ def test_a_shared_write_dedups_and_checks_each_rows_key(
     assert results[4] is False
     assert results[5] is True
     assert store.batches == 3
+
+
+def test_an_event_id_stored_before_is_an_error_not_a_duplicate(
+    runtime: Runtime, account_id: str, store: EventStore
+) -> None:
+    """Only the dedup key makes a row a duplicate (`models.event.DEDUP_KEY`, the inserts' one
+    ON CONFLICT target): a new row whose id is taken fails, alone or in a shared write, and is not
+    answered as stored before."""
+    key_id = _key_id(runtime)
+    first = _row(runtime, account_id, 0, dedup_key="api:m-1")
+    assert store.store(first, key_id) is True
+    clash = _row(runtime, account_id, 1, dedup_key="api:m-2") | {"id": first["id"]}
+    assert store.store(clash, key_id) is None  # the shared write failed
+    with runtime.db.autocommit() as conn, pytest.raises(IntegrityError):
+        insert_one(conn, clash, key_id)
+    # On PostgreSQL `insert_rows` goes to the driver, whose error is not wrapped.
+    with runtime.db.autocommit() as conn, pytest.raises((IntegrityError, psycopg.IntegrityError)):
+        insert_rows(conn, [_row(runtime, account_id, 2), clash], key_id)
+    with runtime.db.session() as session:
+        assert session.scalars(select(Event.dedup_key)).all() == ["api:m-1"]
+    # The dedup key itself still skips quietly, in both forms.
+    again = _row(runtime, account_id, 3, dedup_key="api:m-1")
+    assert store.store(again, key_id) is False
+    with runtime.db.autocommit() as conn:
+        assert insert_one(conn, again, key_id) is None
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from sqlalchemy import delete, select, update
 
 from tributary.models import Event, Import, ImportCheckpoint
 from tributary.models.base import sortable_id, utcnow
+from tributary.models.event import DEDUP_KEY
 from tributary.models.imports import IMPORT_COUNTS
 from tributary.models.sql import dialect_insert, insert_for
 from tributary.runtime.doorbell import ring
@@ -172,7 +173,7 @@ class _Run:
         with self.runtime.db.write_session() as session, session.begin():
             if rows:
                 stmt = insert_for(session.get_bind().dialect.name, Event)
-                stmt = stmt.values(rows).on_conflict_do_nothing().returning(Event.id)
+                stmt = stmt.values(rows).on_conflict_do_nothing(index_elements=DEDUP_KEY).returning(Event.id)
                 stored = [str(i) for i in session.scalars(stmt)]
             self._save_checkpoints(session)
             self._save_progress(session, force=False)
