@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="gunicorn processes (default: the shipped configuration's, WEB_CONCURRENCY's default).",
     )
     # 20,000 drained in 1.6-3 s on PostgreSQL: a worker's start and the second worker's recruitment
-    # moved the ratio by a third between runs (bench/README.md, 2026-12-06).
+    # moved the ratio by a third between runs (bench/README.md, 2026-12-05 23:05).
     add("--events", type=int, default=60_000, help="Identify events per drain run.")
     add("--noop-jobs", type=int, default=20_000, help="No-op RQ jobs for the baseline.")
     add("--batch-size", type=int, default=settings.batch_size, help="TRIBUTARY_BATCH_SIZE for the workers.")
