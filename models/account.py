@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tributary.models.base import Base, sortable_id, utcnow
@@ -23,7 +23,12 @@ class Account(Base):
 
 class Project(Base):
     __tablename__ = "projects"
-    __table_args__ = (UniqueConstraint("account_id", "slug"),)
+    __table_args__ = (
+        UniqueConstraint("account_id", "slug"),
+        # The key an event's (project, account) pair references (models/event.py): one check that
+        # the project exists and belongs to the event's account.
+        Index("uq_projects_id_account_id", "id", "account_id", unique=True),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: sortable_id("prj"))
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from tests.helpers import auth, make_key
 from tributary.app.event_rows import event_row
 from tributary.app.event_store import EventStore, insert_one, insert_rows
-from tributary.models import ApiKey, Event, Project
+from tributary.models import Account, ApiKey, Event, Project
 from tributary.runtime.process import Runtime
 
 
@@ -207,6 +207,34 @@ def test_an_event_id_stored_before_is_an_error_not_a_duplicate(
     assert store.store(again, key_id) is False
     with runtime.db.autocommit() as conn:
         assert insert_one(conn, again, key_id) is None
+
+
+def test_an_event_naming_a_project_of_another_account_is_refused(
+    runtime: Runtime, account_id: str, store: EventStore
+) -> None:
+    """The events' one key to their project and its account (migration 0020): a project that
+    exists but belongs to another account is refused like a missing one, by every insert."""
+    key_id = _key_id(runtime)
+    with runtime.db.session() as session, session.begin():
+        other = Account(name="Other")
+        session.add(other)
+        session.flush()
+        foreign = Project(account_id=other.id, slug="theirs", name="Theirs")
+        session.add(foreign)
+        session.flush()
+        foreign_project = foreign.id
+    crossed = _row(runtime, account_id, 0, dedup_key="api:m-1") | {"project_id": foreign_project}
+    missing = _row(runtime, account_id, 1, dedup_key="api:m-2") | {"project_id": "prj_missing"}
+    for row in (crossed, missing):
+        assert store.store(row, key_id) is None  # the shared write failed
+        with runtime.db.autocommit() as conn, pytest.raises(IntegrityError):
+            insert_one(conn, row, key_id)
+        with runtime.db.autocommit() as conn, pytest.raises((IntegrityError, psycopg.IntegrityError)):
+            insert_rows(conn, [_row(runtime, account_id, 2), row], key_id)
+    with runtime.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(Event)) == 0
+    # The same row with its own account's project is stored.
+    assert store.store(_row(runtime, account_id, 3, dedup_key="api:m-1"), key_id) is True
 
 
 @contextmanager

@@ -110,6 +110,11 @@ def test_the_migration_gives_whole_seconds_already_stored_their_microseconds(tmp
     url = f"sqlite:///{tmp_path}/upgraded.db"
     upgrade(url, "0016_params_statistics")
     with contextlib.closing(sqlite3.connect(tmp_path / "upgraded.db")) as conn, conn:
+        conn.execute("INSERT INTO accounts (id, name, created_at) VALUES ('acc', 'a', '2026-12-04 10:00:00')")
+        conn.execute(
+            "INSERT INTO projects (id, account_id, slug, name, created_at)"
+            " VALUES ('prj', 'acc', 'p', 'P', '2026-12-04 10:00:00')"
+        )
         conn.execute(
             "INSERT INTO events (id, account_id, project_id, channel, type, occurred_at, received_at, body,"
             " headers, status, attempts) VALUES ('evt_1', 'acc', 'prj', 'identify', 'identify',"
