@@ -1,4 +1,4 @@
-"""The metrics' event tallies (models/event_tally.py, migrations 0013, 0018 and 0019) with the live count
+"""The metrics' event tallies (models/event_tally.py, migrations 0013, 0018, 0019, 0021) with the live count
 of pending events are exactly what the events table holds, whoever wrote it and however: the
 product's own paths (ingest, webhooks, the worker's bulk update, replay, erasure, source deletion),
 bare SQL (bulk updates, deletes, TRUNCATE), migrations from a database that already had events,
@@ -17,7 +17,10 @@ from sqlalchemy.orm import Session
 
 from tests.connectors.stripe_helpers import create_source, post_customer_created
 from tests.helpers import auth, identify, make_key, nested_plans, plan_nodes, statements_sent
+from tributary.app.event_rows import ROW_COLUMNS
+from tributary.app.event_store import insert_rows
 from tributary.models import Event, EventCount, Source
+from tributary.models.base import sortable_id
 from tributary.models.event_tally import (
     LATENCY_BOUNDS,
     compact,
@@ -96,6 +99,12 @@ def test_every_write_path_keeps_the_tallies_exact(
         session.execute(delete(Source).where(Source.id == source))
     counts = check(runtime)
     assert not any(key[0] == source for key in counts)
+    # Bare SQL inserting events in other statuses than pending, applied ones with their latency,
+    # mixed with pending ones in one statement (counted by the row trigger, migration 0021).
+    with runtime.db.engine.begin() as conn:
+        _store_events(conn, "evt_bare", 8)
+    counts = check(runtime)
+    assert counts[(None, "identify", "processed")] >= 6
     with runtime.db.session() as session, session.begin():
         session.execute(text("TRUNCATE events CASCADE"))
     assert check(runtime) == {}
@@ -256,13 +265,27 @@ def test_the_migration_to_live_pending_counts_and_back_keeps_the_counts(scratch_
 
 def test_an_ingest_statement_writes_no_tally(runtime: Runtime, client: FlaskClient) -> None:
     """Identify, ping and webhooks store pending events: their statements leave the tallies alone,
-    so PostgreSQL runs no second INSERT inside each one (migration 0019)."""
+    so PostgreSQL runs no second INSERT inside each one (migration 0019), nor any statement of the
+    tallies' trigger (0021: no transition table kept, no EXISTS over it)."""
     token = make_key(runtime, ["ingest"])
     for i in range(3):
         identify(client, token, email=f"untallied{i}@example.com")
     with runtime.db.session() as session:
         assert session.scalar(select(func.count()).select_from(EventCount)) == 0
         assert tally_counts(session) == {(None, "identify", "pending"): 3}
+        row = session.execute(select(Event.__table__)).mappings().first()
+    assert row is not None
+    again = {name: value for name, value in row.items() if name in ROW_COLUMNS and name != "payload"} | {
+        "id": sortable_id("evt"),
+        "dedup_key": None,
+        "status": "pending",
+    }
+    with runtime.db.engine.connect() as conn, nested_plans(conn) as plans:
+        assert insert_rows(conn, [again]) == {again["id"]}
+        conn.rollback()
+    ran = [p.get("Query Text", "") for p in plans]
+    tallying = [sql for sql in ran if any(n in sql for n in ("new_rows", "event_counts", "event_latency"))]
+    assert ran and not tallying, ran
 
 
 def test_the_update_tally_reads_its_transition_tables_without_a_join(
