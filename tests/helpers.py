@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
+from redis import Redis
 from sqlalchemy import create_engine, event, exists, func, select, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError
@@ -19,7 +20,7 @@ from tributary.app.accounts import create_key, ensure_account, get_project
 from tributary.models import Base
 from tributary.models.session import normalize_url
 from tributary.models.sql import LOCK_GUARDED_FOREIGN_KEYS
-from tributary.runtime.process import Runtime
+from tributary.runtime.process import Runtime, outage_retry
 
 
 @contextmanager
@@ -180,3 +181,11 @@ def customer(client: FlaskClient, token: str, ref: str) -> Any:
     response = client.get(f"/v1/customers/{ref}", headers=auth(token))
     assert response.status_code == 200, response.get_json()
     return response.get_json()
+
+
+def outage_redis(url: str = "redis://127.0.0.1:1/0", **kwargs: Any) -> Redis:
+    """A client for a Redis that is down or will go down, retrying as Tributary's own clients do
+    (runtime/process.py `outage_retry`). With redis-py 8's default retries (ten, with a backoff of
+    up to seconds each) a call took most of a minute, and the metrics' flush of an app built on it
+    held up every later test's reset while the app lived."""
+    return Redis.from_url(url, retry=outage_retry(), **kwargs)

@@ -10,7 +10,7 @@ from flask import Flask
 from redis import Redis
 from sqlalchemy import func, select, update
 
-from tests.helpers import auth, make_key
+from tests.helpers import auth, make_key, outage_redis
 from tributary.app import create_app
 from tributary.app.auth import hash_key
 from tributary.app.cli import cli
@@ -56,7 +56,7 @@ def test_a_key_revoked_with_the_cli_stops_working_in_a_running_process(
 
 
 def test_with_redis_unreachable_keys_are_checked_in_the_database(runtime: Runtime, account_id: str) -> None:
-    down = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
+    down = outage_redis(socket_connect_timeout=0.2)
     first, second = _instance(runtime, down).test_client(), _instance(runtime, down).test_client()
     root = make_key(runtime, ["admin"])
     created = second.post("/v1/keys", json={"scopes": ["read"]}, headers=auth(root)).get_json()

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from redis import Redis
 from sqlalchemy import select
 
+from tests.helpers import outage_redis
 from tributary.app import create_app
 from tributary.connectors.base import (
     Challenge,
@@ -185,9 +185,7 @@ def test_database_down_is_a_503_and_redis_down_still_stores(
     client: FlaskClient, source_id: str, runtime: Runtime
 ) -> None:
     # Redis unreachable: the event is committed and acknowledged; the sweeper will schedule it.
-    no_redis = Runtime(
-        runtime.settings, db=runtime.db, redis=Redis(host="127.0.0.1", port=1, socket_timeout=1)
-    )
+    no_redis = Runtime(runtime.settings, db=runtime.db, redis=outage_redis(socket_timeout=1))
     response = (
         create_app({"TESTING": True}, runtime=no_redis)
         .test_client()

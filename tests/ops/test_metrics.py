@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
-from tests.helpers import auth, identify, make_key
+from tests.helpers import auth, identify, make_key, outage_redis
 from tributary.app import create_app
 from tributary.models import Event
 from tributary.models.base import utcnow
@@ -212,7 +212,7 @@ def test_request_timings_survive_a_redis_that_cannot_be_reached_or_started(runti
     def cannot_start() -> Redis:
         raise RuntimeError("embedded Redis could not start")
 
-    unreachable = Redis(host="127.0.0.1", port=_free_port(), socket_connect_timeout=0.5)
+    unreachable = outage_redis(f"redis://127.0.0.1:{_free_port()}/0", socket_connect_timeout=0.5)
     clients: list[Callable[[], Redis]] = [
         cannot_start,
         lambda: unreachable,

@@ -9,11 +9,10 @@ from datetime import timedelta
 from typing import Any
 
 from flask.testing import FlaskClient
-from redis import Redis
 from sqlalchemy import func, insert, select, update
 
 from tests.connectors.stripe_helpers import EMAIL, create_source, event, load, post
-from tests.helpers import identify
+from tests.helpers import identify, outage_redis
 from tributary.app import create_app
 from tributary.app.accounts import ensure_account, get_project
 from tributary.models import Customer, Event, Project, Replay, Source, TimelineEntry
@@ -240,7 +239,7 @@ def test_bulk_replay_with_redis_down_is_a_503_and_leaves_no_replay_waiting(
 ) -> None:
     identify(client, admin["Authorization"].split()[1], email="a@example.com")
     drain()
-    broken = Runtime(runtime.settings, db=runtime.db, redis=Redis(port=1, socket_connect_timeout=0.2))
+    broken = Runtime(runtime.settings, db=runtime.db, redis=outage_redis(socket_connect_timeout=0.2))
     answer = (
         create_app({"TESTING": True}, runtime=broken)
         .test_client()

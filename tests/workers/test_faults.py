@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from redis import Redis
 from sqlalchemy import func, select
 
-from tests.helpers import auth, identify
+from tests.helpers import auth, identify, outage_redis
 from tributary.app import create_app
 from tributary.models import Customer, Event, TimelineEntry
 from tributary.runtime import doorbell
@@ -171,7 +170,7 @@ def test_redis_down_at_ingest_still_accepts_and_the_sweeper_catches_up(
     runtime: Runtime, admin_key: str, drain: object
 ) -> None:
     # Same database, but Redis unreachable (nothing listens on port 1).
-    broken = Runtime(runtime.settings, db=runtime.db, redis=Redis(port=1, socket_connect_timeout=0.2))
+    broken = Runtime(runtime.settings, db=runtime.db, redis=outage_redis(socket_connect_timeout=0.2))
     client = create_app({"TESTING": True}, runtime=broken).test_client()
     for i in range(5):
         response = client.post("/v1/identify", json={"email": f"d{i}@example.com"}, headers=auth(admin_key))

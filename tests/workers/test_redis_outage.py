@@ -22,7 +22,7 @@ from rq.scheduler import RQScheduler
 from rq.worker import WorkerStatus
 from sqlalchemy import func, select
 
-from tests.helpers import identify
+from tests.helpers import identify, outage_redis
 from tributary.app import create_app
 from tributary.models import Event, TimelineEntry
 from tributary.runtime.embedded_redis import redis_executable
@@ -119,7 +119,7 @@ def test_a_worker_rides_out_redis_dying_mid_job_and_while_idle(
 ) -> None:
     # Ingest talks to the private Redis too (same database as the test).
     ingest = Runtime(
-        runtime.settings, db=runtime.db, redis=Redis.from_url(private_redis.url, socket_connect_timeout=0.5)
+        runtime.settings, db=runtime.db, redis=outage_redis(private_redis.url, socket_connect_timeout=0.5)
     )
     client: FlaskClient = create_app({"TESTING": True}, runtime=ingest).test_client()
     marker, release, log = tmp_path / "paused", tmp_path / "release", tmp_path / "worker.log"
@@ -228,7 +228,7 @@ def test_a_worker_stopped_mid_job_during_an_outage_finishes_the_job_and_exits(
     worker_process: list[subprocess.Popen[bytes]],
     tmp_path: Path,
 ) -> None:
-    ingest = Runtime(runtime.settings, db=runtime.db, redis=Redis.from_url(private_redis.url))
+    ingest = Runtime(runtime.settings, db=runtime.db, redis=outage_redis(private_redis.url))
     client: FlaskClient = create_app({"TESTING": True}, runtime=ingest).test_client()
     marker, release, log = tmp_path / "paused", tmp_path / "release", tmp_path / "worker.log"
     env = {
@@ -272,7 +272,7 @@ def test_a_worker_started_while_redis_is_down_waits_for_it(
     assert worker.poll() is None, log.read_text()
 
     private_redis.start()
-    ingest = Runtime(runtime.settings, db=runtime.db, redis=Redis.from_url(private_redis.url))
+    ingest = Runtime(runtime.settings, db=runtime.db, redis=outage_redis(private_redis.url))
     client: FlaskClient = create_app({"TESTING": True}, runtime=ingest).test_client()
     identify(client, admin_key, email="late@example.com")
     wait_for(lambda: _count(runtime, Event.status == "processed") == 1)
