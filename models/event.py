@@ -37,8 +37,8 @@ class Event(Base):
         # API, folded into one key so a single unique index covers both and NULL means "no key".
         UniqueConstraint(*DEDUP_KEY),
         # The project, and the account through it, in one key (migration 0020): the database checks a
-        # foreign key once per row written, and two checks (the account, then the project) were
-        # about 7 % of PostgreSQL's time to store events. One is also stricter: an event's project
+        # foreign key once per row written, and one check instead of two (the account, the project)
+        # takes about 7 % off PostgreSQL's CPU for a 100-row insert. It is stricter too: an event's project
         # must belong to its account. Deleting an account deletes its projects, and so its events.
         ForeignKeyConstraint(
             ["project_id", "account_id"], ["projects.id", "projects.account_id"], ondelete="CASCADE"

@@ -6,9 +6,9 @@ Create Date: 2026-12-06 02:00:00
 
 An event referenced its account and its project with a foreign key each, and the database checks
 each once per row written: on PostgreSQL a lookup of the parent under a KEY SHARE lock, run by a
-trigger. Storing events is the ingest's whole database work, and the two checks were about 7 % of
-PostgreSQL's time for a 100-row `/v1/batch` statement and a 4-row identify one (bench/README.md,
-2026-12-06). A project belongs to exactly one account, so one key, the pair (project_id,
+trigger. Storing events is the ingest's whole database work, and one check instead of two takes
+about 7 % off PostgreSQL's CPU for a 100-row `/v1/batch` statement, 1-3 % for a 4-row one
+(bench/README.md, 2026-12-06). A project belongs to exactly one account, so one key, the pair (project_id,
 account_id) referencing the projects' (id, account_id), checks both in one lookup, and more: an
 event can no longer name a project of another account. Deleting an account still deletes its
 events, through its projects (whose key to the account cascades).
