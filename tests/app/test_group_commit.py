@@ -184,6 +184,18 @@ def test_a_shared_write_dedups_and_checks_each_rows_key(
     assert store.batches == 3
 
 
+def _refused_by_every_insert(
+    runtime: Runtime, store: EventStore, row: dict[str, Any], valid: dict[str, Any], key_id: str
+) -> None:
+    """`row` fails the shared write, `insert_one`, and `insert_rows` beside a `valid` row."""
+    assert store.store(row, key_id) is None  # the shared write failed
+    with runtime.db.autocommit() as conn, pytest.raises(IntegrityError):
+        insert_one(conn, row, key_id)
+    # On PostgreSQL `insert_rows` goes to the driver, whose error is not wrapped.
+    with runtime.db.autocommit() as conn, pytest.raises((IntegrityError, psycopg.IntegrityError)):
+        insert_rows(conn, [valid, row], key_id)
+
+
 def test_an_event_id_stored_before_is_an_error_not_a_duplicate(
     runtime: Runtime, account_id: str, store: EventStore
 ) -> None:
@@ -194,12 +206,7 @@ def test_an_event_id_stored_before_is_an_error_not_a_duplicate(
     first = _row(runtime, account_id, 0, dedup_key="api:m-1")
     assert store.store(first, key_id) is True
     clash = _row(runtime, account_id, 1, dedup_key="api:m-2") | {"id": first["id"]}
-    assert store.store(clash, key_id) is None  # the shared write failed
-    with runtime.db.autocommit() as conn, pytest.raises(IntegrityError):
-        insert_one(conn, clash, key_id)
-    # On PostgreSQL `insert_rows` goes to the driver, whose error is not wrapped.
-    with runtime.db.autocommit() as conn, pytest.raises((IntegrityError, psycopg.IntegrityError)):
-        insert_rows(conn, [_row(runtime, account_id, 2), clash], key_id)
+    _refused_by_every_insert(runtime, store, clash, _row(runtime, account_id, 2), key_id)
     with runtime.db.session() as session:
         assert session.scalars(select(Event.dedup_key)).all() == ["api:m-1"]
     # The dedup key itself still skips quietly, in both forms.
@@ -226,11 +233,7 @@ def test_an_event_naming_a_project_of_another_account_is_refused(
     crossed = _row(runtime, account_id, 0, dedup_key="api:m-1") | {"project_id": foreign_project}
     missing = _row(runtime, account_id, 1, dedup_key="api:m-2") | {"project_id": "prj_missing"}
     for row in (crossed, missing):
-        assert store.store(row, key_id) is None  # the shared write failed
-        with runtime.db.autocommit() as conn, pytest.raises(IntegrityError):
-            insert_one(conn, row, key_id)
-        with runtime.db.autocommit() as conn, pytest.raises((IntegrityError, psycopg.IntegrityError)):
-            insert_rows(conn, [_row(runtime, account_id, 2), row], key_id)
+        _refused_by_every_insert(runtime, store, row, _row(runtime, account_id, 2), key_id)
     with runtime.db.session() as session:
         assert session.scalar(select(func.count()).select_from(Event)) == 0
     # The same row with its own account's project is stored.
