@@ -8,10 +8,10 @@ An event referenced its account and its project with a foreign key each, and the
 each once per row written: on PostgreSQL a lookup of the parent under a KEY SHARE lock, run by a
 trigger. Storing events is the ingest's whole database work, and one check instead of two takes
 about 7 % off PostgreSQL's CPU for a 100-row `/v1/batch` statement, 1-3 % for a 4-row one
-(bench/README.md, 2026-12-06). A project belongs to exactly one account, so one key, the pair (project_id,
-account_id) referencing the projects' (id, account_id), checks both in one lookup, and more: an
-event can no longer name a project of another account. Deleting an account still deletes its
-events, through its projects (whose key to the account cascades).
+(bench/README.md, 2026-12-06). A project belongs to exactly one account, so one key, the pair
+(project_id, account_id) referencing the projects' (id, account_id), checks both in one lookup,
+and more: an event can no longer name a project of another account. Deleting an account still
+deletes its events, through its projects (whose key to the account cascades).
 
 The projects get a unique index on (id, account_id) for the key to reference. Before anything
 changes, the stored events are checked against the new key: the migration refuses to run if one
