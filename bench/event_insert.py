@@ -34,8 +34,9 @@ if __package__ in (None, ""):
 import psycopg
 from sqlalchemy import make_url
 
+from tributary.app.event_rows import event_row
 from tributary.app.event_store import _PG_BATCH, _pg_payload
-from tributary.models.base import sortable_id, utcnow
+from tributary.models.base import utcnow
 from tributary.runtime.migrate import upgrade
 
 SEED = """
@@ -90,32 +91,26 @@ def backend_cpu(conn: psycopg.Connection[Any]) -> float | None:
 
 
 def payload(rows: int) -> str:
-    """`rows` new identify events, as the shared write sends them."""
+    """`rows` new identify events, built as the web builds them, as the shared write sends them."""
     now = utcnow()
     made = []
     for _ in range(rows):
         email = f"{secrets.token_hex(6)}@example.com"
         message = {"email": email, "name": "Bench User", "status": "trial", "params": {"plan": "pro"}}
-        made.append(
-            {
-                "id": sortable_id("evt"),
-                "account_id": "acct_bench",
-                "project_id": "prj_bench",
-                "source_id": None,
-                "channel": "identify",
-                "type": "identify",
-                "provider_event_id": None,
-                "dedup_key": f"api:{secrets.token_hex(8)}",
-                "email": email,
-                "occurred_at": now,
-                "received_at": now,
-                "body": json.dumps(message).encode(),
-                "headers": {},
-                "payload": message,
-                "status": "pending",
-                "attempts": 0,
-            }
+        row = event_row(
+            account_id="acct_bench",
+            project_id="prj_bench",
+            channel="identify",
+            type="identify",
+            occurred_at=now,
+            received_at=now,
+            body=json.dumps(message).encode(),
+            email=email,
+            dedup_key=f"api:{secrets.token_hex(8)}",
+            provider_event_id=None,
+            payload=message,
         )
+        made.append(row)
     return _pg_payload(made, ["key_bench"] * rows)
 
 
@@ -129,13 +124,12 @@ def main() -> int:
     parser.add_argument("--statements", type=int, default=600, help="Statements per row count and database.")
     parser.add_argument("--seed", type=int, default=300_000, help="Events stored beforehand.")
     args = parser.parse_args()
-    revisions = {"head": "head", args.against: args.against}
     stamp = secrets.token_hex(3)
     with (
         database(args.pg, f"tributary_insert_head_{stamp}", "head", args.seed) as head,
         database(args.pg, f"tributary_insert_before_{stamp}", args.against, args.seed) as before,
     ):
-        conns = dict(zip(revisions, (head, before), strict=True))
+        conns = {"head": head, args.against: before}
         for rows in (int(n) for n in args.rows.split(",")):
             sent = {name: [payload(rows) for _ in range(args.statements)] for name in conns}
             took: dict[str, list[float]] = {name: [] for name in conns}

@@ -28,17 +28,17 @@ depends_on = None
 NAME = "tributary_tally_inserted_events"
 APPLIED = "('processed', 'ignored')"
 
-# The new row's latency when it is applied, else NULL; as 0013's `_SECONDS` for one row.
+# An applied event's latency, or NULL for any other event (`r` is a row of `events`); as in 0013.
 _SECONDS = (
-    f"CASE WHEN NEW.status IN {APPLIED} AND NEW.processed_at IS NOT NULL "
-    "THEN extract(epoch FROM NEW.processed_at - NEW.received_at) END"
+    f"CASE WHEN {{r}}.status IN {APPLIED} AND {{r}}.processed_at IS NOT NULL "
+    "THEN extract(epoch FROM {r}.processed_at - {r}.received_at) END"
 )
 # Built from this module's constants only: no value from outside reaches the SQL.
 _PER_ROW = f"""
     INSERT INTO event_counts (source_id, channel, status, events)
     VALUES (NEW.source_id, NEW.channel, NEW.status, 1);
     INSERT INTO event_latency (bucket, events, seconds)
-    SELECT tributary_latency_bucket(s), 1, s FROM (SELECT {_SECONDS} AS s) AS applied
+    SELECT tributary_latency_bucket(s), 1, s FROM (SELECT {_SECONDS.format(r="NEW")} AS s) AS applied
     WHERE s IS NOT NULL;
 """  # noqa: S608
 # 0019's statement-level body, for the downgrade.
@@ -49,7 +49,7 @@ _PER_STATEMENT = f"""
         GROUP BY source_id, channel, status;
         INSERT INTO event_latency (bucket, events, seconds)
         SELECT tributary_latency_bucket(s), count(*), sum(s)
-        FROM (SELECT {_SECONDS.replace("NEW.", "r.")} AS s FROM new_rows AS r) AS applied
+        FROM (SELECT {_SECONDS.format(r="r")} AS s FROM new_rows AS r) AS applied
         WHERE s IS NOT NULL
         GROUP BY 1;
     END IF;

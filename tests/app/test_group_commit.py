@@ -24,6 +24,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from tests.helpers import auth, make_key
+from tributary.app.accounts import create_project
 from tributary.app.event_rows import event_row
 from tributary.app.event_store import EventStore, insert_one, insert_rows
 from tributary.models import Account, ApiKey, Event, Project
@@ -226,10 +227,7 @@ def test_an_event_naming_a_project_of_another_account_is_refused(
         other = Account(name="Other")
         session.add(other)
         session.flush()
-        foreign = Project(account_id=other.id, slug="theirs", name="Theirs")
-        session.add(foreign)
-        session.flush()
-        foreign_project = foreign.id
+        foreign_project = create_project(session, other.id, "theirs", "Theirs").id
     crossed = _row(runtime, account_id, 0, dedup_key="api:m-1") | {"project_id": foreign_project}
     missing = _row(runtime, account_id, 1, dedup_key="api:m-2") | {"project_id": "prj_missing"}
     for row in (crossed, missing):

@@ -17,6 +17,10 @@ from tributary.runtime.migrate import downgrade, upgrade
 
 BEFORE = "0019_pending_counted_live"
 ACCOUNT_SQL = "INSERT INTO accounts (id, name, created_at) VALUES (:a, :a, CURRENT_TIMESTAMP)"
+PROJECT_SQL = (
+    "INSERT INTO projects (id, account_id, slug, name, created_at) "
+    "VALUES ('prj_a', 'acct_a', 'a', 'A', CURRENT_TIMESTAMP)"
+)
 EVENT_SQL = (
     "INSERT INTO events (id, account_id, project_id, channel, type, occurred_at, received_at, body, "
     "headers, status, attempts) VALUES (:id, :account, :project, 'identify', 'identify', "
@@ -76,11 +80,7 @@ def test_the_events_keep_their_attempts_and_one_key_checks_project_and_account(
     upgrade(scratch_url, BEFORE)
     for account in ("acct_a", "acct_b"):
         execute(engine, ACCOUNT_SQL, a=account)
-    execute(
-        engine,
-        "INSERT INTO projects (id, account_id, slug, name, created_at) "
-        "VALUES ('prj_a', 'acct_a', 'a', 'A', CURRENT_TIMESTAMP)",
-    )
+    execute(engine, PROJECT_SQL)
     execute(engine, EVENT_SQL, id="evt_1", account="acct_a", project="prj_a", body=b"{}")
     execute(
         engine,
@@ -109,11 +109,7 @@ def test_the_events_keep_their_attempts_and_one_key_checks_project_and_account(
     assert scalar(engine, "SELECT count(*) FROM event_attempts") == 0
 
     execute(engine, ACCOUNT_SQL, a="acct_a")
-    execute(
-        engine,
-        "INSERT INTO projects (id, account_id, slug, name, created_at) "
-        "VALUES ('prj_a', 'acct_a', 'a', 'A', CURRENT_TIMESTAMP)",
-    )
+    execute(engine, PROJECT_SQL)
     execute(engine, EVENT_SQL, id="evt_4", account="acct_a", project="prj_a", body=b"{}")
     engine.dispose()  # SQLite's rebuild needs the table free of other connections
     downgrade(scratch_url, BEFORE)
