@@ -29,6 +29,12 @@ EVENT_STATUSES = ("pending", "processed", "ignored", "failed", "deferred")
 # that collided with a stored one would have been skipped as a duplicate; named, that is an error.
 DEDUP_KEY = ("account_id", "dedup_key")
 
+# Events whose raw body the retention purge empties once old enough (workers/retention.py): applied,
+# and not emptied yet. Written out, not bound: the purge's query names this very predicate, so a
+# planner can prove it implies the partial index's (SQLite does not look into bound values).
+PURGEABLE = ("processed", "ignored")
+PURGEABLE_ROWS = "status IN ('processed', 'ignored') AND purged_at IS NULL"
+
 
 class Event(Base):
     __tablename__ = "events"
@@ -50,8 +56,19 @@ class Event(Base):
             postgresql_where=text("status = 'pending'"),
             sqlite_where=text("status = 'pending'"),
         ),
-        Index("ix_events_status_id", "status", "id"),
-        Index("ix_events_email", "email"),
+        # The event list by email and an erasure's events: equality only, so on PostgreSQL a hash
+        # index (migration 0022), whose insert hashes the address once where the B-tree compared it
+        # in the collation at each level of a random descent: 8 % of the ingest's INSERT.
+        Index("ix_events_email", "email", postgresql_using="hash"),
+        # The retention purge, oldest first: partial (migration 0022), so an event gets its entry
+        # when applied, none while pending (every ingest), and loses it to the purge.
+        Index(
+            "ix_events_purgeable",
+            "received_at",
+            "id",
+            postgresql_where=text(PURGEABLE_ROWS),
+            sqlite_where=text(PURGEABLE_ROWS),
+        ),
         # The operator's event list (newest first, since/until) and the retention purge.
         Index("ix_events_account_received", "account_id", "received_at", "id"),
         # The event list filtered by status and the overview's backlog counts: a rare status is a

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from tributary.app.accounts import ensure_account
 from tributary.app.cli import cli, emit, runtime
@@ -32,9 +32,10 @@ from tributary.app.failed_jobs import delete_failed, find_failed, list_failed, r
 from tributary.app.replays import create_replay, find_replay, plan_replay, replay_json, replay_results
 from tributary.models import Event, Replay
 from tributary.models.base import utcnow
+from tributary.models.event import PURGEABLE_ROWS
 from tributary.workers.replay import cancel_replay, enqueue_replay, replay_step
 from tributary.workers.replay_watch import foreground_lease, renew
-from tributary.workers.retention import PURGEABLE, purge
+from tributary.workers.retention import purge
 
 T = TypeVar("T")
 
@@ -46,7 +47,7 @@ def _reader() -> Reader:
 
 
 def _filter_options(f: Callable[..., T]) -> Callable[..., T]:
-    for name, text in reversed(
+    for name, described in reversed(
         [
             ("status", "pending, processed, ignored, failed or deferred."),
             ("source", "Source id (src_…)."),
@@ -58,7 +59,7 @@ def _filter_options(f: Callable[..., T]) -> Callable[..., T]:
             ("until", "Received before (ISO 8601)."),
         ]
     ):
-        f = click.option(f"--{name}", help=text)(f)
+        f = click.option(f"--{name}", help=described)(f)
     return f
 
 
@@ -254,11 +255,7 @@ def events_purge(older_than_days: int | None) -> None:
         total = session.scalar(
             select(func.count())
             .select_from(Event)
-            .where(
-                Event.status.in_(PURGEABLE),
-                Event.received_at < utcnow() - timedelta(days=days),
-                Event.purged_at.is_(None),
-            )
+            .where(text(PURGEABLE_ROWS), Event.received_at < utcnow() - timedelta(days=days))
         )
     started = time.monotonic()
     with click.progressbar(length=int(total or 0), label="purging", show_pos=True) as bar:
