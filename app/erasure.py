@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import CompoundSelect, case, delete, null, or_, select, union, update
+from sqlalchemy import CompoundSelect, case, delete, null, select, union, update
 from sqlalchemy.orm import Session
 
 from tributary.app.domain_errors import NotFound
@@ -41,24 +41,23 @@ def _event_ids(session: Session, customer: Customer, *, skip_locked: bool) -> li
         select(IdentityTombstone.event_id).where(IdentityTombstone.customer_id == customer.id),
         select(CustomerMerge.event_id).where(CustomerMerge.survivor_id == customer.id),
     )
+    # Every event linked to the customer and every event naming one of its addresses: one set of
+    # ids, each part found through its own index (the address's, the links'), the account tested
+    # on the rows found. As `id IN (…) OR email IN (…)` beside the account's condition, PostgreSQL
+    # read every event of the account (0.28 s at a million events), as SQLite did before it.
+    named = select(Event.id).where(Event.email.in_(emails))
+    addressed: CompoundSelect[tuple[str | None]] = union(*links, named)
     if is_postgres(session):
-        linked = union(*links)
         stmt = (
             select(Event.id)
-            .where(
-                Event.account_id == customer.account_id, or_(Event.id.in_(linked), Event.email.in_(emails))
-            )
+            .where(Event.account_id == customer.account_id, Event.id.in_(addressed))
             .order_by(Event.id)
             # Same lock order as the worker's claims (event ids ascending), so neither side deadlocks.
             .with_for_update(of=Event, skip_locked=skip_locked)
         )
     else:
-        # SQLite served the OR beside the account's condition by reading every event of the account:
-        # the addresses' events are one more SELECT of the union, on the email's index, and the
-        # account is tested on the rows found.
-        addressed: CompoundSelect[tuple[str | None]] = union(
-            *links, select(Event.id).where(Event.email.in_(emails))
-        )
+        # As a term of its own, SQLite served the account from an account index and walked every
+        # event the account had: the rows found are tested instead (`sqlite_unindexed`).
         stmt = (
             select(Event.id)
             .where(sqlite_unindexed(Event.account_id) == customer.account_id, Event.id.in_(addressed))

@@ -52,6 +52,29 @@ def test_the_retention_purge_reads_the_oldest_from_its_partial_index(
     assert "ix_events_purgeable" in plan and "Sort" not in plan and "TEMP B-TREE" not in plan, plan
 
 
+def test_a_persons_events_are_found_through_the_email_index_not_the_accounts(
+    client: FlaskClient, admin: dict[str, str], runtime: Runtime, drain: Callable[[], None]
+) -> None:
+    # The event list by email and an erasure: the events naming the address, with the events that
+    # touched its customer. Each must be found through the address's index (a hash index on
+    # PostgreSQL), not by reading every event of the account and testing each.
+    token = admin["Authorization"].split()[1]
+    identify(client, token, email="ada@example.com")
+    identify(client, token, email="bob@example.com")
+    drain()
+    with statements_sent(runtime) as sent:
+        listed = client.get("/v1/events?email=ada@example.com", headers=admin)
+        erased = client.delete("/v1/customers/ada@example.com", headers=admin)
+    assert listed.status_code == 200 and len(listed.get_json()["data"]) == 1
+    assert erased.status_code == 204
+    lookups = reading(sent, "events", "events.email")
+    assert len(lookups) >= 2, [s.sql for s in lookups]
+    with scans_priced_out(runtime, "ix_events_account_received", "ix_events_account_status_received") as conn:
+        for lookup in lookups:
+            plan = plan_of(conn, lookup.sql, lookup.parameters)
+            assert "ix_events_email" in plan, plan
+
+
 def _indexes(engine: Engine) -> dict[str, str]:
     """Each index of `events` and how it is defined, as the database states it."""
     if engine.dialect.name == "postgresql":
