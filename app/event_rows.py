@@ -12,7 +12,11 @@ from tributary.app.errors import APIError
 from tributary.connectors.event_rules import FUTURE_TOLERANCE_SECONDS, seconds_ahead
 from tributary.models.base import sortable_id
 
-__all__ = ["ROW_COLUMNS", "event_row", "refuse_future"]
+__all__ = ["KEY_PARAM", "ROW_COLUMNS", "event_row", "refuse_future"]
+
+# The bind parameter (and JSON field) naming the API key whose request stores a row, checked by the
+# INSERT itself (None for a webhook's row).
+KEY_PARAM = "api_key_id"
 
 # Every column `event_row` can name, in the order the shared writes list them (app/event_store.py on
 # PostgreSQL, app/sqlite_event_writes.py): a row without a payload leaves that one out.

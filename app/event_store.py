@@ -14,12 +14,10 @@ If a shared write fails, no row of it is answered from it: every request of the 
 INSERT instead (`store` and `store_rows` return `None`; `store_all` does it for its caller), so one
 bad row or a database hiccup fails that request alone, with the error it would have had on its own.
 
-On PostgreSQL the batch is one fixed statement fed by one JSON parameter (`json_to_recordset`):
-prepared once, whatever the batch size; tried first without its conflict clause, which only a
-message id stored before needs (then the same rows go again with it). On SQLite it is one
-multi-row INSERT that checks the rows' keys and commits itself (app/sqlite_event_writes.py). Both
-go straight to the driver, and so do `insert_rows`' statements for `/v1/batch` and deliveries of
-several events.
+On PostgreSQL the batch is one fixed statement fed by one JSON parameter, tried first without its
+conflict clause (app/pg_event_writes.py); on SQLite one multi-row INSERT that checks the rows' keys
+and commits itself (app/sqlite_event_writes.py). Both go straight to the driver, and so do
+`insert_rows`' statements for `/v1/batch` and deliveries of several events.
 """
 
 from __future__ import annotations
@@ -30,18 +28,17 @@ import weakref
 from _thread import LockType
 from collections import deque
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
-from psycopg.errors import UniqueViolation
 from sqlalchemy import Connection, bindparam, exists, select
 
-from tributary.app.event_rows import ROW_COLUMNS
+from tributary.app import pg_event_writes
+from tributary.app.event_rows import KEY_PARAM
 from tributary.app.sqlite_event_writes import SqliteEventWrites
 from tributary.models import ApiKey, Event
-from tributary.models.event import DEDUP_CONSTRAINT, DEDUP_KEY
+from tributary.models.event import DEDUP_KEY
 from tributary.models.session import Database
-from tributary.models.sql import insert_for, json_rows
+from tributary.models.sql import insert_for
 from tributary.runtime.doorbell import coalescer, stored
 from tributary.runtime.process import Runtime
 
@@ -57,8 +54,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# The bind parameter naming the API key whose request stores a row (None for a webhook).
-KEY_PARAM = "api_key_id"
 
 _insert_statements: dict[str, Any] = {}
 _conditional_inserts: dict[tuple[str, tuple[str, ...]], Any] = {}
@@ -109,59 +104,6 @@ def insert_one(conn: Connection, row: dict[str, Any], key_id: str | None) -> str
     return None if found is None else str(found)
 
 
-# The batch statement on PostgreSQL: (column, SQL type of the JSON field, expression inserted);
-# text unless named here.
-_PG_TYPES = {
-    "occurred_at": "timestamptz",
-    "received_at": "timestamptz",
-    "headers": "jsonb",
-    "payload": "jsonb",
-    "attempts": "integer",
-}
-# What the statement inserts for a column, when not the JSON field as it is. Rows leave out empty
-# headers (every API event's): made from the JSON, each row's `{}` was a jsonb value parsed apart,
-# about 5 % of the statement's time for 100 identify rows (bench/README.md, 2026-12-05 23:05).
-_PG_EXPRESSIONS = {"body": "decode(v.body, 'hex')", "headers": "coalesce(v.headers, '{}'::jsonb)"}
-_PG_COLUMNS: tuple[tuple[str, str, str], ...] = tuple(
-    (name, _PG_TYPES.get(name, "text"), _PG_EXPRESSIONS.get(name, f"v.{name}")) for name in ROW_COLUMNS
-)
-# Built from the constants above only, never from input.
-_PG_INSERT = (
-    f"INSERT INTO events ({', '.join(name for name, _, _ in _PG_COLUMNS)}) "  # noqa: S608
-    f"SELECT {', '.join(expr for _, _, expr in _PG_COLUMNS)} "
-    f"FROM json_to_recordset(%s::json) AS v("
-    f"{', '.join(f'{name} {kind}' for name, kind, _ in _PG_COLUMNS)}, {KEY_PARAM} text) "
-    f"WHERE v.{KEY_PARAM} IS NULL OR EXISTS ("
-    f"SELECT 1 FROM api_keys k WHERE k.id = v.{KEY_PARAM} AND k.revoked_at IS NULL)"
-)
-_PG_BATCH = f"{_PG_INSERT} ON CONFLICT ({', '.join(DEDUP_KEY)}) DO NOTHING RETURNING id"
-# The shared write's first try: the same rows without the conflict clause. With it, PostgreSQL
-# probes the dedup index for every row before inserting it (and confirms each speculative insert
-# in the WAL): 7 % of its CPU for 100 rows. A message id stored before fails this statement as a
-# whole, with nothing written, and the write is made again with `_PG_BATCH`.
-_PG_FRESH = f"{_PG_INSERT} RETURNING id"
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-def _pg_payload(rows: Sequence[dict[str, Any]], keys: Sequence[str | None]) -> str:
-    """`_PG_BATCH`'s one parameter: the rows, each with the key to check and without empty headers
-    (`_PG_EXPRESSIONS`), as a JSON array."""
-    sent = []
-    for row, key in zip(rows, keys, strict=True):
-        item = {**row, KEY_PARAM: key}
-        if not item["headers"]:
-            del item["headers"]
-        sent.append(item)
-    return json_rows(sent, _json_value)
-
-
 def _driver(conn: Connection) -> Any:
     """The DBAPI connection under `conn` (psycopg's or sqlite3's)."""
     driver = conn.connection.driver_connection
@@ -188,12 +130,9 @@ def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]], key_id: str | 
     `/v1/batch`'s CPU at 100 rows. SQLite: the shared write's one statement, which commits itself
     (app/sqlite_event_writes.py), so `conn` must be in autocommit there."""
     if conn.dialect.name == "postgresql":
-        payload = _pg_payload(rows, [key_id] * len(rows))
         # Straight to the driver, on the caller's connection and so in its transaction: a
         # SQLAlchemy result fetched row by row cost a twentieth of `/v1/batch`'s CPU for 100 ids.
-        with _driver(conn).cursor() as cursor:
-            cursor.execute(_PG_BATCH, (payload,))
-            return {str(found) for (found,) in cursor.fetchall()}
+        return pg_event_writes.insert(_driver(conn), rows, [key_id] * len(rows))
     return SqliteEventWrites.for_dialect(conn.dialect).insert(_driver(conn), rows, [key_id] * len(rows))
 
 
@@ -369,16 +308,7 @@ class EventStore:
             driver = _driver(self._conn)
             if not db.is_postgres:
                 return SqliteEventWrites.for_dialect(db.engine.dialect).insert(driver, rows, keys)
-            payload = _pg_payload(rows, keys)
-            try:
-                cursor = driver.execute(_PG_FRESH, (payload,))
-            except UniqueViolation as exc:
-                if exc.diag.constraint_name != DEDUP_CONSTRAINT:
-                    raise
-                # A retry or a redelivery: the statement rolled back alone (autocommit), the
-                # connection is fine.
-                cursor = driver.execute(_PG_BATCH, (payload,))
-            return {str(found) for (found,) in cursor.fetchall()}
+            return pg_event_writes.insert_new_first(driver, rows, keys)
         except Exception:
             self._conn.invalidate()
             self._conn.close()

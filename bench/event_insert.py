@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """`python bench/event_insert.py --against <revision>`: the ingest's shared write on PostgreSQL
-(app/event_store.py `_PG_BATCH`, the statement every identify, ping, batch and webhook ends in) on
+(app/pg_event_writes.py `BATCH`, the statement every identify, ping, batch and webhook ends in) on
 a database migrated to head beside one migrated only to `<revision>`, so a schema change to
 `events` (a key, an index, a trigger) is measured on the statement alone, without the web's noise.
 
@@ -34,8 +34,8 @@ if __package__ in (None, ""):
 import psycopg
 from sqlalchemy import make_url
 
+from tributary.app import pg_event_writes
 from tributary.app.event_rows import event_row
-from tributary.app.event_store import _PG_BATCH, _pg_payload
 from tributary.models.base import utcnow
 from tributary.runtime.migrate import upgrade
 
@@ -111,7 +111,7 @@ def payload(rows: int) -> str:
             payload=message,
         )
         made.append(row)
-    return _pg_payload(made, ["key_bench"] * rows)
+    return pg_event_writes.payload(made, ["key_bench"] * rows)
 
 
 def main() -> int:
@@ -138,7 +138,7 @@ def main() -> int:
                 order = list(conns) if n % 2 == 0 else list(conns)[::-1]
                 for name in order:
                     started = time.perf_counter()
-                    stored = conns[name].execute(_PG_BATCH, (sent[name][n],)).fetchall()
+                    stored = conns[name].execute(pg_event_writes.BATCH, (sent[name][n],)).fetchall()
                     took[name].append(time.perf_counter() - started)
                     assert len(stored) == rows, (name, len(stored))
             for name, times in took.items():

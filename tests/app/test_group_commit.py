@@ -267,7 +267,7 @@ def test_a_shared_write_costs_the_same_statements_whatever_its_size(
     """SQLite: one INSERT that checks the rows' keys itself, whatever the number of rows and
     whether they hold a payload (identify's rows do not, a webhook's do), not a statement per row."""
     if runtime.db.is_postgres:
-        pytest.skip("PostgreSQL's shared write is one fixed statement (_PG_BATCH), sent to the driver")
+        pytest.skip("PostgreSQL's shared write is one fixed statement (app/pg_event_writes.py)")
     key_id = _key_id(runtime)
     counts = []
     for size, start in ((2, 0), (8, 100)):
