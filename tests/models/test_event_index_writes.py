@@ -9,13 +9,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from flask.testing import FlaskClient
-from sqlalchemy import Engine, create_engine, text, update
+from sqlalchemy import Engine, create_engine, text
 
 from tests.helpers import identify, plan_of, statements_sent
 from tests.models.test_event_project_account_key import ACCOUNT_SQL, PROJECT_SQL, execute
 from tests.models.test_lighter_indexes import reading, scans_priced_out
-from tributary.models import Event
-from tributary.models.base import utcnow
+from tests.ops.test_retention import _age_all
 from tributary.models.event import PURGEABLE_ROWS
 from tributary.models.session import normalize_url
 from tributary.runtime.migrate import downgrade, upgrade
@@ -28,11 +27,6 @@ EVENT_SQL = (
     "body, headers, status, attempts) VALUES (:id, 'acct_a', 'prj_a', 'identify', 'identify', :email, "
     "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, :body, '{}', :status, 1)"
 )
-
-
-def _age_all(runtime: Runtime, days: int) -> None:
-    with runtime.db.session() as session, session.begin():
-        session.execute(update(Event).values(received_at=utcnow() - timedelta(days=days)))
 
 
 def test_the_retention_purge_reads_the_oldest_from_its_partial_index(
