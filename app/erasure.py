@@ -47,22 +47,14 @@ def _event_ids(session: Session, customer: Customer, *, skip_locked: bool) -> li
     # read every event of the account (0.28 s at a million events), as SQLite did before it.
     named = select(Event.id).where(Event.email.in_(emails))
     addressed: CompoundSelect[tuple[str | None]] = union(*links, named)
-    if is_postgres(session):
-        stmt = (
-            select(Event.id)
-            .where(Event.account_id == customer.account_id, Event.id.in_(addressed))
-            .order_by(Event.id)
-            # Same lock order as the worker's claims (event ids ascending), so neither side deadlocks.
-            .with_for_update(of=Event, skip_locked=skip_locked)
-        )
-    else:
-        # As a term of its own, SQLite served the account from an account index and walked every
-        # event the account had: the rows found are tested instead (`sqlite_unindexed`).
-        stmt = (
-            select(Event.id)
-            .where(sqlite_unindexed(Event.account_id) == customer.account_id, Event.id.in_(addressed))
-            .order_by(Event.id)
-        )
+    postgres = is_postgres(session)
+    # On SQLite, as a term of its own, the account was served from an account index and every event
+    # the account had was walked: there the rows found are tested instead (`sqlite_unindexed`).
+    account = Event.account_id if postgres else sqlite_unindexed(Event.account_id)
+    stmt = select(Event.id).where(account == customer.account_id, Event.id.in_(addressed)).order_by(Event.id)
+    if postgres:
+        # Same lock order as the worker's claims (event ids ascending), so neither side deadlocks.
+        stmt = stmt.with_for_update(of=Event, skip_locked=skip_locked)
     return list(session.scalars(stmt))
 
 

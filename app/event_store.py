@@ -124,11 +124,9 @@ def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]], key_id: str | 
     those stored; the others had their dedup key stored before, or `key_id` (when given) is
     revoked: then nothing is stored (`key_active` tells which).
 
-    PostgreSQL: one fixed statement fed by one JSON parameter, whatever the number of rows, the key
-    checked by the statement itself, in the caller's transaction. A multi-row VALUES statement is
-    new text for every row count, which the driver parses in Python each time: 40 % of
-    `/v1/batch`'s CPU at 100 rows. SQLite: the shared write's one statement, which commits itself
-    (app/sqlite_event_writes.py), so `conn` must be in autocommit there."""
+    PostgreSQL: one fixed statement, the key checked by the statement itself, in the caller's
+    transaction (app/pg_event_writes.py `insert`). SQLite: the shared write's one statement, which
+    commits itself (app/sqlite_event_writes.py), so `conn` must be in autocommit there."""
     if conn.dialect.name == "postgresql":
         # Straight to the driver, on the caller's connection and so in its transaction: a
         # SQLAlchemy result fetched row by row cost a twentieth of `/v1/batch`'s CPU for 100 ids.

@@ -36,7 +36,7 @@ DEDUP_CONSTRAINT = "uq_events_account_id_dedup_key"
 # and not emptied yet. Written out, not bound: the purge's query names this very predicate, so a
 # planner can prove it implies the partial index's (SQLite does not look into bound values).
 PURGEABLE = ("processed", "ignored")
-PURGEABLE_ROWS = "status IN ('processed', 'ignored') AND purged_at IS NULL"
+PURGEABLE_ROWS = f"status IN ({', '.join(repr(status) for status in PURGEABLE)}) AND purged_at IS NULL"
 
 
 class Event(Base):
@@ -72,7 +72,7 @@ class Event(Base):
             postgresql_where=text(PURGEABLE_ROWS),
             sqlite_where=text(PURGEABLE_ROWS),
         ),
-        # The operator's event list (newest first, since/until) and the retention purge.
+        # The operator's event list (newest first, since/until).
         Index("ix_events_account_received", "account_id", "received_at", "id"),
         # The event list filtered by status and the overview's backlog counts: a rare status is a
         # seek here, not a walk over every event of the account.

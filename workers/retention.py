@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from redis.exceptions import RedisError
-from sqlalchemy import null, select, text, update
+from sqlalchemy import ColumnElement, TextClause, null, select, text, update
 
 from tributary.models import Event
 from tributary.models.base import utcnow
@@ -27,17 +27,19 @@ RETENTION_LOCK_KEY = "tributary:retention:lock"
 RETENTION_INTERVAL_SECONDS = 300
 
 
+def expired(cutoff: datetime) -> tuple[TextClause, ColumnElement[bool]]:
+    """The events whose body may be purged, received before `cutoff`: the partial index's own
+    predicate, so they are found through it, oldest first (models/event.py)."""
+    return (text(PURGEABLE_ROWS), Event.received_at < cutoff)
+
+
 def purge_batch(runtime: Runtime, older_than: timedelta, limit: int = PURGE_BATCH) -> int:
     """Purge up to `limit` bodies in one short transaction; returns how many."""
     cutoff = utcnow() - older_than
     with runtime.db.write_session() as session, session.begin():
         ids = list(
             session.scalars(
-                select(Event.id)
-                # The partial index's own predicate, so the oldest come first from it (models/event.py).
-                .where(text(PURGEABLE_ROWS), Event.received_at < cutoff)
-                .order_by(Event.received_at, Event.id)
-                .limit(limit)
+                select(Event.id).where(*expired(cutoff)).order_by(Event.received_at, Event.id).limit(limit)
             )
         )
         if not ids:

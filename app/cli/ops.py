@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 from flask import current_app
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from tributary.app.accounts import ensure_account
 from tributary.app.cli import cli, emit, runtime
@@ -32,10 +32,9 @@ from tributary.app.failed_jobs import delete_failed, find_failed, list_failed, r
 from tributary.app.replays import create_replay, find_replay, plan_replay, replay_json, replay_results
 from tributary.models import Event, Replay
 from tributary.models.base import utcnow
-from tributary.models.event import PURGEABLE_ROWS
 from tributary.workers.replay import cancel_replay, enqueue_replay, replay_step
 from tributary.workers.replay_watch import foreground_lease, renew
-from tributary.workers.retention import purge
+from tributary.workers.retention import expired, purge
 
 T = TypeVar("T")
 
@@ -253,9 +252,7 @@ def events_purge(older_than_days: int | None) -> None:
     days = older_than_days if older_than_days is not None else rt.settings.event_retention_days
     with rt.db.session() as session:
         total = session.scalar(
-            select(func.count())
-            .select_from(Event)
-            .where(text(PURGEABLE_ROWS), Event.received_at < utcnow() - timedelta(days=days))
+            select(func.count()).select_from(Event).where(*expired(utcnow() - timedelta(days=days)))
         )
     started = time.monotonic()
     with click.progressbar(length=int(total or 0), label="purging", show_pos=True) as bar:

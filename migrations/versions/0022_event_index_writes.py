@@ -45,6 +45,12 @@ def _email_index(using: str) -> None:
     op.create_index("ix_events_email", "events", ["email"], postgresql_using=using)
 
 
+def _keeps_statistics(bind: sa.Connection) -> bool:
+    """An SQLite database that was ANALYZEd: a new index needs statistics too (see 0009: SQLite
+    misplans when only some indexes have them)."""
+    return bind.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").first() is not None
+
+
 def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
@@ -58,12 +64,7 @@ def upgrade() -> None:
         postgresql_where=predicate,
         sqlite_where=predicate,
     )
-    if (
-        bind.dialect.name == "sqlite"
-        and bind.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").first()
-    ):
-        # A database that was ANALYZEd needs statistics for the new index too (see 0009: SQLite
-        # misplans when only some indexes have them).
+    if bind.dialect.name == "sqlite" and _keeps_statistics(bind):
         op.execute("ANALYZE ix_events_purgeable")
 
 
@@ -73,5 +74,5 @@ def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         _email_index("btree")
-    elif bind.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").first():
+    elif _keeps_statistics(bind):
         op.execute("ANALYZE ix_events_status_id")
