@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ def _free_port() -> int:
 class Server:
     base: str
     admin: str
+    log: Path
     keys: dict[str, str] = field(default_factory=dict)
     ids: dict[str, str] = field(default_factory=dict)
 
@@ -91,11 +92,30 @@ class Server:
             return exc.code, json.loads(exc.read() or b"null")
 
 
-def _wait(predicate: Any, what: str, timeout: float = 30) -> None:
+def _wait(predicate: Any, what: str, timeout: float = 30, server: Server | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() > deadline:
+            # What the server saw and logged, so a failure in CI can be read without a rerun.
+            seen = "" if server is None else _state(server)
+            pytest.fail(f"timed out waiting for {what}{seen}", pytrace=False)
         time.sleep(0.2)
+
+
+def _state(server: Server) -> str:
+    customers = server.call("GET", "/v1/customers?limit=20")[1]
+    events = server.call("GET", "/v1/events?limit=50")[1]
+    log = server.log.read_text(errors="replace").splitlines()[-60:]
+    return "\n".join(
+        ["", "customers:"]
+        + [f"  {c['email']} {json.dumps(c['projects'], sort_keys=True)}" for c in customers.get("data", [])]
+        + ["events:"]
+        + [
+            f"  {e['id']} {e['type']} {e['email']} {e['status']} {e['occurred_at']}"
+            for e in events.get("data", [])
+        ]
+        + ["serve.log (tail):", *log]
+    )
 
 
 def _identify(who: str, project: str, day: int, **fields: Any) -> dict[str, Any]:
@@ -138,7 +158,7 @@ def _seed(server: Server) -> None:
         status, body = server.call("GET", "/v1/customers?limit=10")
         return status == 200 and len(body["data"]) == 6 and _settled(server)
 
-    _wait(applied, "the worker to apply the seed events")
+    _wait(applied, "the worker to apply the seed events", server=server)
     for name in ("ada", "bob", "cy"):
         server.ids[name] = server.call("GET", f"/v1/customers/{name}@example.com")[1]["id"]
     for label, scopes, project in [("read", ["read"], None), ("bound", ["read"], "app")]:
@@ -162,9 +182,13 @@ def _deliver_webhooks(server: Server) -> None:
     bodies = [
         {"type": "identify", "data": {"email": "cy@example.com", "params": {"seats": n}}} for n in range(1, 5)
     ] + [{"type": "ping", "data": {"email": "ada@example.com"}}, {"type": "invoice.paid", "data": {}}]
+    now = datetime.now(UTC)
     for n, body in enumerate(bodies):
+        # A time of its own for each: the signed header's is in seconds, and between equal times the
+        # one applied last wins, so the seats would depend on the order the worker met them in.
+        body["timestamp"] = (now - timedelta(seconds=len(bodies) - n)).isoformat()
         raw = json.dumps(body)
-        msg_id, now = f"msg_{n}_{secrets.token_hex(4)}", datetime.now(UTC)
+        msg_id = f"msg_{n}_{secrets.token_hex(4)}"
         request = urllib.request.Request(
             source["url"],
             data=raw.encode(),
@@ -206,7 +230,7 @@ def _failed_stripe_events(server: Server) -> None:
         status, body = server.call("GET", "/v1/jobs/failed")
         return status == 200 and len(body["data"]) == 2
 
-    _wait(failed, "the two lookups to fail")
+    _wait(failed, "the two lookups to fail", server=server)
     for label, (customer, who) in people.items():
         created = stripe_event(
             "customer.created",
@@ -226,7 +250,7 @@ def _failed_stripe_events(server: Server) -> None:
             server.call("GET", f"/v1/customers/{who}@example.com")[0] == 200 for _, who in people.values()
         )
 
-    _wait(created, "the customers' creations to be applied")
+    _wait(created, "the customers' creations to be applied", server=server)
     # A forged delivery: the Sources page lists it, the overview names the source.
     forged = urllib.request.Request(source["url"], data=b"{}", headers={"Stripe-Signature": "t=1,v1=00"})
     with pytest.raises(urllib.error.HTTPError):
@@ -271,7 +295,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             return bool(key)
 
         _wait(banner, "tributary serve to print its admin key")
-        server = Server(f"http://127.0.0.1:{port}", key[0])
+        server = Server(f"http://127.0.0.1:{port}", key[0], home / "serve.log")
 
         def ready() -> bool:
             try:
@@ -517,7 +541,7 @@ def test_admin_replays_a_failed_event_and_retries_a_failed_job(tab: Tab, server:
     def processed() -> bool:
         return server.call("GET", f"/v1/events/{failed_b}")[1]["status"] == "processed"
 
-    _wait(processed, "the worker to run the retried job")
+    _wait(processed, "the worker to run the retried job", server=server)
     tab.goto("/dashboard/failed-jobs")
     page.get_by_text("No failed jobs.").wait_for()
     tab.goto(f"/dashboard/events/{failed_b}")
