@@ -134,3 +134,23 @@ def test_a_webhook_identify_has_the_same_effect_as_the_api(
     again = client.post(f"/webhooks/{source_id}", data=request.body, headers=dict(request.headers))
     assert again.get_json() == {"received": 0, "duplicates": 1}
     assert json.loads(request.body)["type"] == "identify"
+
+
+def test_a_bodys_fractions_of_a_second_order_two_changes_within_one(
+    client: FlaskClient, admin_key: str, runtime: Runtime, drain: Any
+) -> None:
+    """The signed header's time is whole seconds: two changes of one field inside a second would tie
+    (the one applied last wins). A body `timestamp` with fractions orders them, whatever the order
+    of their delivery."""
+    source_id = make_source(runtime, "standard", [SECRET])
+    for n, (stamp, seats) in enumerate([("09:00:00.900", 9), ("09:00:00.100", 1)]):
+        payload = fixture("standard/identify.json")
+        payload["timestamp"] = f"2024-06-01T{stamp}Z"
+        payload["data"]["params"] = {"seats": seats}
+        request = signed(payload, msg_id=f"msg_fraction_{n}")
+        answer = client.post(f"/webhooks/{source_id}", data=request.body, headers=dict(request.headers))
+        assert answer.status_code == 200
+    drain()
+    project = customer(client, admin_key, "hedy@example.com")["projects"]["default"]
+    assert project["params"]["seats"] == 9
+    assert project["last_activity_at"] == "2024-06-01T09:00:00.900000Z"
