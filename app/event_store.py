@@ -43,7 +43,6 @@ from tributary.runtime.doorbell import coalescer, stored
 from tributary.runtime.process import Runtime
 
 __all__ = [
-    "KEY_PARAM",
     "EventStore",
     "conditional_insert",
     "insert_one",
@@ -53,7 +52,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
 
 _insert_statements: dict[str, Any] = {}
 _conditional_inserts: dict[tuple[str, tuple[str, ...]], Any] = {}

@@ -29,7 +29,7 @@ EVENT_STATUSES = ("pending", "processed", "ignored", "failed", "deferred")
 # that collided with a stored one would have been skipped as a duplicate; named, that is an error.
 DEDUP_KEY = ("account_id", "dedup_key")
 # Its unique constraint, as the metadata's naming convention names it: the ingest's shared write
-# tells a duplicate from any other error by it (app/event_store.py; tests/app/test_group_commit.py).
+# tells a duplicate from any other error by it (app/pg_event_writes.py; tests/app/test_group_commit.py).
 DEDUP_CONSTRAINT = "uq_events_account_id_dedup_key"
 
 # Events whose raw body the retention purge empties once old enough (workers/retention.py): applied,
