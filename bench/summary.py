@@ -257,11 +257,44 @@ def _embedded(results: dict[str, Any], summary: dict[str, Any], targets: Targets
     }
     for c, ratio in emb["ingest_ratio"].items():
         targets.add("7", f"serve: identify / bare Flask (serve's config), {c} conns", ratio, ">=", 0.5)
+    _embedded_cpu(emb, summary["embedded"], targets)
     noop = results.get("noop")
     if emb.get("drain_events_per_s") and noop:
         ratio = round(emb["drain_events_per_s"] / noop["jobs_per_s"], 2)
         summary["embedded"]["drain_ratio"] = ratio
         targets.add("7", "serve: drain (its 1 worker, SQLite) / RQ no-op rate", ratio, "", None, "x")
+
+
+def _idle_share(point: dict[str, Any]) -> float:
+    cpu = point["cpu_s"]
+    capacity = cpu.get("machine capacity", 0.0)
+    return round(1 - cpu.get("machine busy", 0.0) / capacity, 3) if capacity else 0.0
+
+
+def _embedded_cpu(emb: dict[str, Any], out: dict[str, Any], targets: Targets) -> None:
+    """Why serve's ratio is what it is: what a request costs the machine beside bare Flask's (serve's
+    web, its worker and its Redis, all in serve's process tree; wrk for both), and how much of the
+    machine stood idle while serve was measured. On a machine with no idle time left the ratio can
+    reach the CPU one at most; idle time is serve's requests waiting for SQLite's one write lock,
+    which its worker holds while it applies a batch (bench/README.md)."""
+    points = {(p["app"], p["connections"]): p for p in emb.get("ingest", []) if "cpu_s" in p}
+    out["by_cpu"], out["idle"] = {}, {}
+    for c in sorted({c for (app, c) in points if app == "serve"}):
+        serve, bare = points[("serve", c)], points.get(("bare-serve", c))
+        if bare is None:
+            continue
+        by_cpu = _ratio(_cpu_per_request(bare), _cpu_per_request(serve))
+        idle = {"serve": _idle_share(serve), "bare": _idle_share(bare)}
+        out["by_cpu"][str(c)], out["idle"][str(c)] = by_cpu, idle
+        targets.add("7", f"serve: identify / bare by CPU per request, {c} conns", by_cpu, "", None)
+        targets.add(
+            "7",
+            f"serve: machine idle while serve ran, {c} conns",
+            round(100 * idle["serve"], 1),
+            "",
+            None,
+            "%",
+        )
 
 
 def _memory(results: dict[str, Any], summary: dict[str, Any], targets: Targets) -> None:

@@ -96,3 +96,28 @@ def test_batch_is_compared_with_identify_s_median_rate() -> None:
     summary = summarize(results(points))
     # 180 requests/s x 100 messages over identify's median 1,000/s (600, 2,200, 1,000).
     assert summary["batch_ratio"] == 18.0
+
+
+def embedded_point(app: str, accepted: float, cpu_ms: dict[str, float], busy: float) -> dict[str, Any]:
+    found = point(app, 16, accepted, round_no=0)
+    found["cpu_ms_per_request"] = cpu_ms
+    found["cpu_s"] = {"machine busy": busy, "machine capacity": 20.0}
+    return found
+
+
+def test_serve_s_ratio_comes_with_its_cpu_per_request_and_the_machine_s_idle_time() -> None:
+    embedded = {
+        "ingest_ratio": {"16": 0.4},
+        "ingest": [
+            embedded_point("bare-serve", 4000, {"web": 0.4, "wrk": 0.1}, busy=19.0),
+            # serve's tree (web, worker, Redis) and wrk: 0.8 + 0.2 ms against bare Flask's 0.5.
+            embedded_point("serve", 1600, {"web": 0.8, "wrk": 0.2, "steal": 5.0}, busy=16.0),
+        ],
+    }
+    summary = summarize({"ingest": [], "embedded": embedded})
+    assert summary["embedded"]["by_cpu"] == {"16": 0.5}
+    assert summary["embedded"]["idle"] == {"16": {"serve": 0.2, "bare": 0.05}}
+    assert figure(summary, "serve: identify / bare by CPU per request, 16 conns")["value"] == 0.5
+    idle = figure(summary, "serve: machine idle while serve ran, 16 conns")
+    assert (idle["value"], idle["unit"], idle["met"]) == (20.0, "%", None)
+    assert figure(summary, "serve: identify / bare Flask (serve's config), 16 conns")["met"] is False
