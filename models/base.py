@@ -143,13 +143,50 @@ def _random_80_bits() -> int:
     return int.from_bytes(block.data[start : start + 10], "big")
 
 
+class _LastId:
+    """The last id this process made (as its 128-bit value), so that the next one sorts after it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.value = -1  # none yet: any clock is later
+
+
+_LAST = _LastId()
+
+
+def _forget_lock_in_child() -> None:
+    # A fork while another thread held the lock would leave the child's copy held for good.
+    _LAST.lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_lock_in_child)
+
+
+def _next_value() -> int:
+    """The clock's millisecond then 80 random bits; within a millisecond that already has an id
+    (or a clock that stepped back), the last id plus a random step of at most 2**64 instead. So ids
+    made by one process only grow, and the worker, which applies events in id order, applies an
+    event sent after another was answered after it, even within one millisecond: of two writes
+    with the same event time the later one wins (the SPEC's tie goes to the one applied last).
+    The step keeps 64 random bits between neighbours, so an id still tells nothing usable about
+    the next; a step past the 80 bits carries into the clock, a millisecond ahead of it at worst."""
+    millis = int(time.time() * 1000)
+    rand = _random_80_bits()
+    with _LAST.lock:
+        last = _LAST.value
+        value = (millis << 80) | rand if millis > last >> 80 else last + 1 + (rand >> 16)
+        _LAST.value = value
+    return value
+
+
 def sortable_id(prefix: str) -> str:
     """`prefix_` + 26 chars: 48-bit millisecond clock then 80 random bits (ULID layout, lower case).
 
-    Time-ordered so keyset pagination and batch claims follow arrival order, random enough to be
-    unguessable for customers and events (the bits come from the OS CSPRNG, `_RandomBlock`).
+    Time-ordered so keyset pagination and batch claims follow arrival order, and increasing within
+    a process (`_next_value`); random enough to be unguessable for customers and events (the bits
+    come from the OS CSPRNG, `_RandomBlock`).
     """
-    v = (int(time.time() * 1000) << 80) | _random_80_bits()
+    v = _next_value()
     # 26 characters of 5 bits are 13 pairs of 10 bits (the top 2 of 130 always zero), each one
     # lookup, written out: a quarter of the cost of `base64.b32encode`, which is Python too and
     # loops (every event, customer and row pays it).

@@ -4,6 +4,8 @@ same validation as the API, and the same effect as the API."""
 from __future__ import annotations
 
 import json
+import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,6 +28,7 @@ from tributary.connectors.testkit import (
     new_standard_secret,
     standard_webhook_headers,
 )
+from tributary.models import base
 from tributary.runtime.process import Runtime
 
 SECRET = new_standard_secret()
@@ -136,6 +139,33 @@ def test_a_webhook_identify_has_the_same_effect_as_the_api(
     assert json.loads(request.body)["type"] == "identify"
 
 
+def send_seats(client: FlaskClient, source_id: str, seats: int, timestamp: str | None) -> None:
+    """The fixture's identify webhook with `seats` (and `timestamp`, when given), delivered."""
+    payload = fixture("standard/identify.json")
+    if timestamp is not None:
+        payload["timestamp"] = timestamp
+    payload["data"]["params"] = {"seats": seats}
+    request = signed(payload, msg_id=f"msg_seats_{seats}_{timestamp}")
+    answer = client.post(f"/webhooks/{source_id}", data=request.body, headers=dict(request.headers))
+    assert answer.status_code == 200
+
+
+def test_changes_with_one_event_time_end_as_they_arrived(
+    client: FlaskClient, admin_key: str, runtime: Runtime, drain: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ten changes of one field with the same event time tie, and a tie goes to the one applied
+    last. The worker applies events in id order and a process's ids only grow, even within one
+    millisecond (the ids' clock is held still here), so the last to arrive wins."""
+    now = time.time()
+    monkeypatch.setattr(base, "time", SimpleNamespace(time=lambda: now))
+    source_id = make_source(runtime, "standard", [SECRET])
+    for seats in range(1, 11):
+        send_seats(client, source_id, seats, None)  # the fixture's `timestamp` in every one
+    drain()
+    project = customer(client, admin_key, "hedy@example.com")["projects"]["default"]
+    assert project["params"]["seats"] == 10
+
+
 def test_a_bodys_fractions_of_a_second_order_two_changes_within_one(
     client: FlaskClient, admin_key: str, runtime: Runtime, drain: Any
 ) -> None:
@@ -143,13 +173,8 @@ def test_a_bodys_fractions_of_a_second_order_two_changes_within_one(
     (the one applied last wins). A body `timestamp` with fractions orders them, whatever the order
     of their delivery."""
     source_id = make_source(runtime, "standard", [SECRET])
-    for n, (stamp, seats) in enumerate([("09:00:00.900", 9), ("09:00:00.100", 1)]):
-        payload = fixture("standard/identify.json")
-        payload["timestamp"] = f"2024-06-01T{stamp}Z"
-        payload["data"]["params"] = {"seats": seats}
-        request = signed(payload, msg_id=f"msg_fraction_{n}")
-        answer = client.post(f"/webhooks/{source_id}", data=request.body, headers=dict(request.headers))
-        assert answer.status_code == 200
+    for stamp, seats in [("09:00:00.900", 9), ("09:00:00.100", 1)]:
+        send_seats(client, source_id, seats, f"2024-06-01T{stamp}Z")
     drain()
     project = customer(client, admin_key, "hedy@example.com")["projects"]["default"]
     assert project["params"]["seats"] == 9
