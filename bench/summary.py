@@ -275,8 +275,8 @@ def _embedded_cpu(emb: dict[str, Any], out: dict[str, Any], targets: Targets) ->
     """Why serve's ratio is what it is: what a request costs the machine beside bare Flask's (serve's
     web, its worker and its Redis, all in serve's process tree; wrk for both), and how much of the
     machine stood idle while serve was measured. On a machine with no idle time left the ratio can
-    reach the CPU one at most; idle time is serve's requests waiting for SQLite's one write lock,
-    which its worker holds while it applies a batch (bench/README.md)."""
+    reach the CPU one at most. The idle time comes with serve's worker: stopped, it leaves about as
+    much as bare Flask does (bench/README.md, 2026-12-06 09:20)."""
     points = {(p["app"], p["connections"]): p for p in emb.get("ingest", []) if "cpu_s" in p}
     out["by_cpu"], out["idle"] = {}, {}
     for c in sorted({c for (app, c) in points if app == "serve"}):
