@@ -23,6 +23,10 @@ def reference(millis: int, rand: int) -> str:
     return "".join(CROCKFORD[(value >> (5 * (25 - i))) & 31] for i in range(26))
 
 
+def _clock_held_at(millis: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(time, "time", lambda: (millis + 0.5) / 1000)
+
+
 @pytest.mark.parametrize(
     ("millis", "rand"),
     [(0, 0), (2**48 - 1, 2**80 - 1), (1_764_633_600_000, 1)]
@@ -31,7 +35,7 @@ def reference(millis: int, rand: int) -> str:
 def test_the_id_is_the_clock_then_the_random_bits(
     millis: int, rand: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(time, "time", lambda: (millis + 0.5) / 1000)
+    _clock_held_at(millis, monkeypatch)
     monkeypatch.setattr(base, "_random_80_bits", lambda: rand)
     monkeypatch.setattr(base._LAST, "value", -1)  # no id made yet in this process
     assert sortable_id("evt") == f"evt_{reference(millis, rand)}"
@@ -107,10 +111,6 @@ def test_a_forked_child_never_hands_out_its_parents_bits() -> None:
 def _value(id_: str) -> int:
     """An id's 128-bit value: `reference` read backwards."""
     return sum(CROCKFORD.index(c) << (5 * (25 - i)) for i, c in enumerate(id_.partition("_")[2]))
-
-
-def _clock_held_at(millis: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(time, "time", lambda: (millis + 0.5) / 1000)
 
 
 def test_ids_made_within_one_millisecond_grow_by_random_steps(monkeypatch: pytest.MonkeyPatch) -> None:
