@@ -18,8 +18,14 @@ from bench.constants import BARE_APP, CLI_MODULE, INGEST_KEYS, PRODUCT_ENV_PREFI
 from bench.harness import Processes, free_port, log, run_cli, wait_until
 from bench.options import Config
 from bench.procstat import cmdline
+from bench.schedule import Recording, beside_worker
 from bench.servers import Server, gunicorn_args, seed_batches, wait_ready
-from bench.wrk import Target, measure_ingest
+from bench.wrk import Target, measure_ingest, run_wrk
+
+# The scheduler's record of serve under load (bench/schedule.py): a run of its own after the
+# measured points, as tracing every context switch costs some of the CPU the ratio measures.
+SCHEDULE_LOAD_S = 6
+SCHEDULE_DELAY_S, SCHEDULE_RECORD_S = 2.0, 3.0
 
 
 class SqliteStore:
@@ -101,6 +107,9 @@ def embedded_phase(wrk: str, cfg: Config, procs: Processes, workdir: Path) -> di
             out["ingest_ratio"][str(connections)] = round(
                 points["serve"].accepted_per_s / max(1e-9, points["bare-serve"].accepted_per_s), 3
             )
+        out["schedule"] = {
+            str(c): _schedule(wrk, cfg, serve, token, c, f"s{next(run_ids)}", spread) for c in cfg.connections
+        }
         bare.record_peak_rss()
         procs.stop(bare_proc)
         out.update(_drain(cfg, procs, serve, store, token))
@@ -111,6 +120,21 @@ def embedded_phase(wrk: str, cfg: Config, procs: Processes, workdir: Path) -> di
             procs.stop(bare_proc)
         stop_tree(procs, serve)
     return out
+
+
+def _schedule(
+    wrk: str, cfg: Config, serve: Server, token: str, connections: int, run_id: str, target: Target
+) -> dict[str, float] | None:
+    """Where the machine's idle time fell under `connections` of identify load (bench/schedule.py);
+    None without `perf`."""
+    recording = Recording(SCHEDULE_DELAY_S, SCHEDULE_RECORD_S)
+    if not recording.start():
+        log("embedded schedule: no `perf` to record the scheduler with; skipped")
+        return None
+    run_wrk(wrk, cfg, serve.port, token, connections, SCHEDULE_LOAD_S, run_id, target)
+    found = beside_worker(recording.timeline(), _serve_worker(serve))
+    log(f"embedded schedule, {connections} connections: {found}")
+    return found
 
 
 def json_key(env: dict[str, str]) -> str:

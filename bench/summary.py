@@ -276,7 +276,9 @@ def _embedded_cpu(emb: dict[str, Any], out: dict[str, Any], targets: Targets) ->
     web, its worker and its Redis, all in serve's process tree; wrk for both), and how much of the
     machine stood idle while serve was measured. On a machine with no idle time left the ratio can
     reach the CPU one at most. The idle time comes with serve's worker: stopped, it leaves about as
-    much as bare Flask does (bench/README.md, 2026-12-06 09:20)."""
+    much as bare Flask does (bench/README.md, 2026-12-06 09:20), and the scheduler's record puts
+    most of the difference where the worker's batch holds SQLite's write lock (bench/schedule.py):
+    the share of the idle time that fell while the worker ran, when `perf` could record it."""
     points = {(p["app"], p["connections"]): p for p in emb.get("ingest", []) if "cpu_s" in p}
     out["by_cpu"], out["idle"] = {}, {}
     for c in sorted({c for (app, c) in points if app == "serve"}):
@@ -295,6 +297,11 @@ def _embedded_cpu(emb: dict[str, Any], out: dict[str, Any], targets: Targets) ->
             None,
             "%",
         )
+    for c, found in sorted(emb.get("schedule", {}).items(), key=lambda item: int(item[0])):
+        if found:
+            out.setdefault("schedule", {})[c] = found
+            share = round(100 * found["idle_beside_worker"], 1)
+            targets.add("7", f"serve: of that idle time, beside its worker, {c} conns", share, "", None, "%")
 
 
 def _memory(results: dict[str, Any], summary: dict[str, Any], targets: Targets) -> None:

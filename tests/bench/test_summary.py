@@ -121,3 +121,13 @@ def test_serve_s_ratio_comes_with_its_cpu_per_request_and_the_machine_s_idle_tim
     idle = figure(summary, "serve: machine idle while serve ran, 16 conns")
     assert (idle["value"], idle["unit"], idle["met"]) == (20.0, "%", None)
     assert figure(summary, "serve: identify / bare Flask (serve's config), 16 conns")["met"] is False
+
+
+def test_the_idle_time_beside_serve_s_worker_is_reported_when_it_was_recorded() -> None:
+    found = {"idle_beside_worker": 0.44, "worker_beside_idle": 0.59, "idle_ms": 1121.0, "worker_ms": 844.0}
+    embedded = {"ingest_ratio": {}, "ingest": [], "schedule": {"16": found, "64": None}}
+    summary = summarize({"ingest": [], "embedded": embedded})
+    assert summary["embedded"]["schedule"] == {"16": found}
+    row = figure(summary, "serve: of that idle time, beside its worker, 16 conns")
+    assert (row["value"], row["unit"], row["met"]) == (44.0, "%", None)
+    assert not [r for r in summary["targets"] if r["figure"].endswith("beside its worker, 64 conns")]
