@@ -10,6 +10,7 @@ from tributary.models.event import EVENT_STATUSES, Event
 from tributary.models.event_tally import EventCount, EventLatency
 from tributary.models.imports import Import, ImportCheckpoint
 from tributary.models.merges import CustomerMerge, IdentityTombstone
+from tributary.models.read_ahead import WriteGeneration
 from tributary.models.replay import REPLAY_STATES, Replay
 from tributary.models.session import Database
 from tributary.models.source import Source
@@ -37,4 +38,5 @@ __all__ = [
     "Replay",
     "Source",
     "TimelineEntry",
+    "WriteGeneration",
 ]

@@ -218,6 +218,13 @@ class Database:
             yield session
 
     @contextmanager
+    def read_ahead_session(self) -> Iterator[Session]:
+        """A write session that begins as a reader (a deferred BEGIN on SQLite): the worker's batch
+        that reads before it takes the write lock (models/read_ahead.py)."""
+        with self.WriteSession(bind=self.engine) as session:
+            yield session
+
+    @contextmanager
     def write_connection(self) -> Iterator[Connection]:
         """A Core connection in one write transaction (BEGIN IMMEDIATE on SQLite), committed when the
         block ends and rolled back if it raises: several statements, one commit."""

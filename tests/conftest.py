@@ -24,7 +24,7 @@ from tests.helpers import auth, dangling_references, make_key, temporary_databas
 from tributary.app import create_app
 from tributary.app.accounts import ensure_account
 from tributary.app.metrics import flush_request_timings
-from tributary.models import Base
+from tributary.models import Base, WriteGeneration
 from tributary.runtime import doorbell
 from tributary.runtime.config import Settings
 from tributary.runtime.embedded_redis import EmbeddedRedis
@@ -107,7 +107,10 @@ def session_runtime(base_config: dict[str, Any], _migrated: None) -> Iterator[Ru
 def _reset(runtime: Runtime) -> None:
     doorbell.settle_all()  # a ring the last test owed must not land in this one's queue
     flush_request_timings()  # nor the last test's request timings in this one's Redis
-    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    # write_generation's one row is a counter the worker needs (models/read_ahead.py), not data.
+    tables = [
+        t.name for t in reversed(Base.metadata.sorted_tables) if t.name != WriteGeneration.__tablename__
+    ]
     with runtime.db.engine.begin() as conn:
         if runtime.db.is_postgres:
             conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))

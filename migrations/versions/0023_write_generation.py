@@ -1,0 +1,65 @@
+"""write_generation: a count of writes to what a worker batch reads, kept by triggers on SQLite
+
+Revision ID: 0023_write_generation
+Revises: 0022_event_index_writes
+Create Date: 2026-12-06 12:30:00
+
+On SQLite a worker batch reads before it takes the write lock and checks, once it holds it, that
+this count has not moved (models/read_ahead.py). Every write to a watched table adds one, by a
+trigger per table and kind of write, whoever writes; inserted events do not count. PostgreSQL gets
+the table (its one row unused there) and no trigger.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0023_write_generation"
+down_revision = "0022_event_index_writes"
+branch_labels = None
+depends_on = None
+
+# As models/read_ahead.py `WATCHED` today; a migration keeps its own copy of what it creates.
+WATCHED: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("accounts", ("INSERT", "UPDATE", "DELETE")),
+    ("projects", ("INSERT", "UPDATE", "DELETE")),
+    ("sources", ("INSERT", "UPDATE", "DELETE")),
+    ("customers", ("INSERT", "UPDATE", "DELETE")),
+    ("customer_projects", ("INSERT", "UPDATE", "DELETE")),
+    ("identities", ("INSERT", "UPDATE", "DELETE")),
+    ("identity_tombstones", ("INSERT", "UPDATE", "DELETE")),
+    ("events", ("UPDATE", "DELETE")),
+)
+
+
+def _name(table: str, write: str) -> str:
+    return f"tr_write_generation_{table}_{write.lower()}"
+
+
+def upgrade() -> None:
+    op.create_table(
+        "write_generation",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("n", sa.Integer(), nullable=False),
+        sa.CheckConstraint("id = 1", name="ck_write_generation_one_row"),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.execute("INSERT INTO write_generation (id, n) VALUES (1, 0)")
+    if op.get_bind().dialect.name != "sqlite":
+        return
+    for table, writes in WATCHED:
+        for write in writes:
+            # Built from the constants above only.
+            op.execute(
+                f"CREATE TRIGGER {_name(table, write)} AFTER {write} ON {table} "  # noqa: S608
+                "BEGIN UPDATE write_generation SET n = n + 1 WHERE id = 1; END"
+            )
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        for table, writes in WATCHED:
+            for write in writes:
+                op.execute(f"DROP TRIGGER {_name(table, write)}")
+    op.drop_table("write_generation")
