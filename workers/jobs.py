@@ -17,9 +17,10 @@ from datetime import timedelta
 from redis.exceptions import RedisError
 from rq import Retry
 
+from tributary.models.read_ahead import ReadAhead
 from tributary.runtime.doorbell import DrainHold, recruit, ring
 from tributary.runtime.process import Runtime, current
-from tributary.workers.batch.apply import apply_events, claim_events, claim_pending
+from tributary.workers.batch.apply import BatchReport, apply_events, claim_events, claim_pending
 from tributary.workers.failpoints import failpoint
 from tributary.workers.isolation import apply_isolated, isolable, record_failure
 from tributary.workers.stopping import STOP_REQUESTED
@@ -59,12 +60,26 @@ def schedule_retry(runtime: Runtime, event_id: str) -> None:
 def drain_batch(runtime: Runtime, limit: int | None = None) -> int:
     """Claim and apply one batch in one transaction; returns how many events it claimed."""
     limit = limit or runtime.settings.batch_size
+    report = None if runtime.db.is_postgres else _read_ahead_batch(runtime, limit)
+    if report is None:
+        report = _locked_batch(runtime, limit)
+    if not report.claimed:
+        return 0
+    for event_id in report.failed:
+        schedule_retry(runtime, event_id)
+    # A table that doubled since its statistics is planned as if it were tiny: full scans per batch.
+    keep_fresh(runtime.db)
+    return report.claimed
+
+
+def _locked_batch(runtime: Runtime, limit: int) -> BatchReport:
+    """The batch inside one write transaction from its claim on (BEGIN IMMEDIATE on SQLite)."""
     claimed: list[str] = []
     try:
         with runtime.db.write_session() as session, session.begin():
             events = claim_pending(session, limit)
             if not events:
-                return 0
+                return BatchReport()
             claimed = [event.id for event in events]
             report = apply_events(session, events)
             failpoint("batch.before_commit")
@@ -75,11 +90,34 @@ def drain_batch(runtime: Runtime, limit: int | None = None) -> int:
         log.warning("a batch of %d events failed (%s); applying it in parts", len(claimed), exc)
         report = apply_isolated(runtime, claimed)
         report.claimed = len(claimed)
-    for event_id in report.failed:
-        schedule_retry(runtime, event_id)
-    # A table that doubled since its statistics is planned as if it were tiny: full scans per batch.
-    keep_fresh(runtime.db)
-    return report.claimed
+    return report
+
+
+def _read_ahead_batch(runtime: Runtime, limit: int) -> BatchReport | None:
+    """SQLite: the batch claimed, normalized, loaded and merged in a read transaction, the write
+    lock taken for its write-back only (models/read_ahead.py). None when it must be applied again
+    under the lock from the start: a table it read changed meanwhile, it had to write before its
+    write-back, or anything failed (the locked batch then meets the failure itself, isolation and
+    all). Nothing of it is written unless all of it is."""
+    try:
+        with runtime.db.read_ahead_session() as session, session.begin():
+            driver = session.connection().connection.driver_connection
+            if driver is None:  # never for a connection in use; SQLAlchemy types it optional
+                return None
+            ahead = ReadAhead(driver)
+            try:
+                ahead.start()
+                events = claim_pending(session, limit)
+                if not events:
+                    return BatchReport()
+                report = apply_events(session, events, before_write=ahead.take_lock)
+                failpoint("batch.before_commit")
+            finally:
+                ahead.close()
+    except Exception as exc:
+        log.debug("a batch read ahead of the write lock is applied under it instead: %r", exc)
+        return None
+    return report
 
 
 def drain() -> int:

@@ -17,7 +17,7 @@ transaction: a worker killed mid-batch leaves every claimed event pending and no
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
@@ -151,8 +151,12 @@ def _merge_event(overlay: EventOverlay, changes: list[CustomerChange]) -> list[d
     return report
 
 
-def apply_events(session: Session, events: Sequence[Event]) -> BatchReport:
-    """Apply locked events inside the caller's transaction. Returns what happened to each."""
+def apply_events(
+    session: Session, events: Sequence[Event], before_write: Callable[[], None] | None = None
+) -> BatchReport:
+    """Apply locked events inside the caller's transaction. Returns what happened to each.
+    `before_write` runs between the merge and the write-back: where a batch read ahead of SQLite's
+    write lock takes it (workers/jobs.py)."""
     state = BatchState(session, utcnow())
     report = BatchReport(claimed=len(events))
     planned: list[tuple[Event, list[CustomerChange]]] = []
@@ -186,6 +190,8 @@ def apply_events(session: Session, events: Sequence[Event]) -> BatchReport:
         overlay.commit()
         state.finish(event, "processed", changes=event_report)
         report.processed += 1
+    if before_write is not None:
+        before_write()
     write_batch(state)
     session.flush()
     # Events that waited for a person this batch made known: applied now, in this transaction.

@@ -1,0 +1,152 @@
+"""A batch on SQLite read ahead of the write lock (models/read_ahead.py, workers/jobs.py): it claims,
+loads and merges without the lock and takes it for its write-back only; a write to anything it read
+in between sends it back to be applied under the lock, and nothing is lost."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from tests.helpers import customer, identify
+from tributary.models.read_ahead import WATCHED, ReadAhead
+from tributary.runtime.process import Runtime
+from tributary.workers import jobs
+from tributary.workers.jobs import drain_batch
+
+
+@pytest.fixture
+def sqlite_runtime(runtime: Runtime) -> Runtime:
+    if runtime.db.is_postgres:
+        pytest.skip("PostgreSQL's batches lock rows, not the database: they never read ahead")
+    return runtime
+
+
+@contextlib.contextmanager
+def other_process(runtime: Runtime) -> Iterator[sqlite3.Connection]:
+    """A connection of its own to the database file, as another process holds one; it never waits
+    for a lock."""
+    conn = sqlite3.connect(str(runtime.db.engine.url.database), isolation_level=None, timeout=0)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def locked_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the batches applied under the lock from their claim on (the way back)."""
+    calls: list[int] = []
+    locked = jobs._locked_batch
+
+    def counted(runtime: Runtime, limit: int) -> Any:
+        calls.append(limit)
+        return locked(runtime, limit)
+
+    monkeypatch.setattr(jobs, "_locked_batch", counted)
+    return calls
+
+
+def before_the_lock(monkeypatch: pytest.MonkeyPatch, action: Any) -> None:
+    """Run `action` when the batch has read and merged, just before it takes the write lock."""
+    take_lock = ReadAhead.take_lock
+
+    def acting_first(self: ReadAhead) -> None:
+        action()
+        take_lock(self)
+
+    monkeypatch.setattr(ReadAhead, "take_lock", acting_first)
+
+
+def test_the_batch_reads_without_the_write_lock_and_writes_back_under_it(
+    client: FlaskClient, admin_key: str, sqlite_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    identify(client, admin_key, email="a@example.com", name="Ada", status="trial")
+    seen: list[str] = []
+    take_lock = ReadAhead.take_lock
+
+    def watched(self: ReadAhead) -> None:
+        with other_process(sqlite_runtime) as conn:
+            conn.execute("BEGIN IMMEDIATE")  # free while the batch has only read
+            conn.execute("ROLLBACK")
+            seen.append("free")
+            take_lock(self)
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                conn.execute("BEGIN IMMEDIATE")
+            seen.append("held")
+
+    monkeypatch.setattr(ReadAhead, "take_lock", watched)
+    back = locked_batches(monkeypatch)
+    assert drain_batch(sqlite_runtime) == 1
+    assert seen == ["free", "held"] and back == []
+    found = customer(client, admin_key, "a@example.com")
+    assert found["name"] == "Ada" and found["projects"]["default"]["status"] == "trial"
+
+
+def test_a_write_between_the_reads_and_the_lock_sends_the_batch_back_and_loses_nothing(
+    client: FlaskClient, admin_key: str, sqlite_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    identify(client, admin_key, email="a@example.com", params={"plan": "free"})
+    assert drain_batch(sqlite_runtime) == 1
+    identify(client, admin_key, email="a@example.com", params={"seats": 5})
+
+    def operator_fix() -> None:
+        # Another process writes the row the batch has read and merged into: written back from
+        # what the batch read, its change would be gone.
+        with other_process(sqlite_runtime) as conn:
+            conn.execute("UPDATE customer_projects SET params = json_set(params, '$.region', 'eu')")
+
+    before_the_lock(monkeypatch, operator_fix)
+    back = locked_batches(monkeypatch)
+    assert drain_batch(sqlite_runtime) == 1
+    assert len(back) == 1
+    params = customer(client, admin_key, "a@example.com")["projects"]["default"]["params"]
+    assert params == {"plan": "free", "seats": 5, "region": "eu"}
+
+
+def test_a_batch_that_fails_ahead_of_the_lock_leaves_nothing_written_and_no_read_only_connection(
+    client: FlaskClient, admin_key: str, sqlite_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    identify(client, admin_key, email="a@example.com", name="Ada")
+
+    def fail() -> None:
+        raise RuntimeError("the disk is on fire")
+
+    before_the_lock(monkeypatch, fail)
+    back = locked_batches(monkeypatch)
+    assert drain_batch(sqlite_runtime) == 1
+    assert len(back) == 1
+    assert customer(client, admin_key, "a@example.com")["name"] == "Ada"
+    with sqlite_runtime.db.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA query_only").scalar() == 0
+    # Nothing of the first try stayed: one customer, one attempt for the event.
+    with sqlite_runtime.db.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM customers")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM event_attempts")).scalar() == 1
+
+
+def test_writes_to_what_a_batch_reads_are_counted_and_new_events_are_not(
+    client: FlaskClient, admin_key: str, sqlite_runtime: Runtime
+) -> None:
+    def generation() -> int:
+        with sqlite_runtime.db.engine.connect() as conn:
+            return int(conn.execute(text("SELECT n FROM write_generation")).scalar_one())
+
+    with sqlite_runtime.db.engine.connect() as conn:
+        triggers = set(conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars())
+    watched = {f"tr_write_generation_{table}_{op.lower()}" for table, ops in WATCHED for op in ops}
+    assert watched <= triggers
+    before = generation()
+    identify(client, admin_key, email="a@example.com", name="Ada")
+    assert generation() == before  # the web's INSERT of an event
+    assert drain_batch(sqlite_runtime) == 1
+    applied = generation()
+    assert applied > before  # the event's claim and the new customer
+    with other_process(sqlite_runtime) as conn:
+        conn.execute("UPDATE customers SET name = 'Grace'")
+        conn.execute("DELETE FROM identity_tombstones")  # no row: no write, not counted
+    assert generation() == applied + 1
