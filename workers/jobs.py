@@ -105,15 +105,13 @@ def _read_ahead_batch(runtime: Runtime, limit: int) -> BatchReport | None:
             if driver is None:  # never for a connection in use; SQLAlchemy types it optional
                 return None
             ahead = ReadAhead(driver)
-            try:
-                ahead.start()
-                events = claim_pending(session, limit)
-                if not events:
-                    return BatchReport()
-                report = apply_events(session, events, before_write=ahead.take_lock)
-                failpoint("batch.before_commit")
-            finally:
-                ahead.close()
+            ahead.start()
+            events = claim_pending(session, limit)
+            if not events:
+                return BatchReport()
+            claimed = [event.id for event in events]
+            report = apply_events(session, events, before_write=lambda: ahead.take_lock(claimed))
+            failpoint("batch.before_commit")
     except Exception as exc:
         log.debug("a batch read ahead of the write lock is applied under it instead: %r", exc)
         return None

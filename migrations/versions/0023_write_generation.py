@@ -6,7 +6,8 @@ Create Date: 2026-12-06 12:30:00
 
 On SQLite a worker batch reads before it takes the write lock and checks, once it holds it, that
 this count has not moved (models/read_ahead.py). Every write to a watched table adds one, by a
-trigger per table and kind of write, whoever writes; inserted events do not count. PostgreSQL gets
+trigger per table and kind of write, whoever writes; inserted events do not count, nor a change to
+an event's outcome (its status, attempts, errors and report), which every batch writes. PostgreSQL gets
 the table (its one row unused there) and no trigger.
 """
 
@@ -20,21 +21,30 @@ down_revision = "0022_event_index_writes"
 branch_labels = None
 depends_on = None
 
-# As models/read_ahead.py `WATCHED` today; a migration keeps its own copy of what it creates.
-WATCHED: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("accounts", ("INSERT", "UPDATE", "DELETE")),
-    ("projects", ("INSERT", "UPDATE", "DELETE")),
-    ("sources", ("INSERT", "UPDATE", "DELETE")),
-    ("customers", ("INSERT", "UPDATE", "DELETE")),
-    ("customer_projects", ("INSERT", "UPDATE", "DELETE")),
-    ("identities", ("INSERT", "UPDATE", "DELETE")),
-    ("identity_tombstones", ("INSERT", "UPDATE", "DELETE")),
-    ("events", ("UPDATE", "DELETE")),
+# As models/read_ahead.py `EVENT_CONTENT` and `WATCHED` today; a migration keeps its own copy of
+# what it creates.
+EVENT_CONTENT = (
+    "account_id, project_id, source_id, channel, type, provider_event_id, dedup_key, body_hash, "
+    "email, occurred_at, received_at, body, headers, payload, purged_at"
+)
+TABLES = (
+    "accounts",
+    "projects",
+    "sources",
+    "customers",
+    "customer_projects",
+    "identities",
+    "identity_tombstones",
+)
+WATCHED: tuple[tuple[str, str], ...] = (
+    *((table, write) for table in TABLES for write in ("INSERT", "UPDATE", "DELETE")),
+    ("events", f"UPDATE OF {EVENT_CONTENT}"),
+    ("events", "DELETE"),
 )
 
 
 def _name(table: str, write: str) -> str:
-    return f"tr_write_generation_{table}_{write.lower()}"
+    return f"tr_write_generation_{table}_{write.split(maxsplit=1)[0].lower()}"
 
 
 def upgrade() -> None:
@@ -48,18 +58,16 @@ def upgrade() -> None:
     op.execute("INSERT INTO write_generation (id, n) VALUES (1, 0)")
     if op.get_bind().dialect.name != "sqlite":
         return
-    for table, writes in WATCHED:
-        for write in writes:
-            # Built from the constants above only.
-            op.execute(
-                f"CREATE TRIGGER {_name(table, write)} AFTER {write} ON {table} "  # noqa: S608
-                "BEGIN UPDATE write_generation SET n = n + 1 WHERE id = 1; END"
-            )
+    for table, write in WATCHED:
+        # Built from the constants above only.
+        op.execute(
+            f"CREATE TRIGGER {_name(table, write)} AFTER {write} ON {table} "  # noqa: S608
+            "BEGIN UPDATE write_generation SET n = n + 1 WHERE id = 1; END"
+        )
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
-        for table, writes in WATCHED:
-            for write in writes:
-                op.execute(f"DROP TRIGGER {_name(table, write)}")
+        for table, write in WATCHED:
+            op.execute(f"DROP TRIGGER {_name(table, write)}")
     op.drop_table("write_generation")

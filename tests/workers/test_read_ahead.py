@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from tests.helpers import customer, identify
-from tributary.models.read_ahead import WATCHED, ReadAhead
+from tributary.models.read_ahead import WATCHED, ReadAhead, trigger_name
 from tributary.runtime.process import Runtime
 from tributary.workers import jobs
 from tributary.workers.jobs import drain_batch
@@ -55,9 +55,9 @@ def before_the_lock(monkeypatch: pytest.MonkeyPatch, action: Any) -> None:
     """Run `action` when the batch has read and merged, just before it takes the write lock."""
     take_lock = ReadAhead.take_lock
 
-    def acting_first(self: ReadAhead) -> None:
+    def acting_first(self: ReadAhead, claimed: Sequence[str]) -> None:
         action()
-        take_lock(self)
+        take_lock(self, claimed)
 
     monkeypatch.setattr(ReadAhead, "take_lock", acting_first)
 
@@ -69,12 +69,12 @@ def test_the_batch_reads_without_the_write_lock_and_writes_back_under_it(
     seen: list[str] = []
     take_lock = ReadAhead.take_lock
 
-    def watched(self: ReadAhead) -> None:
+    def watched(self: ReadAhead, claimed: Sequence[str]) -> None:
         with other_process(sqlite_runtime) as conn:
             conn.execute("BEGIN IMMEDIATE")  # free while the batch has only read
             conn.execute("ROLLBACK")
             seen.append("free")
-            take_lock(self)
+            take_lock(self, claimed)
             with pytest.raises(sqlite3.OperationalError, match="locked"):
                 conn.execute("BEGIN IMMEDIATE")
             seen.append("held")
@@ -108,7 +108,7 @@ def test_a_write_between_the_reads_and_the_lock_sends_the_batch_back_and_loses_n
     assert params == {"plan": "free", "seats": 5, "region": "eu"}
 
 
-def test_a_batch_that_fails_ahead_of_the_lock_leaves_nothing_written_and_no_read_only_connection(
+def test_a_batch_that_fails_ahead_of_the_lock_leaves_nothing_of_its_first_try(
     client: FlaskClient, admin_key: str, sqlite_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     identify(client, admin_key, email="a@example.com", name="Ada")
@@ -121,15 +121,40 @@ def test_a_batch_that_fails_ahead_of_the_lock_leaves_nothing_written_and_no_read
     assert drain_batch(sqlite_runtime) == 1
     assert len(back) == 1
     assert customer(client, admin_key, "a@example.com")["name"] == "Ada"
-    with sqlite_runtime.db.engine.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA query_only").scalar() == 0
     # Nothing of the first try stayed: one customer, one attempt for the event.
     with sqlite_runtime.db.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM customers")).scalar() == 1
         assert conn.execute(text("SELECT count(*) FROM event_attempts")).scalar() == 1
 
 
-def test_writes_to_what_a_batch_reads_are_counted_and_new_events_are_not(
+def test_an_event_applied_elsewhere_meanwhile_sends_the_batch_back(
+    client: FlaskClient, admin_key: str, sqlite_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    identify(client, admin_key, email="a@example.com", name="Ada")
+    identify(client, admin_key, email="b@example.com", name="Bob")
+
+    def another_worker() -> None:
+        # Another worker applied b's event (here: marked it ignored) after this batch claimed it.
+        with other_process(sqlite_runtime) as conn:
+            conn.execute("UPDATE events SET status = 'ignored' WHERE email = 'b@example.com'")
+
+    before_the_lock(monkeypatch, another_worker)
+    back = locked_batches(monkeypatch)
+    assert drain_batch(sqlite_runtime) == 1  # the batch applied under the lock claims a's alone
+    assert len(back) == 1
+    assert customer(client, admin_key, "a@example.com")["name"] == "Ada"
+    assert (
+        client.get(
+            "/v1/customers/b@example.com", headers={"Authorization": f"Bearer {admin_key}"}
+        ).status_code
+        == 404
+    )
+    with sqlite_runtime.db.engine.connect() as conn:
+        statuses = {email: status for email, status in conn.execute(text("SELECT email, status FROM events"))}
+    assert statuses == {"a@example.com": "processed", "b@example.com": "ignored"}
+
+
+def test_writes_to_what_a_batch_reads_are_counted_and_its_own_outcomes_are_not(
     client: FlaskClient, admin_key: str, sqlite_runtime: Runtime
 ) -> None:
     def generation() -> int:
@@ -138,15 +163,40 @@ def test_writes_to_what_a_batch_reads_are_counted_and_new_events_are_not(
 
     with sqlite_runtime.db.engine.connect() as conn:
         triggers = set(conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars())
-    watched = {f"tr_write_generation_{table}_{op.lower()}" for table, ops in WATCHED for op in ops}
-    assert watched <= triggers
+    assert {trigger_name(table, write) for table, write in WATCHED} <= triggers
     before = generation()
     identify(client, admin_key, email="a@example.com", name="Ada")
     assert generation() == before  # the web's INSERT of an event
     assert drain_batch(sqlite_runtime) == 1
     applied = generation()
-    assert applied > before  # the event's claim and the new customer
+    assert applied > before  # the new customer and its project row
     with other_process(sqlite_runtime) as conn:
-        conn.execute("UPDATE customers SET name = 'Grace'")
-        conn.execute("DELETE FROM identity_tombstones")  # no row: no write, not counted
-    assert generation() == applied + 1
+
+        def counted(sql: str) -> int:
+            conn.execute(sql)
+            return int(conn.execute("SELECT n FROM write_generation").fetchone()[0]) - applied
+
+        assert counted("UPDATE events SET status = 'failed', attempts = 2") == 0  # an outcome
+        assert counted("UPDATE events SET body = x'7b7d'") == 1  # what the event holds
+        assert counted("UPDATE customers SET name = 'Grace'") == 2
+        assert counted("DELETE FROM identity_tombstones") == 2  # no row: no write
+
+
+def test_a_batch_that_wrote_before_its_write_back_is_applied_again_under_the_lock(
+    client: FlaskClient, admin_key: str, sqlite_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    identify(client, admin_key, email="a@example.com", name="Ada")
+    assert drain_batch(sqlite_runtime) == 1
+    identify(client, admin_key, email="a@example.com", name="Ada Lovelace")
+    take_lock = ReadAhead.take_lock
+
+    def writing_early(self: ReadAhead, claimed: Sequence[str]) -> None:
+        # As a merge's new customer row would be: written inside the read transaction.
+        self._driver.execute("UPDATE customers SET name = 'Early'")
+        take_lock(self, claimed)
+
+    monkeypatch.setattr(ReadAhead, "take_lock", writing_early)
+    back = locked_batches(monkeypatch)
+    assert drain_batch(sqlite_runtime) == 1
+    assert len(back) == 1
+    assert customer(client, admin_key, "a@example.com")["name"] == "Ada Lovelace"
