@@ -33,6 +33,18 @@ DRAIN_SLICE_SECONDS = 30.0
 # SQLite has one writer: between its batches a drain leaves the write lock free at least this long,
 # so a web process waiting for it (trying every `WRITE_LOCK_POLL_S`, models/session.py) gets its turn.
 SQLITE_YIELD_S = 0.002
+# After a batch read ahead of SQLite's write lock had to be applied again under it, the next batches
+# of this process take the lock from their claim on for this long: whatever wrote meanwhile (an
+# import applying its own batches, another worker) is likely to write again, and each batch read
+# ahead in vain costs its reads twice.
+READ_AHEAD_PAUSE_S = 1.0
+
+
+class _ReadAheadPause:
+    paused_until = 0.0
+
+
+READ_AHEAD = _ReadAheadPause()
 # Backoff for an event that failed: its own job, retried by RQ, then kept in the failed registry.
 # The default of `TRIBUTARY_RETRY_INTERVALS` (runtime/config.py); the runtime's settings decide.
 RETRY_INTERVALS = [10, 60, 300, 1800]
@@ -60,7 +72,11 @@ def schedule_retry(runtime: Runtime, event_id: str) -> None:
 def drain_batch(runtime: Runtime, limit: int | None = None) -> int:
     """Claim and apply one batch in one transaction; returns how many events it claimed."""
     limit = limit or runtime.settings.batch_size
-    report = None if runtime.db.is_postgres else _read_ahead_batch(runtime, limit)
+    report = None
+    if not runtime.db.is_postgres and time.monotonic() >= READ_AHEAD.paused_until:
+        report = _read_ahead_batch(runtime, limit)
+        if report is None:
+            READ_AHEAD.paused_until = time.monotonic() + READ_AHEAD_PAUSE_S
     if report is None:
         report = _locked_batch(runtime, limit)
     if not report.claimed:

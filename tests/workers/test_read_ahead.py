@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -21,9 +22,11 @@ from tributary.workers.jobs import drain_batch
 
 
 @pytest.fixture
-def sqlite_runtime(runtime: Runtime) -> Runtime:
+def sqlite_runtime(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> Runtime:
     if runtime.db.is_postgres:
         pytest.skip("PostgreSQL's batches lock rows, not the database: they never read ahead")
+    # Not paused by an earlier test's batch that had to be applied again.
+    monkeypatch.setattr(jobs.READ_AHEAD, "paused_until", 0.0)
     return runtime
 
 
@@ -200,3 +203,26 @@ def test_a_batch_that_wrote_before_its_write_back_is_applied_again_under_the_loc
     assert drain_batch(sqlite_runtime) == 1
     assert len(back) == 1
     assert customer(client, admin_key, "a@example.com")["name"] == "Ada Lovelace"
+
+
+def test_after_a_batch_applied_again_the_next_ones_take_the_lock_first_for_a_while(
+    client: FlaskClient, admin_key: str, sqlite_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def an_import_applying() -> None:
+        with other_process(sqlite_runtime) as conn:
+            conn.execute("UPDATE customers SET name = name || '.'")
+
+    identify(client, admin_key, email="a@example.com", name="Ada")
+    assert drain_batch(sqlite_runtime) == 1
+    before_the_lock(monkeypatch, an_import_applying)
+    back = locked_batches(monkeypatch)
+    identify(client, admin_key, email="b@example.com", name="Bob")
+    assert drain_batch(sqlite_runtime) == 1  # read ahead, stale, applied again
+    identify(client, admin_key, email="c@example.com", name="Cy")
+    assert drain_batch(sqlite_runtime) == 1  # straight under the lock: not read ahead
+    assert len(back) == 2
+    assert customer(client, admin_key, "a@example.com")["name"] == "Ada."  # written once, before b's
+    monkeypatch.setattr(jobs.READ_AHEAD, "paused_until", time.monotonic() - 1)  # the pause is over
+    identify(client, admin_key, email="d@example.com", name="Di")
+    assert drain_batch(sqlite_runtime) == 1
+    assert len(back) == 3  # read ahead again, stale again (the import still writes), applied again
