@@ -37,7 +37,7 @@ from tributary.app.event_rows import KEY_PARAM
 from tributary.app.sqlite_event_writes import SqliteEventWrites
 from tributary.models import ApiKey, Event
 from tributary.models.event import DEDUP_KEY
-from tributary.models.session import Database
+from tributary.models.session import Database, driver_connection
 from tributary.models.sql import insert_for
 from tributary.runtime.doorbell import coalescer, stored
 from tributary.runtime.process import Runtime
@@ -102,14 +102,6 @@ def insert_one(conn: Connection, row: dict[str, Any], key_id: str | None) -> str
     return None if found is None else str(found)
 
 
-def _driver(conn: Connection) -> Any:
-    """The DBAPI connection under `conn` (psycopg's or sqlite3's)."""
-    driver = conn.connection.driver_connection
-    if driver is None:  # never for a checked-out connection; SQLAlchemy types it optional
-        raise RuntimeError("the connection has no driver connection")
-    return driver
-
-
 def key_active(conn: Connection, key_id: str) -> bool:
     """Whether the key still exists unrevoked (asked when a write conditioned on it stored nothing,
     to tell a revoked key from duplicates)."""
@@ -128,8 +120,9 @@ def insert_rows(conn: Connection, rows: Sequence[dict[str, Any]], key_id: str | 
     if conn.dialect.name == "postgresql":
         # Straight to the driver, on the caller's connection and so in its transaction: a
         # SQLAlchemy result fetched row by row cost a twentieth of `/v1/batch`'s CPU for 100 ids.
-        return pg_event_writes.insert(_driver(conn), rows, [key_id] * len(rows))
-    return SqliteEventWrites.for_dialect(conn.dialect).insert(_driver(conn), rows, [key_id] * len(rows))
+        return pg_event_writes.insert(driver_connection(conn), rows, [key_id] * len(rows))
+    writes = SqliteEventWrites.for_dialect(conn.dialect)
+    return writes.insert(driver_connection(conn), rows, [key_id] * len(rows))
 
 
 class _Pending:
@@ -301,7 +294,7 @@ class EventStore:
             # Straight to the driver: SQLAlchemy's execution context around one statement cost
             # about 100 us of CPU per write, as much as the driver's own work for it. Nothing is
             # lost: this connection is ours alone, autocommit, and any error discards it.
-            driver = _driver(self._conn)
+            driver = driver_connection(self._conn)
             if not db.is_postgres:
                 return SqliteEventWrites.for_dialect(db.engine.dialect).insert(driver, rows, keys)
             return pg_event_writes.insert_new_first(driver, rows, keys)

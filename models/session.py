@@ -58,12 +58,17 @@ def _configure_sqlite(engine: Engine) -> None:
         if options.get("isolation_level") == "AUTOCOMMIT":
             return  # each statement commits itself; an explicit BEGIN here would never be committed
         if options.get("sqlite_immediate"):
-            driver = conn.connection.driver_connection
-            if driver is None:  # never for a connection in use; SQLAlchemy types it optional
-                raise RuntimeError("a SQLite connection without its driver connection")
-            begin_immediate(driver)
+            begin_immediate(driver_connection(conn))
         else:
             conn.exec_driver_sql("BEGIN")
+
+
+def driver_connection(conn: Connection) -> Any:
+    """The DBAPI connection under `conn` (sqlite3's or psycopg's)."""
+    driver = conn.connection.driver_connection
+    if driver is None:  # never for a checked-out connection; SQLAlchemy types it optional
+        raise RuntimeError("the connection has no driver connection")
+    return driver
 
 
 def begin_immediate(dbapi_connection: sqlite3.Connection, timeout: float = SQLITE_BUSY_TIMEOUT_S) -> None:

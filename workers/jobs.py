@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from rq import Retry
 
 from tributary.models.read_ahead import ReadAhead
+from tributary.models.session import driver_connection
 from tributary.runtime.doorbell import DrainHold, recruit, ring
 from tributary.runtime.process import Runtime, current
 from tributary.workers.batch.apply import BatchReport, apply_events, claim_events, claim_pending
@@ -117,10 +118,7 @@ def _read_ahead_batch(runtime: Runtime, limit: int) -> BatchReport | None:
     all). Nothing of it is written unless all of it is."""
     try:
         with runtime.db.read_ahead_session() as session, session.begin():
-            driver = session.connection().connection.driver_connection
-            if driver is None:  # never for a connection in use; SQLAlchemy types it optional
-                return None
-            ahead = ReadAhead(driver)
+            ahead = ReadAhead(driver_connection(session.connection()))
             ahead.start()
             events = claim_pending(session, limit)
             if not events:
