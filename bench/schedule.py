@@ -114,12 +114,14 @@ class Recording:
     def __init__(self, delay: float, seconds: float) -> None:
         self.delay, self.seconds = delay, seconds
         self._dir = Path()
+        self._perf = ""
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> bool:
         perf = shutil.which("perf")
         if perf is None:
             return False
+        self._perf = perf
         self._dir = Path(tempfile.mkdtemp(prefix="bench-sched-"))
         data = self._dir / "perf.data"
         # perf starts after the delay so that its file holds the measured stretch only.
@@ -138,9 +140,8 @@ class Recording:
         try:
             if self._proc.wait(timeout=self.delay + self.seconds + 60) != 0:
                 return []
-            perf = shutil.which("perf") or "perf"
             out = subprocess.run(
-                [perf, "sched", "timehist", "-i", str(self._dir / "perf.data")],
+                [self._perf, "sched", "timehist", "-i", str(self._dir / "perf.data")],
                 capture_output=True,
                 text=True,
                 timeout=300,

@@ -85,7 +85,8 @@ class WriteGeneration(Base):
 
 
 class StaleReadAhead(Exception):
-    """A watched table changed between the batch's reads and its write lock."""
+    """What the batch read may not hold under the write lock: a watched table changed, an event it
+    claimed is no longer pending, or it wrote before its write-back."""
 
 
 _GENERATION = "SELECT n FROM write_generation WHERE id = 1"
