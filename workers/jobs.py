@@ -22,6 +22,7 @@ from tributary.models.session import driver_connection
 from tributary.runtime.doorbell import DrainHold, recruit, ring
 from tributary.runtime.process import Runtime, current
 from tributary.workers.batch.apply import BatchReport, apply_events, claim_events, claim_pending
+from tributary.workers.batch.held_writes import HeldWrites
 from tributary.workers.failpoints import failpoint
 from tributary.workers.isolation import apply_isolated, isolable, record_failure
 from tributary.workers.stopping import STOP_REQUESTED
@@ -112,7 +113,8 @@ def _locked_batch(runtime: Runtime, limit: int) -> BatchReport:
 
 def _read_ahead_batch(runtime: Runtime, limit: int) -> BatchReport | None:
     """SQLite: the batch claimed, normalized, loaded and merged in a read transaction, the write
-    lock taken for its write-back only (models/read_ahead.py). None when it must be applied again
+    lock taken for its write-back only (models/read_ahead.py), whose statements are built before it
+    and sent once it is held (workers/batch/held_writes.py). None when it must be applied again
     under the lock from the start: a table it read changed meanwhile, it had to write before its
     write-back, or anything failed (the locked batch then meets the failure itself, isolation and
     all). Nothing of it is written unless all of it is."""
@@ -124,7 +126,9 @@ def _read_ahead_batch(runtime: Runtime, limit: int) -> BatchReport | None:
             if not events:
                 return BatchReport()
             claimed = [event.id for event in events]
-            report = apply_events(session, events, before_write=lambda: ahead.take_lock(claimed))
+            held = HeldWrites(session, lambda: ahead.take_lock(claimed))
+            report = apply_events(session, events, before_write=held.hold)
+            held.release()
             failpoint("batch.before_commit")
     except Exception as exc:
         log.debug("a batch read ahead of the write lock is applied under it instead: %r", exc)

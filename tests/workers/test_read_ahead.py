@@ -12,12 +12,14 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from tests.helpers import customer, identify
 from tributary.models.read_ahead import WATCHED, ReadAhead, trigger_name
 from tributary.runtime.process import Runtime
 from tributary.workers import jobs
+from tributary.workers.batch import write_back_sqlite
+from tributary.workers.batch.held_writes import HeldWrites, held_writes
 from tributary.workers.jobs import drain_batch
 
 
@@ -226,3 +228,79 @@ def test_after_a_batch_applied_again_the_next_ones_take_the_lock_first_for_a_whi
     identify(client, admin_key, email="d@example.com", name="Di")
     assert drain_batch(sqlite_runtime) == 1
     assert len(back) == 3  # read ahead again, stale again (the import still writes), applied again
+
+
+def test_the_write_back_is_bound_before_the_lock_and_sent_under_it(
+    client: FlaskClient, admin_key: str, sqlite_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    identify(client, admin_key, email="a@example.com", name="Ada")
+    identify(client, admin_key, email="b@example.com", name="Bob")
+    steps: list[str] = []
+    parameters = write_back_sqlite._DriverForm.parameters
+    take_lock = ReadAhead.take_lock
+
+    def binding(self: Any, row: dict[str, Any]) -> tuple[Any, ...]:
+        steps.append("bind")
+        return parameters(self, row)
+
+    def locking(self: ReadAhead, claimed: Sequence[str]) -> None:
+        take_lock(self, claimed)
+        steps.append("lock")
+
+    def writing(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE")):
+            steps.append("write")
+
+    monkeypatch.setattr(write_back_sqlite._DriverForm, "parameters", binding)
+    monkeypatch.setattr(ReadAhead, "take_lock", locking)
+    event.listen(sqlite_runtime.db.engine, "before_cursor_execute", writing)
+    try:
+        assert drain_batch(sqlite_runtime) == 2
+    finally:
+        event.remove(sqlite_runtime.db.engine, "before_cursor_execute", writing)
+    # Every row of the write-back (customers, project rows, timeline, outcomes, attempts) was
+    # bound with the lock still free, and nothing was written before it was held.
+    lock = steps.index("lock")
+    assert steps.count("bind") >= 10 and "bind" not in steps[lock:]
+    assert "write" not in steps[:lock] and steps.count("write") >= 5
+    assert customer(client, admin_key, "b@example.com")["name"] == "Bob"
+
+
+def test_any_other_statement_sends_what_is_held_first(sqlite_runtime: Runtime) -> None:
+    locks: list[str] = []
+    with sqlite_runtime.db.read_ahead_session() as session, session.begin():
+        session.execute(text("CREATE TEMP TABLE held_rows (n INTEGER)"))
+        held = HeldWrites(session, lambda: locks.append("taken"))
+        assert held_writes(session) is held
+        assert not held.add("INSERT INTO held_rows VALUES (?)", [(0,)])  # not holding yet
+        held.hold()
+        assert held.add("INSERT INTO held_rows VALUES (?)", [(1,), (2,)])
+        assert held.add("INSERT INTO held_rows VALUES (?)", [(3,)])
+        assert locks == []
+        # A read of what the batch wrote (or an ORM flush, a merge's DELETE) sees it written.
+        assert session.execute(text("SELECT count(*) FROM held_rows")).scalar_one() == 3
+        assert locks == ["taken"]
+        assert not held.add("INSERT INTO held_rows VALUES (?)", [(4,)])  # sent straight from now on
+        held.release()  # once only
+        assert locks == ["taken"]
+
+
+def test_a_batch_that_fails_after_its_write_back_was_sent_leaves_nothing_of_it(
+    client: FlaskClient, admin_key: str, sqlite_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    identify(client, admin_key, email="a@example.com", name="Ada")
+    release = HeldWrites.release
+
+    def failing(self: HeldWrites) -> None:
+        release(self)
+        raise RuntimeError("the disk filled up at the commit")
+
+    monkeypatch.setattr(HeldWrites, "release", failing)
+    back = locked_batches(monkeypatch)
+    assert drain_batch(sqlite_runtime) == 1
+    assert len(back) == 1
+    assert customer(client, admin_key, "a@example.com")["name"] == "Ada"
+    with sqlite_runtime.db.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM customers")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM event_attempts")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM customer_changes")).scalar() == 1

@@ -156,7 +156,7 @@ def apply_events(
 ) -> BatchReport:
     """Apply locked events inside the caller's transaction. Returns what happened to each.
     `before_write` runs between the merge and the write-back: where a batch read ahead of SQLite's
-    write lock takes it (workers/jobs.py)."""
+    write lock starts holding its statements until it takes the lock (workers/jobs.py)."""
     state = BatchState(session, utcnow())
     report = BatchReport(claimed=len(events))
     planned: list[tuple[Event, list[CustomerChange]]] = []

@@ -50,6 +50,7 @@ from tributary.models import (
     TimelineEntry,
 )
 from tributary.models.sql import bind_processor, mark_written
+from tributary.workers.batch.held_writes import held_writes
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import DeclarativeBase
@@ -147,7 +148,10 @@ def _executemany(session: Session, stmt: UpdateBase, rows: Sequence[dict[str, An
         return
     if session.autoflush:
         session.flush()  # as `session.execute` would first (nothing, when the session is clean)
-    conn.exec_driver_sql(form.sql, [form.parameters(row) for row in rows])
+    bound = [form.parameters(row) for row in rows]
+    held = held_writes(session)
+    if held is None or not held.add(form.sql, bound):
+        conn.exec_driver_sql(form.sql, bound)
 
 
 def _update_by_id(session: Session, model: type[DeclarativeBase], rows: Sequence[dict[str, Any]]) -> None:
