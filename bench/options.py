@@ -67,8 +67,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         "--rounds",
         type=int,
         default=None,
-        help="Rounds of the ingest ratio points (bare, identify, Stripe), alternated; medians reported "
-        "(default 3, 1 with --quick).",
+        help="Rounds of the ratio points (bare, identify, Stripe; bare and serve in the embedded "
+        "phase), alternated; medians reported (default 3, 1 with --quick).",
     )
     add("--wrk-threads", type=int, default=2, help="wrk threads (one per core here).")
     add(

@@ -298,6 +298,11 @@ def extra_sections(results: dict[str, Any]) -> list[str]:
                 ]
             )
         lines += _table(rows)
+        for c, each in emb.get("ingest_ratio_rounds", {}).items():
+            lines.append(
+                f"  serve / bare at {c} connections: {emb['ingest_ratio'][c]:.2f} "
+                f"[each round: {' '.join(f'{x:.2f}' for x in each)}]"
+            )
         if emb.get("drain_events_per_s"):
             lines.append(
                 f"  drain by serve's worker: {emb['drain_events']} events in {emb['drain_seconds']:.2f} s = "

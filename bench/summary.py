@@ -255,6 +255,8 @@ def _embedded(results: dict[str, Any], summary: dict[str, Any], targets: Targets
         "ingest_ratio": emb["ingest_ratio"],
         "drain_events_per_s": emb.get("drain_events_per_s"),
     }
+    if "ingest_ratio_rounds" in emb:  # each round's ratio; `ingest_ratio` is their median
+        summary["embedded"]["ingest_ratio_rounds"] = emb["ingest_ratio_rounds"]
     for c, ratio in emb["ingest_ratio"].items():
         targets.add("7", f"serve: identify / bare Flask (serve's config), {c} conns", ratio, ">=", 0.5)
     _embedded_cpu(emb, summary["embedded"], targets)
@@ -279,14 +281,27 @@ def _embedded_cpu(emb: dict[str, Any], out: dict[str, Any], targets: Targets) ->
     much as bare Flask does (bench/README.md, 2026-12-06 09:20), and the scheduler's record puts
     most of the difference where the worker's batch holds SQLite's write lock (bench/schedule.py):
     the share of the idle time that fell while the worker ran, when `perf` could record it."""
-    points = {(p["app"], p["connections"]): p for p in emb.get("ingest", []) if "cpu_s" in p}
+    by = _by_round([p for p in emb.get("ingest", []) if "cpu_s" in p])
     out["by_cpu"], out["idle"] = {}, {}
-    for c in sorted({c for (app, c) in points if app == "serve"}):
-        serve, bare = points[("serve", c)], points.get(("bare-serve", c))
-        if bare is None:
+    for c in sorted({c for (app, c) in by if app == "serve"}):
+        # Each round's pair, then the median over the rounds (one round: its values).
+        pairs = [
+            (serve, bare)
+            for r, serve in sorted(by[("serve", c)].items())
+            if (bare := by.get(("bare-serve", c), {}).get(r)) is not None
+        ]
+        if not pairs:
             continue
-        by_cpu = _ratio(_cpu_per_request(bare), _cpu_per_request(serve))
-        idle = {"serve": _idle_share(serve), "bare": _idle_share(bare)}
+        by_cpu = round(
+            statistics.median(
+                _ratio(_cpu_per_request(bare), _cpu_per_request(serve)) for serve, bare in pairs
+            ),
+            3,
+        )
+        idle = {
+            "serve": round(statistics.median(_idle_share(serve) for serve, _ in pairs), 3),
+            "bare": round(statistics.median(_idle_share(bare) for _, bare in pairs), 3),
+        }
         out["by_cpu"][str(c)], out["idle"][str(c)] = by_cpu, idle
         targets.add("7", f"serve: identify / bare by CPU per request, {c} conns", by_cpu, "", None)
         targets.add(

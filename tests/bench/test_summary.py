@@ -123,6 +123,27 @@ def test_serve_s_ratio_comes_with_its_cpu_per_request_and_the_machine_s_idle_tim
     assert figure(summary, "serve: identify / bare Flask (serve's config), 16 conns")["met"] is False
 
 
+def test_serve_s_cpu_and_idle_figures_are_the_medians_of_their_rounds() -> None:
+    def pair(round_no: int, bare_ms: float, serve_ms: float, serve_busy: float) -> list[dict[str, Any]]:
+        bare = embedded_point("bare-serve", 4000, {"web": bare_ms}, busy=19.0)
+        serve = embedded_point("serve", 2000, {"web": serve_ms}, busy=serve_busy)
+        bare["round"] = serve["round"] = round_no
+        return [bare, serve]
+
+    embedded = {
+        "ingest_ratio": {"16": 0.5},
+        "ingest_ratio_rounds": {"16": [0.5, 0.45, 0.55]},
+        # By CPU 0.5, 0.25, 0.8; idle 20 %, 10 %, 40 %: the medians are the first round's, the
+        # last round's values are neither.
+        "ingest": pair(0, 0.5, 1.0, 16.0) + pair(1, 0.5, 2.0, 18.0) + pair(2, 0.4, 0.5, 12.0),
+    }
+    summary = summarize({"ingest": [], "embedded": embedded})
+    assert summary["embedded"]["by_cpu"] == {"16": 0.5}
+    assert summary["embedded"]["idle"] == {"16": {"serve": 0.2, "bare": 0.05}}
+    assert summary["embedded"]["ingest_ratio_rounds"] == {"16": [0.5, 0.45, 0.55]}
+    assert figure(summary, "serve: identify / bare Flask (serve's config), 16 conns")["met"] is True
+
+
 def test_the_idle_time_beside_serve_s_worker_is_reported_when_it_was_recorded() -> None:
     found = {"idle_beside_worker": 0.44, "worker_beside_idle": 0.59, "idle_ms": 1121.0, "worker_ms": 844.0}
     embedded = {"ingest_ratio": {}, "ingest": [], "schedule": {"16": found, "64": None}}
