@@ -113,23 +113,38 @@ def test_a_write_between_the_reads_and_the_lock_sends_the_batch_back_and_loses_n
     assert params == {"plan": "free", "seats": 5, "region": "eu"}
 
 
-def test_a_batch_that_fails_ahead_of_the_lock_leaves_nothing_of_its_first_try(
-    client: FlaskClient, admin_key: str, sqlite_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("where", ["before the lock", "after its write-back was sent"])
+def test_a_batch_that_fails_on_its_first_try_leaves_nothing_of_it(
+    client: FlaskClient,
+    admin_key: str,
+    sqlite_runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
 ) -> None:
     identify(client, admin_key, email="a@example.com", name="Ada")
+    if where == "before the lock":
 
-    def fail() -> None:
-        raise RuntimeError("the disk is on fire")
+        def fail() -> None:
+            raise RuntimeError("the disk is on fire")
 
-    before_the_lock(monkeypatch, fail)
+        before_the_lock(monkeypatch, fail)
+    else:
+        release = HeldWrites.release
+
+        def failing(self: HeldWrites) -> None:
+            release(self)  # the lock taken, every held statement sent
+            raise RuntimeError("the disk filled up at the commit")
+
+        monkeypatch.setattr(HeldWrites, "release", failing)
     back = locked_batches(monkeypatch)
     assert drain_batch(sqlite_runtime) == 1
     assert len(back) == 1
     assert customer(client, admin_key, "a@example.com")["name"] == "Ada"
-    # Nothing of the first try stayed: one customer, one attempt for the event.
+    # Nothing of the first try stayed: one customer, one attempt and one change for the event.
     with sqlite_runtime.db.engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM customers")).scalar() == 1
         assert conn.execute(text("SELECT count(*) FROM event_attempts")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM customer_changes")).scalar() == 1
 
 
 def test_an_event_applied_elsewhere_meanwhile_sends_the_batch_back(
@@ -283,24 +298,3 @@ def test_any_other_statement_sends_what_is_held_first(sqlite_runtime: Runtime) -
         assert not held.add("INSERT INTO held_rows VALUES (?)", [(4,)])  # sent straight from now on
         held.release()  # once only
         assert locks == ["taken"]
-
-
-def test_a_batch_that_fails_after_its_write_back_was_sent_leaves_nothing_of_it(
-    client: FlaskClient, admin_key: str, sqlite_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    identify(client, admin_key, email="a@example.com", name="Ada")
-    release = HeldWrites.release
-
-    def failing(self: HeldWrites) -> None:
-        release(self)
-        raise RuntimeError("the disk filled up at the commit")
-
-    monkeypatch.setattr(HeldWrites, "release", failing)
-    back = locked_batches(monkeypatch)
-    assert drain_batch(sqlite_runtime) == 1
-    assert len(back) == 1
-    assert customer(client, admin_key, "a@example.com")["name"] == "Ada"
-    with sqlite_runtime.db.engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM customers")).scalar() == 1
-        assert conn.execute(text("SELECT count(*) FROM event_attempts")).scalar() == 1
-        assert conn.execute(text("SELECT count(*) FROM customer_changes")).scalar() == 1
