@@ -19,7 +19,7 @@ held.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event
@@ -31,13 +31,13 @@ _KEY = "tributary.held_writes"
 
 
 class HeldWrites:
-    """The bulk statements of one batch's write-back on `conn`, held from `hold` until `release`,
-    which calls `take_lock` first."""
+    """The bulk statements of one batch's write-back on its session's connection, held from `hold`
+    until `release`, which calls `take_lock` first."""
 
     def __init__(self, session: Session, take_lock: Callable[[], None]) -> None:
         self._conn = session.connection()
         self._take_lock = take_lock
-        self._held: list[tuple[str, Sequence[tuple[Any, ...]]]] = []
+        self._held: list[tuple[str, list[tuple[Any, ...]]]] = []
         self._holding = self._released = False
         session.info[_KEY] = self
 
@@ -47,7 +47,7 @@ class HeldWrites:
             event.listen(self._conn, "before_execute", self._before_execute)
             self._holding = True
 
-    def add(self, sql: str, rows: Sequence[tuple[Any, ...]]) -> bool:
+    def add(self, sql: str, rows: list[tuple[Any, ...]]) -> bool:
         """Hold `sql` with its bound `rows`; False when nothing is held (not yet, or no longer)."""
         if not self._holding:
             return False
@@ -63,7 +63,7 @@ class HeldWrites:
         self._take_lock()
         held, self._held = self._held, []
         for sql, rows in held:
-            self._conn.exec_driver_sql(sql, list(rows))
+            self._conn.exec_driver_sql(sql, rows)
 
     def _before_execute(self, *_args: Any, **_kwargs: Any) -> None:
         if self._holding:
