@@ -12,6 +12,10 @@ time a statement takes the client to send, PostgreSQL to run and commit, and the
 back the ids (medians and quartiles), and, when the server runs on this machine, the CPU its
 backend spent on them (from /proc: the commit's wait for the disk is in the time, not in the CPU).
 Both databases are dropped afterwards.
+
+The rows are small identify events unless `--body FILE` names a webhook body (say
+tests/fixtures/stripe/invoice.paid.json, 6.4 KB as Stripe sends it): then each row is a delivery
+of that file, stored as the web stores one, its raw bytes and its parsed payload.
 """
 
 from __future__ import annotations
@@ -90,24 +94,31 @@ def backend_cpu(conn: psycopg.Connection[Any]) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def payload(rows: int) -> str:
-    """`rows` new identify events, built as the web builds them, as the shared write sends them."""
+def payload(rows: int, webhook: bytes | None = None) -> str:
+    """`rows` new events, built as the web builds them, as the shared write sends them: identify
+    calls, or deliveries of the `webhook` body."""
     now = utcnow()
     made = []
     for _ in range(rows):
         email = f"{secrets.token_hex(6)}@example.com"
-        message = {"email": email, "name": "Bench User", "status": "trial", "params": {"plan": "pro"}}
+        if webhook is None:
+            message = {"email": email, "name": "Bench User", "status": "trial", "params": {"plan": "pro"}}
+            body, channel, kind, provider_id = json.dumps(message).encode(), "identify", "identify", None
+        else:
+            message = json.loads(webhook)
+            provider_id = f"evt_{secrets.token_hex(8)}"
+            body, channel, kind = webhook, "stripe", str(message.get("type", "webhook"))
         row = event_row(
             account_id="acct_bench",
             project_id="prj_bench",
-            channel="identify",
-            type="identify",
+            channel=channel,
+            type=kind,
             occurred_at=now,
             received_at=now,
-            body=json.dumps(message).encode(),
+            body=body,
             email=email,
-            dedup_key=f"api:{secrets.token_hex(8)}",
-            provider_event_id=None,
+            dedup_key=f"{channel}:{provider_id or secrets.token_hex(8)}",
+            provider_event_id=provider_id,
             payload=message,
         )
         made.append(row)
@@ -123,7 +134,9 @@ def main() -> int:
     parser.add_argument("--rows", default="100,4", help="Rows per statement (comma separated).")
     parser.add_argument("--statements", type=int, default=600, help="Statements per row count and database.")
     parser.add_argument("--seed", type=int, default=300_000, help="Events stored beforehand.")
+    parser.add_argument("--body", type=Path, help="A webhook body for every row (default: identify calls).")
     args = parser.parse_args()
+    webhook = args.body.read_bytes() if args.body else None
     stamp = secrets.token_hex(3)
     with (
         database(args.pg, f"tributary_insert_head_{stamp}", "head", args.seed) as head,
@@ -131,7 +144,7 @@ def main() -> int:
     ):
         conns = {"head": head, args.against: before}
         for rows in (int(n) for n in args.rows.split(",")):
-            sent = {name: [payload(rows) for _ in range(args.statements)] for name in conns}
+            sent = {name: [payload(rows, webhook) for _ in range(args.statements)] for name in conns}
             took: dict[str, list[float]] = {name: [] for name in conns}
             cpu = {name: backend_cpu(conn) for name, conn in conns.items()}
             for n in range(args.statements):
