@@ -1,9 +1,14 @@
 """The event store's writes on PostgreSQL (app/event_store.py), straight to the driver.
 
-One fixed statement fed by one JSON parameter (`json_to_recordset`), whatever the number of rows:
-prepared once by the driver. A multi-row VALUES statement is new text for every row count, which
-the driver parses in Python each time: 40 % of `/v1/batch`'s CPU at 100 rows. Each row carries the
-API key its request came with, and the statement stores it only while that key is not revoked
+One fixed statement fed by two parameters, whatever the number of rows: prepared once by the
+driver. A multi-row VALUES statement is new text for every row count, which the driver parses in
+Python each time: 40 % of `/v1/batch`'s CPU at 100 rows. The rows' fields travel as one JSON array
+(`json_to_recordset`); their raw bodies as one binary value, end to end, each row naming where its
+own starts and how long it is. Inside the JSON a body was hex, twice its size, which the client
+encoded and PostgreSQL scanned and decoded again: 40 % of PostgreSQL's CPU and of the client's for
+100 rows of a 6 KB Stripe event (a `bytea[]` of the bodies did as well there, but its dumper cost
+the client 30-50 us more a statement than the hex it replaced; bench/README.md). Each row carries
+the API key its request came with, and the statement stores it only while that key is not revoked
 (a webhook's row has none), so the check costs no statement of its own.
 
 `insert` skips a row whose dedup key was stored before (ON CONFLICT DO NOTHING). The shared write
@@ -26,9 +31,13 @@ from tributary.app.event_rows import KEY_PARAM, ROW_COLUMNS
 from tributary.models.event import DEDUP_CONSTRAINT, DEDUP_KEY
 from tributary.models.sql import json_rows
 
-__all__ = ["BATCH", "insert", "insert_new_first", "payload"]
+__all__ = ["BATCH", "insert", "insert_new_first", "parameters"]
 
-# (column, SQL type of the JSON field, expression inserted); text unless named here.
+# The column whose values travel apart from the JSON, as binary, and the JSON fields that place a
+# row's value in it (1-based, as SQL's `substring` counts).
+_BODY = "body"
+_BODY_START, _BODY_LENGTH = "body_start", "body_length"
+# SQL types of the JSON fields; text unless named here.
 _TYPES = {
     "occurred_at": "timestamptz",
     "received_at": "timestamptz",
@@ -36,19 +45,23 @@ _TYPES = {
     "payload": "jsonb",
     "attempts": "integer",
 }
-# What the statement inserts for a column, when not the JSON field as it is. Rows leave out empty
-# headers (every API event's): made from the JSON, each row's `{}` was a jsonb value parsed apart,
-# about 5 % of the statement's time for 100 identify rows (bench/README.md, 2026-12-05 23:05).
-_EXPRESSIONS = {"body": "decode(v.body, 'hex')", "headers": "coalesce(v.headers, '{}'::jsonb)"}
-_COLUMNS: tuple[tuple[str, str, str], ...] = tuple(
-    (name, _TYPES.get(name, "text"), _EXPRESSIONS.get(name, f"v.{name}")) for name in ROW_COLUMNS
-)
+# Rows leave out empty headers (every API event's): made from the JSON, each row's `{}` was a jsonb
+# value parsed apart, about 5 % of the statement's time for 100 identify rows (bench/README.md,
+# 2026-12-05 23:05).
+# `%b`: the bodies, sent in binary; the statement's first parameter, as it comes first in the text.
+_EXPRESSIONS = {
+    "headers": "coalesce(v.headers, '{}'::jsonb)",
+    _BODY: f"substring(%b::bytea FROM v.{_BODY_START} FOR v.{_BODY_LENGTH})",
+}
+_FIELDS = tuple(name for name in ROW_COLUMNS if name != _BODY)
+_SELECTED = ", ".join(_EXPRESSIONS.get(name, f"v.{name}") for name in ROW_COLUMNS)
+_DEFINED = ", ".join(f"{name} {_TYPES.get(name, 'text')}" for name in _FIELDS)
 # Built from the constants above only, never from input.
 _INSERT = (
-    f"INSERT INTO events ({', '.join(name for name, _, _ in _COLUMNS)}) "  # noqa: S608
-    f"SELECT {', '.join(expr for _, _, expr in _COLUMNS)} "
+    f"INSERT INTO events ({', '.join(ROW_COLUMNS)}) "  # noqa: S608
+    f"SELECT {_SELECTED} "
     f"FROM json_to_recordset(%s::json) AS v("
-    f"{', '.join(f'{name} {kind}' for name, kind, _ in _COLUMNS)}, {KEY_PARAM} text) "
+    f"{_DEFINED}, {KEY_PARAM} text, {_BODY_START} integer, {_BODY_LENGTH} integer) "
     f"WHERE v.{KEY_PARAM} IS NULL OR EXISTS ("
     f"SELECT 1 FROM api_keys k WHERE k.id = v.{KEY_PARAM} AND k.revoked_at IS NULL)"
 )
@@ -60,39 +73,42 @@ _NEW_ROWS = f"{_INSERT} RETURNING id"
 def _json_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
-    if isinstance(value, bytes):
-        return value.hex()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def payload(rows: Sequence[dict[str, Any]], keys: Sequence[str | None]) -> str:
-    """The statements' one parameter: the rows, each with the key to check and without empty headers
-    (`_EXPRESSIONS`), as a JSON array."""
-    sent = []
+def parameters(rows: Sequence[dict[str, Any]], keys: Sequence[str | None]) -> tuple[bytes, str]:
+    """The statements' two parameters, in their order: the rows' bodies end to end; the rows' fields
+    as a JSON array, each row with the key to check and where its body lies in the first, without
+    its body or empty headers (`_EXPRESSIONS`)."""
+    sent, bodies, start = [], [], 1
     for row, key in zip(rows, keys, strict=True):
         item = {**row, KEY_PARAM: key}
+        body = item.pop(_BODY)
+        bodies.append(body)
+        item[_BODY_START], item[_BODY_LENGTH] = start, len(body)
+        start += len(body)
         if not item["headers"]:
             del item["headers"]
         sent.append(item)
-    return json_rows(sent, _json_value)
+    return b"".join(bodies), json_rows(sent, _json_value)
 
 
 def insert(driver: Any, rows: Sequence[dict[str, Any]], keys: Sequence[str | None]) -> set[str]:
     """Insert `rows` (each checked against its key in `keys`) on the psycopg connection `driver`, in
     its transaction, skipping those whose dedup key was stored before: the ids stored."""
     with driver.cursor() as cursor:
-        cursor.execute(BATCH, (payload(rows, keys),))
+        cursor.execute(BATCH, parameters(rows, keys))
         return {str(found) for (found,) in cursor.fetchall()}
 
 
 def insert_new_first(driver: Any, rows: Sequence[dict[str, Any]], keys: Sequence[str | None]) -> set[str]:
     """`insert` on an autocommit connection, trying the rows without the conflict clause first."""
-    sent = payload(rows, keys)
+    sent = parameters(rows, keys)
     try:
-        cursor = driver.execute(_NEW_ROWS, (sent,))
+        cursor = driver.execute(_NEW_ROWS, sent)
     except UniqueViolation as exc:
         if exc.diag.constraint_name != DEDUP_CONSTRAINT:
             raise
         # Rolled back alone (autocommit): the connection goes on.
-        cursor = driver.execute(BATCH, (sent,))
+        cursor = driver.execute(BATCH, sent)
     return {str(found) for (found,) in cursor.fetchall()}

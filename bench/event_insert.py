@@ -94,7 +94,7 @@ def backend_cpu(conn: psycopg.Connection[Any]) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def payload(rows: int, webhook: bytes | None = None) -> str:
+def payload(rows: int, webhook: bytes | None = None) -> tuple[bytes, str]:
     """`rows` new events, built as the web builds them, as the shared write sends them: identify
     calls, or deliveries of the `webhook` body."""
     now = utcnow()
@@ -122,7 +122,7 @@ def payload(rows: int, webhook: bytes | None = None) -> str:
             payload=message,
         )
         made.append(row)
-    return pg_event_writes.payload(made, ["key_bench"] * rows)
+    return pg_event_writes.parameters(made, ["key_bench"] * rows)
 
 
 def main() -> int:
@@ -151,7 +151,7 @@ def main() -> int:
                 order = list(conns) if n % 2 == 0 else list(conns)[::-1]
                 for name in order:
                     started = time.perf_counter()
-                    stored = conns[name].execute(pg_event_writes.BATCH, (sent[name][n],)).fetchall()
+                    stored = conns[name].execute(pg_event_writes.BATCH, sent[name][n]).fetchall()
                     took[name].append(time.perf_counter() - started)
                     assert len(stored) == rows, (name, len(stored))
             for name, times in took.items():
