@@ -5,11 +5,11 @@ driver. A multi-row VALUES statement is new text for every row count, which the 
 Python each time: 40 % of `/v1/batch`'s CPU at 100 rows. The rows' fields travel as one JSON array
 (`json_to_recordset`); their raw bodies as one binary value, end to end, each row naming where its
 own starts and how long it is. Inside the JSON a body was hex, twice its size, which the client
-encoded and PostgreSQL scanned and decoded again: 40 % of PostgreSQL's CPU and of the client's for
-100 rows of a 6 KB Stripe event (a `bytea[]` of the bodies did as well there, but its dumper cost
-the client 30-50 us more a statement than the hex it replaced; bench/README.md). Each row carries
-the API key its request came with, and the statement stores it only while that key is not revoked
-(a webhook's row has none), so the check costs no statement of its own.
+encoded and PostgreSQL scanned and decoded again: for 100 rows of a 6 KB Stripe event a third of
+PostgreSQL's CPU and two fifths of the client's (a `bytea[]` of the bodies did as well there, but
+its dumper cost the client 30-50 us more a statement than the hex it replaced; bench/README.md).
+Each row carries the API key its request came with, and the statement stores it only while that
+key is not revoked (a webhook's row has none), so the check costs no statement of its own.
 
 `insert` skips a row whose dedup key was stored before (ON CONFLICT DO NOTHING). The shared write
 (`insert_new_first`, in autocommit) tries its rows without that clause first: with it, PostgreSQL
@@ -45,10 +45,11 @@ _TYPES = {
     "payload": "jsonb",
     "attempts": "integer",
 }
-# Rows leave out empty headers (every API event's): made from the JSON, each row's `{}` was a jsonb
-# value parsed apart, about 5 % of the statement's time for 100 identify rows (bench/README.md,
-# 2026-12-05 23:05).
-# `%b`: the bodies, sent in binary; the statement's first parameter, as it comes first in the text.
+# What the statement inserts for a column, when not the JSON field as it is. Rows leave out empty
+# headers (every API event's): made from the JSON, each row's `{}` was a jsonb value parsed apart,
+# about 5 % of the statement's time for 100 identify rows (bench/README.md, 2026-12-05 23:05). The
+# body is cut from the bodies' one value (`%b`: sent in binary), the statement's first parameter
+# because it comes first in the text.
 _EXPRESSIONS = {
     "headers": "coalesce(v.headers, '{}'::jsonb)",
     _BODY: f"substring(%b::bytea FROM v.{_BODY_START} FOR v.{_BODY_LENGTH})",

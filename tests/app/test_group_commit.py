@@ -380,8 +380,8 @@ def test_dispose_gives_back_the_writes_connection_and_the_next_write_opens_anoth
 def test_rows_are_stored_as_given_whichever_encoder_carries_them(
     runtime: Runtime, account_id: str, store: EventStore
 ) -> None:
-    """The shared statement's rows go as JSON (on PostgreSQL their bodies beside it, as one binary
-    array): orjson, or the standard encoder for what orjson refuses (an integer beyond 64 bits in
+    """The shared statement's rows go as JSON (on PostgreSQL their bodies beside it, end to end in
+    one binary value): orjson, or the standard encoder for what orjson refuses (an integer beyond 64 bits in
     a provider's payload). Either way every column of every row of a statement lands as given: the
     exact body bytes, the instants, the payload and headers."""
     odd_body = b'{"name": "Zo\xc3\xab \\"q\\" \\\\u00e9"}\x00\xff'
