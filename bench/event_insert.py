@@ -94,20 +94,22 @@ def backend_cpu(conn: psycopg.Connection[Any]) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def payload(rows: int, webhook: bytes | None = None) -> tuple[bytes, str]:
+def payload(rows: int, webhook: tuple[bytes, dict[str, Any]] | None = None) -> tuple[bytes, str]:
     """`rows` new events, built as the web builds them, as the shared write sends them: identify
-    calls, or deliveries of the `webhook` body."""
+    calls, or deliveries of the `webhook` body (its bytes and what they parse to, parsed once)."""
     now = utcnow()
     made = []
     for _ in range(rows):
         email = f"{secrets.token_hex(6)}@example.com"
         if webhook is None:
             message = {"email": email, "name": "Bench User", "status": "trial", "params": {"plan": "pro"}}
-            body, channel, kind, provider_id = json.dumps(message).encode(), "identify", "identify", None
+            body, channel, kind = json.dumps(message).encode(), "identify", "identify"
+            provider_id, dedup_key = None, f"api:{secrets.token_hex(8)}"
         else:
-            message = json.loads(webhook)
+            body, message = webhook
+            channel, kind = "stripe", str(message.get("type", "webhook"))
             provider_id = f"evt_{secrets.token_hex(8)}"
-            body, channel, kind = webhook, "stripe", str(message.get("type", "webhook"))
+            dedup_key = f"{channel}:{provider_id}"
         row = event_row(
             account_id="acct_bench",
             project_id="prj_bench",
@@ -117,7 +119,7 @@ def payload(rows: int, webhook: bytes | None = None) -> tuple[bytes, str]:
             received_at=now,
             body=body,
             email=email,
-            dedup_key=f"{channel}:{provider_id or secrets.token_hex(8)}",
+            dedup_key=dedup_key,
             provider_event_id=provider_id,
             payload=message,
         )
@@ -136,7 +138,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=300_000, help="Events stored beforehand.")
     parser.add_argument("--body", type=Path, help="A webhook body for every row (default: identify calls).")
     args = parser.parse_args()
-    webhook = args.body.read_bytes() if args.body else None
+    raw = args.body.read_bytes() if args.body else None
+    webhook = (raw, json.loads(raw)) if raw is not None else None
     stamp = secrets.token_hex(3)
     with (
         database(args.pg, f"tributary_insert_head_{stamp}", "head", args.seed) as head,
