@@ -41,6 +41,14 @@ def cpu_split(
     return {role: round(used / seconds, 2) for role, used in spent.items() if role != "bench harness"}
 
 
+def generator_pids(first: CpuSnapshot, last: CpuSnapshot) -> list[int]:
+    """The load generator's processes, named by either snapshot: by the last one it may have exited,
+    and until it is reaped its CPU is still counted but its command line is empty."""
+    return sorted(
+        {pid for snap in (first, last) for pid, (label, _) in snap.procs.items() if LOADGEN_MODULE in label}
+    )
+
+
 def _step(
     cfg: Config,
     env: Environment,
@@ -74,8 +82,7 @@ def _step(
     load = run_open_loop(procs, f"sustained-{rate}", spec, during=sample)
     cpus: dict[str, float] = {}
     if len(snapshots) == 2:
-        generator = [pid for pid, (label, _) in snapshots[1].procs.items() if LOADGEN_MODULE in label]
-        roles = {"web": server.pids(), "workers": workers, "load generator": generator}
+        roles = {"web": server.pids(), "workers": workers, "load generator": generator_pids(*snapshots)}
         cpus = cpu_split(snapshots[0], snapshots[1], roles, env.database)
     window = [(t, v) for t, v in samples if t <= cfg.sustained_window]
     accepted = sum(n for status, n in load["statuses"].items() if status.startswith("2"))

@@ -7,7 +7,7 @@ import re
 
 from bench.procstat import HZ, CpuSnapshot
 from bench.report import extra_sections
-from bench.sustained import cpu_split
+from bench.sustained import cpu_split, generator_pids
 
 WEB, WORKER, GENERATOR, BACKEND, OTHER_DB = 101, 102, 103, 104, 105
 LABELS = {
@@ -93,3 +93,14 @@ def test_the_report_prints_the_split_and_a_dash_for_runs_without_it() -> None:
     row_1000 = next(line for line in lines if line.split()[:1] == ["1000"])
     assert row_200.split()[-7:] == ["-"] * 7
     assert row_1000.split()[-7:] == ["1.05", "0.21", "0.56", "0.11", "0.03", "0.20", "1.96"]
+
+
+def test_a_generator_that_exited_before_the_last_snapshot_is_still_the_generator() -> None:
+    first = snapshot(100.0, {WEB: 5, GENERATOR: 0}, busy=50, capacity=200)
+    last = snapshot(110.0, {WEB: 11, GENERATOR: 2}, busy=64, capacity=220)
+    # Exited, not yet reaped: /proc still counts its CPU but no longer gives its command line.
+    last.procs[GENERATOR] = ("python\0", last.procs[GENERATOR][1])
+
+    assert generator_pids(first, last) == [GENERATOR]
+    split = cpu_split(first, last, {"web": [WEB], "load generator": generator_pids(first, last)}, "benchdb")
+    assert split["load generator"] == 0.2
