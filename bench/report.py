@@ -247,8 +247,10 @@ def extra_sections(results: dict[str, Any]) -> list[str]:
                 "send lag p99",
                 "flat",
                 *(f"CPUs {label}" for _, label in SUSTAINED_CPU_COLUMNS),
+                "CPUs bare Flask web",
             ]
         ]
+        bare = sustained.get("bare") or {}
         for step in sustained["steps"]:
             rows.append(
                 [
@@ -261,9 +263,15 @@ def extra_sections(results: dict[str, Any]) -> list[str]:
                     f"{step['load']['send_lag_ms'].get('p99', 0):.0f}",
                     "yes" if step["flat"] else "no",
                     *(_cpus(step.get("cpu_cpus") or {}, role) for role, _ in SUSTAINED_CPU_COLUMNS),
+                    _cpus((bare.get(str(step["rate"])) or {}).get("cpu_cpus") or {}, "web"),
                 ]
             )
         lines += _table(rows)
+        if bare:
+            lines.append(
+                "  CPUs bare Flask web: bench/bare_app.py under the same gunicorn configuration, offered the "
+                "same webhooks at that rate (the stack's own cost)"
+            )
         vis = sustained.get("visible") or {}
         lines.append(
             f"  webhook POST -> visible through GET /v1/customers/<email> at {sustained['latency_rate']}/s: "

@@ -226,6 +226,21 @@ def _sustained(results: dict[str, Any], summary: dict[str, Any], targets: Target
         250,
         "ms",
     )
+    # Context, no target: at the first rate that was not flat, how much of the machine the web
+    # stack alone (bare Flask, same server settings, same load) took, and how much Tributary's web.
+    bare = sustained.get("bare") or {}
+    missed = next((s for s in sustained["steps"] if not s["flat"]), None)
+    if missed is not None and (base := (bare.get(str(missed["rate"])) or {}).get("cpu_cpus")):
+        web = (missed.get("cpu_cpus") or {}).get("web")
+        summary["sustained_web_cpus_vs_bare"] = {
+            "rate": missed["rate"],
+            "web": web,
+            "bare_web": base.get("web"),
+        }
+        targets.add("5", f"web CPUs at {missed['rate']}/s (not flat): Tributary", web, "", None, "CPUs")
+        targets.add(
+            "5", f"web CPUs at {missed['rate']}/s: bare Flask alone", base.get("web"), "", None, "CPUs"
+        )
 
 
 def _readside(results: dict[str, Any], summary: dict[str, Any], targets: Targets) -> None:

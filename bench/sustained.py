@@ -5,19 +5,22 @@ to become visible through `GET /v1/customers/<email>`."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
-from bench.constants import LOADGEN_MODULE, cli
+from bench.constants import BARE_APP, LOADGEN_MODULE, cli
 from bench.harness import Environment, Processes, log, wait_until
 from bench.ingest_kinds import STRIPE_SECRET, create_stripe_source
 from bench.loadgen import run_open_loop
 from bench.options import Config
 from bench.procstat import CpuSnapshot, cpu_breakdown, cpu_snapshot
-from bench.servers import Server
+from bench.servers import Server, start_server
 
 PENDING = "SELECT count(*) FROM events WHERE status = 'pending'"
 # Events polled for visibility per second of load: enough samples, little extra read load.
 TRACKED_PER_S = 2
+# How long bare Flask is offered each rate: its CPU at a fixed rate settles within seconds.
+BARE_SECONDS = 10
 
 
 def slope(samples: list[tuple[float, int]]) -> float:
@@ -49,6 +52,21 @@ def generator_pids(first: CpuSnapshot, last: CpuSnapshot) -> list[int]:
     )
 
 
+def _sampled(
+    procs: Processes, name: str, spec: dict[str, Any], sample: Callable[[], None] | None = None
+) -> tuple[dict[str, Any], list[CpuSnapshot]]:
+    """The generator's result, and the first and the latest CPU snapshot taken about once a second
+    while it ran (after `sample`, when given): both bound what the load cost."""
+    snapshots: list[CpuSnapshot] = []
+
+    def during() -> None:
+        if sample is not None:
+            sample()
+        snapshots[1:] = [cpu_snapshot()]
+
+    return run_open_loop(procs, name, spec, during=during), snapshots
+
+
 def _step(
     cfg: Config,
     env: Environment,
@@ -60,13 +78,10 @@ def _step(
     rate: int,
 ) -> dict[str, Any]:
     samples: list[tuple[float, int]] = []
-    snapshots: list[CpuSnapshot] = []
     started = time.monotonic()
 
     def sample() -> None:
         samples.append((round(time.monotonic() - started, 2), int(env.scalar(PENDING))))
-        # The first and the latest snapshot bound the CPU split: both taken while the load runs.
-        snapshots[1:] = [cpu_snapshot()]
 
     spec: dict[str, Any] = {
         "port": server.port,
@@ -79,7 +94,7 @@ def _step(
     }
     if rate == cfg.latency_rate:
         spec.update(track_every=max(1, rate // TRACKED_PER_S), read_token=read_token, poll_interval=0.02)
-    load = run_open_loop(procs, f"sustained-{rate}", spec, during=sample)
+    load, snapshots = _sampled(procs, f"sustained-{rate}", spec, sample)
     cpus: dict[str, float] = {}
     if len(snapshots) == 2:
         roles = {"web": server.pids(), "workers": workers, "load generator": generator_pids(*snapshots)}
@@ -107,6 +122,45 @@ def _step(
         "cpu_cpus": cpus,
         "load": load,
     }
+
+
+def bare_baseline(
+    cfg: Config, env: Environment, procs: Processes, token: str, rates: list[int]
+) -> dict[str, dict[str, Any]]:
+    """Bare Flask (bench/bare_app.py) under the shipped gunicorn configuration, offered the same
+    signed webhooks open-loop at each rate the phase ran, for BARE_SECONDS: the CPUs its web took.
+    The target is a rate, not a ratio, and at a steady rate gthread's hand-offs between threads cost
+    a request about twice what they do under wrk's closed loop: this says how much of the web's
+    CPU at a rate is the stack's before Tributary does anything."""
+    server = start_server(procs, "sustained-bare", "bare Flask", BARE_APP, env.env(), None, token)
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        seconds = 3 if cfg.quick else BARE_SECONDS
+        for rate in rates:
+            log(f"sustained baseline: bare Flask, {rate} webhooks/s open-loop for {seconds} s")
+            spec = {
+                "port": server.port,
+                "rate": rate,
+                "duration": seconds,
+                "kind": "stripe",
+                "secret": STRIPE_SECRET,
+                "path": "/v1/identify",  # bare Flask's one endpoint answers whatever is posted
+                "prefix": f"bare{rate}",
+            }
+            load, snapshots = _sampled(procs, f"sustained-bare-{rate}", spec)
+            cpus: dict[str, float] = {}
+            if len(snapshots) == 2:
+                roles = {"web": server.pids(), "load generator": generator_pids(*snapshots)}
+                cpus = cpu_split(snapshots[0], snapshots[1], roles, env.database)
+            out[str(rate)] = {
+                "cpu_cpus": cpus,
+                "latency_ms": load["latency_ms"],
+                "statuses": load["statuses"],
+            }
+            log(f"  web {cpus.get('web', '-')} CPUs, answers {load['statuses']}")
+    finally:
+        procs.stop(server.proc)
+    return out
 
 
 def sustained_phase(
@@ -156,6 +210,7 @@ def sustained_phase(
         for proc in workers:
             procs.stop(proc)
     flat_rates = [s["rate"] for s in steps if s["flat"]]
+    bare = bare_baseline(cfg, env, procs, read_token, sorted({s["rate"] for s in steps}))
     return {
         "window_s": cfg.sustained_window,
         "latency_rate": cfg.latency_rate,
@@ -163,4 +218,5 @@ def sustained_phase(
         "max_flat_rate": max(flat_rates, default=0),
         "visible": visible,
         "visible_p95_ms": visible.get("p95"),
+        "bare": bare,
     }

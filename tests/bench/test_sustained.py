@@ -7,6 +7,7 @@ import re
 
 from bench.procstat import HZ, CpuSnapshot
 from bench.report import extra_sections
+from bench.summary import summarize
 from bench.sustained import cpu_split, generator_pids
 
 WEB, WORKER, GENERATOR, BACKEND, OTHER_DB = 101, 102, 103, 104, 105
@@ -88,11 +89,41 @@ def test_the_report_prints_the_split_and_a_dash_for_runs_without_it() -> None:
 
     header = next(line for line in lines if "offered/s" in line)
     columns = ["CPUs web", "CPUs workers", "CPUs postgres", "CPUs load gen", "CPUs other", "CPUs steal"]
-    assert re.split(r"\s{2,}", header.strip())[-7:] == [*columns, "CPUs busy"]
+    assert re.split(r"\s{2,}", header.strip())[-8:] == [*columns, "CPUs busy", "CPUs bare Flask web"]
     row_200 = next(line for line in lines if line.split()[:1] == ["200"])
     row_1000 = next(line for line in lines if line.split()[:1] == ["1000"])
-    assert row_200.split()[-7:] == ["-"] * 7
-    assert row_1000.split()[-7:] == ["1.05", "0.21", "0.56", "0.11", "0.03", "0.20", "1.96"]
+    assert row_200.split()[-8:] == ["-"] * 8
+    assert row_1000.split()[-8:] == ["1.05", "0.21", "0.56", "0.11", "0.03", "0.20", "1.96", "-"]
+
+
+def test_bare_flask_at_the_same_rate_is_shown_beside_each_rate_and_summed_up_where_it_was_not_flat() -> None:
+    not_flat = {**step(1500, {"web": 1.07, "machine busy": 1.97}), "flat": False}
+    sustained = {
+        "window_s": 60,
+        "latency_rate": 200,
+        "steps": [step(200, {"web": 0.33}), step(1000, {"web": 0.98}), not_flat],
+        "visible": {"p95": 90.0},
+        "visible_p95_ms": 90.0,
+        "max_flat_rate": 1000,
+        "bare": {
+            str(rate): {"cpu_cpus": {"web": web}} for rate, web in ((200, 0.12), (1000, 0.66), (1500, 0.94))
+        },
+    }
+
+    lines = extra_sections({"sustained": sustained})
+    rows = {
+        line.split()[0]: line.split()[-1]
+        for line in lines
+        if line.split()[:1] in (["200"], ["1000"], ["1500"])
+    }
+    assert rows == {"200": "0.12", "1000": "0.66", "1500": "0.94"}
+
+    summary = summarize({"sustained": sustained})
+    assert summary["sustained_web_cpus_vs_bare"] == {"rate": 1500, "web": 1.07, "bare_web": 0.94}
+    context = [row for row in summary["targets"] if row["figure"].startswith("web CPUs at 1500/s")]
+    assert [(row["value"], row["met"]) for row in context] == [(1.07, None), (0.94, None)]
+    # Context only: the count of targets met is the phase's two.
+    assert summary["targets_met"] == "1 of 2"
 
 
 def test_a_generator_that_exited_before_the_last_snapshot_is_still_the_generator() -> None:
