@@ -181,9 +181,10 @@ class Connection(asyncio.Protocol):
             return
         if self.served and not job.retried:
             # The server closed a keep-alive connection as this request went out (gunicorn's
-            # keepalive): sent again once, on another connection, as HTTP clients do.
+            # keepalive): sent again once, as HTTP clients do, on a new connection: the idle ones
+            # may be closing too (a server closes the connections that timed out together).
             job.retried = True
-            self.pool.submit(job)
+            self.pool.submit(job, fresh=True)
         else:
             job.on_answer(job, f"error {type(exc).__name__ if exc else 'ConnectionClosed'}")
 
@@ -209,11 +210,14 @@ class Pool:
         self.waiting: deque[Job] = deque()
         self.connecting: set[asyncio.Task[None]] = set()
 
-    def submit(self, job: Job) -> None:
-        if self.idle:
+    def submit(self, job: Job, fresh: bool = False) -> None:
+        if self.idle and not fresh:
             self.idle.pop().send(job)  # the most recently used: the least likely to be timed out
             return
-        self.waiting.append(job)
+        if fresh:
+            self.waiting.appendleft(job)
+        else:
+            self.waiting.append(job)
         if len(self.live) + self.opening < self.cap:
             self.opening += 1
             task = asyncio.get_running_loop().create_task(self._open())
