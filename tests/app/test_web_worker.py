@@ -148,6 +148,17 @@ def test_an_idle_connection_is_closed_after_the_keepalive_timeout(tmp_path: Path
         assert closed_within(unused, 1.0)
 
 
+def test_with_keep_alive_off_a_new_connection_still_has_time_to_send_its_request(tmp_path: Path) -> None:
+    with (
+        gunicorn(tmp_path, "--keep-alive", "0") as (port, _),
+        socket.create_connection(("127.0.0.1", port), timeout=5) as sock,
+    ):
+        time.sleep(1.5)  # past the next sweep of idle connections
+        sock.sendall(HEALTHZ)
+        status, headers, _ = read_response(sock)
+        assert status == 200 and headers.get("connection", "").lower() == "close"
+
+
 def test_no_more_than_worker_connections_are_served_at_once(tmp_path: Path) -> None:
     with gunicorn(tmp_path, "--worker-connections", "3", "--keep-alive", "30") as (port, _):
         held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
