@@ -3,12 +3,10 @@ run `gunicorn -c python:tributary.app.gunicorn_conf tributary.app.wsgi:app` (opt
 command line win).
 
 Why these values:
-- Threaded workers: a connection whose request has not fully arrived ties up one thread, not the
-  whole process, and the worker's heartbeat runs in its main thread, so a slow upload never gets
-  the worker killed by `timeout` (sync workers were: 500s after 30 s, and 8 slow connections
-  starved `/healthz`). On Linux, `SharedEpollWorker` (app/web_worker.py): gthread's request
-  handling with the threads waiting on the connections themselves, which spares each request
-  gthread's two hand-offs between threads; elsewhere gthread itself. No new dependency.
+- `gthread` workers: a connection whose request has not fully arrived ties up one thread, not the
+  whole process, and the worker's heartbeat runs in its main loop, so a slow upload never gets the
+  worker killed by `timeout` (sync workers were: 500s after 30 s, and 8 slow connections starved
+  `/healthz`). gthread ships with gunicorn: no new dependency.
 - `threads` = 16 per process: several times the slow connections one client could hold before the
   proxy in front sheds them, while staying near the database pool (5 + 10 overflow connections per
   process), so threads rarely queue for a connection.
@@ -29,14 +27,13 @@ import ctypes
 import json
 import os
 import platform
-import select
 from typing import Any
 
 from gunicorn import util
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))  # `tributary serve` passes --workers
-worker_class = "tributary.app.web_worker.SharedEpollWorker" if hasattr(select, "epoll") else "gthread"
+worker_class = "gthread"
 threads = int(os.environ.get("TRIBUTARY_WEB_THREADS", "16"))
 # With gthread this only bounds a worker whose main loop is stuck (no heartbeat), never a request.
 timeout = 30
