@@ -133,7 +133,7 @@ class Connection(asyncio.Protocol):
 
     A protocol parsing the answer as its bytes arrive, rather than streams and a task per request:
     the generator shares the machine with what it measures, and this way it takes a fifth less CPU
-    a request and adds no latency of its own (bench/README.md, "The load generator")."""
+    a request (bench/README.md, "The load generator")."""
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool

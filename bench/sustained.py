@@ -52,11 +52,30 @@ def generator_pids(first: CpuSnapshot, last: CpuSnapshot) -> list[int]:
     )
 
 
-def _sampled(
-    procs: Processes, name: str, spec: dict[str, Any], sample: Callable[[], None] | None = None
-) -> tuple[dict[str, Any], list[CpuSnapshot]]:
-    """The generator's result, and the first and the latest CPU snapshot taken about once a second
-    while it ran (after `sample`, when given): both bound what the load cost."""
+def _stripe_load(server: Server, rate: int, seconds: float, path: str, prefix: str) -> dict[str, Any]:
+    """The generator's spec: signed Stripe webhooks to `path` at `rate` for `seconds`."""
+    return {
+        "port": server.port,
+        "rate": rate,
+        "duration": seconds,
+        "kind": "stripe",
+        "secret": STRIPE_SECRET,
+        "path": path,
+        "prefix": prefix,
+    }
+
+
+def _held(
+    procs: Processes,
+    name: str,
+    spec: dict[str, Any],
+    roles: Callable[[], dict[str, list[int]]],
+    database: str,
+    sample: Callable[[], None] | None = None,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The generator's result, and the CPUs each of `roles` (and the generator) used between the
+    first and the latest snapshot taken about once a second while it ran, after `sample` when
+    given: both snapshots are taken while the load runs."""
     snapshots: list[CpuSnapshot] = []
 
     def during() -> None:
@@ -64,7 +83,11 @@ def _sampled(
             sample()
         snapshots[1:] = [cpu_snapshot()]
 
-    return run_open_loop(procs, name, spec, during=during), snapshots
+    load = run_open_loop(procs, name, spec, during=during)
+    if len(snapshots) != 2:
+        return load, {}
+    split = {**roles(), "load generator": generator_pids(*snapshots)}
+    return load, cpu_split(snapshots[0], snapshots[1], split, database)
 
 
 def _step(
@@ -83,22 +106,17 @@ def _step(
     def sample() -> None:
         samples.append((round(time.monotonic() - started, 2), int(env.scalar(PENDING))))
 
-    spec: dict[str, Any] = {
-        "port": server.port,
-        "rate": rate,
-        "duration": cfg.sustained_window,
-        "kind": "stripe",
-        "secret": STRIPE_SECRET,
-        "path": f"/webhooks/{source}",
-        "prefix": f"sus{rate}",
-    }
+    spec = _stripe_load(server, rate, cfg.sustained_window, f"/webhooks/{source}", f"sus{rate}")
     if rate == cfg.latency_rate:
         spec.update(track_every=max(1, rate // TRACKED_PER_S), read_token=read_token, poll_interval=0.02)
-    load, snapshots = _sampled(procs, f"sustained-{rate}", spec, sample)
-    cpus: dict[str, float] = {}
-    if len(snapshots) == 2:
-        roles = {"web": server.pids(), "workers": workers, "load generator": generator_pids(*snapshots)}
-        cpus = cpu_split(snapshots[0], snapshots[1], roles, env.database)
+    load, cpus = _held(
+        procs,
+        f"sustained-{rate}",
+        spec,
+        lambda: {"web": server.pids(), "workers": workers},
+        env.database,
+        sample,
+    )
     window = [(t, v) for t, v in samples if t <= cfg.sustained_window]
     accepted = sum(n for status, n in load["statuses"].items() if status.startswith("2"))
     growth = slope(window)
@@ -138,20 +156,11 @@ def bare_baseline(
         seconds = 3 if cfg.quick else BARE_SECONDS
         for rate in rates:
             log(f"sustained baseline: bare Flask, {rate} webhooks/s open-loop for {seconds} s")
-            spec = {
-                "port": server.port,
-                "rate": rate,
-                "duration": seconds,
-                "kind": "stripe",
-                "secret": STRIPE_SECRET,
-                "path": "/v1/identify",  # bare Flask's one endpoint answers whatever is posted
-                "prefix": f"bare{rate}",
-            }
-            load, snapshots = _sampled(procs, f"sustained-bare-{rate}", spec)
-            cpus: dict[str, float] = {}
-            if len(snapshots) == 2:
-                roles = {"web": server.pids(), "load generator": generator_pids(*snapshots)}
-                cpus = cpu_split(snapshots[0], snapshots[1], roles, env.database)
+            # bare Flask's one endpoint answers whatever is posted
+            spec = _stripe_load(server, rate, seconds, "/v1/identify", f"bare{rate}")
+            load, cpus = _held(
+                procs, f"sustained-bare-{rate}", spec, lambda: {"web": server.pids()}, env.database
+            )
             out[str(rate)] = {
                 "cpu_cpus": cpus,
                 "latency_ms": load["latency_ms"],
