@@ -46,7 +46,7 @@ from bench.options import Config, parse_args
 from bench.readside import readside_phase
 from bench.report import _meta, report
 from bench.summary import summarize
-from bench.sustained import sustained_phase
+from bench.sustained import bare_baseline, rates_run, sustained_phase
 from bench.wrk import ensure_wrk
 
 RESULTS = BENCH / "results"
@@ -63,6 +63,19 @@ def _phase(results: dict[str, Any], name: str, work: Callable[[], Any]) -> Any:
         return None
     finally:
         results["meta"].setdefault("phase_seconds", {})[name] = round(time.monotonic() - started, 1)
+
+
+def sustained_with_baseline(
+    results: dict[str, Any],
+    rates: Callable[[], dict[str, Any] | None],
+    baseline: Callable[[list[int]], dict[str, dict[str, Any]]],
+) -> None:
+    """The sustained rates, then bare Flask at the rates they held, each a phase of its own: a
+    baseline that fails is recorded as the run's error and leaves the rates' figures in place."""
+    sustained = results["sustained"] = _phase(results, "sustained", rates)
+    if sustained is not None:
+        held = rates_run(sustained)
+        sustained["bare"] = _phase(results, "sustained baseline", lambda: baseline(held)) or {}
 
 
 def run_phases(
@@ -86,8 +99,10 @@ def run_phases(
         )
     if cfg.runs("sustained"):
         read_key = env.key("read")
-        results["sustained"] = _phase(
-            results, "sustained", lambda: sustained_phase(cfg, env, procs, tributary, read_key)
+        sustained_with_baseline(
+            results,
+            lambda: sustained_phase(cfg, env, procs, tributary, read_key),
+            lambda rates: bare_baseline(cfg, env, procs, read_key, rates),
         )
     stop_tributary(procs, tributary, results)
     if cfg.runs("drain"):

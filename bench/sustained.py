@@ -219,7 +219,6 @@ def sustained_phase(
         for proc in workers:
             procs.stop(proc)
     flat_rates = [s["rate"] for s in steps if s["flat"]]
-    bare = bare_baseline(cfg, env, procs, read_token, sorted({s["rate"] for s in steps}))
     return {
         "window_s": cfg.sustained_window,
         "latency_rate": cfg.latency_rate,
@@ -227,5 +226,10 @@ def sustained_phase(
         "max_flat_rate": max(flat_rates, default=0),
         "visible": visible,
         "visible_p95_ms": visible.get("p95"),
-        "bare": bare,
+        "bare": {},  # filled by bare_baseline, run after it as a phase of its own (bench/run.py)
     }
+
+
+def rates_run(sustained: dict[str, Any]) -> list[int]:
+    """The rates the phase held, each once, lowest first: those the baseline offers bare Flask."""
+    return sorted({step["rate"] for step in sustained["steps"]})

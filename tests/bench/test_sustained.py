@@ -4,9 +4,11 @@ which process had the machine while a rate was held."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from bench.procstat import HZ, CpuSnapshot
 from bench.report import extra_sections
+from bench.run import sustained_with_baseline
 from bench.summary import summarize
 from bench.sustained import cpu_split, generator_pids
 
@@ -135,3 +137,65 @@ def test_a_generator_that_exited_before_the_last_snapshot_is_still_the_generator
     assert generator_pids(first, last) == [GENERATOR]
     split = cpu_split(first, last, {"web": [WEB], "load generator": generator_pids(first, last)}, "benchdb")
     assert split["load generator"] == 0.2
+
+
+def _results() -> dict[str, Any]:
+    return {"meta": {}}
+
+
+def _rates() -> dict[str, Any]:
+    steps = [step(200, {"web": 0.3}), {**step(1500, {"web": 1.07}), "flat": False}, step(1000, {"web": 0.9})]
+    # The phase's own result (bench/sustained.py `sustained_phase`), before the baseline fills `bare`.
+    return {
+        "window_s": 60,
+        "latency_rate": 200,
+        "steps": steps,
+        "max_flat_rate": 1000,
+        "visible": {"p95": 90.0},
+        "visible_p95_ms": 90.0,
+        "bare": {},
+    }
+
+
+def test_the_baseline_is_offered_each_rate_the_phase_held_once_lowest_first() -> None:
+    results = _results()
+    offered: list[list[int]] = []
+
+    def baseline(rates: list[int]) -> dict[str, dict[str, Any]]:
+        offered.append(rates)
+        return {str(rate): {"cpu_cpus": {"web": rate / 2000}} for rate in rates}
+
+    sustained_with_baseline(results, _rates, baseline)
+
+    assert offered == [[200, 1000, 1500]]
+    assert results["sustained"]["bare"]["1500"] == {"cpu_cpus": {"web": 0.75}}
+    assert "errors" not in results
+
+
+def test_a_failed_baseline_is_the_runs_error_and_keeps_the_rates_figures() -> None:
+    results = _results()
+
+    def baseline(rates: list[int]) -> dict[str, dict[str, Any]]:
+        raise RuntimeError("bare Flask did not start")
+
+    sustained_with_baseline(results, _rates, baseline)
+
+    assert results["sustained"]["max_flat_rate"] == 1000
+    assert len(results["sustained"]["steps"]) == 3
+    assert results["sustained"]["bare"] == {}
+    assert "bare Flask did not start" in results["errors"]["sustained baseline"]
+    assert summarize(results)["targets_met"] == "1 of 2"  # the rates' own rows are still summed up
+
+
+def test_no_baseline_without_the_rates() -> None:
+    results = _results()
+    called: list[list[int]] = []
+
+    def rates() -> dict[str, Any]:
+        raise RuntimeError("the workers did not start")
+
+    sustained_with_baseline(results, rates, lambda held: called.append(held) or {})
+
+    assert results["sustained"] is None
+    assert called == []
+    assert list(results["errors"]) == ["sustained"]
