@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from bench.loadgen import parse_head, run
+from bench.http_pool import parse_head
+from bench.loadgen import run
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
