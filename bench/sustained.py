@@ -226,7 +226,6 @@ def sustained_phase(
         "max_flat_rate": max(flat_rates, default=0),
         "visible": visible,
         "visible_p95_ms": visible.get("p95"),
-        "bare": {},  # filled by bare_baseline, run after it as a phase of its own (bench/run.py)
     }
 
 
