@@ -15,6 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import event, insert, text
 
+from tests.connectors.stripe_helpers import create_source, post_customer_created
 from tests.helpers import customer, identify, plan_of, statements_sent, walks_the_table
 from tributary.models import Customer
 from tributary.runtime.process import Runtime
@@ -94,6 +95,43 @@ def test_a_batch_plans_its_load_for_the_values_at_hand(
     with runtime.db.engine.connect() as conn:  # for the batch's transaction only
         assert conn.execute(text("SHOW plan_cache_mode")).scalar() == "auto"
         assert conn.execute(text("SHOW random_page_cost")).scalar() == server_default
+
+
+def test_a_batchs_writes_are_planned_from_the_plan_cache(
+    client: FlaskClient, admin: dict[str, str], runtime: Runtime
+) -> None:
+    # The load's custom plans are for its lookups. Left in force for the writes, they also reached
+    # the foreign-key checks PostgreSQL runs for each identity written, planned afresh every row
+    # (workers/batch/write_back_pg.py `begin_writes`).
+    if not runtime.db.is_postgres:
+        pytest.skip("plan_cache_mode is PostgreSQL's")
+    source_id = create_source(client, admin)
+    for i in range(3):
+        post_customer_created(client, source_id, "plans", i)
+    modes: dict[str, list[str]] = {"load": [], "identities": [], "finish": []}
+
+    def mode_at(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        for step, markers in (
+            ("load", ("FROM customers", "FOR UPDATE")),  # the load's lock of the customers
+            ("identities", ("INSERT INTO identities",)),
+            ("finish", ("INSERT INTO customer_projects",)),
+        ):
+            if all(marker in statement for marker in markers):
+                modes[step].append(cursor.connection.execute("SHOW plan_cache_mode").fetchone()[0])
+
+    with runtime.db.engine.connect() as conn:
+        server_default = conn.execute(text("SHOW plan_cache_mode")).scalar()
+    event.listen(runtime.db.engine, "before_cursor_execute", mode_at)
+    try:
+        assert drain_batch(runtime, 10) == 3
+    finally:
+        event.remove(runtime.db.engine, "before_cursor_execute", mode_at)
+
+    assert modes["load"] and set(modes["load"]) == {"force_custom_plan"}
+    assert modes["identities"] == [server_default] and modes["finish"] == [server_default]
+    assert client.get("/v1/customers/plans2@example.com", headers=admin).get_json()["identities"] == [
+        {"source": "stripe", "external_id": "cus_plans2"}
+    ]
 
 
 def test_a_batch_reads_a_mid_sized_table_by_address_through_its_index(

@@ -30,9 +30,10 @@ from tributary.workers.batch.new_customers import NewCustomer
 __all__ = ["BatchState", "EventOutcome", "PlannedMerge", "Ref", "Tombstone"]
 
 # The batch's projects and their accounts locked in one order in every batch (the rows are locked
-# as the sorted result is read), and the plans for the rest of the transaction chosen for the
-# values at hand (`load`) and priced for the pages a batch reads: one statement, not three, as the
-# load's fixed cost per batch is what a trickle pays per event. The lock is a subquery so that the
+# as the sorted result is read), and the plans of the load's lookups chosen for the values at hand
+# (`load`; the writes go back to the plan cache, workers/batch/write_back_pg.py `begin_writes`) and
+# priced for the pages a batch reads: one statement, not three, as the load's fixed cost per batch
+# is what a trickle pays per event. The lock is a subquery so that the
 # settings are made even when a project is gone.
 # `random_page_cost` 1.1, the usual value for SSDs, for this transaction: at the default 4 (a disk
 # seek), 500 probes of the unique address index looked dearer than reading every customer of the

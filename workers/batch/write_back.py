@@ -42,6 +42,7 @@ class _BulkWriter(Protocol):
     """The bulk statements of a batch, one module per backend: write_back_pg.py (one statement per
     table, rows as one JSON parameter) and write_back_sqlite.py (one executemany per table)."""
 
+    def begin_writes(self, session: Session) -> None: ...
     def update_events(self, session: Session, events: Sequence[tuple[Event, dict[str, Any]]]) -> None: ...
     def write_customers(
         self,
@@ -78,6 +79,7 @@ _QUIET = {"synchronize_session": False}
 def write_batch(state: BatchState) -> None:
     """Write everything the batch's committed events changed, and every event's outcome."""
     writer = _writer(state.session)
+    writer.begin_writes(state.session)
     # What the ORM holds dirty (woken events' cleared `awaiting`, a merge survivor's `created_at`)
     # goes first, so the bulk statements below are the last word on their rows.
     state.session.flush()

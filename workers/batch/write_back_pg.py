@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from tributary.models.sql import mark_written
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from tributary.workers.batch.new_customers import NewCustomer
 
 __all__ = [
+    "begin_writes",
     "delete_identities",
     "finish_batch",
     "insert_identities",
@@ -34,6 +36,21 @@ __all__ = [
     "upsert_tombstones",
     "write_customers",
 ]
+
+
+# The load plans its lookups for the values at hand, for the whole transaction (`plan_cache_mode`
+# in workers/batch/state.py `_LOCK_PARENTS`). That setting also reached everything after the load,
+# the foreign-key checks PostgreSQL runs for each identity written (its customer, its account)
+# among them: each check was planned afresh, and in a sustained run of Stripe webhooks those plans
+# took more of PostgreSQL's time than the identities' inserts themselves (bench/README.md,
+# 2026-12-07). A batch's writes are row sources and lookups by key, whose generic plans are the
+# custom ones, so they go back to the server's setting and the plan cache.
+_DEFAULT_PLANS = text("RESET plan_cache_mode")
+
+
+def begin_writes(session: Session) -> None:
+    """Before the batch's first write: plans from the plan cache again (`_DEFAULT_PLANS`)."""
+    session.execute(_DEFAULT_PLANS)
 
 
 # The events' outcomes and their attempt rows (the attempt history) in one statement: the attempt

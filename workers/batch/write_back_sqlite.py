@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from tributary.workers.batch.new_customers import NewCustomer
 
 __all__ = [
+    "begin_writes",
     "delete_identities",
     "finish_batch",
     "insert_identities",
@@ -65,6 +66,11 @@ __all__ = [
     "upsert_tombstones",
     "write_customers",
 ]
+
+
+def begin_writes(session: Session) -> None:
+    """Nothing to undo before the writes: the load changes no setting on SQLite (write_back_pg.py's
+    `begin_writes` is PostgreSQL's)."""
 
 
 def _table(model: type[DeclarativeBase]) -> Table:
