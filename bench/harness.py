@@ -108,7 +108,10 @@ class Environment:
         self.redis_url = f"{cfg.redis_url}/{cfg.redis_db}"
         self.home = home
         self.secret = secrets.token_urlsafe(16)
-        self._admin: Engine = create_engine(base, isolation_level="AUTOCOMMIT")
+        # Pinged before use: the database is dropped through this engine at the end of a run, and a
+        # server restarted meanwhile (by an operator, or a test of the product) leaves its pooled
+        # connection dead; the drop then failed and the run left its database behind.
+        self._admin: Engine = create_engine(base, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
         self._control = Redis.from_url(f"{cfg.redis_url}/0")
         self._lock_token = f"bench-{os.getpid()}-{secrets.token_hex(4)}"
         self._locked = False
@@ -150,17 +153,24 @@ class Environment:
         return token
 
     def close(self) -> None:
-        if self.engine is not None:
-            self.engine.dispose()
-        if self._created:
-            with self._admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)'))
-        self._admin.dispose()
-        if self._locked:
-            self.redis.flushdb()
-            lock = REDIS_DB_LOCK.format(self.cfg.redis_db)
-            if self._control.get(lock) == self._lock_token.encode():
-                self._control.delete(lock)
+        """Drop the database, empty the Redis db and give it back. The Redis db is given back even
+        when the drop fails (the error is raised after): a lock held on for an hour would refuse
+        every run on that db until it expired."""
+        try:
+            if self.engine is not None:
+                self.engine.dispose()
+            if self._created:
+                with self._admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)'))
+                self._created = False
+            self._admin.dispose()
+        finally:
+            if self._locked:
+                self.redis.flushdb()
+                lock = REDIS_DB_LOCK.format(self.cfg.redis_db)
+                if self._control.get(lock) == self._lock_token.encode():
+                    self._control.delete(lock)
+                self._locked = False
 
     def env(self, **overrides: str | None) -> dict[str, str]:
         """A child's environment: ours, with every inherited Tributary variable dropped first, so the

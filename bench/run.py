@@ -21,7 +21,6 @@ cleans up on failure or Ctrl-C.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import signal
@@ -144,8 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         ok = not results.get("errors")
     finally:
         procs.stop_all()
-        with contextlib.suppress(Exception):
+        try:
             env.close()
+        except Exception as exc:  # the results still count; say what may be left behind
+            print(f"cleanup failed ({exc}); the database {env.database} may be left behind", file=sys.stderr)
         if not ok or cfg.keep_logs:
             print(f"process logs kept in {workdir / 'logs'}", file=sys.stderr)
         else:
