@@ -43,8 +43,8 @@ __all__ = [
 # the foreign-key checks PostgreSQL runs for each identity written (its customer, its account)
 # among them: each check was planned afresh, and in a sustained run of Stripe webhooks those plans
 # took as much of PostgreSQL's time as the identities' inserts spent on their own rows
-# (bench/README.md, 2026-12-07). A batch's writes are row sources and lookups by key, whose generic plans are the
-# custom ones, so they go back to the server's setting and the plan cache.
+# (bench/README.md, 2026-12-07). A batch's writes are row sources and lookups by key, whose
+# generic plans are the custom ones, so they go back to the server's setting and the plan cache.
 _DEFAULT_PLANS = text("RESET plan_cache_mode")
 
 
