@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +13,7 @@ import pytest
 from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import create_engine, event, exists, func, select, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError
 
 from tributary.app.accounts import create_key, ensure_account, get_project
@@ -73,6 +73,17 @@ class Sent:
 
 
 @contextmanager
+def before_each_statement(engine: Engine | Connection, hook: Callable[..., None]) -> Iterator[None]:
+    """`hook` called as SQLAlchemy's `before_cursor_execute` listener (conn, cursor, statement,
+    parameters, context, executemany) for every statement `engine` sends while the block runs."""
+    event.listen(engine, "before_cursor_execute", hook)
+    try:
+        yield
+    finally:
+        event.remove(engine, "before_cursor_execute", hook)
+
+
+@contextmanager
 def statements_sent(runtime: Runtime) -> Iterator[list[Sent]]:
     """Every statement the runtime's engine sends while the block runs, in order."""
     sent: list[Sent] = []
@@ -80,11 +91,8 @@ def statements_sent(runtime: Runtime) -> Iterator[list[Sent]]:
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
         sent.append(Sent(statement, parameters, many))
 
-    event.listen(runtime.db.engine, "before_cursor_execute", capture)
-    try:
+    with before_each_statement(runtime.db.engine, capture):
         yield sent
-    finally:
-        event.remove(runtime.db.engine, "before_cursor_execute", capture)
 
 
 def plan_of(conn: Connection, sql: str, parameters: Any) -> str:

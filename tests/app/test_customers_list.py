@@ -9,7 +9,6 @@ from urllib.parse import quote
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import event
 
 from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse fixture
     at,
@@ -20,7 +19,7 @@ from tests.app.customer_data import (  # noqa: F401 - import_connector: autouse 
     listing,
     people,
 )
-from tests.helpers import customer
+from tests.helpers import before_each_statement, customer
 from tributary.runtime.process import Runtime
 
 
@@ -304,11 +303,8 @@ def test_each_page_costs_the_same_number_of_queries(
             nonlocal count
             count += 1
 
-        event.listen(runtime.db.engine, "before_cursor_execute", counter)
-        try:
+        with before_each_statement(runtime.db.engine, counter):
             listing(client, admin_key, query)
-        finally:
-            event.remove(runtime.db.engine, "before_cursor_execute", counter)
         return count
 
     people(client, admin_key, drain, [{"email": f"p{i}@example.com", "timestamp": at(2)} for i in range(3)])

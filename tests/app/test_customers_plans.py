@@ -16,10 +16,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, or_, select, text
+from sqlalchemy import insert, or_, select, text
 from sqlalchemy.orm import Session
 
-from tests.helpers import plan_of
+from tests.helpers import before_each_statement, plan_of
 from tributary.app.customer_args import parse_list_args
 from tributary.app.customer_query import Reader, customer_json, list_customers
 from tributary.models import Customer, CustomerProject, Project
@@ -87,9 +87,8 @@ def _capturing(runtime: Runtime, keep: Callable[[str], bool]) -> Iterator[list[t
         if keep(statement):
             seen.append((statement, parameters))
 
-    event.listen(runtime.db.engine, "before_cursor_execute", capture)
-    yield seen
-    event.remove(runtime.db.engine, "before_cursor_execute", capture)
+    with before_each_statement(runtime.db.engine, capture):
+        yield seen
 
 
 @pytest.fixture

@@ -13,10 +13,17 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import event, insert, text
+from sqlalchemy import insert, text
 
 from tests.connectors.stripe_helpers import create_source, post_customer_created
-from tests.helpers import customer, identify, plan_of, statements_sent, walks_the_table
+from tests.helpers import (
+    before_each_statement,
+    customer,
+    identify,
+    plan_of,
+    statements_sent,
+    walks_the_table,
+)
 from tributary.models import Customer
 from tributary.runtime.process import Runtime
 from tributary.workers.batch import load_statements
@@ -85,11 +92,8 @@ def test_a_batch_plans_its_load_for_the_values_at_hand(
         identify(client, admin_key, email=f"plan{n}@example.com", status="trial")
     with runtime.db.engine.connect() as conn:
         server_default = conn.execute(text("SHOW random_page_cost")).scalar()
-    event.listen(runtime.db.engine, "before_cursor_execute", setting_at_the_lock)
-    try:
+    with before_each_statement(runtime.db.engine, setting_at_the_lock):
         assert drain_batch(runtime, 10) == 3
-    finally:
-        event.remove(runtime.db.engine, "before_cursor_execute", setting_at_the_lock)
 
     assert settings == ["force_custom_plan", "1.1"]
     with runtime.db.engine.connect() as conn:  # for the batch's transaction only
@@ -121,11 +125,8 @@ def test_a_batchs_writes_are_planned_from_the_plan_cache(
 
     with runtime.db.engine.connect() as conn:
         server_default = conn.execute(text("SHOW plan_cache_mode")).scalar()
-    event.listen(runtime.db.engine, "before_cursor_execute", mode_at)
-    try:
+    with before_each_statement(runtime.db.engine, mode_at):
         assert drain_batch(runtime, 10) == 3
-    finally:
-        event.remove(runtime.db.engine, "before_cursor_execute", mode_at)
 
     assert modes["load"] and set(modes["load"]) == {"force_custom_plan"}
     assert modes["identities"] == [server_default] and modes["finish"] == [server_default]
@@ -163,11 +164,8 @@ def test_a_batch_reads_a_mid_sized_table_by_address_through_its_index(
             explained = cursor.connection.execute("EXPLAIN " + statement, parameters).fetchall()
             plans["lock" if "FOR UPDATE" in statement else "unheld"] = "\n".join(r[0] for r in explained)
 
-    event.listen(runtime.db.engine, "before_cursor_execute", plan_in_the_batch)
-    try:
+    with before_each_statement(runtime.db.engine, plan_in_the_batch):
         assert drain_batch(runtime, 500) == 500
-    finally:
-        event.remove(runtime.db.engine, "before_cursor_execute", plan_in_the_batch)
 
     assert plans.keys() == {"lock", "unheld"}
     for plan in plans.values():

@@ -13,7 +13,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import event, select, text
 
-from tests.helpers import customer, identify, statements_sent
+from tests.helpers import before_each_statement, customer, identify, statements_sent
 from tributary.models import Customer, Event
 from tributary.runtime.process import Runtime
 from tributary.workers.batch.apply import apply_events, claim_events
@@ -206,11 +206,8 @@ def test_an_address_freed_between_the_read_and_the_lock_gets_a_new_customer(
             other.execute(text("DELETE FROM customers WHERE id = :id"), {"id": old.id})
             other.commit()
 
-    event.listen(runtime.db.engine, "before_cursor_execute", erase_before_the_lock)
-    try:
+    with before_each_statement(runtime.db.engine, erase_before_the_lock):
         assert drain_batch(runtime, 10) == 1
-    finally:
-        event.remove(runtime.db.engine, "before_cursor_execute", erase_before_the_lock)
 
     assert erased == [old.id]
     (new,) = _customers(runtime, "gone@example.com")

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import event, text
+from sqlalchemy import text
 
-from tests.helpers import customer, identify
+from tests.helpers import before_each_statement, customer, identify
 from tributary.models.read_ahead import WATCHED, ReadAhead, trigger_name
 from tributary.runtime.process import Runtime
 from tributary.workers import jobs
@@ -268,11 +268,8 @@ def test_the_write_back_is_bound_before_the_lock_and_sent_under_it(
 
     monkeypatch.setattr(write_back_sqlite._DriverForm, "parameters", binding)
     monkeypatch.setattr(ReadAhead, "take_lock", locking)
-    event.listen(sqlite_runtime.db.engine, "before_cursor_execute", writing)
-    try:
+    with before_each_statement(sqlite_runtime.db.engine, writing):
         assert drain_batch(sqlite_runtime) == 2
-    finally:
-        event.remove(sqlite_runtime.db.engine, "before_cursor_execute", writing)
     # Every row of the write-back (customers, project rows, timeline, outcomes, attempts) was
     # bound with the lock still free, and nothing was written before it was held.
     lock = steps.index("lock")

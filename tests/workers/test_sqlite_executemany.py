@@ -17,7 +17,6 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
-    event,
     insert,
     text,
     update,
@@ -25,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, registry
 
+from tests.helpers import before_each_statement
 from tributary.models.base import JSONType, UTCDateTime
 from tributary.models.session import Database
 from tributary.workers.batch.write_back_sqlite import _executemany
@@ -122,9 +122,6 @@ def test_the_statement_is_sent_through_the_engine_after_the_sessions_changes(ses
     session.connection()  # its BEGIN sent
     session.add(_Pending(id="p", count=1))
     engine = session.get_bind()
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
+    with before_each_statement(engine, capture):
         _executemany(session, INSERTS[SENT], ROWS)
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
     assert seen == [("INSERT INTO executed", False), ("INSERT INTO sent", True)]
