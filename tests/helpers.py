@@ -95,6 +95,16 @@ def statements_sent(runtime: Runtime) -> Iterator[list[Sent]]:
         yield sent
 
 
+def indexes_of(engine: Engine, table: str) -> dict[str, str]:
+    """Each index of `table` and how it is defined, as the database states it."""
+    if engine.dialect.name == "postgresql":
+        sql = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = :table"
+    else:
+        sql = "SELECT name, coalesce(sql, '') FROM sqlite_master WHERE type = 'index' AND tbl_name = :table"
+    with engine.connect() as conn:
+        return {str(name): str(definition) for name, definition in conn.execute(text(sql), {"table": table})}
+
+
 def plan_of(conn: Connection, sql: str, parameters: Any) -> str:
     """The plan the backend would run `sql` with (EXPLAIN, or SQLite's EXPLAIN QUERY PLAN)."""
     explain = "EXPLAIN " if conn.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "

@@ -4,8 +4,9 @@ that covers no row. Whether the list's walk probes through it is tested with the
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine
 
+from tests.helpers import indexes_of
 from tributary.models.session import normalize_url
 from tributary.runtime.migrate import downgrade, upgrade
 
@@ -15,13 +16,7 @@ INDEX = "ix_customer_projects_customer"
 
 def _definition(engine: Engine) -> str | None:
     """How the database states the index, or None when there is none."""
-    if engine.dialect.name == "postgresql":
-        sql = "SELECT indexdef FROM pg_indexes WHERE indexname = :name"
-    else:
-        sql = "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name"
-    with engine.connect() as conn:
-        found = conn.execute(text(sql), {"name": INDEX}).scalar()
-    return None if found is None else str(found)
+    return indexes_of(engine, "customer_projects").get(INDEX)
 
 
 def test_the_migration_adds_the_probe_index_and_its_downgrade_removes_it(scratch_url: str) -> None:

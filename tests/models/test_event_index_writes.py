@@ -11,7 +11,7 @@ from pathlib import Path
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, create_engine, text
 
-from tests.helpers import identify, plan_of, statements_sent
+from tests.helpers import identify, indexes_of, plan_of, statements_sent
 from tests.models.test_event_project_account_key import ACCOUNT_SQL, PROJECT_SQL, execute
 from tests.models.test_lighter_indexes import reading, scans_priced_out
 from tests.ops.test_retention import _age_all
@@ -69,16 +69,6 @@ def test_a_persons_events_are_found_through_the_email_index_not_the_accounts(
             assert "ix_events_email" in plan, plan
 
 
-def _indexes(engine: Engine) -> dict[str, str]:
-    """Each index of `events` and how it is defined, as the database states it."""
-    if engine.dialect.name == "postgresql":
-        sql = "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'events'"
-    else:
-        sql = "SELECT name, coalesce(sql, '') FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'"
-    with engine.connect() as conn:
-        return {str(name): str(definition) for name, definition in conn.execute(text(sql))}
-
-
 def _purgeable_entries(engine: Engine) -> int:
     """Events found through `ix_events_purgeable` alone."""
     with engine.begin() as conn:
@@ -103,16 +93,16 @@ def test_the_migration_rebuilds_both_indexes_and_its_downgrade_restores_them(scr
         for n, status in enumerate(("processed", "ignored", "pending", "failed")):
             execute(engine, EVENT_SQL, id=f"evt_{n}", email=f"u{n}@example.com", body=b"{}", status=status)
         postgres = engine.dialect.name == "postgresql"
-        before = _indexes(engine)
+        before = indexes_of(engine, "events")
         assert "ix_events_status_id" in before and "ix_events_purgeable" not in before
         upgrade(scratch_url)
-        after = _indexes(engine)
+        after = indexes_of(engine, "events")
         assert "ix_events_status_id" not in after
         assert ("USING hash (email)" in after["ix_events_email"]) is postgres, after["ix_events_email"]
         assert "WHERE" in after["ix_events_purgeable"]
         assert _purgeable_entries(engine) == 2  # the applied events only: none pending or failed
         downgrade(scratch_url, BEFORE)
-        assert _indexes(engine) == before
+        assert indexes_of(engine, "events") == before
     finally:
         engine.dispose()
 
