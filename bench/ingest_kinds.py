@@ -89,25 +89,27 @@ def measure_batch(
     token: str,
     run_ids: Iterator[int],
     results: dict[str, Any],
-) -> list[IngestPoint]:
+    round_no: int = 0,
+) -> IngestPoint:
     """`POST /v1/batch`, `batch_messages` identify messages per request (each a new email with its
     own message_id), at the first connection count, on the default server (limiter on: it counts
-    requests, so a batch is one hit)."""
+    requests, so a batch is one hit). Measured in each round, after that round's identify points,
+    and set beside them (bench/summary.py)."""
     connections = cfg.connections[0]
     label = f"Tributary, /v1/batch ({cfg.batch_messages}/request)"
-    log(f"ingest: {label}, {connections} connections")
+    log(f"ingest: {label}, {connections} connections, round {round_no + 1} of {cfg.rounds}")
     target = Target(
         script=BENCH / "batch.lua", path="/v1/batch", env={"BENCH_BATCH": str(cfg.batch_messages)}
     )
     point = measure_ingest(
-        wrk, cfg, env, server, token, connections, run_ids, target, ("tributary-batch", label)
+        wrk, cfg, env, server, token, connections, run_ids, target, ("tributary-batch", label), round_no
     )
     results["ingest"].append(asdict(point))
     log(
         f"  {point.requests_per_s:.0f} req/s = {point.accepted_per_s * cfg.batch_messages:.0f} events/s, "
         f"p50 {point.p50_ms} ms, p99 {point.p99_ms} ms"
     )
-    return [point]
+    return point
 
 
 def configured_rate() -> tuple[str, float]:
