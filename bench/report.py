@@ -48,6 +48,16 @@ def _rounds(ratio: dict[str, Any], name: str) -> str:
     return median if len(each) < 2 else f"{median} [{' '.join(f'{x:.2f}' for x in each)}]"
 
 
+def batch_line(summary: dict[str, Any]) -> str:
+    """`/v1/batch`'s figure (bench/summary.py), its median and each round's ratio."""
+    each = summary["batch_ratio_rounds"]
+    ratios = " ".join(f"{r['ratio']:.2f}" for r in each)
+    return (
+        f"  /v1/batch events/s / identify 202/s at the same count, median of {len(each)} round(s) "
+        f"[each round]: {summary['batch_ratio']:.2f}" + (f" [{ratios}]" if len(each) > 1 else "")
+    )
+
+
 def report(results: dict[str, Any]) -> str:
     meta, cfg, summary = results["meta"], results["config"], results.get("summary", {})
     lines = [
@@ -94,6 +104,8 @@ def report(results: dict[str, Any]) -> str:
                     else ""
                 )
             )
+        if "batch_ratio_rounds" in summary:
+            lines.append(batch_line(summary))
         lines += ["", "    CPU per request (ms) and the machine's load during each point (2 CPUs = 100%)"]
         rows = [
             [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.report import batch_line
 from bench.summary import summarize
 
 
@@ -101,6 +102,15 @@ def test_batch_is_set_beside_each_round_s_identify_and_the_figure_is_the_median(
     assert summary["batch_ratio"] == 9.091
     assert summary["batch_events_per_s"] == 9000.0
     assert figure(summary, "/v1/batch (100/req) events/s / identify")["met"] is False
+
+
+def test_the_report_prints_the_batch_figure_with_each_round() -> None:
+    points = three_rounds()
+    points += [point("tributary-batch", 16, rate, round_no=r) for r, rate in enumerate((90, 200, 40))]
+    line = batch_line(summarize(results(points)))
+    assert line.endswith("median of 3 round(s) [each round]: 9.09 [15.00 9.09 4.00]")
+    one = batch_line(summarize(results([*three_rounds(), point("tributary-batch", 16, 90, round_no=0)])))
+    assert one.endswith("median of 1 round(s) [each round]: 15.00")
 
 
 def test_a_batch_round_without_its_identify_point_is_left_out() -> None:
