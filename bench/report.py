@@ -41,20 +41,23 @@ def _table(rows: list[list[str]], left: tuple[int, ...] = (0,)) -> list[str]:
     ]
 
 
+def _median_and_rounds(median: float, each: list[float]) -> str:
+    """A figure's median and, when measured in several rounds, each round's value."""
+    text = f"{median:.2f}"
+    return text if len(each) < 2 else f"{text} [{' '.join(f'{x:.2f}' for x in each)}]"
+
+
 def _rounds(ratio: dict[str, Any], name: str) -> str:
-    """A ratio's median and, when measured in several rounds, each round's value."""
-    each = [r[name] for r in ratio["rounds"] if name in r]
-    median = f"{ratio[name]:.2f}"
-    return median if len(each) < 2 else f"{median} [{' '.join(f'{x:.2f}' for x in each)}]"
+    """An ingest ratio's median and each round's value."""
+    return _median_and_rounds(ratio[name], [r[name] for r in ratio["rounds"] if name in r])
 
 
 def batch_line(summary: dict[str, Any]) -> str:
     """`/v1/batch`'s figure (bench/summary.py), its median and each round's ratio."""
-    each = summary["batch_ratio_rounds"]
-    ratios = " ".join(f"{r['ratio']:.2f}" for r in each)
+    each = [r["ratio"] for r in summary["batch_ratio_rounds"]]
     return (
         f"  /v1/batch events/s / identify 202/s at the same count, median of {len(each)} round(s) "
-        f"[each round]: {summary['batch_ratio']:.2f}" + (f" [{ratios}]" if len(each) > 1 else "")
+        f"[each round]: {_median_and_rounds(summary['batch_ratio'], each)}"
     )
 
 

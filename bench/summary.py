@@ -182,15 +182,17 @@ def _batch(results: dict[str, Any], by: Points, summary: dict[str, Any], targets
     connections, batches = found
     single = by.get(("tributary-limiter", connections), {})
     messages = results["config"]["batch_messages"]
-    rounds = [
-        {
-            "events_per_s": round(batch["accepted_per_s"] * messages, 1),
-            "identify_per_s": single[r]["accepted_per_s"],
-            "ratio": _ratio(batch["accepted_per_s"] * messages, single[r]["accepted_per_s"]),
-        }
-        for r, batch in sorted(batches.items())
-        if r in single
-    ]
+    rounds = []
+    for r, batch in sorted(batches.items()):
+        if r in single:
+            events, identify = batch["accepted_per_s"] * messages, single[r]["accepted_per_s"]
+            rounds.append(
+                {
+                    "events_per_s": round(events, 1),
+                    "identify_per_s": identify,
+                    "ratio": _ratio(events, identify),
+                }
+            )
     if not rounds:
         return
     summary["batch_events_per_s"] = round(float(statistics.median(x["events_per_s"] for x in rounds)), 1)
