@@ -91,6 +91,38 @@ def test_one_round_and_points_without_a_round_read_as_before() -> None:
     assert len(entry["rounds"]) == 1
 
 
+def test_the_p99_comes_with_the_rate_it_needs_by_little_s_law() -> None:
+    # wrk's 64 connections are always busy: a request's mean time is 64 / rate. Round 1: bare Flask
+    # 3,200/s (20 ms) with a p99 of 60 ms (3x its mean), identify 1,600/s (40 ms), p99 100 (2.5x).
+    # Round 2: bare 4,000/s (16 ms), p99 64 (4x); identify 2,000/s (32 ms), p99 96 (3x).
+    points = []
+    for r, (bare, bare_p99, ours, ours_p99) in enumerate(((3200, 60, 1600, 100), (4000, 64, 2000, 96))):
+        points += [
+            point("bare", 64, bare, round_no=r, p99=bare_p99),
+            point("tributary-limiter", 64, ours, round_no=r, p99=ours_p99),
+            point("tributary", 64, ours, round_no=r),
+        ]
+    summary = summarize(results(points))
+    bound = summary["ingest_p99_bound"]
+    assert summary["ingest_p99_ms_at_max_connections"] == 98
+    assert bound["mean_ms"] == 36.0 and bound["bare_mean_ms"] == 18.0
+    assert bound["p99_over_mean"] == {"tributary": 2.75, "bare": 3.5}
+    # A 50 ms p99 at identify's shape (2.75) needs a mean of 18.2 ms: 64 x 2.75 / 0.05 = 3,520/s,
+    # against bare Flask's median 3,600/s; at bare Flask's shape 4,480/s.
+    assert bound["rate_needed_per_s"] == {"tributary": 3520.0, "bare": 4480.0}
+    assert bound["rate_needed_over_bare"] == {"tributary": 0.978, "bare": 1.244}
+    assert figure(summary, "bare Flask's own p99 at 64 conns")["value"] == 62
+    row = figure(summary, "rate a 50 ms p99 needs / bare Flask's, at identify's tail, 64 conns")
+    assert (row["value"], row["met"]) == (0.978, None)
+
+
+def test_no_p99_bound_without_bare_flask_at_the_same_count() -> None:
+    points = [point("tributary-limiter", 64, 1600, round_no=0), point("tributary", 64, 1700, round_no=0)]
+    summary = summarize(results(points))
+    assert summary["ingest_p99_ms_at_max_connections"] == 10
+    assert "ingest_p99_bound" not in summary
+
+
 def test_batch_is_set_beside_each_round_s_identify_and_the_figure_is_the_median() -> None:
     points = three_rounds()
     # Identify with the limiter: 600, 2,200, 1,000 requests/s in rounds 1-3.
