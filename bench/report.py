@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.harness import REPO
 from bench.procstat import NCPU
-from bench.summary import targets_table
+from bench.targets import targets_table
 
 
 def _mib(kib: int) -> str:

@@ -11,6 +11,7 @@ import statistics
 from typing import Any
 
 from bench.p99_bound import p99_bound
+from bench.targets import Targets
 
 ROLES = ("web", "postgres", "redis", "wrk")
 P99_TARGET_MS = 50
@@ -29,35 +30,6 @@ def _ratio(a: float, b: float) -> float:
 def _median_of(rounds: dict[int, dict[str, Any]], name: str) -> float:
     """The median over a point's rounds of one of its figures."""
     return round(float(statistics.median(p[name] for p in rounds.values())), 3)
-
-
-class Targets:
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-
-    def add(
-        self,
-        item: str,
-        figure: str,
-        value: float | bool | None,
-        op: str,
-        target: float | bool | None,
-        unit: str = "",
-    ) -> None:
-        met = None
-        if value is not None and target is not None:
-            met = {">=": value >= target, "<=": value <= target, "is": value == target}[op]
-        self.rows.append(
-            {
-                "item": item,
-                "figure": figure,
-                "value": value,
-                "op": op,
-                "target": target,
-                "unit": unit,
-                "met": met,
-            }
-        )
 
 
 # A point's key: (app, connections); its round is `round` (bench/ingest.py measures in rounds).
@@ -400,24 +372,3 @@ def _memory(results: dict[str, Any], summary: dict[str, Any], targets: Targets) 
                 150,
                 "MiB",
             )
-
-
-def _shown(value: float | bool | None) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return f"{value:g}"
-
-
-def targets_table(summary: dict[str, Any]) -> list[str]:
-    rows = [["#", "figure", "value", "target", "met"]]
-    for row in summary.get("targets", []):
-        unit = f" {row['unit']}" if row["unit"] else ""
-        value = _shown(row["value"]) + (unit if row["value"] is not None else "")
-        target = "-" if row["target"] is None else f"{row['op']} {_shown(row['target'])}{unit}"
-        met = {True: "met", False: "NOT MET", None: "-"}[row["met"]]
-        rows.append([row["item"], row["figure"], value, target, met])
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return [*lines, f"  targets met: {summary.get('targets_met', '-')}"]
