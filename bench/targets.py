@@ -40,7 +40,7 @@ class Targets:
         )
 
 
-def shown(value: float | bool | None) -> str:
+def _shown(value: float | bool | None) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -52,8 +52,8 @@ def targets_table(summary: dict[str, Any]) -> list[str]:
     rows = [["#", "figure", "value", "target", "met"]]
     for row in summary.get("targets", []):
         unit = f" {row['unit']}" if row["unit"] else ""
-        value = shown(row["value"]) + (unit if row["value"] is not None else "")
-        target = "-" if row["target"] is None else f"{row['op']} {shown(row['target'])}{unit}"
+        value = _shown(row["value"]) + (unit if row["value"] is not None else "")
+        target = "-" if row["target"] is None else f"{row['op']} {_shown(row['target'])}{unit}"
         met = {True: "met", False: "NOT MET", None: "-"}[row["met"]]
         rows.append([row["item"], row["figure"], value, target, met])
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
